@@ -1,0 +1,273 @@
+"""Command-line flags generated from the config dataclasses of `config.py`.
+
+Every script declares its settings once, as a dataclass in `config.py`; this module turns
+the dataclass into an argparse parser (typed flags, validated ranges, `--help` from the
+field metadata), merges defaults < `--config file.json` < flags, and saves/loads the resolved
+config as JSON.
+
+Example:
+    >>> from config import BalancerConfig
+    >>> cfg, ns = parse_config(BalancerConfig, ["--in_dir", "photos", "--theta", "10"])
+    >>> cfg.theta
+    10.0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from dataset.atomic import atomic_write_text
+
+_NONE_WORDS = {"none", "auto", "null"}
+
+
+class ConfigError(ValueError):
+    """A setting is out of range, of the wrong type or missing."""
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+        choices: Sequence[Any] | None = None, required: bool = False,
+        min_len: int | None = None) -> Any:
+    """Declares one setting of a config dataclass.
+
+    Args:
+        default: the value a user gets when they set nothing (lists are copied per instance).
+        help: one sentence for `--help`.
+        min, max: inclusive numeric bounds (for lists: bounds of every element).
+        choices: the allowed values.
+        required: the value must be given (by flag or JSON); the default is only a placeholder.
+        min_len: the fewest elements a list may have.
+
+    Example:
+        >>> theta: float = opt(5.0, "Rotation step in degrees.", min=0.1, max=45)
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "required": required,
+            "min_len": min_len}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def _scalar_parser(tp: type, optional: bool):
+    def convert(text: str):
+        if optional and text.lower() in _NONE_WORDS:
+            return None
+        if tp is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {tp.__name__}, got {text!r}") from None
+    convert.__name__ = tp.__name__
+    return convert
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe_default(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "(empty)"
+    return str(value)
+
+
+def build_parser(cls, description: str | None = None, dry_run: bool = True,
+                 prog: str | None = None) -> argparse.ArgumentParser:
+    """Builds an argparse parser with one flag per field of the dataclass `cls`.
+
+    Flags default to argparse.SUPPRESS so that only flags the user typed override the
+    dataclass defaults (and a `--config` JSON file).
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0])
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap_optional(hints[f.name])
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        extra = []
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and hi is not None:
+            extra.append(f"{lo} to {hi}")
+        elif lo is not None or hi is not None:
+            extra.append(f">= {lo}" if lo is not None else f"<= {hi}")
+        if meta.get("required"):
+            extra.append("required")
+        elif "default" not in meta.get("help", "").lower():
+            extra.append(f"default: {_describe_default(default)}")
+        help_text = f"{meta.get('help', '')} ({'; '.join(extra)})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text,
+                                  "dest": f.name}
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin in (list, tuple):
+            args = typing.get_args(tp)
+            kwargs["type"] = _scalar_parser(args[0], False)
+            fixed_tuple = origin is tuple and Ellipsis not in args
+            kwargs["nargs"] = len(args) if fixed_tuple else "+"
+            elem = args[0]
+            kwargs["metavar"] = elem.__name__.upper()
+        else:
+            kwargs["type"] = _scalar_parser(tp, optional)
+            kwargs["metavar"] = tp.__name__.upper()
+        if meta.get("choices") and tp is not bool:
+            kwargs["choices"] = list(meta["choices"])
+            kwargs.pop("metavar", None)
+        parser.add_argument(f"--{f.name}", **kwargs)
+    parser.add_argument("--config", dest="_config_json", default=None, metavar="JSON",
+                        help="JSON file with settings; flags given here override it.")
+    if dry_run:
+        parser.add_argument("--dry-run", "--dry_run", dest="_dry_run", action="store_true",
+                            help="Print the resolved config and the plan; write nothing.")
+    return parser
+
+
+def _coerce(cls, name: str, value: Any) -> Any:
+    """Converts a JSON value to the field's type (lists to tuples, ints to floats)."""
+    tp, optional = _unwrap_optional(_field_types(cls)[name])
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        elem = typing.get_args(tp)[0]
+        items = [elem(v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def validate_config(cfg) -> None:
+    """Checks every field against its declared range/choices, then `cfg.validate()` if any.
+
+    Raises:
+        ConfigError: with a one-line message naming the flag.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        meta = f.metadata
+        if meta.get("required") and value in (None, "", [], ()):
+            raise ConfigError(f"--{f.name} is required")
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if meta.get("min_len") is not None and len(values) < meta["min_len"]:
+            raise ConfigError(f"--{f.name} needs at least {meta['min_len']} values")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                pass
+            elif meta.get("min") is not None and v < meta["min"]:
+                raise ConfigError(f"--{f.name} must be >= {meta['min']}, got {v}")
+            elif meta.get("max") is not None and v > meta["max"]:
+                raise ConfigError(f"--{f.name} must be <= {meta['max']}, got {v}")
+            if meta.get("choices") and v not in meta["choices"]:
+                raise ConfigError(f"--{f.name} must be one of {list(meta['choices'])}, got {v!r}")
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        check()
+
+
+def config_from_dict(cls, data: dict[str, Any], base=None):
+    """Returns a `cls` built from `base` (or the defaults) with `data` applied.
+
+    Keys starting with `_` are metadata and ignored; unknown keys are an error (typos).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in data if k not in names and not k.startswith("_"))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
+    cfg = dataclasses.replace(base) if base is not None else cls()
+    for key, value in data.items():
+        if key in names:
+            setattr(cfg, key, _coerce(cls, key, value))
+    return cfg
+
+
+def load_config_json(cls, path: str | Path, base=None):
+    """Reads a JSON config written by `save_config_json` (or by hand) into `cls`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return config_from_dict(cls, data, base)
+
+
+def config_to_dict(cfg) -> dict[str, Any]:
+    """The config as plain JSON-able data, tagged with its class name."""
+    data = {"_config_class": type(cfg).__name__}
+    for key, value in dataclasses.asdict(cfg).items():
+        data[key] = list(value) if isinstance(value, tuple) else value
+    return data
+
+
+def save_config_json(cfg, path: str | Path, **extra: Any) -> Path:
+    """Writes the resolved config (plus `extra` metadata keys, prefixed `_`) atomically."""
+    data = config_to_dict(cfg)
+    data.update({f"_{k}": v for k, v in extra.items()})
+    return atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def format_config(cfg) -> str:
+    """The config as aligned `name = value` lines, for `--dry-run` and logs."""
+    data = config_to_dict(cfg)
+    data.pop("_config_class")
+    width = max(len(k) for k in data)
+    lines = [f"[{type(cfg).__name__}]"]
+    lines += [f"  {k.ljust(width)} = {_describe_default(v) if v is None else v}"
+              for k, v in data.items()]
+    return "\n".join(lines)
+
+
+def parse_config(cls, argv: Sequence[str] | None = None, description: str | None = None,
+                 dry_run: bool = True, prog: str | None = None):
+    """Parses flags into a validated `cls` instance.
+
+    Precedence: the dataclass defaults (config.py) < `--config JSON` < flags.
+    A bad value exits with status 2 and a one-line message, as argparse does.
+
+    Returns:
+        (cfg, namespace); `namespace._dry_run` is True when `--dry-run` was given.
+    """
+    parser = build_parser(cls, description, dry_run=dry_run, prog=prog)
+    ns = parser.parse_args(argv)
+    try:
+        base = load_config_json(cls, ns._config_json) if ns._config_json else cls()
+        given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)
+                 if hasattr(ns, f.name)}
+        cfg = config_from_dict(cls, given, base)
+        validate_config(cfg)
+    except ConfigError as err:
+        parser.error(str(err))
+    if not dry_run:
+        ns._dry_run = False
+    return cfg, ns

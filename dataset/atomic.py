@@ -1,0 +1,50 @@
+"""Atomic file writes: a temp file in the target folder, then one rename.
+
+A reader (or a resumed run) never sees a half-written file: the path either does not exist
+or holds complete content.
+
+Example:
+    >>> with atomic_path("out/a.png") as tmp:
+    ...     image.save(tmp, format="PNG")
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+    Args:
+        path: final destination.
+        overwrite: when False, an existing `path` raises FileExistsError before any work.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"refusing to overwrite {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix is kept so that libraries choosing a format by extension still work.
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Writes `data` to `path` atomically and returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Writes UTF-8 `text` to `path` atomically and returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
