@@ -34,12 +34,13 @@ class BalancerConfig:
     site_csv: str | None = opt(None, "CSV with columns path,site_id (path relative to "
                                "in_dir); overrides the file-name rule.")
     min_size: int = opt(16, "Images whose shorter side is smaller are skipped (listed).",
-                        min=1)
+                        min=2)
     workers: int | None = opt(None, "Worker processes (default: all cores).", min=1)
     jpeg_quality: int = opt(95, "JPEG quality of augmented images from JPEG sources "
                             "(other sources are written as lossless PNG).", min=50, max=100)
-    link_originals: bool = opt(True, "Hard-link the originals into out_dir where the file "
-                               "system allows (else copy); --no-link_originals always copies.")
+    link_originals: bool = opt(False, "Hard-link the originals into out_dir instead of "
+                               "copying them (saves disk, but editing a linked file in "
+                               "out_dir then edits your original).")
 
     def validate(self) -> None:
         if self.theta * self.multiplier > 45.0 + 1e-9:

@@ -55,7 +55,7 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image (cannot identify its format)") from None
     except OSError as err:
-        raise ImageLoadError(f"{path}: cannot open ({err})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({err})") from None
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,11 +28,12 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One input image: where it is, its label and its site."""
+    """One input image: where it is, its label, its site and (once checked) its size."""
     path: Path
     relpath: str
     label: str
     site_id: str
+    size: tuple[int, int] | None = None  # (width, height) as displayed; set by validate_images
 
 
 @dataclass
@@ -202,14 +203,14 @@ def validate_images(scan: ScanResult, min_size: int = 1, workers: int | None = N
     Returns:
         A new ScanResult; labels left without any usable image are dropped (and listed).
     """
-    verdicts = {}
+    verdicts, sizes = {}, {}
     for rec, size, err in parallel_imap(_probe, scan.images, workers=workers, chunksize=16,
                                         desc="checking images" if progress else None,
                                         unit="img"):
         if err is None and min(size) < min_size:
             err = f"too small ({size[0]}x{size[1]} px; the minimum side is {min_size} px)"
-        verdicts[rec.relpath] = err
-    good = [r for r in scan.images if verdicts[r.relpath] is None]
+        verdicts[rec.relpath], sizes[rec.relpath] = err, size
+    good = [replace(r, size=sizes[r.relpath]) for r in scan.images if verdicts[r.relpath] is None]
     skipped = list(scan.skipped) + [(r.relpath, verdicts[r.relpath]) for r in scan.images
                                     if verdicts[r.relpath] is not None]
     labels = []

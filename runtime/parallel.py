@@ -57,7 +57,9 @@ def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None 
                 bar.update(weight(res) if weight else 1)
                 yield res
             return
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # spawn, not fork: a forked child inherits locks held by the parent's threads
+        # (OpenCV's pool, TensorFlow, tqdm's monitor) and can hang forever on them.
+        ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker) as pool:
             for res in pool.imap_unordered(fn, items, chunksize=chunksize):
                 bar.update(weight(res) if weight else 1)

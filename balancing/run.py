@@ -1,0 +1,263 @@
+"""Stage 1 pipeline: scan -> check -> plan -> write augmentations, manifest and summary.
+
+The plan is made in full before anything is written (so `--dry-run` shows exactly what a
+run would do); the work runs on all cores, one task per source image, and skips outputs that
+already exist, so an interrupted run resumes where it stopped.
+
+Example:
+    >>> plan = plan_balance(BalancerConfig(in_dir="photos", out_dir="diffusion_data"))
+    >>> print(format_plan(plan))
+    >>> result = run_balance(plan)
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from balancing.plan import Augmentation, SitePlan, augmentation_ladder, plan_label
+from balancing.rotate_zoom import cover_zoom, rotate_zoom
+from cli.flags import save_config_json
+from config import BalancerConfig
+from dataset.atomic import atomic_path, atomic_write_text
+from dataset.images import ImageLoadError, load_rgb, save_rgb
+from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, validate_images
+from runtime.parallel import parallel_imap
+
+# Settings that change what is written: a resumed run must match them.
+_RESUME_KEYS = ("labels", "theta", "multiplier", "fact", "seed", "site_regex", "site_csv",
+                "min_size", "jpeg_quality")
+CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One file the run writes: a copy of the original (aug None) or an augmentation."""
+    name: str                 # relative to out_dir, posix
+    source: ImageRecord
+    aug: Augmentation | None
+    zoom: float | None
+
+
+@dataclass
+class BalancePlan:
+    """Everything a run will write, decided before writing anything."""
+    cfg: BalancerConfig
+    scan: ScanResult
+    sites: dict[str, dict[str, SitePlan]]
+    outputs: list[PlannedImage]
+
+    def jobs(self) -> list[list[PlannedImage]]:
+        """The outputs grouped by source image (a worker decodes each source once)."""
+        groups: dict[str, list[PlannedImage]] = {}
+        for out in self.outputs:
+            groups.setdefault(out.source.relpath, []).append(out)
+        return list(groups.values())
+
+
+@dataclass
+class BalanceResult:
+    written: int = 0
+    reused: int = 0  # already present from an earlier (interrupted) run
+    errors: list[str] = field(default_factory=list)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+
+
+def _augmented_suffix(source: Path) -> str:
+    # JPEG stays JPEG (re-encoded at high quality); everything else is written losslessly.
+    return ".jpg" if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
+
+
+def _label_outputs(label: str, records: list[ImageRecord], site_plans: dict[str, SitePlan],
+                   ladder: list[Augmentation], fact: float | None) -> list[PlannedImage]:
+    stems = Counter(Path(r.relpath).stem.lower() for r in records)
+    by_site: dict[str, list[ImageRecord]] = {}
+    for rec in records:
+        by_site.setdefault(rec.site_id, []).append(rec)
+    outputs: list[PlannedImage] = []
+    for rec in records:
+        src = Path(rec.relpath)
+        stem = src.stem if stems[src.stem.lower()] == 1 else f"{src.stem}_{_short_hash(rec.relpath)}"
+        outputs.append(PlannedImage(f"{label}/{stem}{src.suffix}", rec, None, None))
+    for site, plan in site_plans.items():
+        site_records = by_site[site]
+        for img_idx, aug_idx in plan.assignments:
+            rec, aug = site_records[img_idx], ladder[aug_idx]
+            src = Path(rec.relpath)
+            w, h = rec.size
+            zoom = fact if fact is not None else cover_zoom(aug.theta, h, w)
+            name = f"{label}/{src.stem}_{aug.tag}_{_short_hash(rec.relpath)}{_augmented_suffix(src)}"
+            outputs.append(PlannedImage(name, rec, aug, zoom))
+    names = Counter(o.name.lower() for o in outputs)
+    clash = [n for n, c in names.items() if c > 1]
+    if clash:
+        raise DatasetError(f"output names collide in label {label!r}: {clash[0]} "
+                           f"(rename the input files)")
+    return outputs
+
+
+def plan_balance(cfg: BalancerConfig, progress: bool = True) -> BalancePlan:
+    """Scans and checks the input, then plans every output. Reads only; writes nothing.
+
+    Raises:
+        DatasetError: unusable input (one-line reason).
+    """
+    scan = scan_labelled_dir(cfg.in_dir, cfg.labels, cfg.site_regex, cfg.site_csv)
+    scan = validate_images(scan, min_size=cfg.min_size, workers=cfg.workers, progress=progress)
+    ladder = augmentation_ladder(cfg.theta, cfg.multiplier)
+    sites, outputs = {}, []
+    for label, records in scan.by_label().items():
+        sites[label] = plan_label(scan.counts()[label], ladder, cfg.seed, label)
+        outputs += _label_outputs(label, records, sites[label], ladder, cfg.fact)
+    return BalancePlan(cfg, scan, sites, outputs)
+
+
+def plan_rows(plan: BalancePlan) -> list[dict]:
+    """One row per (label, site): images before, added, after, target, shortfall."""
+    return [{"label": label, "site_id": site, "before": sp.n_images, "added": sp.n_planned,
+             "after": sp.n_after, "target": sp.target, "shortfall": sp.shortfall}
+            for label, sites in plan.sites.items() for site, sp in sites.items()]
+
+
+def format_plan(plan: BalancePlan) -> str:
+    """The plan as a plain-text table, with totals and the shortfall called out."""
+    rows = plan_rows(plan)
+    head = ["label", "site_id", "before", "added", "after", "target", "shortfall"]
+    width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in head}
+    lines = ["  ".join(k.rjust(width[k]) for k in head)]
+    lines += ["  ".join(str(r[k]).rjust(width[k]) for k in head) for r in rows]
+    short = [r for r in rows if r["shortfall"] > 0]
+    before = sum(r["before"] for r in rows)
+    added = sum(r["added"] for r in rows)
+    lines.append(f"total: {before} images in, {added} augmentations planned, "
+                 f"{before + added} out; {len(plan.scan.skipped)} file(s) skipped")
+    for r in short:
+        lines.append(f"shortfall: label {r['label']} site {r['site_id']} reaches {r['after']} "
+                     f"of {r['target']} ({r['shortfall']} short: {r['before']} image(s) x "
+                     f"{2 * plan.cfg.multiplier} distinct augmentations); raise --multiplier "
+                     f"or lower --theta for more")
+    return "\n".join(lines)
+
+
+def check_out_dir(cfg: BalancerConfig) -> Path:
+    """Checks that out_dir is new, or an earlier run of the same settings (resume).
+
+    Raises:
+        DatasetError: out_dir is inside in_dir, holds foreign files or other settings.
+    """
+    out_dir, in_dir = Path(cfg.out_dir).resolve(), Path(cfg.in_dir).resolve()
+    if out_dir == in_dir or in_dir in out_dir.parents:
+        raise DatasetError(f"--out_dir {cfg.out_dir} is inside --in_dir {cfg.in_dir}: "
+                           f"choose a folder outside the input")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"--out_dir {cfg.out_dir} exists and is not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        saved_path = out_dir / CONFIG_NAME
+        if not saved_path.exists():
+            raise DatasetError(f"--out_dir {cfg.out_dir} already holds files not written by "
+                               f"site_id_balancer.py: choose a new folder (nothing changed)")
+        saved = json.loads(saved_path.read_text())
+        if saved.get("_in_dir_resolved") != str(in_dir):
+            raise DatasetError(f"--out_dir {cfg.out_dir} was made from another input "
+                               f"({saved.get('_in_dir_resolved')}): choose a new folder")
+        for key in _RESUME_KEYS:
+            now = getattr(cfg, key)
+            if saved.get(key) != now:
+                raise DatasetError(f"--out_dir {cfg.out_dir} was made with {key}="
+                                   f"{saved.get(key)!r}, now {now!r}: choose a new folder "
+                                   f"or the same settings to resume")
+    return out_dir
+
+
+def _copy_original(src: Path, dst: Path, link: bool) -> None:
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed: copy instead
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)
+
+
+def _write_source(job: tuple[str, list[PlannedImage], int, bool]) -> BalanceResult:
+    """Worker: writes every missing output of one source image (decoded at most once)."""
+    out_dir, outputs, quality, link = job
+    result, image = BalanceResult(), None
+    for out in outputs:
+        dst = Path(out_dir) / out.name
+        if dst.exists():
+            result.reused += 1
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if out.aug is None:
+            _copy_original(out.source.path, dst, link)
+        else:
+            if image is None:
+                try:
+                    image = load_rgb(out.source.path)
+                except ImageLoadError as err:
+                    result.errors.append(str(err))
+                    return result
+            save_rgb(dst, rotate_zoom(image, out.aug.theta, out.aug.flip, out.zoom), quality)
+        result.written += 1
+    return result
+
+
+def _manifest_rows(plan: BalancePlan, out_dir: Path) -> list[ManifestRow]:
+    rows = []
+    for out in plan.outputs:
+        if not (out_dir / out.name).exists():
+            continue
+        origin = out.source.path.resolve().as_posix()
+        if out.aug is None:
+            rows.append(ManifestRow(out.name, out.source.label, out.source.site_id, origin,
+                                    "original", plan.cfg.seed, {}))
+        else:
+            rows.append(ManifestRow(out.name, out.source.label, out.source.site_id, origin,
+                                    "rotate_flip", plan.cfg.seed,
+                                    {"theta": out.aug.theta, "flip": out.aug.flip,
+                                     "zoom": round(out.zoom, 6)}))
+    return rows
+
+
+def run_balance(plan: BalancePlan, progress: bool = True) -> BalanceResult:
+    """Writes the plan's outputs, manifest.csv, skipped.csv, summary.txt, config.json and
+    balance_counts.png into out_dir, resuming an interrupted run of the same settings.
+
+    Raises:
+        DatasetError: out_dir is unusable (inside in_dir, foreign content, other settings).
+    """
+    from balancing.charts import plot_site_counts  # matplotlib only when writing
+
+    cfg = plan.cfg
+    out_dir = check_out_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
+    jobs = [(str(out_dir), group, cfg.jpeg_quality, cfg.link_originals) for group in plan.jobs()]
+    total = BalanceResult()
+    for res in parallel_imap(_write_source, jobs, workers=cfg.workers,
+                             desc="balancing" if progress else None, unit="img",
+                             weight=lambda r: r.written + r.reused + len(r.errors),
+                             total=len(plan.outputs)):
+        total.written += res.written
+        total.reused += res.reused
+        total.errors += res.errors
+    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("path", "reason"), *plan.scan.skipped])
+    atomic_write_text(out_dir / "skipped.csv", buf.getvalue())
+    atomic_write_text(out_dir / "summary.txt", format_plan(plan) + "\n")
+    plot_site_counts(plan_rows(plan), out_dir / "balance_counts.png")
+    return total

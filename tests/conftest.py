@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny real image datasets written to tmp folders."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, size=(24, 16), seed: int = 0, fmt: str | None = None) -> Path:
+    """Writes a small random RGB image (width, height) = size; the suffix picks the format."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(30, 226, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, layout: dict[str, dict[str, int]], size=(24, 16),
+                 suffix: str = ".jpg") -> Path:
+    """Writes root/<label>/<site>_<n><suffix> for layout {label: {site: count}}."""
+    seed = 0
+    for label, sites in layout.items():
+        for site, count in sites.items():
+            for n in range(count):
+                seed += 1
+                write_image(root / label / f"{site}_{n:03d}{suffix}", size, seed)
+    return root
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file below root, by relative path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """Two labels; label 1 has sites of 6, 2 and 1 images, label 2 of 3 and 3."""
+    return make_dataset(tmp_path / "in", {"1": {"S1": 6, "S2": 2, "S3": 1},
+                                          "2": {"A": 3, "B": 3}})

@@ -1,0 +1,78 @@
+"""config.py dataclasses -> typed CLI flags, ranges, JSON round-trip, precedence."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.flags import (ConfigError, config_to_dict, load_config_json, parse_config,
+                       save_config_json, validate_config)
+from config import BalancerConfig
+
+
+def test_flags_are_typed_and_override_defaults():
+    cfg, ns = parse_config(BalancerConfig, ["--in_dir", "x", "--theta", "7.5", "--multiplier",
+                                            "4", "--labels", "1", "3", "--fact", "1.3"])
+    assert cfg.theta == 7.5 and cfg.multiplier == 4 and cfg.labels == ["1", "3"]
+    assert cfg.fact == 1.3 and cfg.out_dir == "diffusion_data" and not ns._dry_run
+
+
+def test_optional_value_accepts_auto_and_bools_have_no_form():
+    cfg, _ = parse_config(BalancerConfig, ["--in_dir", "x", "--fact", "auto",
+                                           "--link_originals"])
+    assert cfg.fact is None and cfg.link_originals is True
+    cfg, _ = parse_config(BalancerConfig, ["--in_dir", "x", "--no-link_originals"])
+    assert cfg.link_originals is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--in_dir is required"),
+    (["--in_dir", "x", "--theta", "0"], "--theta must be >= 0.1"),
+    (["--in_dir", "x", "--theta", "50"], "--theta must be <= 45"),
+    (["--in_dir", "x", "--theta", "10", "--multiplier", "6"], "theta*multiplier must be <= 45"),
+    (["--in_dir", "x", "--multiplier", "two"], "expected int"),
+    (["--in_dir", "x", "--site_regex", "a", "--site_csv", "b.csv"], "not both"),
+])
+def test_bad_values_exit_2_with_one_line_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_config(BalancerConfig, argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_round_trip_and_precedence(tmp_path):
+    cfg = BalancerConfig(in_dir="photos", theta=3.0, labels=["a"], fact=1.25)
+    path = save_config_json(cfg, tmp_path / "config.json", note="hello")
+    data = json.loads(path.read_text())
+    assert data["_config_class"] == "BalancerConfig" and data["_note"] == "hello"
+    assert load_config_json(BalancerConfig, path) == cfg
+    # flags beat the JSON file, which beats config.py
+    cfg2, _ = parse_config(BalancerConfig, ["--config", str(path), "--theta", "4"])
+    assert cfg2.theta == 4.0 and cfg2.fact == 1.25 and cfg2.in_dir == "photos"
+    assert config_to_dict(cfg2)["labels"] == ["a"]
+
+
+def test_json_typos_and_wrong_types_are_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"in_dir": "x", "thetta": 3}))
+    with pytest.raises(ConfigError, match="thetta"):
+        load_config_json(BalancerConfig, bad)
+    bad.write_text(json.dumps({"in_dir": "x", "multiplier": "six"}))
+    with pytest.raises(ConfigError, match="multiplier"):
+        load_config_json(BalancerConfig, bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config_json(BalancerConfig, tmp_path / "missing.json")
+
+
+def test_validate_checks_dataclass_built_in_code():
+    with pytest.raises(ConfigError, match="--jpeg_quality"):
+        validate_config(BalancerConfig(in_dir="x", jpeg_quality=10))
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(BalancerConfig, ["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--in_dir", "--theta", "--fact", "--multiplier", "--dry-run", "--config"):
+        assert flag in out
+    assert "0.1 to 45.0" in out

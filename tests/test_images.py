@@ -1,0 +1,68 @@
+"""Robust image loading: every odd format becomes 8-bit RGB; bad files give one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset.images import ImageLoadError, load_rgb, probe_image, save_rgb
+
+
+def _rgb(h=8, w=12, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode, suffix", [("L", ".png"), ("RGBA", ".png"), ("P", ".png"),
+                                          ("CMYK", ".jpg"), ("LA", ".png"), ("RGB", ".bmp"),
+                                          ("RGB", ".tif"), ("RGB", ".webp"), ("1", ".png")])
+def test_modes_become_uint8_rgb(tmp_path, mode, suffix):
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(_rgb()).convert(mode).save(path)
+    img = load_rgb(path)
+    assert img.shape == (8, 12, 3) and img.dtype == np.uint8
+    assert probe_image(path) == (12, 8)
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    img = load_rgb(path)
+    assert img.dtype == np.uint8 and img[..., 0].min() == 0 and img[..., 0].max() == 255
+    assert np.array_equal(img[..., 0], (ramp // 257).astype(np.uint8))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = _rgb(8, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(arr).save(path, exif=exif, quality=100)
+    assert load_rgb(path).shape == (20, 8, 3)
+    assert probe_image(path) == (8, 20)
+
+
+def test_truncated_and_fake_images_raise_one_line_errors(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(_rgb(64, 64)).save(good)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("this is not a picture")
+    for path, reason in ((cut, "truncated"), (fake, "not an image"),
+                         (tmp_path / "missing.png", "not found")):
+        for fn in (load_rgb, probe_image):
+            with pytest.raises(ImageLoadError, match=reason) as exc:
+                fn(path)
+            assert "\n" not in str(exc.value)
+
+
+def test_save_is_atomic_and_lossless_for_png(tmp_path):
+    arr = _rgb()
+    path = save_rgb(tmp_path / "sub" / "a.png", arr)
+    assert np.array_equal(load_rgb(path), arr)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.png"]  # no temp file left
+    with pytest.raises(ValueError, match="unsupported"):
+        save_rgb(tmp_path / "a.gif", arr)
+    with pytest.raises(ValueError, match="uint8"):
+        save_rgb(tmp_path / "b.png", arr.astype(np.float32))
