@@ -13,25 +13,31 @@ from balancing.run import check_out_dir, format_plan, plan_balance, run_balance
 from cli.flags import format_config, parse_config
 from config import BalancerConfig
 from dataset.scan import DatasetError
+from runtime.parallel import worker_pool
+
+
+def _print_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for path, reason in skipped[:limit]:
+            print(f"  {path}: {reason}")
+        if len(skipped) > limit:
+            print(f"  ... and {len(skipped) - limit} more (see skipped.csv)")
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(BalancerConfig, argv, prog="site_id_balancer.py")
     try:
         check_out_dir(cfg)
-        plan = plan_balance(cfg)
-        print(format_config(cfg))
-        print(format_plan(plan))
-        if plan.scan.skipped:
-            print(f"skipped {len(plan.scan.skipped)} file(s):")
-            for path, reason in plan.scan.skipped[:20]:
-                print(f"  {path}: {reason}")
-            if len(plan.scan.skipped) > 20:
-                print(f"  ... and {len(plan.scan.skipped) - 20} more (see skipped.csv)")
-        if ns._dry_run:
-            print("dry run: nothing written")
-            return 0
-        result = run_balance(plan)
+        with worker_pool(cfg.workers) as pool:
+            plan = plan_balance(cfg, pool=pool)
+            print(format_config(cfg))
+            print(format_plan(plan))
+            _print_skipped(plan.scan.skipped)
+            if ns._dry_run:
+                print("dry run: nothing written")
+                return 0
+            result = run_balance(plan, pool=pool)
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -39,9 +39,10 @@ def plot_site_counts(rows: list[dict], path: str | Path) -> Path:
         ax.set_ylabel("images")
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Images per site, before and after site balancing")
-    fig.tight_layout()
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Images per site, before and after site balancing", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

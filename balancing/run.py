@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -21,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from balancing.charts import plot_site_counts
 from balancing.plan import Augmentation, SitePlan, augmentation_ladder, plan_label
 from balancing.rotate_zoom import cover_zoom, rotate_zoom
 from cli.flags import save_config_json
@@ -29,7 +31,7 @@ from dataset.atomic import atomic_path, atomic_write_text
 from dataset.images import ImageLoadError, load_rgb, save_rgb
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, validate_images
-from runtime.parallel import parallel_imap
+from runtime.parallel import parallel_imap, worker_pool
 
 # Settings that change what is written: a resumed run must match them.
 _RESUME_KEYS = ("labels", "theta", "multiplier", "fact", "seed", "site_regex", "site_csv",
@@ -106,14 +108,18 @@ def _label_outputs(label: str, records: list[ImageRecord], site_plans: dict[str,
     return outputs
 
 
-def plan_balance(cfg: BalancerConfig, progress: bool = True) -> BalancePlan:
+def plan_balance(cfg: BalancerConfig, progress: bool = True, pool=None) -> BalancePlan:
     """Scans and checks the input, then plans every output. Reads only; writes nothing.
+
+    Args:
+        pool: an open `runtime.parallel.worker_pool` to reuse (default: one of its own).
 
     Raises:
         DatasetError: unusable input (one-line reason).
     """
     scan = scan_labelled_dir(cfg.in_dir, cfg.labels, cfg.site_regex, cfg.site_csv)
-    scan = validate_images(scan, min_size=cfg.min_size, workers=cfg.workers, progress=progress)
+    scan = validate_images(scan, min_size=cfg.min_size, workers=cfg.workers, progress=progress,
+                           pool=pool)
     ladder = augmentation_ladder(cfg.theta, cfg.multiplier)
     sites, outputs = {}, []
     for label, records in scan.by_label().items():
@@ -232,32 +238,38 @@ def _manifest_rows(plan: BalancePlan, out_dir: Path) -> list[ManifestRow]:
     return rows
 
 
-def run_balance(plan: BalancePlan, progress: bool = True) -> BalanceResult:
+def run_balance(plan: BalancePlan, progress: bool = True, pool=None) -> BalanceResult:
     """Writes the plan's outputs, manifest.csv, skipped.csv, summary.txt, config.json and
     balance_counts.png into out_dir, resuming an interrupted run of the same settings.
+
+    Args:
+        pool: an open `runtime.parallel.worker_pool` to reuse (default: one of its own).
 
     Raises:
         DatasetError: out_dir is unusable (inside in_dir, foreign content, other settings).
     """
-    from balancing.charts import plot_site_counts  # matplotlib only when writing
-
     cfg = plan.cfg
     out_dir = check_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
     jobs = [(str(out_dir), group, cfg.jpeg_quality, cfg.link_originals) for group in plan.jobs()]
     total = BalanceResult()
-    for res in parallel_imap(_write_source, jobs, workers=cfg.workers,
-                             desc="balancing" if progress else None, unit="img",
-                             weight=lambda r: r.written + r.reused + len(r.errors),
-                             total=len(plan.outputs)):
-        total.written += res.written
-        total.reused += res.reused
-        total.errors += res.errors
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(worker_pool(cfg.workers))
+        # The chart needs only the plan: draw it in a worker while the images are written.
+        chart_args = (plan_rows(plan), out_dir / "balance_counts.png")
+        chart = pool.apply_async(plot_site_counts, chart_args) if pool is not None else None
+        for res in parallel_imap(_write_source, jobs, desc="balancing" if progress else None,
+                                 unit="img", weight=lambda r: r.written + r.reused + len(r.errors),
+                                 total=len(plan.outputs), pool=pool, workers=1):
+            total.written += res.written
+            total.reused += res.reused
+            total.errors += res.errors
+        chart.get() if chart is not None else plot_site_counts(*chart_args)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir))
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([("path", "reason"), *plan.scan.skipped])
     atomic_write_text(out_dir / "skipped.csv", buf.getvalue())
     atomic_write_text(out_dir / "summary.txt", format_plan(plan) + "\n")
-    plot_site_counts(plan_rows(plan), out_dir / "balance_counts.png")
     return total

@@ -194,17 +194,18 @@ def _probe(rec: ImageRecord) -> tuple[ImageRecord, tuple[int, int] | None, str |
 
 
 def validate_images(scan: ScanResult, min_size: int = 1, workers: int | None = None,
-                    progress: bool = True) -> ScanResult:
+                    progress: bool = True, pool=None) -> ScanResult:
     """Decodes every image once (in parallel) and drops the unusable ones, listing why.
 
     Args:
         min_size: images whose shorter side is below this many pixels are skipped.
+        workers, pool: processes to use, or an open `runtime.parallel.worker_pool`.
 
     Returns:
         A new ScanResult; labels left without any usable image are dropped (and listed).
     """
     verdicts, sizes = {}, {}
-    for rec, size, err in parallel_imap(_probe, scan.images, workers=workers, chunksize=16,
+    for rec, size, err in parallel_imap(_probe, scan.images, workers=workers, chunksize=16, pool=pool,
                                         desc="checking images" if progress else None,
                                         unit="img"):
         if err is None and min(size) < min_size:

@@ -1,14 +1,16 @@
 """Runs independent per-file work on all cores with a progress bar.
 
 Example:
-    >>> for result in parallel_imap(probe, paths, desc="checking images"):
-    ...     ...
+    >>> with worker_pool(workers=2) as pool:
+    ...     sizes = list(parallel_imap(probe, paths, pool=pool, desc="checking images"))
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from multiprocessing.pool import Pool
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
 
@@ -33,35 +35,48 @@ def _init_worker() -> None:
         pass
 
 
+@contextlib.contextmanager
+def worker_pool(workers: int | None = None) -> Iterator[Pool | None]:
+    """A process pool to share between the phases of a job (started once: ~0.3 s).
+
+    Yields None when `workers` is 1: the work then runs in this process (no pickling, easy
+    debugging). Processes are spawned, not forked: a forked child inherits locks held by the
+    parent's threads (OpenCV's pool, TensorFlow, tqdm's monitor) and can hang on them. As
+    with any spawn-based pool, a script calling this needs the `if __name__ == "__main__":`
+    guard.
+    """
+    workers = workers or default_workers()
+    if workers == 1:
+        yield None
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        yield pool
+
+
 def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None,
                   desc: str | None = None, unit: str = "it",
                   weight: Callable[[R], int] | None = None, total: int | None = None,
-                  chunksize: int = 4) -> Iterator[R]:
-    """Yields `fn(item)` for every item, in any order, using `workers` processes.
+                  chunksize: int = 4, pool: Pool | None = None) -> Iterator[R]:
+    """Yields `fn(item)` for every item, in any order, on all cores.
 
     Args:
         fn: a picklable (module-level) function.
         items: the work; each item must be picklable and small (paths, not pixels), so
             memory stays flat in the number of items.
-        workers: process count; 1 runs in this process (no pickling, easy debugging).
+        workers: process count when no `pool` is given; 1 runs in this process.
         desc, unit: progress-bar text; `desc=None` shows no bar.
         weight: how much progress one result counts (default 1), with `total` the sum.
+        pool: an open `worker_pool` to reuse.
     """
-    workers = workers or default_workers()
     bar = tqdm(total=total if total is not None else len(items), desc=desc, unit=unit,
                disable=desc is None, dynamic_ncols=True)
     try:
-        if workers == 1 or len(items) <= 1:
-            results: Iterable[R] = map(fn, items)
+        with contextlib.ExitStack() as stack:
+            if pool is None and len(items) > 1:
+                pool = stack.enter_context(worker_pool(workers))
+            results = (pool.imap_unordered(fn, items, chunksize=chunksize) if pool is not None
+                       else map(fn, items))
             for res in results:
-                bar.update(weight(res) if weight else 1)
-                yield res
-            return
-        # spawn, not fork: a forked child inherits locks held by the parent's threads
-        # (OpenCV's pool, TensorFlow, tqdm's monitor) and can hang forever on them.
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker) as pool:
-            for res in pool.imap_unordered(fn, items, chunksize=chunksize):
                 bar.update(weight(res) if weight else 1)
                 yield res
     finally:

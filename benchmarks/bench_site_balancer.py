@@ -1,0 +1,148 @@
+"""Benchmark of stage 1 (site_id_balancer): the project vs a plain single-process loop.
+
+Generates a dataset of 200x600 px JPEGs (the reference's image size), 2 labels x 5 sites of
+unequal size, then balances it twice in the same run:
+  * baseline: the same plan executed one image at a time in one process (the reference's
+    loop: load, rotate+zoom, save; originals copied);
+  * project:  `site_id_balancer.py` as users run it (scan + decode check + plan + parallel
+    write + manifest + chart), in a fresh process, on all cores.
+Reports output images/s, the speed-up, and the peak memory of the project at two dataset sizes
+(memory should stay flat in the number of images).
+
+    python3 benchmarks/bench_site_balancer.py [--images 2000] [--workers N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from balancing.rotate_zoom import rotate_zoom  # noqa: E402
+from balancing.run import plan_balance  # noqa: E402
+from config import BalancerConfig  # noqa: E402
+from dataset.images import load_rgb, save_rgb  # noqa: E402
+from runtime.parallel import default_workers  # noqa: E402
+
+SITE_SHARES = (0.4, 0.25, 0.15, 0.1, 0.1)
+
+
+def make_dataset(root: Path, n_images: int, seed: int = 0) -> None:
+    """Writes n_images smooth random 200x600 JPEGs as root/<label>/<site>_<n>.jpg."""
+    rng = np.random.default_rng(seed)
+    per_label = n_images // 2
+    k = 0
+    for label in ("1", "2"):
+        counts = [int(round(s * per_label)) for s in SITE_SHARES]
+        counts[0] += per_label - sum(counts)
+        for site, count in enumerate(counts):
+            for _ in range(count):
+                small = rng.integers(0, 256, (6, 18, 3), dtype=np.uint8)
+                img = cv2.resize(small, (600, 200), interpolation=cv2.INTER_CUBIC)
+                img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+                save_rgb(root / label / f"S{site + 1}_{k:05d}.jpg", img, quality=90)
+                k += 1
+
+
+def baseline_loop(cfg: BalancerConfig) -> tuple[int, float]:
+    """The same plan written by a plain single-process loop: each source image loaded once,
+    its augmentations rotated and saved one after another. Returns (images, seconds)."""
+    plan = plan_balance(cfg, progress=False)
+    out = Path(cfg.out_dir)
+    start = time.perf_counter()
+    for group in plan.jobs():
+        img = None
+        for item in group:
+            dst = out / item.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if item.aug is None:
+                shutil.copyfile(item.source.path, dst)
+                continue
+            img = load_rgb(item.source.path) if img is None else img
+            save_rgb(dst, rotate_zoom(img, item.aug.theta, item.aug.flip, item.zoom),
+                     cfg.jpeg_quality)
+    return len(plan.outputs), time.perf_counter() - start
+
+
+_PROJECT = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from site_id_balancer import main
+t = time.perf_counter()
+code = main({argv!r})
+elapsed = time.perf_counter() - t
+peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print("RESULT", json.dumps({{"code": code, "seconds": elapsed, "peak_main_mb": peak_self,
+                            "peak_worker_mb": peak_child}}))
+"""
+
+
+def project_run(in_dir: Path, out_dir: Path, workers: int) -> dict:
+    """Runs the real CLI entry point in a fresh process; returns time and peak memory."""
+    argv = ["--in_dir", str(in_dir), "--out_dir", str(out_dir), "--workers", str(workers)]
+    proc = subprocess.run([sys.executable, "-c", _PROJECT.format(root=str(ROOT), argv=argv)],
+                          capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"project run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    result = json.loads(line[7:])
+    result["images"] = sum(1 for p in out_dir.glob("*/*") if p.is_file())
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="input images (large set)")
+    parser.add_argument("--small", type=int, default=500, help="input images (memory check)")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_balancer_") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        make_dataset(tmp / "big", args.images)
+        make_dataset(tmp / "small", args.small, seed=1)
+        print(f"generated {args.images} + {args.small} images of 200x600 px in "
+              f"{time.perf_counter() - t:.1f} s")
+        n_base, t_base = baseline_loop(BalancerConfig(in_dir=str(tmp / "big"),
+                                                      out_dir=str(tmp / "out_base"),
+                                                      workers=1))
+        big = project_run(tmp / "big", tmp / "out_big", args.workers)
+        small = project_run(tmp / "small", tmp / "out_small", args.workers)
+    assert big["images"] == n_base, (big["images"], n_base)
+    rate_base, rate_big = n_base / t_base, big["images"] / big["seconds"]
+    rows = [
+        ("plain single-process loop", args.images, n_base, t_base, rate_base, 1.0, "-", "-"),
+        (f"site_id_balancer ({args.workers} workers)", args.images, big["images"],
+         big["seconds"], rate_big, rate_big / rate_base, big["peak_main_mb"],
+         big["peak_worker_mb"]),
+        (f"site_id_balancer ({args.workers} workers)", args.small, small["images"],
+         small["seconds"], small["images"] / small["seconds"],
+         small["images"] / small["seconds"] / rate_base, small["peak_main_mb"],
+         small["peak_worker_mb"]),
+    ]
+    head = ("method", "inputs", "outputs", "seconds", "img/s", "vs loop", "peak main MB",
+            "peak worker MB")
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    for r in rows:
+        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
+    print(f"speed-up vs plain loop: {rate_big / rate_base:.2f}x (target >= 1.8x on 2 cores); "
+          f"peak memory {args.images} vs {args.small} inputs: main "
+          f"{big['peak_main_mb'] / small['peak_main_mb']:.2f}x, worker "
+          f"{big['peak_worker_mb'] / small['peak_worker_mb']:.2f}x (flat = about 1.0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
