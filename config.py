@@ -50,3 +50,220 @@ class BalancerConfig:
                               f"away most of the image")
         if self.site_regex and self.site_csv:
             raise ConfigError("give either --site_regex or --site_csv, not both")
+
+
+# Settings of the U-Net and its noise schedule: a model folder's config.json restores these,
+# whatever the flags of a later run say.
+@dataclass
+class AugmentationConfig:
+    """Stage 3 (diffusion_augmentation.py): close the category gap with synthetic images."""
+
+    in_dir: str = opt("", "The original dataset (one sub-folder per label).", required=True)
+    weight_paths: list[str] | None = opt(None, "Trained model folders (run folders of "
+                                         "train_all.py / run_diffusion.py); each one's "
+                                         "config.json says which label(s) it generates.")
+    label_models: list[str] | None = opt(None, "Explicit LABEL=MODEL_DIR pairs (several labels "
+                                         "may share a model); wins over --weight_paths.")
+    out_dir: str = opt("balanced_data", "Output folder: originals + synthetic images.")
+    categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels, each written as "
+                                "comma-separated labels; every category is filled up to the "
+                                "largest one.")
+    balance: str = opt("categories", "What to equalise: category totals, or every label.",
+                       choices=("categories", "labels"))
+    split_sites: bool = opt(True, "Give a label's synthetic images to its rarest sites first "
+                            "(the site is recorded in the name and manifest).")
+    generate_diffusion_steps: int = opt(50, "DDIM steps per image.", min=1, max=1000)
+    eta: float = opt(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like.", min=0.0, max=1.0)
+    guidance_scale: float = opt(1.0, "Classifier-free guidance for conditional models "
+                                "(1 = plain conditional).", min=0.0, max=20.0)
+    batch_size: int = opt(32, "Images generated per network call.", min=1)
+    seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
+    site_regex: str | None = opt(None, "As for site_id_balancer.py.")
+    site_csv: str | None = opt(None, "As for site_id_balancer.py.")
+    min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",
+                        min=2)
+    link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
+    sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
+                          "generated).", min=1, max=32)
+    max_similarity: float | None = opt(None, "Quality gate: a generated image whose "
+                                       "similarity to a real image of its label (1 = a copy) "
+                                       "exceeds this is moved to rejected/ and listed. "
+                                       "Default: off (the score is still recorded).",
+                                       min=-1.0, max=1.0)
+
+    def category_labels(self) -> list[list[str]]:
+        """`categories` parsed into lists of label names."""
+        return [[lab.strip() for lab in cat.split(",") if lab.strip()] for cat in self.categories]
+
+    def label_model_pairs(self) -> list[tuple[str, str]]:
+        """`label_models` parsed into (label, model folder) pairs."""
+        pairs = []
+        for spec in self.label_models or []:
+            label, sep, path = spec.partition("=")
+            if not sep or not label.strip() or not path.strip():
+                raise ConfigError(f"--label_models expects LABEL=MODEL_DIR, got {spec!r}")
+            pairs.append((label.strip(), path.strip()))
+        return pairs
+
+    def validate(self) -> None:
+        cats = self.category_labels()
+        if self.balance == "categories":
+            if len(cats) < 2 or any(not c for c in cats):
+                raise ConfigError("--categories needs at least two non-empty groups, e.g. "
+                                  "--categories 1,2,3 4,5,6")
+            flat = [lab for c in cats for lab in c]
+            if len(flat) != len(set(flat)):
+                raise ConfigError("a label appears in two --categories")
+        self.label_model_pairs()
+        if self.site_regex and self.site_csv:
+            raise ConfigError("give either --site_regex or --site_csv, not both")
+
+
+ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
+                       "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
+                       "min_signal_rate", "max_signal_rate", "conditional")
+
+
+@dataclass
+class DiffusionConfig:
+    """Stage 2 (run_diffusion.py): train a DDIM diffusion model, generate or inpaint with it."""
+
+    # What to do and where
+    runtime: str = opt("training", "What to run: train a model, generate images with one, or "
+                       "inpaint masked images with one.",
+                       choices=("training", "inference", "inpainting"))
+    in_dir: str = opt("", "Training images: a folder of images, or of one sub-folder of images "
+                      "(diffusion_data/L2/2/); with --conditional, one sub-folder per label.")
+    out_dir: str = opt("results", "Training: a new run folder is made inside it. Inference and "
+                       "inpainting: the images and manifest.csv are written here.")
+    model_dir: str = opt("", "A run folder (config.json + weights) to generate or inpaint "
+                         "with, or to resume with --load_and_train.")
+    load_and_train: bool = opt(False, "Resume the training in --model_dir: continues the "
+                               "epoch count, weights and optimizer state.")
+    seed: int = opt(42, "Seed of the data split, the training noise and the generated "
+                    "images (image k of a run uses seed (seed, k)).", min=0)
+
+    # Data
+    image_size: tuple[int, int] = opt((64, 64), "Image height and width; each must divide by "
+                                      "2^(len(widths)-1). Images are centre-cropped to this "
+                                      "aspect ratio, then resized.", min=8, max=4096)
+    validation_split: float = opt(0.15, "Share of the images held out for validation loss "
+                                  "and KID.", min=0.0, max=0.9)
+    flip_augment: bool = opt(True, "Random horizontal flips while training.")
+    cache_images: bool | None = opt(None, "Keep decoded images in memory (default: when "
+                                    "they take less than 2 GB).")
+
+    # U-Net
+    widths: list[int] = opt([32, 64, 96, 128], "Channels per U-Net level; multiples of "
+                            "--groups.", min=1, min_len=2)
+    block_depth: int = opt(2, "Residual blocks per level.", min=1, max=8)
+    embedding_dims: int = opt(32, "Size of the noise-level (and label) embedding; even.",
+                              min=2, max=2048)
+    attention_in_bottleneck: bool = opt(True, "Self-attention in the bottleneck.")
+    attention_in_up_down_sample: bool = opt(False, "Self-attention in the down/up blocks, "
+                                            "only at feature maps of at most 32x32.")
+    groups: int = opt(8, "GroupNorm groups; must divide every width.", min=1)
+    conditional: bool = opt(False, "One class-conditional model for all label folders of "
+                            "--in_dir (classifier-free guidance) instead of one per label.")
+    label_dropout: float = opt(0.1, "Conditional: share of training steps without the label "
+                               "(makes guidance possible).", min=0.0, max=1.0)
+
+    # Training
+    num_epochs: int = opt(300, "Epochs (early stopping may end sooner).", min=1)
+    batch_size: int = opt(16, "Images per training step.", min=1, max=4096)
+    learning_rate: float = opt(1e-3, "AdamW learning rate.", min=1e-7, max=1.0)
+    weight_decay: float = opt(1e-4, "AdamW weight decay.", min=0.0, max=1.0)
+    ema: float = opt(0.999, "EMA decay of the weights used for sampling.", min=0.0, max=1.0)
+    min_signal_rate: float = opt(0.02, "Signal rate at diffusion time 1 (pure noise end).",
+                                 min=1e-4, max=0.5)
+    max_signal_rate: float = opt(0.95, "Signal rate at diffusion time 0 (clean end).",
+                                 min=0.5, max=0.9999)
+    use_mix_precision: bool | None = opt(None, "Mixed precision: mixed_float16 on a GPU, "
+                                         "mixed_bfloat16 on a CPU. Default (auto): on for "
+                                         "GPUs and for CPUs with bf16 units.")
+    gpu_index: int | None = opt(0, "The GPU to use ('auto': all, for --distribute "
+                                "mirrored); ignored without GPUs.", min=0)
+    distribute: str = opt("none", "Data-parallel training over the visible GPUs "
+                          "(MirroredStrategy).", choices=("none", "mirrored"))
+    cpu_devices: int = opt(1, "Without GPUs: split the CPU into this many devices (to test "
+                           "--distribute mirrored).", min=1, max=64)
+    checkpoint_monitor: str = opt("val_n_loss", "Metric that picks best.weights.h5 and drives "
+                                  "early stopping (val_kid computes KID every epoch).",
+                                  choices=("val_n_loss", "val_kid"))
+    early_stop_patience: int = opt(30, "Epochs without improvement before stopping "
+                                   "(0 = never stop early).", min=0)
+    early_stop_start_epoch: int = opt(50, "Early stopping watches only from this epoch on.",
+                                      min=0)
+    early_stop_min_delta: float = opt(1e-4, "Smallest change that counts as improvement.",
+                                      min=0.0)
+    kid_every: int = opt(10, "Compute KID on the validation images every N epochs "
+                         "(0 = never).", min=0)
+    kid_images: int = opt(64, "Images generated for each KID estimate.", min=2)
+    kid_diffusion_steps: int = opt(20, "DDIM steps of the KID images.", min=1, max=1000)
+    kid_features: str = opt("auto", "KID features: InceptionV3 with ImageNet weights, or "
+                            "'random' (a fixed-seed conv net, offline; KID values then compare "
+                            "runs with each other only). auto = inception, else random.",
+                            choices=("auto", "inception", "random"))
+    sample_every: int = opt(10, "Save a grid of samples every N epochs (0 = only at the "
+                            "end).", min=0)
+
+    # Generation and inpainting
+    images_to_generate: int = opt(5, "Images to generate (per label for conditional "
+                                  "models).", min=1)
+    generate_diffusion_steps: int = opt(50, "DDIM steps per generated image.", min=1,
+                                        max=1000)
+    eta: float = opt(0.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like.",
+                     min=0.0, max=1.0)
+    generate_batch_size: int = opt(32, "Images generated per network call.", min=1)
+    generate_labels: list[str] | None = opt(None, "Conditional models: labels to generate "
+                                            "(default: all).")
+    guidance_scale: float = opt(1.0, "Conditional models: classifier-free guidance "
+                                "(1 = none, 2-4 = closer to the label).", min=0.0, max=20.0)
+    label_noise_std: float = opt(0.0, "Conditional models: Gaussian noise on the label "
+                                 "embedding while sampling, for diversity.", min=0.0,
+                                 max=10.0)
+    inpainting_dir: str = opt("inpainting_data", "Inpainting input: images/ and masks/ with "
+                              "the same file names; white mask pixels are regenerated.")
+    jump_length: int = opt(10, "RePaint: levels of each jump back in time.", min=1)
+    jump_n_sample: int = opt(10, "RePaint: resamplings per jump (1 = no jumps).", min=1)
+
+    def validate(self) -> None:
+        from diffusion.unet_rules import UNetConfigError, validate_unet_args
+        try:
+            validate_unet_args(self.image_size, self.widths, self.block_depth,
+                               self.embedding_dims, self.groups, self.attention_in_bottleneck)
+        except UNetConfigError as err:
+            raise ConfigError(str(err)) from None
+        if self.min_signal_rate >= self.max_signal_rate:
+            raise ConfigError("--min_signal_rate must be below --max_signal_rate")
+        if self.runtime == "training" and not self.load_and_train and not self.in_dir:
+            raise ConfigError("--in_dir is required for training")
+        if (self.runtime != "training" or self.load_and_train) and not self.model_dir:
+            what = "--load_and_train" if self.runtime == "training" else f"--runtime {self.runtime}"
+            raise ConfigError(f"{what} needs --model_dir (a run folder with config.json)")
+
+
+@dataclass
+class TrainAllConfig(DiffusionConfig):
+    """Stage 2 for every label (train_all.py): one model per label folder, or one conditional."""
+
+    in_dir: str = opt("diffusion_data", "Folder with one sub-folder of images per label.")
+    out_dir: str = opt("models", "A run folder per label (or one conditional run) is made "
+                       "inside it.")
+    labels: list[str] | None = opt(None, "Label folders to train (default: all).")
+    keep_going: bool = opt(False, "Train the remaining labels after one fails (default: stop "
+                           "at the first failure).")
+
+    def validate(self) -> None:
+        if self.runtime != "training":
+            raise ConfigError("train_all.py only trains; use run_diffusion.py --runtime "
+                              f"{self.runtime}")
+        if self.load_and_train:
+            raise ConfigError("train_all.py starts new runs; resume one label with "
+                              "run_diffusion.py --load_and_train --model_dir RUN")
+        super().validate()
+
+
+# Stage 4 (classifier/). The reference's key names are kept (mean, std, input_shape,
+# grayscale, number_epochs, batch_size, learning_rate, augm_type, augm_probability,
+# evaluation_type, train_dir, val_dir, test_dir).

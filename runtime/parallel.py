@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-from multiprocessing.pool import Pool
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
@@ -35,28 +35,34 @@ def _init_worker() -> None:
         pass
 
 
+def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [fn(item) for item in chunk]
+
+
 @contextlib.contextmanager
-def worker_pool(workers: int | None = None) -> Iterator[Pool | None]:
+def worker_pool(workers: int | None = None) -> Iterator[Executor | None]:
     """A process pool to share between the phases of a job (started once: ~0.3 s).
 
     Yields None when `workers` is 1: the work then runs in this process (no pickling, easy
     debugging). Processes are spawned, not forked: a forked child inherits locks held by the
-    parent's threads (OpenCV's pool, TensorFlow, tqdm's monitor) and can hang on them. As
-    with any spawn-based pool, a script calling this needs the `if __name__ == "__main__":`
-    guard.
+    parent's threads (OpenCV's pool, TensorFlow, tqdm's monitor) and can hang on them. A
+    worker that dies (killed, out of memory) raises BrokenProcessPool here instead of hanging,
+    as multiprocessing.Pool would. As with any spawn-based pool, a script calling this needs
+    the `if __name__ == "__main__":` guard.
     """
     workers = workers or default_workers()
     if workers == 1:
         yield None
         return
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker) as pool:
         yield pool
 
 
 def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None,
                   desc: str | None = None, unit: str = "it",
                   weight: Callable[[R], int] | None = None, total: int | None = None,
-                  chunksize: int = 4, pool: Pool | None = None) -> Iterator[R]:
+                  chunksize: int = 4, pool: Executor | None = None) -> Iterator[R]:
     """Yields `fn(item)` for every item, in any order, on all cores.
 
     Args:
@@ -74,10 +80,15 @@ def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None 
         with contextlib.ExitStack() as stack:
             if pool is None and len(items) > 1:
                 pool = stack.enter_context(worker_pool(workers))
-            results = (pool.imap_unordered(fn, items, chunksize=chunksize) if pool is not None
-                       else map(fn, items))
-            for res in results:
-                bar.update(weight(res) if weight else 1)
-                yield res
+            if pool is None:
+                chunks: Iterator[list[R]] = ([fn(item)] for item in items)
+            else:
+                futures = [pool.submit(_run_chunk, fn, items[i:i + chunksize])
+                           for i in range(0, len(items), chunksize)]
+                chunks = (f.result() for f in as_completed(futures))
+            for chunk in chunks:
+                for res in chunk:
+                    bar.update(weight(res) if weight else 1)
+                    yield res
     finally:
         bar.close()

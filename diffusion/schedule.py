@@ -1,0 +1,126 @@
+"""Pure maths of continuous-time DDIM: the cosine schedule, one sampling step, RePaint jumps.
+
+Every function takes numpy arrays (and returns numpy) or backend tensors (and returns
+tensors, via `keras.ops`), so the same code runs in the compiled sampling loop and in the
+numpy tests. Time runs from 1 (pure noise) to 0 (clean); `a = signal_rate**2` is the
+cumulative alpha of the DDPM/DDIM papers, and `signal_rate**2 + noise_rate**2 == 1`.
+
+Example:
+    >>> import numpy as np
+    >>> noise_rates, signal_rates = diffusion_schedule(np.array([0.0, 1.0]), 0.02, 0.95)
+    >>> np.round(signal_rates, 2)
+    array([0.95, 0.02])
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _xp(*arrays):
+    """numpy for numpy/scalar inputs, keras.ops for backend tensors."""
+    if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays):
+        return np
+    from keras import ops
+    return ops
+
+
+def diffusion_schedule(diffusion_times, min_signal_rate: float = 0.02,
+                       max_signal_rate: float = 0.95):
+    """The continuous cosine schedule of the keras.io DDIM example.
+
+    Args:
+        diffusion_times: values in [0, 1]; 0 gives `max_signal_rate`, 1 `min_signal_rate`.
+        min_signal_rate, max_signal_rate: signal rate at t=1 and t=0.
+
+    Returns:
+        (noise_rates, signal_rates), same shape as `diffusion_times`; their squares sum to 1.
+    """
+    xp = _xp(diffusion_times)
+    start_angle = float(np.arccos(max_signal_rate))
+    end_angle = float(np.arccos(min_signal_rate))
+    angles = start_angle + diffusion_times * (end_angle - start_angle)
+    return xp.sin(angles), xp.cos(angles)
+
+
+def ddim_sigma(signal_rates, next_signal_rates, eta):
+    """Std of the fresh noise added by a DDIM step from a_t to a_prev (Song et al. eq. 16).
+
+    sigma^2 = eta^2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev), with a = signal_rate^2.
+    eta=0 gives 0 (deterministic DDIM); eta=1 gives the DDPM posterior std.
+    """
+    xp = _xp(signal_rates, next_signal_rates)
+    a_t = signal_rates ** 2
+    a_prev = next_signal_rates ** 2
+    var = (eta ** 2) * (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+    # Rounding can make it a hair negative when a_t == a_prev; the formula itself is >= 0.
+    return xp.sqrt(xp.maximum(var, 0.0))
+
+
+def ddim_step(pred_images, pred_noises, signal_rates, next_signal_rates, eta, noise=None):
+    """One DDIM update from level t to the next (less noisy) level.
+
+    x_prev = sqrt(a_prev) * x0 + sqrt(1 - a_prev - sigma^2) * eps + sigma * z
+
+    Args:
+        pred_images: predicted clean images x0 (normalised space).
+        pred_noises: predicted noise eps.
+        signal_rates, next_signal_rates: sqrt(a_t), sqrt(a_prev), broadcastable.
+        eta: 0 deterministic DDIM, 1 DDPM-like.
+        noise: standard normal z of the images' shape; needed when eta > 0.
+
+    Returns:
+        The images at the next level.
+    """
+    xp = _xp(pred_images, pred_noises, signal_rates, next_signal_rates)
+    sigma = ddim_sigma(signal_rates, next_signal_rates, eta)
+    a_prev = next_signal_rates ** 2
+    direction = xp.sqrt(xp.maximum(1.0 - a_prev - sigma ** 2, 0.0))
+    out = next_signal_rates * pred_images + direction * pred_noises
+    if noise is not None:
+        out = out + sigma * noise
+    return out
+
+
+def renoise(images, signal_rates, next_signal_rates, noise):
+    """Forward diffusion from a level to a noisier one (a RePaint jump back in time).
+
+    x_next = sqrt(a_next / a_t) * x_t + sqrt(1 - a_next / a_t) * z, with a_next <= a_t.
+    """
+    xp = _xp(images, signal_rates, next_signal_rates)
+    ratio = (next_signal_rates / signal_rates) ** 2
+    return xp.sqrt(ratio) * images + xp.sqrt(xp.maximum(1.0 - ratio, 0.0)) * noise
+
+
+def sampling_times(steps: int) -> np.ndarray:
+    """The `steps + 1` diffusion times 1, 1 - 1/steps, ..., 0 of a sampling run."""
+    if steps < 1:
+        raise ValueError(f"diffusion steps must be >= 1, got {steps}")
+    return np.linspace(1.0, 0.0, steps + 1)
+
+
+def repaint_schedule(steps: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[int]:
+    """The RePaint time path (Lugmayr et al. 2022), as integer levels from `steps` to 0.
+
+    The path walks down one level at a time; at every `jump_length`-th level (below the top)
+    it goes back up `jump_length` levels, `jump_n_sample - 1` times, so the known and the
+    generated regions get resampled together until they agree. Level i means diffusion
+    time i / steps. Consecutive entries differ by exactly one.
+
+    Example:
+        >>> repaint_schedule(4, jump_length=2, jump_n_sample=2)
+        [4, 3, 2, 1, 0, 1, 2, 1, 0]
+    """
+    if steps < 1 or jump_length < 1 or jump_n_sample < 1:
+        raise ValueError("steps, jump_length and jump_n_sample must all be >= 1")
+    jumps_left = {lvl: jump_n_sample - 1 for lvl in range(0, steps - jump_length, jump_length)}
+    path = [steps]
+    level = steps
+    while level > 0:
+        level -= 1
+        path.append(level)
+        if jumps_left.get(level, 0) > 0:
+            jumps_left[level] -= 1
+            for _ in range(jump_length):
+                level += 1
+                path.append(level)
+    return path

@@ -1,0 +1,298 @@
+"""Training pipeline: folders in, one run folder out (or continued, with --load_and_train).
+
+A run folder holds:
+    config.json          the resolved DiffusionConfig (+ _label, _class_names, _precision)
+    last.weights.h5      weights after the latest epoch (network, EMA network, pixel stats,
+                         optimizer state for resuming)
+    best.weights.h5      a copy of the weights with the best validation metric
+    state.json           epochs done, best metric and epoch
+    history.csv          per-epoch losses and KID; curves.png plots them
+    samples/             sample grids every --sample_every epochs and at the end
+
+Example:
+    >>> cfg = DiffusionConfig(in_dir="diffusion_data/L2", num_epochs=50)
+    >>> result = train(cfg)
+    >>> result.run_dir
+    PosixPath('results/L2_20250101-120000')
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cli.flags import ConfigError, load_config_json, save_config_json
+from config import ARCHITECTURE_FIELDS, DiffusionConfig
+from dataset.scan import DatasetError
+from diffusion.data import find_label_images, find_labelled_images
+
+CONFIG_JSON = "config.json"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+    run_dir: Path
+    label: str
+    epochs_done: int
+    monitor: str
+    best_value: float | None
+    best_epoch: int | None
+    n_train: int
+    n_val: int
+    precision: str
+
+
+@dataclass
+class DataPlan:
+    """The images a run trains on (file names only; nothing decoded yet)."""
+    paths: list[Path]
+    label_ids: list[int] | None
+    class_names: list[str]
+    label: str
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a label or run name."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(text)).strip("-") or "x"
+
+
+def plan_data(cfg: DiffusionConfig, labels: list[str] | None = None) -> DataPlan:
+    """Lists the training images of `cfg.in_dir` (one label, or all labels if conditional)."""
+    if cfg.conditional:
+        by_label = find_labelled_images(cfg.in_dir, labels)
+        names = list(by_label)
+        paths = [p for lab in names for p in by_label[lab]]
+        ids = [i for i, lab in enumerate(names) for _ in by_label[lab]]
+        return DataPlan(paths, ids, names, "conditional")
+    label = Path(cfg.in_dir).resolve().name
+    return DataPlan(find_label_images(cfg.in_dir), None, [label], label)
+
+
+def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
+    """The config and the `_`-prefixed metadata saved in a run folder's config.json."""
+    path = Path(model_dir) / CONFIG_JSON
+    if not path.exists():
+        raise ConfigError(f"{model_dir} is not a run folder (no {CONFIG_JSON})")
+    cfg = load_config_json(DiffusionConfig, path)
+    meta = {k: v for k, v in json.loads(path.read_text()).items() if k.startswith("_")}
+    return cfg, meta
+
+
+def with_architecture_of(cfg: DiffusionConfig, saved: DiffusionConfig,
+                         quiet: bool = False) -> DiffusionConfig:
+    """`cfg` with the architecture fields of `saved` (a model can only load its own shape)."""
+    changed = [f for f in ARCHITECTURE_FIELDS if getattr(cfg, f) != getattr(saved, f)]
+    if changed and not quiet:
+        print(f"note: using the model's saved {', '.join(changed)} (from its config.json)")
+    return dataclasses.replace(cfg, **{f: getattr(saved, f) for f in ARCHITECTURE_FIELDS})
+
+
+def resume_config(cfg: DiffusionConfig, saved: DiffusionConfig,
+                  given: set[str] | None = None) -> DiffusionConfig:
+    """The settings of a resumed run.
+
+    Args:
+        cfg: the settings of this invocation.
+        saved: the run folder's config.json.
+        given: names of the flags the user typed; those override the saved values (never
+            the architecture). None: every field of `cfg` except the architecture counts.
+    """
+    keep = {"runtime", "load_and_train", "model_dir"}
+    if given is None:
+        merged = with_architecture_of(cfg, saved)
+    else:
+        ignored = sorted(f for f in given if f in ARCHITECTURE_FIELDS
+                         and getattr(cfg, f) != getattr(saved, f))
+        if ignored:
+            print(f"note: a resumed run keeps its architecture; ignoring --{', --'.join(ignored)}")
+        changes = {f: getattr(cfg, f) for f in (set(given) | keep)
+                   if f not in ARCHITECTURE_FIELDS and hasattr(cfg, f)}
+        merged = dataclasses.replace(saved, **changes)
+    if not merged.in_dir:
+        merged = dataclasses.replace(merged, in_dir=saved.in_dir)
+    return merged
+
+
+def precision_mode(cfg: DiffusionConfig) -> str:
+    if cfg.use_mix_precision is None:
+        return "auto"
+    if not cfg.use_mix_precision:
+        return "float32"
+    from runtime.precision import has_gpu
+    return "mixed_float16" if has_gpu() else "mixed_bfloat16"
+
+
+def setup_runtime(cfg: DiffusionConfig):
+    """Devices, then the dtype policy (before any layer exists), then the strategy."""
+    import tensorflow as tf
+    from runtime.precision import select_devices, set_precision
+    mirrored = cfg.distribute == "mirrored"
+    devices = select_devices(None if mirrored else cfg.gpu_index,
+                             cfg.cpu_devices if mirrored else 1)
+    policy = set_precision(precision_mode(cfg))
+    strategy = tf.distribute.MirroredStrategy(devices) if mirrored else tf.distribute.get_strategy()
+    return policy, strategy
+
+
+def build_model(cfg: DiffusionConfig, num_classes: int = 0):
+    """A DiffusionModel with the architecture of `cfg` (policy must already be set)."""
+    from diffusion_model import DiffusionModel
+    return DiffusionModel(image_size=cfg.image_size, widths=cfg.widths,
+                          block_depth=cfg.block_depth, embedding_dims=cfg.embedding_dims,
+                          attention_in_bottleneck=cfg.attention_in_bottleneck,
+                          attention_in_up_down_sample=cfg.attention_in_up_down_sample,
+                          num_classes=num_classes, groups=cfg.groups,
+                          min_signal_rate=cfg.min_signal_rate,
+                          max_signal_rate=cfg.max_signal_rate, ema=cfg.ema,
+                          label_dropout=cfg.label_dropout, seed=cfg.seed)
+
+
+def new_run_dir(out_dir: str | Path, label: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(out_dir) / f"{safe_name(label)}_{stamp}_{uuid.uuid4().hex[:4]}"
+
+
+def describe_plan(cfg: DiffusionConfig, labels: list[str] | None = None) -> str:
+    """What `train(cfg)` would do, for --dry-run (reads file names only)."""
+    if cfg.load_and_train:
+        saved, meta = read_run(cfg.model_dir)
+        state_path = Path(cfg.model_dir) / "state.json"
+        done = json.loads(state_path.read_text())["epochs_done"] if state_path.exists() else 0
+        return (f"would resume {cfg.model_dir} (label {meta.get('_label', '?')}) from epoch "
+                f"{done} to {cfg.num_epochs}")
+    plan = plan_data(dataclasses.replace(cfg), labels)
+    what = (f"one conditional model for labels {', '.join(plan.class_names)}"
+            if cfg.conditional else f"label {plan.label}")
+    return (f"would train {what} on {len(plan.paths)} images from {cfg.in_dir} at "
+            f"{cfg.image_size[0]}x{cfg.image_size[1]} for up to {cfg.num_epochs} epochs "
+            f"(validation {cfg.validation_split:.0%}), into a new folder "
+            f"{new_run_dir(cfg.out_dir, plan.label).parent}/{safe_name(plan.label)}_<time>/")
+
+
+def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | str = "auto",
+          strategy=None, policy: str | None = None, given: set[str] | None = None
+          ) -> TrainResult:
+    """Trains (or resumes) one diffusion model and fills its run folder.
+
+    Args:
+        cfg: settings; `cfg.load_and_train` resumes `cfg.model_dir`.
+        labels: with `cfg.conditional`, the label folders to use (default: all).
+        verbose: Keras fit verbosity (progress bar by default).
+        strategy, policy: from `setup_runtime` when the caller already set it up.
+        given: when resuming, the flags the user typed (see `resume_config`).
+
+    Raises:
+        DatasetError, ConfigError: bad input folders or settings.
+    """
+    import numpy as np
+    import keras
+    from diffusion import callbacks as cb
+    from diffusion.data import load_training_data
+    from diffusion.kid import KernelInceptionDistance, build_feature_extractor
+
+    meta: dict = {}
+    state: dict = {}
+    if cfg.load_and_train:
+        run_dir = Path(cfg.model_dir)
+        saved, meta = read_run(run_dir)
+        cfg = resume_config(cfg, saved, given)
+        if not (run_dir / cb.LAST_WEIGHTS).exists():
+            raise ConfigError(f"{run_dir} has no {cb.LAST_WEIGHTS} to resume from")
+        if (run_dir / cb.STATE_JSON).exists():
+            state = json.loads((run_dir / cb.STATE_JSON).read_text())
+        if state.get("epochs_done", 0) >= cfg.num_epochs:
+            raise ConfigError(f"{run_dir} already has {state['epochs_done']} epochs; give a "
+                              f"larger --num_epochs to continue")
+    if strategy is None:
+        policy, strategy = setup_runtime(cfg)
+    plan = plan_data(cfg, labels if labels else (meta.get("_class_names")
+                                                 if cfg.conditional and meta else None))
+    data = load_training_data(plan.paths, plan.label_ids, cfg.image_size,
+                              cfg.batch_size * strategy.num_replicas_in_sync,
+                              cfg.validation_split, cfg.seed, cfg.flip_augment,
+                              cfg.cache_images, strategy.num_replicas_in_sync)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable file(s):")
+        for reason in data.skipped:
+            print(f"  {reason}")
+    if not cfg.load_and_train:
+        run_dir = new_run_dir(cfg.out_dir, plan.label)
+        run_dir.mkdir(parents=True, exist_ok=False)
+    save_config_json(cfg, run_dir / CONFIG_JSON, label=plan.label, class_names=plan.class_names,
+                     precision=policy, num_train=data.n_train, num_val=data.n_val)
+
+    print(f"training {plan.label}: {data.n_train} train / {data.n_val} validation images, "
+          f"{strategy.num_replicas_in_sync} replica(s), precision {policy}, run folder {run_dir}")
+    num_classes = len(plan.class_names) if cfg.conditional else 0
+    with strategy.scope():
+        model = build_model(cfg, num_classes)
+        optimizer = keras.optimizers.AdamW(learning_rate=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
+        model.compile(optimizer=optimizer)
+        if cfg.load_and_train:
+            # The .weights.h5 holds the optimizer state too; it loads only into a built one.
+            model.optimizer.build(model.network.trainable_variables)
+            model.load_weights(run_dir / cb.LAST_WEIGHTS)
+        else:
+            model.adapt_normalizer(data.train.map(lambda *x: x[0]))
+
+    monitor = cfg.checkpoint_monitor
+    has_val = data.val is not None
+    if not has_val and monitor == "val_n_loss":
+        print("note: no validation images (--validation_split 0): best weights follow the "
+              "training loss")
+        monitor = "n_loss"
+    kid_every = 1 if monitor == "val_kid" else cfg.kid_every
+    sample_labels = (np.arange(16) % num_classes) if num_classes else None
+    callbacks = []
+    kid = None
+    if kid_every:
+        real = data.val_images
+        if real is None or len(real) < 2:
+            raise ConfigError("KID needs at least 2 validation images; raise "
+                              "--validation_split or set --kid_every 0")
+        kid = KernelInceptionDistance(build_feature_extractor(cfg.kid_features), real)
+        kid_labels = None
+        if num_classes:
+            kid_labels = np.resize(np.asarray(data.val_labels, np.int32), cfg.kid_images)
+    # Always present (NaN when off) so every history.csv row has the same columns, also
+    # when a resumed run changes --kid_every.
+    callbacks.append(cb.KIDCallback(kid, kid_every if kid else 0, cfg.kid_images,
+                                    cfg.kid_diffusion_steps, cfg.seed,
+                                    kid_labels if kid else None, cfg.generate_batch_size))
+    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / cb.HISTORY_CSV),
+                                               append=cfg.load_and_train))
+    checkpoint = cb.RunCheckpoint(run_dir, monitor, state.get("best_value"),
+                                  state.get("best_epoch"), {"precision": policy})
+    callbacks.append(checkpoint)
+    grid = cb.SampleGrid(run_dir, cfg.sample_every, 16, min(20, cfg.generate_diffusion_steps),
+                         cfg.seed, sample_labels)
+    callbacks.append(grid)
+    if cfg.early_stop_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=cfg.early_stop_patience,
+            min_delta=cfg.early_stop_min_delta, start_from_epoch=cfg.early_stop_start_epoch,
+            mode="min"))
+    initial_epoch = int(state.get("epochs_done", 0))
+    try:
+        history = model.fit(data.train, validation_data=data.val, epochs=cfg.num_epochs,
+                            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                            shuffle=False)  # tf.data shuffles
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python3 run_diffusion.py --load_and_train "
+              f"--model_dir {run_dir}")
+        raise
+    epochs_done = initial_epoch + len(history.history.get("n_loss", []))
+    checkpoint.write_state(epochs_done, finished=True)
+    grid.save("final")
+    return TrainResult(run_dir, plan.label, epochs_done, monitor, checkpoint.best_value,
+                       checkpoint.best_epoch, data.n_train, data.n_val, policy)
+
+
+__all__ = ["train", "TrainResult", "plan_data", "read_run", "describe_plan", "build_model",
+           "setup_runtime", "DatasetError"]

@@ -1,0 +1,68 @@
+"""Stage 2: train a DDIM diffusion model on one label's images, generate, or inpaint.
+
+    python3 run_diffusion.py --in_dir diffusion_data/L2 --num_epochs 100
+    python3 run_diffusion.py --load_and_train --model_dir results/L2_20250101-120000_ab12 --num_epochs 200
+    python3 run_diffusion.py --runtime inference --model_dir results/L2_... --images_to_generate 100 --out_dir generated
+    python3 run_diffusion.py --runtime inpainting --model_dir results/L2_... --inpainting_dir inpainting_data --out_dir inpainted
+
+Defaults live in config.py (DiffusionConfig); `--help` lists every flag, `--dry-run` prints
+the resolved settings and the plan and writes nothing.
+"""
+from __future__ import annotations
+
+import sys
+
+from cli.flags import ConfigError, format_config, parse_config
+from config import DiffusionConfig
+from dataset.scan import DatasetError
+
+
+def describe(cfg: DiffusionConfig) -> str:
+    """The plan of a run, from file names and config files only (for --dry-run)."""
+    from diffusion.training import describe_plan, read_run
+    if cfg.runtime == "training":
+        return describe_plan(cfg)
+    saved, meta = read_run(cfg.model_dir)
+    if cfg.runtime == "inference":
+        names = cfg.generate_labels or meta.get("_class_names") or [meta.get("_label")]
+        per = " per label" if saved.conditional else ""
+        return (f"would generate {cfg.images_to_generate} images{per} ({', '.join(names)}) with "
+                f"{cfg.model_dir}, {cfg.generate_diffusion_steps} DDIM steps, eta {cfg.eta}, "
+                f"seed {cfg.seed}, into {cfg.out_dir}/ (+ manifest.csv)")
+    from diffusion.inference import find_inpainting_pairs
+    pairs = find_inpainting_pairs(cfg.inpainting_dir)
+    return (f"would inpaint {len(pairs)} image(s) from {cfg.inpainting_dir} with "
+            f"{cfg.model_dir} (RePaint: {cfg.generate_diffusion_steps} steps, jump_length "
+            f"{cfg.jump_length}, jump_n_sample {cfg.jump_n_sample}) into {cfg.out_dir}/inpainted/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, ns = parse_config(DiffusionConfig, argv, prog="run_diffusion.py")
+    try:
+        if ns._dry_run:
+            print(format_config(cfg))
+            print(describe(cfg))
+            return 0
+        if cfg.runtime == "training":
+            from diffusion.training import train
+            given = {k for k in vars(ns) if not k.startswith("_")}
+            res = train(cfg, given=given)
+            best = "n/a" if res.best_value is None else f"{res.best_value:.4g}"
+            print(f"trained {res.label}: {res.epochs_done} epochs, best {res.monitor} {best} "
+                  f"(epoch {res.best_epoch}), precision {res.precision}; run folder {res.run_dir}")
+        elif cfg.runtime == "inference":
+            from diffusion.inference import generate_to_folder
+            paths = generate_to_folder(cfg)
+            print(f"wrote {len(paths)} images to {cfg.out_dir} (manifest.csv lists them)")
+        else:
+            from diffusion.inference import inpaint_folder
+            paths = inpaint_folder(cfg)
+            print(f"wrote {len(paths)} inpainted images to {cfg.out_dir}/inpainted")
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
