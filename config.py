@@ -262,8 +262,3 @@ class TrainAllConfig(DiffusionConfig):
             raise ConfigError("train_all.py starts new runs; resume one label with "
                               "run_diffusion.py --load_and_train --model_dir RUN")
         super().validate()
-
-
-# Stage 4 (classifier/). The reference's key names are kept (mean, std, input_shape,
-# grayscale, number_epochs, batch_size, learning_rate, augm_type, augm_probability,
-# evaluation_type, train_dir, val_dir, test_dir).

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
-import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +22,13 @@ from balancing.charts import plot_site_counts
 from balancing.plan import Augmentation, SitePlan, augmentation_ladder, plan_label
 from balancing.rotate_zoom import cover_zoom, rotate_zoom
 from cli.flags import save_config_json
+from cli.tables import format_table
 from config import BalancerConfig
-from dataset.atomic import atomic_path, atomic_write_text
+from dataset.atomic import atomic_write_text
+from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import ImageLoadError, load_rgb, save_rgb
+from dataset.out_dir import CONFIG_NAME
+from dataset.out_dir import check_out_dir as check_resumable
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, validate_images
 from runtime.parallel import parallel_imap, worker_pool
@@ -36,7 +36,6 @@ from runtime.parallel import parallel_imap, worker_pool
 # Settings that change what is written: a resumed run must match them.
 _RESUME_KEYS = ("labels", "theta", "multiplier", "fact", "seed", "site_regex", "site_csv",
                 "min_size", "jpeg_quality")
-CONFIG_NAME = "config.json"
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,6 @@ class BalanceResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
-
-
 def _augmented_suffix(source: Path) -> str:
     # JPEG stays JPEG (re-encoded at high quality); everything else is written losslessly.
     return ".jpg" if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
@@ -82,15 +77,11 @@ def _augmented_suffix(source: Path) -> str:
 
 def _label_outputs(label: str, records: list[ImageRecord], site_plans: dict[str, SitePlan],
                    ladder: list[Augmentation], fact: float | None) -> list[PlannedImage]:
-    stems = Counter(Path(r.relpath).stem.lower() for r in records)
+    names = original_names(records)
     by_site: dict[str, list[ImageRecord]] = {}
     for rec in records:
         by_site.setdefault(rec.site_id, []).append(rec)
-    outputs: list[PlannedImage] = []
-    for rec in records:
-        src = Path(rec.relpath)
-        stem = src.stem if stems[src.stem.lower()] == 1 else f"{src.stem}_{_short_hash(rec.relpath)}"
-        outputs.append(PlannedImage(f"{label}/{stem}{src.suffix}", rec, None, None))
+    outputs: list[PlannedImage] = [PlannedImage(names[r.relpath], r, None, None) for r in records]
     for site, plan in site_plans.items():
         site_records = by_site[site]
         for img_idx, aug_idx in plan.assignments:
@@ -98,10 +89,10 @@ def _label_outputs(label: str, records: list[ImageRecord], site_plans: dict[str,
             src = Path(rec.relpath)
             w, h = rec.size
             zoom = fact if fact is not None else cover_zoom(aug.theta, h, w)
-            name = f"{label}/{src.stem}_{aug.tag}_{_short_hash(rec.relpath)}{_augmented_suffix(src)}"
+            name = f"{label}/{src.stem}_{aug.tag}_{short_hash(rec.relpath)}{_augmented_suffix(src)}"
             outputs.append(PlannedImage(name, rec, aug, zoom))
-    names = Counter(o.name.lower() for o in outputs)
-    clash = [n for n, c in names.items() if c > 1]
+    taken = Counter(o.name.lower() for o in outputs)
+    clash = [n for n, c in taken.items() if c > 1]
     if clash:
         raise DatasetError(f"output names collide in label {label!r}: {clash[0]} "
                            f"(rename the input files)")
@@ -139,9 +130,7 @@ def format_plan(plan: BalancePlan) -> str:
     """The plan as a plain-text table, with totals and the shortfall called out."""
     rows = plan_rows(plan)
     head = ["label", "site_id", "before", "added", "after", "target", "shortfall"]
-    width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in head}
-    lines = ["  ".join(k.rjust(width[k]) for k in head)]
-    lines += ["  ".join(str(r[k]).rjust(width[k]) for k in head) for r in rows]
+    lines = [format_table(rows, head)]
     short = [r for r in rows if r["shortfall"] > 0]
     before = sum(r["before"] for r in rows)
     added = sum(r["added"] for r in rows)
@@ -161,40 +150,7 @@ def check_out_dir(cfg: BalancerConfig) -> Path:
     Raises:
         DatasetError: out_dir is inside in_dir, holds foreign files or other settings.
     """
-    out_dir, in_dir = Path(cfg.out_dir).resolve(), Path(cfg.in_dir).resolve()
-    if out_dir == in_dir or in_dir in out_dir.parents:
-        raise DatasetError(f"--out_dir {cfg.out_dir} is inside --in_dir {cfg.in_dir}: "
-                           f"choose a folder outside the input")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"--out_dir {cfg.out_dir} exists and is not a folder")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        saved_path = out_dir / CONFIG_NAME
-        if not saved_path.exists():
-            raise DatasetError(f"--out_dir {cfg.out_dir} already holds files not written by "
-                               f"site_id_balancer.py: choose a new folder (nothing changed)")
-        saved = json.loads(saved_path.read_text())
-        if saved.get("_in_dir_resolved") != str(in_dir):
-            raise DatasetError(f"--out_dir {cfg.out_dir} was made from another input "
-                               f"({saved.get('_in_dir_resolved')}): choose a new folder")
-        for key in _RESUME_KEYS:
-            now = getattr(cfg, key)
-            if saved.get(key) != now:
-                raise DatasetError(f"--out_dir {cfg.out_dir} was made with {key}="
-                                   f"{saved.get(key)!r}, now {now!r}: choose a new folder "
-                                   f"or the same settings to resume")
-    return out_dir
-
-
-def _copy_original(src: Path, dst: Path, link: bool) -> None:
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass  # another file system, or links not allowed: copy instead
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-        shutil.copystat(src, tmp)
+    return check_resumable(cfg.out_dir, cfg.in_dir, cfg, _RESUME_KEYS, "site_id_balancer.py")
 
 
 def _write_source(job: tuple[str, list[PlannedImage], int, bool]) -> BalanceResult:
@@ -208,7 +164,7 @@ def _write_source(job: tuple[str, list[PlannedImage], int, bool]) -> BalanceResu
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         if out.aug is None:
-            _copy_original(out.source.path, dst, link)
+            copy_original(out.source.path, dst, link)
         else:
             if image is None:
                 try:
@@ -259,14 +215,14 @@ def run_balance(plan: BalancePlan, progress: bool = True, pool=None) -> BalanceR
             pool = stack.enter_context(worker_pool(cfg.workers))
         # The chart needs only the plan: draw it in a worker while the images are written.
         chart_args = (plan_rows(plan), out_dir / "balance_counts.png")
-        chart = pool.apply_async(plot_site_counts, chart_args) if pool is not None else None
+        chart = pool.submit(plot_site_counts, *chart_args) if pool is not None else None
         for res in parallel_imap(_write_source, jobs, desc="balancing" if progress else None,
                                  unit="img", weight=lambda r: r.written + r.reused + len(r.errors),
                                  total=len(plan.outputs), pool=pool, workers=1):
             total.written += res.written
             total.reused += res.reused
             total.errors += res.errors
-        chart.get() if chart is not None else plot_site_counts(*chart_args)
+        chart.result() if chart is not None else plot_site_counts(*chart_args)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir))
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([("path", "reason"), *plan.scan.skipped])

@@ -1,0 +1,51 @@
+"""Copying the user's originals into an output folder: unique names, copy or hard link.
+
+Example:
+    >>> names = original_names(records)             # relpath -> "label/S1_0001.jpg"
+    >>> copy_original(rec.path, out_dir / names[rec.relpath], link=False)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from dataset.atomic import atomic_path
+from dataset.scan import ImageRecord
+
+
+def short_hash(text: str) -> str:
+    """Six hex digits identifying `text` (e.g. a source path) in a file name."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+
+
+def original_names(records: Iterable[ImageRecord]) -> dict[str, str]:
+    """Output names `label/<file name>` for originals; a hash is added only where two files
+    of one label (in different sub-folders) share a stem."""
+    records = list(records)
+    stems = Counter((r.label, Path(r.relpath).stem.lower()) for r in records)
+    names = {}
+    for rec in records:
+        src = Path(rec.relpath)
+        unique = stems[(rec.label, src.stem.lower())] == 1
+        stem = src.stem if unique else f"{src.stem}_{short_hash(rec.relpath)}"
+        names[rec.relpath] = f"{rec.label}/{stem}{src.suffix}"
+    return names
+
+
+def copy_original(src: Path, dst: Path, link: bool = False) -> None:
+    """Copies `src` to `dst` byte for byte (atomically), or hard-links it when `link` and
+    the file system allows."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed: copy instead
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)

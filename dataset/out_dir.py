@@ -1,0 +1,47 @@
+"""Output folders that are new, or the resumable output of an earlier run of the same job.
+
+Example:
+    >>> check_out_dir(cfg.out_dir, cfg.in_dir, cfg, ("theta", "seed"), "site_id_balancer.py")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from dataset.scan import DatasetError
+
+CONFIG_NAME = "config.json"
+
+
+def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Sequence[str],
+                  tool: str) -> Path:
+    """Accepts a new/empty out_dir, or one whose config.json shows the same input and the same
+    `resume_keys` settings (a resumed run). Returns the resolved out_dir.
+
+    Raises:
+        DatasetError: out_dir is inside in_dir, holds files not written by `tool`, or was made
+            from another input or with other settings. Nothing is changed in any case.
+    """
+    out, src = Path(out_dir).resolve(), Path(in_dir).resolve()
+    if out == src or src in out.parents:
+        raise DatasetError(f"--out_dir {out_dir} is inside --in_dir {in_dir}: "
+                           f"choose a folder outside the input")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out_dir {out_dir} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        saved_path = out / CONFIG_NAME
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        if saved.get("_config_class") != type(cfg).__name__:
+            raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
+                               f"{tool}: choose a new folder (nothing changed)")
+        if saved.get("_in_dir_resolved") != str(src):
+            raise DatasetError(f"--out_dir {out_dir} was made from another input "
+                               f"({saved.get('_in_dir_resolved')}): choose a new folder")
+        for key in resume_keys:
+            now = getattr(cfg, key)
+            if saved.get(key) != now:
+                raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
+                                   f"now {now!r}: choose a new folder or the same settings to "
+                                   f"resume")
+    return out

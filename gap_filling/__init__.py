@@ -1,0 +1,1 @@
+"""Stage 3: plan and generate the synthetic images that close the category (or label) gap."""

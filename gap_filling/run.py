@@ -1,0 +1,324 @@
+"""Stage 3 pipeline: scan the originals, plan the gap, generate with the trained models.
+
+The plan (and the label -> model mapping, with its errors) is complete before any work, so
+`--dry-run` shows exactly what a run would write. Synthetic image k of a label always gets the
+same noise (seed derived from `--seed` and the label) and the same file name, so a re-run
+skips what exists and an interrupted run resumes; each model is loaded once and samples in
+batches.
+
+Example:
+    >>> plan = plan_gap_fill(AugmentationConfig(in_dir="data", weight_paths=["models/1_..."]))
+    >>> print(format_gap_plan(plan))
+    >>> run_gap_fill(plan)
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cli.flags import ConfigError, save_config_json
+from cli.tables import format_table
+from config import AugmentationConfig
+from dataset.atomic import atomic_write_text
+from dataset.copying import copy_original, original_names, short_hash
+from dataset.images import load_rgb, save_rgb
+from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from dataset.out_dir import CONFIG_NAME, check_out_dir
+from dataset.scan import ScanResult, scan_labelled_dir, validate_images
+from gap_filling.plan import GapPlan, plan_gap
+
+_RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
+                "generate_diffusion_steps", "eta", "guidance_scale", "seed", "site_regex",
+                "site_csv", "min_size", "max_similarity")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model generates a label: its run folder and, if conditional, the class index."""
+    model_dir: str
+    class_index: int | None
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """One planned synthetic image: image `index` of `label`, credited to `site_id`."""
+    name: str
+    label: str
+    site_id: str
+    index: int
+    seed: int
+
+
+@dataclass
+class GapFillPlan:
+    cfg: AugmentationConfig
+    scan: ScanResult
+    gap: GapPlan
+    models: dict[str, ModelRef]
+    originals: dict[str, str]            # source relpath -> output name
+    synthetic: list[SyntheticImage]
+
+
+@dataclass
+class GapFillResult:
+    generated: int = 0
+    reused: int = 0
+    copied: int = 0
+    rejected: list[str] = field(default_factory=list)   # names moved to rejected/
+    sheets: list[Path] = field(default_factory=list)
+
+
+def label_seed(seed: int, label: str) -> int:
+    """The seed of a label's images: distinct per label, stable across runs and machines."""
+    return seed * 2**32 + zlib.crc32(label.encode("utf-8"))
+
+
+def _read_model_labels(model_dir: str) -> tuple[bool, list[str]]:
+    """(conditional?, label names) of a run folder, from its config.json alone (no Keras)."""
+    from diffusion.training import read_run
+
+    path = Path(model_dir)
+    if path.is_file():  # a weights file was given: its folder is the run folder
+        path = path.parent
+    try:
+        saved, meta = read_run(path)
+    except ConfigError as err:
+        raise ConfigError(f"model {model_dir}: {err}") from None
+    names = [str(n) for n in meta.get("_class_names") or [meta.get("_label", path.name)]]
+    return bool(saved.conditional), names
+
+
+def resolve_label_models(cfg: AugmentationConfig, needed: list[str]) -> dict[str, ModelRef]:
+    """Maps every label that needs synthetic images to a model, or fails before any work.
+
+    `--weight_paths` models serve the label(s) in their config.json; `--label_models L=DIR`
+    pairs win over them.
+
+    Raises:
+        ConfigError: a folder is not a trained model, a pair names a label its conditional
+            model does not know, or a needed label has no model.
+    """
+    mapping: dict[str, ModelRef] = {}
+    for model_dir in cfg.weight_paths or []:
+        conditional, names = _read_model_labels(model_dir)
+        for i, name in enumerate(names):
+            mapping.setdefault(name, ModelRef(model_dir, i if conditional else None))
+    for label, model_dir in cfg.label_model_pairs():
+        conditional, names = _read_model_labels(model_dir)
+        if conditional and label not in names:
+            raise ConfigError(f"--label_models {label}={model_dir}: that conditional model "
+                              f"knows the labels {', '.join(names)}")
+        mapping[label] = ModelRef(model_dir, names.index(label) if conditional else None)
+    missing = [lab for lab in needed if lab not in mapping]
+    if missing:
+        have = ", ".join(sorted(mapping)) or "none"
+        raise ConfigError(f"no model for label(s) {', '.join(missing)} (models given for: "
+                          f"{have}); add --weight_paths or --label_models LABEL=MODEL_DIR")
+    return {lab: mapping[lab] for lab in needed}
+
+
+def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan,
+                      models: dict[str, ModelRef]) -> list[SyntheticImage]:
+    out = []
+    for label, sites in gap.extra.items():
+        if label not in models:
+            continue
+        seed = label_seed(cfg.seed, label)
+        tag = short_hash(f"{Path(models[label].model_dir).resolve()}|{seed}|"
+                         f"{cfg.generate_diffusion_steps}|{cfg.eta}|{cfg.guidance_scale}")
+        k = 0
+        for site, count in sites.items():
+            for _ in range(count):
+                out.append(SyntheticImage(f"{label}/{site}_ddim_{k:05d}_{tag}.png", label, site,
+                                          k, seed))
+                k += 1
+    return out
+
+
+def plan_gap_fill(cfg: AugmentationConfig, progress: bool = True, pool=None) -> GapFillPlan:
+    """Scans the originals, plans the synthetic images and maps labels to models.
+    Reads only; writes nothing.
+
+    Raises:
+        DatasetError: unusable input folder.
+        ConfigError: categories or models that do not fit the data.
+    """
+    scan = scan_labelled_dir(cfg.in_dir, None, cfg.site_regex, cfg.site_csv)
+    scan = validate_images(scan, min_size=cfg.min_size, progress=progress, pool=pool)
+    try:
+        gap = plan_gap(scan.counts(), cfg.category_labels(), cfg.balance, cfg.split_sites)
+    except ValueError as err:
+        raise ConfigError(f"--categories: {err}") from None
+    needed = [lab for lab in gap.extra if gap.label_extra(lab) > 0]
+    models = resolve_label_models(cfg, needed)
+    names = original_names(scan.images)
+    return GapFillPlan(cfg, scan, gap, models, names, _synthetic_images(cfg, gap, models))
+
+
+def plan_table(plan: GapFillPlan) -> list[dict]:
+    """One row per label and site: real images, synthetic images planned, model."""
+    rows = []
+    for label, sites in plan.gap.extra.items():
+        model = plan.models.get(label)
+        for site, extra in sites.items():
+            rows.append({"label": label, "site_id": site,
+                         "real": plan.gap.counts[label].get(site, 0), "synthetic": extra,
+                         "model": Path(model.model_dir).name if model and extra else "-"})
+    return rows
+
+
+def format_gap_plan(plan: GapFillPlan) -> str:
+    """The plan as a table plus category totals before and after."""
+    lines = [format_table(plan_table(plan), ["label", "site_id", "real", "synthetic", "model"])]
+    gap = plan.gap
+    if gap.balance == "categories":
+        for cat, (before, after) in zip(gap.categories, gap.category_totals()):
+            lines.append(f"category {{{','.join(cat)}}}: {before} real -> {after} images")
+    for label in gap.extra:
+        lines.append(f"label {label}: {sum(gap.counts[label].values())} real + "
+                     f"{gap.label_extra(label)} synthetic = {gap.total_after(label)}")
+    lines.append(f"total: {len(plan.synthetic)} synthetic images to generate; "
+                 f"{len(plan.scan.skipped)} file(s) skipped")
+    return "\n".join(lines)
+
+
+def _runs(indices: list[int], batch: int) -> list[tuple[int, int]]:
+    """Contiguous (start, count) chunks of at most `batch` covering sorted `indices`."""
+    chunks, start, prev = [], None, None
+    for i in indices:
+        if start is not None and i == prev + 1 and i - start < batch:
+            prev = i
+            continue
+        if start is not None:
+            chunks.append((start, prev - start + 1))
+        start = prev = i
+    if start is not None:
+        chunks.append((start, prev - start + 1))
+    return chunks
+
+
+def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple[int, int]:
+    from diffusion.inference import load_model  # Keras/TensorFlow only when generating
+
+    todo = [s for s in plan.synthetic if not (out_dir / s.name).exists()
+            and not (out_dir / "rejected" / s.name).exists()]
+    reused = len(plan.synthetic) - len(todo)
+    bar = tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo)
+    by_model: dict[str, list[str]] = {}
+    for label, ref in plan.models.items():
+        by_model.setdefault(ref.model_dir, []).append(label)
+    cfg = plan.cfg
+    for model_dir, labels in by_model.items():
+        pending = {lab: {s.index: s for s in todo if s.label == lab} for lab in labels}
+        if not any(pending.values()):
+            continue
+        model, _, _ = load_model(model_dir)
+        for label in labels:
+            items = pending[label]
+            ref = plan.models[label]
+            for start, count in _runs(sorted(items), cfg.batch_size):
+                images = model.generate(count, steps=cfg.generate_diffusion_steps, eta=cfg.eta,
+                                        seed=items[start].seed, start_index=start,
+                                        labels=ref.class_index,
+                                        guidance_scale=cfg.guidance_scale,
+                                        batch_size=cfg.batch_size)
+                for k, img in enumerate(images):
+                    save_rgb(out_dir / items[start + k].name,
+                             np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
+                bar.update(count)
+    bar.close()
+    return len(todo), reused
+
+
+def _score_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float], list[str]]:
+    """Scores every synthetic image against its label's real images; with the gate on, moves
+    images above `max_similarity` to out_dir/rejected/ (kept for inspection, never lost)."""
+    from gap_filling.similarity import max_similarity, signatures
+
+    scores, rejected = {}, []
+    limit = plan.cfg.max_similarity
+    for label in plan.gap.extra:
+        fakes = [s for s in plan.synthetic if s.label == label]
+        if not fakes:
+            continue
+        real = signatures(load_rgb(r.path) for r in plan.scan.images if r.label == label)
+        for s in fakes:
+            kept, aside = out_dir / s.name, out_dir / "rejected" / s.name
+            path = kept if kept.exists() else aside
+            if not path.exists():
+                continue
+            scores[s.name] = float(max_similarity(signatures([load_rgb(path)]), real)[0])
+            if limit is not None and path == kept and scores[s.name] > limit:
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(kept, aside)  # our own output: moved, not copied
+            if (out_dir / "rejected" / s.name).exists():
+                rejected.append(s.name)
+    return scores, rejected
+
+
+def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
+                   rejected: bool = False) -> list[ManifestRow]:
+    """Rows of the originals and kept synthetic images (or, with `rejected`, of the images
+    the quality gate moved aside)."""
+    cfg = plan.cfg
+    rows = [] if rejected else [
+        ManifestRow(plan.originals[r.relpath], r.label, r.site_id, r.path.resolve().as_posix(),
+                    "original", None, {})
+        for r in plan.scan.images if (out_dir / plan.originals[r.relpath]).exists()]
+    prefix = "rejected/" if rejected else ""
+    for s in plan.synthetic:
+        if (out_dir / prefix / s.name).exists():
+            ref = plan.models[s.label]
+            params = {"index": s.index, "steps": cfg.generate_diffusion_steps, "eta": cfg.eta,
+                      "model": str(Path(ref.model_dir).resolve())}
+            if ref.class_index is not None:
+                params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale)
+            # quality: 1 - similarity to the closest real image (0 = a copy)
+            quality = 1.0 - scores[s.name] if s.name in scores else None
+            rows.append(ManifestRow(prefix + s.name, s.label, s.site_id, params["model"], "ddim",
+                                    s.seed, params, quality))
+    return rows
+
+
+def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
+    """Copies the originals, generates the missing synthetic images, and writes
+    manifest.csv, summary.txt, contact_sheets/<label>.png and config.json into out_dir.
+
+    Raises:
+        DatasetError: out_dir is unusable (inside in_dir, foreign files, other settings).
+    """
+    from gap_filling.contact_sheet import write_contact_sheet
+
+    cfg = plan.cfg
+    out_dir = check_out_dir(cfg.out_dir, cfg.in_dir, cfg, _RESUME_KEYS, "diffusion_augmentation.py")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
+    result = GapFillResult()
+    for rec in plan.scan.images:
+        dst = out_dir / plan.originals[rec.relpath]
+        if not dst.exists():
+            copy_original(rec.path, dst, cfg.link_originals)
+            result.copied += 1
+    result.generated, result.reused = _generate_missing(plan, out_dir, progress)
+    scores, result.rejected = _score_and_gate(plan, out_dir)
+    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores))
+    summary = format_gap_plan(plan)
+    if result.rejected:
+        write_manifest(out_dir / "rejected.csv", _manifest_rows(plan, out_dir, scores, True))
+        summary += (f"\nquality gate: {len(result.rejected)} image(s) more similar than "
+                    f"{cfg.max_similarity} to a real image moved to rejected/ (listed in "
+                    f"rejected.csv); the labels concerned are short by that many")
+    atomic_write_text(out_dir / "summary.txt", summary + "\n")
+    for label in plan.gap.extra:
+        real = [out_dir / plan.originals[r.relpath] for r in plan.scan.images if r.label == label]
+        fake = [out_dir / s.name for s in plan.synthetic if s.label == label]
+        if fake:
+            result.sheets.append(write_contact_sheet(
+                real[: cfg.sheet_size], fake[: cfg.sheet_size],
+                out_dir / "contact_sheets" / f"{label}.png", title=f"label {label}"))
+    return result

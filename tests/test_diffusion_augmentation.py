@@ -1,0 +1,151 @@
+"""Stage 3 end to end with a real (tiny, briefly trained) DDIM model and real image files."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import run_diffusion  # noqa: E402
+from conftest import make_dataset, tree_hashes  # noqa: E402
+from dataset.images import load_rgb  # noqa: E402
+from dataset.manifest import read_manifest  # noqa: E402
+from diffusion_augmentation import main  # noqa: E402
+
+TINY = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
+        "--embedding_dims", "8", "--batch_size", "8", "--kid_every", "0", "--sample_every", "0",
+        "--generate_diffusion_steps", "2"]
+# categories {1,2} (9 real) vs {3,4} (18 real): labels 1 and 2 must gain 3 and 6 images
+LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_policy():
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("orig") / "data", LAYOUT, size=(20, 16))
+
+
+@pytest.fixture(scope="module")
+def model_dir(original, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    assert run_diffusion.main(["--in_dir", str(original / "1"), "--out_dir", str(out),
+                               "--num_epochs", "1", *TINY]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+def augment(original, out, *extra) -> int:
+    return main(["--in_dir", str(original), "--out_dir", str(out), "--categories", "1,2", "3,4",
+                 "--generate_diffusion_steps", "3", "--batch_size", "4", *extra])
+
+
+def label_site_counts(out: Path) -> dict[str, dict[str, int]]:
+    return {lab: dict(Counter(p.name.split("_")[0] for p in (out / lab).iterdir()))
+            for lab in LAYOUT}
+
+
+def test_exact_counts_provenance_and_resume(original, model_dir, tmp_path, capsys):
+    out = tmp_path / "balanced"
+    before = tree_hashes(original)
+    # labels 1 and 2 share one model (trained on label 1) through --label_models
+    assert augment(original, out, "--weight_paths", str(model_dir),
+                   "--label_models", f"2={model_dir}") == 0
+    assert label_site_counts(out) == {"1": {"S1": 4, "S2": 5}, "2": {"S1": 9},
+                                      "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+    rows = read_manifest(out / "manifest.csv")
+    assert Counter(r.generator for r in rows) == {"original": 27, "ddim": 9}
+    ddim = [r for r in rows if r.generator == "ddim"]
+    assert {r.params["steps"] for r in ddim} == {3} and all(r.seed is not None for r in ddim)
+    assert {r.path for r in rows} == {p.relative_to(out).as_posix() for p in out.glob("[1-4]/*")}
+    assert load_rgb(out / ddim[0].path).shape == (16, 16, 3)
+    # originals unchanged, input untouched
+    assert (out / "3" / "S2_000.jpg").read_bytes() == (original / "3" / "S2_000.jpg").read_bytes()
+    assert tree_hashes(original) == before
+    assert (out / "contact_sheets" / "1.png").exists() and (out / "contact_sheets" / "2.png").exists()
+    assert "category {1,2}: 9 real -> 18 images" in (out / "summary.txt").read_text()
+
+    # an interrupted run: two images and the manifest missing; the re-run makes just those
+    first = {p.name: load_rgb(p) for p in (out / "1").glob("*_ddim_*")}
+    lost = sorted(first)[:2]
+    for name in lost:
+        (out / "1" / name).unlink()
+    (out / "manifest.csv").unlink()
+    capsys.readouterr()
+    assert augment(original, out, "--weight_paths", str(model_dir),
+                   "--label_models", f"2={model_dir}") == 0
+    assert "generated 2 image(s) (7 already present)" in capsys.readouterr().out
+    for name in lost:  # per-image seeds: the same pixels again, alone or in a batch
+        assert np.abs(load_rgb(out / "1" / name).astype(int) - first[name]).max() <= 1
+    assert len(read_manifest(out / "manifest.csv")) == 36
+
+
+def test_same_seed_same_images_other_seed_other_images(original, model_dir, tmp_path):
+    args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--eta", "0.5")
+    assert augment(original, tmp_path / "a", *args) == 0
+    assert augment(original, tmp_path / "b", *args) == 0
+    assert augment(original, tmp_path / "c", *args, "--seed", "7") == 0
+    pick = lambda d: sorted(p for p in (d / "2").glob("*_ddim_*"))
+    a, b, c = (np.stack([load_rgb(p) for p in pick(tmp_path / d)]) for d in "abc")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_bad_mapping_fails_before_any_work(original, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert augment(original, out, "--weight_paths", str(model_dir)) == 2
+    assert "no model for label(s) 2" in capsys.readouterr().err
+    not_a_model = tmp_path / "empty_model"
+    not_a_model.mkdir()
+    assert augment(original, out, "--label_models", f"1={not_a_model}", f"2={model_dir}") == 2
+    assert "not a run folder (no config.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        augment(original, out, "--label_models", "1", "--weight_paths", str(model_dir))
+    assert exc.value.code == 2 and "expects LABEL=MODEL_DIR" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_dry_run_and_balance_labels(original, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert augment(original, out, "--balance", "labels", "--dry-run",
+                   "--label_models", *[f"{lab}={model_dir}" for lab in "124"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()
+    assert "dry run: nothing written" in text
+    assert "total: 21 synthetic images to generate" in text  # 6 + 9 + 0 + 6: all up to 12
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["_label"] == "1"
+
+
+def test_quality_gate_moves_images_aside_and_lists_them(original, model_dir, tmp_path, capsys):
+    out = tmp_path / "gated"
+    args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--max_similarity", "-1")
+    assert augment(original, out, *args) == 0  # every image is "too similar": all set aside
+    assert "quality gate: 9 image(s) moved" in capsys.readouterr().out
+    assert sorted(p.parent.name for p in (out / "rejected").glob("*/*.png")) == ["1"] * 3 + ["2"] * 6
+    assert not list(out.glob("[12]/*_ddim_*"))
+    rejected = read_manifest(out / "rejected.csv")
+    assert len(rejected) == 9 and all(r.path.startswith("rejected/") for r in rejected)
+    assert all(r.quality is not None for r in rejected)
+    assert Counter(r.generator for r in read_manifest(out / "manifest.csv")) == {"original": 27}
+    assert "short by that many" in (out / "summary.txt").read_text()
+    assert augment(original, out, *args) == 0  # a re-run does not generate them again
+    assert "generated 0 image(s) (9 already present)" in capsys.readouterr().out
+
+
+def test_similarity_flags_copies_not_other_images():
+    from gap_filling.similarity import max_similarity, signatures
+    rng = np.random.default_rng(0)
+    real = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(5)]
+    copy = np.clip(real[2].astype(int) * 0.8 + 20, 0, 255).astype(np.uint8)  # darker copy
+    other = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    sims = max_similarity(signatures([copy, other]), signatures(real))
+    assert sims[0] > 0.99 and sims[1] < 0.5
