@@ -21,10 +21,23 @@ fashion-mnist:
 	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)); } || true
 
+# Small, CPU-sized settings: one class-conditional DDIM for the smaller category {1,2,3}.
+DEMO_DIFFUSION_FLAGS ?= --labels 1 2 3 --conditional --image_size 32 32 --widths 16 32 64 \
+	--block_depth 1 --embedding_dims 16 --batch_size 16 --num_epochs 40 --kid_every 10 \
+	--kid_images 32 --kid_diffusion_steps 10 --sample_every 10
+
 demo: setup fashion-mnist
 	$(PY) -m sample_data --out_dir $(DEMO_DIR)/sample_dataset
 	$(PY) site_id_balancer.py --in_dir $(DEMO_DIR)/sample_dataset --out_dir $(DEMO_DIR)/diffusion_data
-	@echo "demo finished: see $(DEMO_DIR)/diffusion_data/summary.txt and balance_counts.png"
+	@if ls $(DEMO_DIR)/models/*/best.weights.h5 >/dev/null 2>&1; then \
+	  echo "stage 2: a trained model is in $(DEMO_DIR)/models; not training again"; \
+	else \
+	  $(PY) train_all.py --in_dir $(DEMO_DIR)/diffusion_data --out_dir $(DEMO_DIR)/models $(DEMO_DIFFUSION_FLAGS); \
+	fi
+	$(PY) diffusion_augmentation.py --in_dir $(DEMO_DIR)/sample_dataset --out_dir $(DEMO_DIR)/balanced_data \
+	  --weight_paths $$(dirname $$(ls $(DEMO_DIR)/models/*/best.weights.h5 | head -n 1)) \
+	  --generate_diffusion_steps 20
+	@echo "demo finished: see $(DEMO_DIR)/diffusion_data/summary.txt, $(DEMO_DIR)/models/*/samples/, $(DEMO_DIR)/balanced_data/summary.txt and contact_sheets/"
 
 test: setup
 	$(PY) -m pytest -q

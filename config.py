@@ -262,3 +262,164 @@ class TrainAllConfig(DiffusionConfig):
             raise ConfigError("train_all.py starts new runs; resume one label with "
                               "run_diffusion.py --load_and_train --model_dir RUN")
         super().validate()
+
+
+# Stage 4 (classifier/). The reference's key names are kept (mean, std, input_shape,
+# grayscale, number_epochs, batch_size, learning_rate, augm_type, augm_probability,
+# evaluation_type, train_dir, val_dir, test_dir).
+@dataclass
+class ClassifierConfig:
+    """Stage 4 (python3 -m classifier.train): train and evaluate an image classifier."""
+
+    # Data
+    train_dir: str = opt("", "Training images, one sub-folder per label (or use --manifest).")
+    manifest: str = opt("", "A stage-3 manifest.csv (or its folder, e.g. balanced_data): "
+                        "real and synthetic training images; instead of --train_dir.")
+    val_dir: str = opt("", "Validation images, one sub-folder per label. Default: a "
+                       "stratified, seeded --validation_split of the real training images.")
+    test_dir: str = opt("", "Test images, one sub-folder per label (evaluated with the best "
+                        "weights after training; optional).")
+    ood_test_dirs: list[str] | None = opt(None, "More test folders (e.g. out-of-distribution "
+                                          "sites), each evaluated and reported by its name.")
+    validation_split: float = opt(0.2, "Share of each label's real training images held out "
+                                  "when no --val_dir is given.", min=0.05, max=0.5)
+    real_generators: list[str] = opt(["original", "rotate_flip"], "Manifest generators that "
+                                     "count as real images; every other generator is "
+                                     "synthetic.")
+    synthetic_ratio: float | None = opt(None, "Synthetic images kept per real training image "
+                                        "(0 = real only, 0.5 = one per two real). Default: "
+                                        "all of them.", min=0.0, max=100.0)
+    class_balanced: bool = opt(False, "Draw training batches class-balanced (each label "
+                                "equally likely) instead of shuffling all images.")
+    sample_weighting: str = opt("none", "Per-image loss weights: 'diagen' scores each "
+                                "synthetic image with a temperature-calibrated classifier "
+                                "trained on real images only (weight 1 above "
+                                "--diagen_threshold, else 2p).", choices=("none", "diagen"))
+    diagen_threshold: float = opt(0.5, "DIAGen: calibrated confidence above which a "
+                                  "synthetic image counts fully.", min=0.0, max=1.0)
+    diagen_views: int = opt(4, "DIAGen: augmented views averaged per synthetic image.",
+                            min=1, max=64)
+    filter_model: str = opt("", "DIAGen: a finished real-only run folder to score with. "
+                            "Default: train one inside the run folder.")
+    # Images
+    input_shape: int = opt(96, "Square input side in pixels (shorter side resized, centre "
+                           "crop). The reference used 224; 96-128 suits a CPU.", min=16,
+                           max=1024)
+    grayscale: bool = opt(False, "Convert images to grey (kept as 3 channels).")
+    mean: list[float] = opt([0.485, 0.456, 0.406], "Per-channel mean (fraction of 255) the "
+                            "small CNN subtracts; application backbones use their own "
+                            "ImageNet preprocessing.", min=0.0, max=1.0)
+    std: list[float] = opt([0.229, 0.224, 0.225], "Per-channel std (fraction of 255) of the "
+                           "small CNN's normalisation.", min=1e-6, max=1.0)
+    augm_type: str = opt("base", "Online augmentation: base = none (resize + normalise), flip "
+                         "= classic flips/rotation/zoom/contrast, autoaugment/randaugment = "
+                         "Keras RandAugment, augmix = Keras AugMix, albumentations = the "
+                         "--albumentations_preset.",
+                         choices=("base", "flip", "autoaugment", "randaugment", "augmix",
+                                  "albumentations"))
+    augm_probability: float = opt(0.5, "Share of training images augmented (per image, per "
+                                  "epoch).", min=0.0, max=1.0)
+    albumentations_preset: str = opt("reference", "albumentations policy: 'reference' (flip, "
+                                     "brightness/contrast, rotate, blur, hue, perspective) or "
+                                     "'light' (flip, brightness/contrast).",
+                                     choices=("reference", "light"))
+    # Model and training
+    backbone: str = opt("mobilenetv3small", "Network: mobilenetv3small (CPU default), "
+                        "efficientnetb0 (the reference's), small_cnn (trains in minutes).",
+                        choices=("efficientnetb0", "mobilenetv3small", "small_cnn"))
+    weights: str = opt("imagenet", "Backbone initialisation: ImageNet weights when they can "
+                       "be loaded (offline: a one-line note, then none), or none.",
+                       choices=("imagenet", "none"))
+    dropout: float = opt(0.2, "Dropout before the output layer.", min=0.0, max=0.9)
+    number_epochs: int = opt(30, "Maximum epochs (early stopping may end sooner).", min=1,
+                             max=10000)
+    batch_size: int = opt(32, "Images per training step.", min=1, max=4096)
+    learning_rate: float = opt(1e-3, "Adam learning rate (the reference used 1e-4 for "
+                               "fine-tuning ImageNet weights).", min=1e-7, max=1.0)
+    evaluation_type: str = opt("f1", "Validation metric that picks the best epoch and drives "
+                               "early stopping: f1 = macro-F1, accuracy, balanced_accuracy, "
+                               "loss.", choices=("f1", "accuracy", "balanced_accuracy", "loss"))
+    early_stop_patience: int = opt(8, "Epochs without improvement before stopping (0 = never "
+                                   "stop early).", min=0)
+    early_stop_min_delta: float = opt(0.0, "Smallest change of the validation metric that "
+                                      "counts as improvement.", min=0.0)
+    precision: str = opt("float32", "Dtype policy: float32, or mixed_bfloat16 (faster on "
+                         "CPUs with bf16 units; output layer stays float32); auto picks.",
+                         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    # Runs
+    out_dir: str = opt("classifier_runs", "Each run gets its own folder inside it.")
+    run_name: str = opt("", "Run folder name. Default: <backbone>_<date>-<time>_<id>.")
+    seed: int = opt(42, "Seed of the split, the batch order, augmentation and weights.",
+                    min=0)
+    workers: int | None = opt(None, "Processes decoding images (default: all cores).", min=1)
+
+    def validate(self) -> None:
+        if bool(self.train_dir) == bool(self.manifest):
+            raise ConfigError("give exactly one of --train_dir or --manifest")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("--mean and --std take 3 values (R G B)")
+        if self.backbone != "small_cnn" and self.input_shape < 32:
+            raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")
+        if self.sample_weighting == "diagen" and not self.manifest:
+            raise ConfigError("--sample_weighting diagen weights synthetic images: it needs "
+                              "--manifest")
+
+
+@dataclass
+class EvaluateConfig:
+    """Stage 4 (python3 -m classifier.evaluate): evaluate a saved classifier on a test folder."""
+
+    model: str = opt("", "A run folder (config.json + best.weights.h5), a .weights.h5 file "
+                     "inside one, or a .keras file with a config.json beside it.",
+                     required=True)
+    test_dir: str = opt("", "Test images, one sub-folder per label known to the model.",
+                        required=True)
+    out_dir: str = opt("", "Where metrics.json and confusion.png go. Default: a new folder "
+                       "<model>/evaluations/<test folder name>[_N].")
+    batch_size: int = opt(64, "Images per prediction step.", min=1, max=4096)
+    workers: int | None = opt(None, "Processes decoding images (default: all cores).", min=1)
+
+
+@dataclass
+class GridSearchConfig(ClassifierConfig):
+    """Stage 4 (python3 -m classifier.grid_search): a parameter grid x seeds x repeats."""
+
+    out_dir: str = opt("grid_search", "Run folders, runs.csv, summary.csv and best/ go here; "
+                       "re-running skips finished runs.")
+    grid: list[str] | None = opt(None, "Settings to vary, each NAME=V1,V2 (e.g. "
+                                 "learning_rate=1e-3,1e-4 batch_size=16,32).")
+    seeds: list[int] | None = opt(None, "Base seeds. Default: just --seed.", min=0)
+    repeats: int = opt(1, "Runs per combination and seed (seed + 1000*r).", min=1, max=100)
+    keep_going: bool = opt(False, "Carry on after a failed run (default: stop).")
+
+
+@dataclass
+class CompareConfig(ClassifierConfig):
+    """Stage 4 (python3 -m classifier.compare): original vs classic augmentation vs
+    balanced + synthetic data, the same classifier over the same seeds."""
+
+    train_dir: str = opt("", "The original training data (one sub-folder per label).",
+                         required=True)
+    balanced_dir: str = opt("", "Stage-3 output with manifest.csv (originals + synthetic).",
+                            required=True)
+    test_dir: str = opt("", "Real test images, one sub-folder per label.", required=True)
+    out_dir: str = opt("compare", "Run folders and the comparison tables go here; re-running "
+                       "skips finished runs.")
+    variants: list[str] = opt(["original", "classic", "synthetic"], "Arms to train: original "
+                              "data; original + --classic_augm_type; balanced + synthetic.",
+                              choices=("original", "classic", "synthetic"))
+    classic_augm_type: str = opt("flip", "Augmentation of the 'classic' arm.",
+                                 choices=("flip", "autoaugment", "randaugment", "augmix",
+                                          "albumentations"))
+    seeds: list[int] = opt([0, 1, 2], "Seeds; every arm runs each (paired comparison).",
+                           min=0, min_len=1)
+    keep_going: bool = opt(False, "Carry on after a failed run (default: stop).")
+
+    def validate(self) -> None:
+        if self.manifest:
+            raise ConfigError("compare reads the synthetic arm from --balanced_dir; leave "
+                              "--manifest empty")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("--mean and --std take 3 values (R G B)")
+        if self.backbone != "small_cnn" and self.input_shape < 32:
+            raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")

@@ -194,7 +194,11 @@ class DiffusionModel(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def _update_ema(self):
-        decay = self.ema
+        # Warm-up (as tf.train.ExponentialMovingAverage's num_updates): early on the EMA
+        # follows the weights closely, so short runs and first epochs sample from trained
+        # weights rather than from the random initialisation; `ema` is reached later.
+        step = ops.cast(self.optimizer.iterations, "float32")
+        decay = ops.minimum(self.ema, (1.0 + step) / (10.0 + step))
         pairs = [(e.value, w.value) for e, w in zip(self.ema_network.weights,
                                                     self.network.weights)]
 

@@ -178,7 +178,8 @@ def scan_labelled_dir(in_dir: str | Path, labels: Sequence[str] | None = None,
         else:
             used_labels.append(ldir.name)
     if unmatched:
-        how = f"--site_csv {site_csv}" if site_csv else f"--site_regex {site_regex!r}"
+        how = (f"--site_csv {site_csv}" if site_csv else f"--site_regex {site_regex!r}"
+               if site_regex else "the default site rule (the prefix before the first '_')")
         raise DatasetError(f"{how} gives no site_id for {len(unmatched)} file(s), "
                            f"e.g. {unmatched[0]}")
     if not images:

@@ -74,3 +74,9 @@ def test_validate_drops_corrupt_and_tiny_images_and_lists_them(tmp_path):
     assert "corrupt" in reasons["1/S1_bad.jpg"] or "not an image" in reasons["1/S1_bad.jpg"]
     assert "too small (4x4 px" in reasons["2/S2_tiny.png"]
     assert all(r.size == (24, 16) for r in scan.images)
+
+
+def test_default_rule_error_names_the_rule(tmp_path):
+    write_image(tmp_path / "in" / "1" / "_no_site.jpg")
+    with pytest.raises(DatasetError, match="default site rule .* for 1 file"):
+        scan_labelled_dir(tmp_path / "in")

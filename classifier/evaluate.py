@@ -1,0 +1,78 @@
+"""CLI and function: evaluate a saved classifier on a test folder.
+
+    python3 -m classifier.evaluate --model classifier_runs/small_cnn_..._ab12 --test_dir new_site/
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cli.flags import format_config, parse_config
+from dataset.scan import DatasetError
+
+
+def _new_folder(model_path: Path, test_dir: str) -> Path:
+    base = (model_path if model_path.is_dir() else model_path.parent) / "evaluations"
+    name = Path(test_dir).resolve().name or "test"
+    out, k = base / name, 1
+    while out.exists():
+        k += 1
+        out = base / f"{name}_{k}"
+    return out
+
+
+def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | Path = "",
+                   batch_size: int = 64, workers: int | None = None) -> tuple[dict, Path]:
+    """Evaluates a saved run on `test_dir`; writes metrics.json and confusion.png.
+
+    Returns:
+        (metrics, output folder).
+
+    Raises:
+        DatasetError: the model or folder is unusable, or the folder has a class the model
+            does not know.
+    """
+    import dataclasses
+
+    from classifier.report import plot_confusion, write_json
+    from classifier.runs import load_run
+    from classifier.training import evaluate_folder
+
+    if not Path(test_dir).is_dir():
+        raise DatasetError(f"--test_dir {test_dir} is not a folder")
+    model, cfg, classes = load_run(model_path)
+    cfg = dataclasses.replace(cfg, workers=workers)
+    metrics = evaluate_folder(model, test_dir, classes, cfg, batch_size=batch_size)
+    out = Path(out_dir) if out_dir else _new_folder(Path(model_path), str(test_dir))
+    if out.exists() and (out / "metrics.json").exists():
+        raise DatasetError(f"--out_dir {out} already holds a metrics.json: choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["model"] = str(model_path)
+    write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], classes, out / "confusion.png",
+                   f"{Path(test_dir).name}")
+    return metrics, out
+
+
+def main(argv=None) -> int:
+    from config import EvaluateConfig
+    cfg, ns = parse_config(EvaluateConfig, argv, prog="python3 -m classifier.evaluate")
+    if ns._dry_run:
+        print(format_config(cfg))
+        print(f"evaluate {cfg.model} on {cfg.test_dir}; write metrics.json + confusion.png to "
+              f"{cfg.out_dir or _new_folder(Path(cfg.model), cfg.test_dir)}")
+        return 0
+    try:
+        m, out = evaluate_model(cfg.model, cfg.test_dir, cfg.out_dir, cfg.batch_size,
+                                cfg.workers)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  macro-F1 "
+          f"{m['macro_f1']:.4f}  weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Which images train, which validate, and in what order (pure numpy, seeded).
+
+- `stratified_split`: a seeded per-class hold-out for validation (real images only).
+- `select_synthetic`: keep a real:synthetic ratio, spreading the kept synthetic images over
+  the labels in proportion to what was generated (largest remainder, exact counts).
+- `epoch_plan`: the sample indices of every batch of every epoch, shuffled or
+  class-balanced; precomputed so a run is reproducible from its seed.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> tr, va = stratified_split([0, 0, 0, 1, 1, 1], 0.34, rng)
+    >>> plan = epoch_plan([0, 0, 1], epochs=2, batch_size=2, rng=rng)
+    >>> plan.shape
+    (2, 4)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices per class: round(fraction * n) to validation, but at least one image
+    of a class with two or more stays on each side (a class with one image only trains).
+
+    Returns:
+        (train_indices, val_indices), each sorted.
+
+    Example:
+        >>> stratified_split([0] * 10 + [1] * 2, 0.2, np.random.default_rng(1))[1].size
+        3
+    """
+    labels = np.asarray(labels, dtype=int)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(val_fraction * len(idx)))
+        k = 0 if len(idx) < 2 else min(max(k, 1), len(idx) - 1)
+        val.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.asarray(train, dtype=int)), np.sort(np.asarray(val, dtype=int))
+
+
+def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
+    """Integer counts summing to `total`, proportional to `shares` (Hamilton's method)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    if total <= 0 or shares.sum() <= 0:
+        return np.zeros(len(shares), dtype=int)
+    exact = shares / shares.sum() * total
+    base = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - base), kind="stable")
+    base[order[: total - base.sum()]] += 1
+    return base
+
+
+def select_synthetic(n_real: int, synthetic_labels: Sequence[int], ratio: float | None,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Positions (into `synthetic_labels`) of the synthetic images to train with.
+
+    Args:
+        n_real: real training images.
+        synthetic_labels: label of each available synthetic image.
+        ratio: synthetic images per real image (0.5 = one synthetic per two real);
+            None keeps them all.
+
+    Example:
+        >>> select_synthetic(4, [0, 0, 0, 1], 0.5, np.random.default_rng(0)).size
+        2
+    """
+    labels = np.asarray(synthetic_labels, dtype=int)
+    if ratio is None or len(labels) == 0:
+        return np.arange(len(labels))
+    want = min(len(labels), int(round(ratio * n_real)))
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = largest_remainder(counts, want)
+    keep = []
+    for c, k in zip(classes, per_class):
+        keep.extend(rng.choice(np.flatnonzero(labels == c), size=k, replace=False))
+    return np.sort(np.asarray(keep, dtype=int))
+
+
+def epoch_plan(labels: Sequence[int], epochs: int, batch_size: int, rng: np.random.Generator,
+               class_balanced: bool = False) -> np.ndarray:
+    """Sample indices for each epoch, shape (epochs, steps_per_epoch * batch_size).
+
+    An epoch has ceil(N / batch_size) full batches. Shuffled: a permutation of all N images,
+    topped up with random repeats to fill the last batch. Class-balanced: N draws with
+    replacement, each class equally likely.
+
+    Example:
+        >>> p = epoch_plan([0] * 9 + [1], 1, 10, np.random.default_rng(0), class_balanced=True)
+        >>> 2 <= (p == 9).sum() <= 9
+        True
+    """
+    labels = np.asarray(labels, dtype=int)
+    n = len(labels)
+    if n == 0:
+        raise ValueError("no training images")
+    per_epoch = int(np.ceil(n / batch_size)) * batch_size
+    out = np.empty((epochs, per_epoch), dtype=np.int64)
+    if class_balanced:
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        p = 1.0 / (len(classes) * counts[inverse])
+    for e in range(epochs):
+        if class_balanced:
+            out[e] = rng.choice(n, size=per_epoch, replace=True, p=p)
+        else:
+            extra = rng.choice(n, size=per_epoch - n, replace=per_epoch - n > n)
+            out[e] = np.concatenate([rng.permutation(n), extra])
+    return out

@@ -1,0 +1,354 @@
+"""One training run: data -> model -> best checkpoint -> metrics, in its own run folder.
+
+    out_dir/<run>/config.json        resolved settings + class names (rebuilds the model)
+                  best.weights.h5    weights of the best validation epoch (restored at the end)
+                  history.csv        per-epoch training loss and validation metrics
+                  metrics.json       validation and test metrics (one scale: fractions)
+                  confusion_<set>.png
+                  synthetic_weights.csv, filter_model/   (with --sample_weighting diagen)
+
+Model selection and early stopping use the validation metric `evaluation_type`, computed
+with the same code as the final metrics. The best weights are saved to disk when they occur
+and loaded back at the end (the reference kept the last weights and called them best).
+
+Example:
+    >>> result = train_run(ClassifierConfig(train_dir="data/train", backbone="small_cnn"))
+    >>> result.metrics["val"]["macro_f1"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from classifier import calibration, sampling
+from classifier.data import (Sample, load_images, predict_logits, samples_from_dir,
+                             samples_from_manifest, train_dataset)
+from classifier.metrics import (classification_metrics, cross_entropy, higher_is_better,
+                                monitor_value)
+from classifier.report import plot_confusion, write_csv, write_json
+from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir,
+                             save_weights_atomic)
+from cli.flags import save_config_json
+from dataset.scan import DatasetError
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with class indices, sample weights and their source samples."""
+    images: np.ndarray
+    labels: np.ndarray
+    samples: list[Sample]
+    weights: np.ndarray | None = None
+
+    @property
+    def synthetic(self) -> np.ndarray:
+        return np.array([s.synthetic for s in self.samples], dtype=bool)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model: object
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _to_set(samples: Sequence[Sample], class_names: Sequence[str], cfg, what: str,
+            skipped: list[str]) -> ImageSet:
+    images, ok, errors = load_images([s.path for s in samples], cfg.input_shape, cfg.grayscale,
+                                     workers=cfg.workers, desc=f"loading {what}")
+    skipped.extend(errors)
+    kept = [samples[i] for i in ok]
+    index = {c: i for i, c in enumerate(class_names)}
+    labels = np.array([index[s.label] for s in kept], dtype=np.int64)
+    return ImageSet(images, labels, kept)
+
+
+def prepare_data(cfg, rng: np.random.Generator, skipped: list[str]):
+    """Reads the training source, splits off validation (real images only), applies the
+    real:synthetic ratio and loads the pixels.
+
+    Returns:
+        (class_names, train ImageSet, val ImageSet)
+    """
+    if cfg.manifest:
+        samples, class_names = samples_from_manifest(cfg.manifest, cfg.real_generators)
+    else:
+        samples, class_names = samples_from_dir(cfg.train_dir, what="--train_dir")
+    if len(class_names) < 2:
+        raise DatasetError(f"training data has {len(class_names)} class(es); a classifier "
+                           f"needs at least 2")
+    index = {c: i for i, c in enumerate(class_names)}
+    real = [s for s in samples if not s.synthetic]
+    synth = [s for s in samples if s.synthetic]
+    if cfg.val_dir:
+        val_samples, _ = samples_from_dir(cfg.val_dir, class_names, what="--val_dir")
+        train_real = real
+    else:
+        # Validation holds real images only: the metric must say how real images fare.
+        tr, va = sampling.stratified_split([index[s.label] for s in real],
+                                           cfg.validation_split, rng)
+        train_real, val_samples = [real[i] for i in tr], [real[i] for i in va]
+    keep = sampling.select_synthetic(len(train_real), [index[s.label] for s in synth],
+                                     cfg.synthetic_ratio, rng)
+    train_samples = train_real + [synth[i] for i in keep]
+    if not val_samples:
+        raise DatasetError("no validation images: give --val_dir or at least 2 images per "
+                           "label")
+    train = _to_set(train_samples, class_names, cfg, "training images", skipped)
+    val = _to_set(val_samples, class_names, cfg, "validation images", skipped)
+    if len(train.labels) == 0 or len(val.labels) == 0:
+        raise DatasetError("no readable training or validation images")
+    return class_names, train, val
+
+
+class BestCheckpoint:
+    """Keras callback: validation metrics each epoch, best weights saved to disk when they
+    occur, early stopping after `patience` epochs without improvement, and the saved best
+    weights loaded back when training ends."""
+
+    def __new__(cls, *args, **kwargs):
+        # Subclass keras.callbacks.Callback lazily: no Keras import at module import.
+        import keras
+
+        class _Impl(keras.callbacks.Callback):
+            def __init__(self, val: ImageSet, class_names, evaluation_type: str, path: Path,
+                         patience: int, min_delta: float, batch_size: int):
+                super().__init__()
+                self.val, self.class_names = val, list(class_names)
+                self.evaluation_type, self.path = evaluation_type, Path(path)
+                self.patience, self.min_delta, self.batch_size = patience, min_delta, batch_size
+                self.higher = higher_is_better(evaluation_type)
+                self.best = -np.inf if self.higher else np.inf
+                self.best_epoch, self.wait, self.stopped_epoch = 0, 0, 0
+                self.best_loss = np.inf
+                self.history: list[dict] = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs if logs is not None else {}
+                logits = predict_logits(self.model, self.val.images, self.batch_size)
+                m = classification_metrics(self.val.labels, logits.argmax(1), self.class_names)
+                m["loss"] = cross_entropy(logits, self.val.labels)
+                for key in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
+                    logs[f"val_{key}"] = m[key]
+                value = monitor_value(m, self.evaluation_type)
+                improved = (value > self.best + self.min_delta if self.higher
+                            else value < self.best - self.min_delta)
+                # Small validation sets tie often (accuracy 1.0 twice): with min_delta 0 a
+                # tie is broken by the lower validation loss.
+                tie = (self.min_delta == 0 and value == self.best
+                       and m["loss"] < self.best_loss)
+                if improved or tie or self.best_epoch == 0:
+                    improved = True
+                    self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+                    self.best_loss = m["loss"]
+                    save_weights_atomic(self.model, self.path)
+                else:
+                    self.wait += 1
+                    if self.patience and self.wait >= self.patience:
+                        self.stopped_epoch = epoch + 1
+                        self.model.stop_training = True
+                self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+                                     "best": int(improved)})
+
+            def on_train_end(self, logs=None):
+                if self.path.is_file():
+                    self.model.load_weights(self.path)
+
+        return _Impl(*args, **kwargs)
+
+
+def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
+              weights_path: Path, verbose: int = 2, extra_callbacks: Sequence = ()):
+    """Builds, trains and returns (model, checkpoint callback, weights_used); the model ends
+    with the best validation weights, which are also in `weights_path`."""
+    import keras
+
+    from classifier.augment import make_batch_augmenter
+    from classifier.backbones import build_classifier
+    from runtime.precision import set_precision
+
+    set_precision(cfg.precision, use_gpu=False if cfg.precision == "auto" else None)
+    keras.utils.set_random_seed(cfg.seed)
+    model, used = build_classifier(cfg.backbone, len(class_names), cfg.input_shape,
+                                   weights=None if cfg.weights == "none" else cfg.weights,
+                                   mean=cfg.mean, std=cfg.std, dropout=cfg.dropout)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)  # XLA is slower on this kind of CPU (DESIGN.md)
+    rng = np.random.default_rng(cfg.seed + 1)
+    plan = sampling.epoch_plan(train.labels, cfg.number_epochs, cfg.batch_size, rng,
+                               class_balanced=cfg.class_balanced)
+    weights = train.weights if train.weights is not None else np.ones(len(train.labels))
+    augment = make_batch_augmenter(cfg.augm_type, cfg.augm_probability, seed=cfg.seed,
+                                   preset=cfg.albumentations_preset)
+    ds = train_dataset(train.images, train.labels, weights, plan, cfg.batch_size, augment)
+    ckpt = BestCheckpoint(val, class_names, cfg.evaluation_type, weights_path,
+                          cfg.early_stop_patience, cfg.early_stop_min_delta,
+                          max(cfg.batch_size, 64))
+    model.fit(ds, epochs=cfg.number_epochs, steps_per_epoch=plan.shape[1] // cfg.batch_size,
+              callbacks=[ckpt, *extra_callbacks], verbose=verbose,
+              shuffle=False)  # the plan already shuffles, reproducibly
+    return model, ckpt, used
+
+
+def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: ImageSet,
+                       verbose: int) -> tuple[np.ndarray, dict]:
+    """DIAGen: weights of the training images (1 for real ones) from a temperature-
+    calibrated real-only classifier averaged over `diagen_views` augmented views."""
+    from classifier.augment import keras_augmenter
+    from classifier.runs import load_run
+
+    if cfg.filter_model:
+        model, _, filter_classes = load_run(cfg.filter_model)
+        if list(filter_classes) != list(class_names):
+            raise DatasetError(f"--filter_model {cfg.filter_model} knows classes "
+                               f"{filter_classes}, the data has {list(class_names)}")
+    else:
+        fdir = run_dir / "filter_model"
+        fdir.mkdir(exist_ok=True)
+        fcfg = dataclasses.replace(cfg, sample_weighting="none", synthetic_ratio=0.0,
+                                   manifest="", train_dir="(real images of the parent run)",
+                                   run_name="filter_model", out_dir=str(run_dir))
+        save_config_json(fcfg, fdir / CONFIG_NAME, class_names=list(class_names))
+        real = ~train.synthetic
+        real_set = ImageSet(train.images[real], train.labels[real],
+                            [s for s, r in zip(train.samples, real) if r])
+        if verbose:
+            print(f"DIAGen: training the real-only filter classifier on {real.sum()} images")
+        model, _, _ = fit_model(fcfg, class_names, real_set, val, fdir / WEIGHTS_NAME, verbose)
+    temperature = calibration.fit_temperature(predict_logits(model, val.images), val.labels)
+    syn = np.flatnonzero(train.synthetic)
+    weights = np.ones(len(train.labels))
+    p_true = np.zeros(len(syn))
+    if len(syn):
+        x = train.images[syn].astype(np.float32)
+        layer = keras_augmenter("flip", seed=cfg.seed)
+        for v in range(cfg.diagen_views):
+            view = x if v == 0 else np.asarray(layer(x, training=True))
+            probs = calibration.softmax(predict_logits(model, np.clip(view, 0, 255)), temperature)
+            p_true += probs[np.arange(len(syn)), train.labels[syn]] / cfg.diagen_views
+        weights[syn] = calibration.diagen_weights(np.clip(p_true, 0, 1), cfg.diagen_threshold)
+    import pandas as pd
+    write_csv(run_dir / "synthetic_weights.csv", pd.DataFrame({
+        "path": [train.samples[i].path for i in syn],
+        "label": [train.samples[i].label for i in syn],
+        "p_label_calibrated": p_true, "weight": weights[syn]}))
+    info = {"temperature": temperature, "n_synthetic": int(len(syn)),
+            "mean_weight_synthetic": float(weights[syn].mean()) if len(syn) else None,
+            "n_below_threshold": int((p_true < cfg.diagen_threshold).sum())}
+    return weights, info
+
+
+def evaluate_folder(model, folder: str | Path, class_names: Sequence[str], cfg,
+                    what: str = "--test_dir", batch_size: int = 64,
+                    skipped: list[str] | None = None) -> dict:
+    """Metrics of `model` on `folder/<label>/...`; a label the model does not know is an
+    error (DatasetError), labels missing from the folder simply have no support."""
+    samples, _ = samples_from_dir(folder, class_names, what=what)
+    errors = [] if skipped is None else skipped
+    test = _to_set(samples, class_names, cfg, f"{Path(folder).name} images", errors)
+    if len(test.labels) == 0:
+        raise DatasetError(f"{what} {folder}: none of its images could be read")
+    logits = predict_logits(model, test.images, batch_size)
+    m = classification_metrics(test.labels, logits.argmax(1), class_names)
+    m["loss"] = cross_entropy(logits, test.labels)
+    m["folder"] = str(folder)
+    return m
+
+
+def _test_sets(cfg) -> dict[str, str]:
+    sets = {"test": cfg.test_dir} if cfg.test_dir else {}
+    for d in cfg.ood_test_dirs or []:
+        name = Path(d).name or "ood"
+        while name in sets:
+            name += "_"
+        sets[name] = d
+    return sets
+
+
+def plan_text(cfg) -> str:
+    """What a run would do, for --dry-run."""
+    source = f"manifest {cfg.manifest}" if cfg.manifest else f"folders {cfg.train_dir}"
+    val = cfg.val_dir or f"{cfg.validation_split:.0%} of each label's real training images"
+    lines = [f"train {cfg.backbone} ({cfg.weights} weights) at {cfg.input_shape} px on {source}",
+             f"validation: {val}; best epoch and early stopping by {cfg.evaluation_type} "
+             f"(patience {cfg.early_stop_patience})",
+             f"augmentation: {cfg.augm_type} at p={cfg.augm_probability}; "
+             f"class_balanced={cfg.class_balanced}; synthetic_ratio="
+             f"{'all' if cfg.synthetic_ratio is None else cfg.synthetic_ratio}; "
+             f"sample_weighting={cfg.sample_weighting}",
+             f"up to {cfg.number_epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate}",
+             f"tests: {', '.join(f'{k}={v}' for k, v in _test_sets(cfg).items()) or 'none'}",
+             f"writes into {Path(cfg.out_dir) / (cfg.run_name or '<backbone>_<time>_<id>')}"]
+    return "\n".join(lines)
+
+
+def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResult:
+    """Trains one classifier as `cfg` says and writes its run folder.
+
+    Args:
+        cfg: a validated ClassifierConfig.
+        verbose: Keras fit verbosity (0 silent, 2 one line per epoch).
+        extra_callbacks: more Keras callbacks (tests use one to record weights per epoch).
+
+    Raises:
+        DatasetError: a one-line data problem (empty folder, unknown test class, ...).
+    """
+    t0 = time.time()
+    for name, d in [("--train_dir", cfg.train_dir), ("--val_dir", cfg.val_dir),
+                    *[("--test_dir", v) for v in _test_sets(cfg).values()]]:
+        if d and not Path(d).is_dir():
+            raise DatasetError(f"{name} {d} is not a folder")
+    rng = np.random.default_rng(cfg.seed)
+    skipped: list[str] = []
+    class_names, train, val = prepare_data(cfg, rng, skipped)
+    run_dir = new_run_dir(cfg.out_dir, cfg.run_name, cfg.backbone)
+    save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names)
+    diagen_info = None
+    if cfg.sample_weighting == "diagen":
+        train.weights, diagen_info = diagen_weights_for(cfg, run_dir, class_names, train, val,
+                                                        verbose)
+    if verbose:
+        print(f"{run_dir}: {len(class_names)} classes, {len(train.labels)} training images "
+              f"({int(train.synthetic.sum())} synthetic), {len(val.labels)} validation")
+    model, ckpt, used = fit_model(cfg, class_names, train, val, run_dir / WEIGHTS_NAME,
+                                  verbose, extra_callbacks)
+    import keras
+    import pandas as pd
+    write_csv(run_dir / "history.csv", pd.DataFrame(ckpt.history))
+    # The config is saved again with what the run found out (weights actually loaded).
+    save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names, weights_used=used,
+                     precision_used=keras.config.dtype_policy().name)
+
+    logits = predict_logits(model, val.images)
+    val_m = classification_metrics(val.labels, logits.argmax(1), class_names)
+    val_m["loss"] = cross_entropy(logits, val.labels)
+    plot_confusion(val_m["confusion_matrix"], class_names, run_dir / "confusion_val.png",
+                   "validation (best epoch)")
+    tests = {}
+    for name, folder in _test_sets(cfg).items():
+        tests[name] = evaluate_folder(model, folder, class_names, cfg,
+                                      "--test_dir" if name == "test" else "--ood_test_dirs",
+                                      skipped=skipped)
+        plot_confusion(tests[name]["confusion_matrix"], class_names,
+                       run_dir / f"confusion_{name}.png", f"{name}: {folder}")
+    if skipped and verbose:
+        print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    metrics = {
+        "run": run_dir.name, "class_names": class_names, "evaluation_type": cfg.evaluation_type,
+        "best_epoch": ckpt.best_epoch, "best_value": float(ckpt.best),
+        "epochs_run": len(ckpt.history), "stopped_early": bool(ckpt.stopped_epoch),
+        "n_train": int(len(train.labels)), "n_train_synthetic": int(train.synthetic.sum()),
+        "n_val": int(len(val.labels)),
+        "train_counts": {c: int(n) for c, n in zip(class_names, counts)},
+        "weights_used": used, "diagen": diagen_info, "skipped": skipped,
+        "seconds": round(time.time() - t0, 1), "val": val_m, "tests": tests}
+    write_json(run_dir / METRICS_NAME, metrics)  # last: marks the run finished
+    return RunResult(run_dir, model, metrics, ckpt.history)

@@ -1,0 +1,270 @@
+"""Stage 4, real training on tiny images: the small CNN learns, the best epoch is restored,
+saved runs are rebuilt from config.json, grid search resumes, comparison and DIAGen run.
+
+Three classes that differ by colour and pattern (16 px) so a small CNN beats chance in a
+few epochs; trained models are shared through module-scoped fixtures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.flags import parse_config
+from config import ClassifierConfig, GridSearchConfig
+from dataset.manifest import ManifestRow, write_manifest
+from dataset.scan import DatasetError
+
+SIZE = 16
+BASE = {"red": (200, 50, 50), "green": (50, 170, 60), "blue": (50, 70, 200),
+        "purple": (150, 40, 160)}
+
+
+def _image(label: str, rng) -> np.ndarray:
+    img = np.array(BASE[label], dtype=float)[None, None] + rng.normal(0, 35, (SIZE, SIZE, 3))
+    if label == "green":      # stripes
+        img[::4] *= 0.5
+    elif label == "blue":     # a bright square
+        img[4:10, 4:10] += 60
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _write(root: Path, per_class: dict[str, int], seed: int, suffix=".png") -> Path:
+    rng = np.random.default_rng(seed)
+    for label, n in per_class.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(_image(label, rng)).save(root / label / f"s_{i:03d}{suffix}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clf")
+    train = _write(root / "train", {"red": 14, "green": 10, "blue": 8}, seed=1, suffix=".jpg")
+    test = _write(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
+    # Stage-3-like balanced folder: originals + synthetic ("ddim") images, with a manifest.
+    bal = root / "balanced"
+    rows = []
+    for p in sorted(train.rglob("*.jpg")):
+        dst = bal / p.parent.name / p.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(p.read_bytes())
+        rows.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
+                                "original"))
+    rng = np.random.default_rng(3)
+    for label, n in {"green": 4, "blue": 6, "red": 2}.items():
+        for i in range(n):
+            name = f"{label}/ddim_{i}.png"
+            # The last red synthetic image is really blue: DIAGen should weight it down.
+            Image.fromarray(_image("blue" if (label, i) == ("red", 1) else label, rng)).save(
+                bal / name)
+            rows.append(ManifestRow(name, label, "s", "", "ddim", i, {}, 0.5))
+    write_manifest(bal / "manifest.csv", rows)
+    return {"root": root, "train": train, "test": test, "balanced": bal}
+
+
+def _cfg(cls=ClassifierConfig, **kw):
+    argv = []
+    for k, v in kw.items():
+        if isinstance(v, bool):
+            argv.append(f"--{k}" if v else f"--no-{k}")
+        else:
+            argv += [f"--{k}", *(map(str, v) if isinstance(v, list) else [str(v)])]
+    cfg, _ = parse_config(cls, argv)
+    return cfg
+
+
+COMMON = dict(backbone="small_cnn", input_shape=SIZE, batch_size=8, learning_rate=3e-3,
+              workers=1)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    from classifier.training import train_run
+    cfg = _cfg(train_dir=data["train"], test_dir=data["test"], out_dir=data["root"] / "runs",
+               run_name="main", number_epochs=8, augm_type="flip", augm_probability=0.3,
+               early_stop_patience=0, seed=0, **COMMON)
+    return train_run(cfg, verbose=0)
+
+
+def test_small_cnn_trains_and_beats_chance(trained):
+    m = trained.metrics
+    assert m["tests"]["test"]["n"] == 18
+    assert m["tests"]["test"]["accuracy"] > 0.6          # chance is 1/3
+    assert m["tests"]["test"]["macro_f1"] > 0.5
+    hist = trained.history
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    run = trained.run_dir
+    for name in ("config.json", "best.weights.h5", "history.csv", "metrics.json",
+                 "confusion_val.png", "confusion_test.png"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["_class_names"] == ["blue", "green", "red"]
+    assert saved["batch_size"] == 8 and saved["augm_type"] == "flip"
+    # Validation is a stratified split of the training images: every class is in it.
+    assert m["val"]["n"] == 7 and all(v["support"] >= 1 for v in m["val"]["per_class"].values())
+    assert m["n_train"] + m["n_val"] == 32
+
+
+def test_saved_run_is_rebuilt_from_config_json_and_evaluates_the_same(trained, data,
+                                                                       tmp_path):
+    from classifier.evaluate import evaluate_model, main
+    m, out = evaluate_model(trained.run_dir, data["test"], tmp_path / "ev")
+    ref = trained.metrics["tests"]["test"]
+    assert m["accuracy"] == pytest.approx(ref["accuracy"])
+    assert m["confusion_matrix"] == ref["confusion_matrix"]
+    assert (out / "metrics.json").is_file() and (out / "confusion.png").is_file()
+    # Default output: a new folder inside the run, never over an earlier evaluation.
+    assert main(["--model", str(trained.run_dir), "--test_dir", str(data["test"])]) == 0
+    assert main(["--model", str(trained.run_dir / "best.weights.h5"),
+                 "--test_dir", str(data["test"])]) == 0
+    assert sorted(p.name for p in (trained.run_dir / "evaluations").iterdir()) == \
+        ["test", "test_2"]
+
+
+def test_evaluate_on_a_folder_with_an_unknown_class_gives_a_clear_error(trained, data,
+                                                                        tmp_path, capsys):
+    from classifier.evaluate import evaluate_model, main
+    bad = _write(tmp_path / "bad", {"red": 2, "purple": 2}, seed=5)
+    with pytest.raises(DatasetError, match="does not know: purple"):
+        evaluate_model(trained.run_dir, bad, tmp_path / "ev")
+    assert main(["--model", str(trained.run_dir), "--test_dir", str(bad),
+                 "--out_dir", str(tmp_path / "ev2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "purple" in err and "blue, green, red" in err
+    assert not (tmp_path / "ev2").exists()
+
+
+def test_early_stopping_restores_the_best_epoch_weights(data):
+    import keras
+
+    from classifier.training import train_run
+
+    class Snapshots(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append([w.copy() for w in self.model.get_weights()])
+
+    snaps = Snapshots()
+    # min_delta 1.0: no accuracy can improve on epoch 1, so epoch 1 is best and training
+    # stops after `patience` more epochs; the final weights must be epoch 1's, not the last.
+    cfg = _cfg(train_dir=data["train"], out_dir=data["root"] / "runs", run_name="es",
+               number_epochs=10, evaluation_type="accuracy", early_stop_patience=2,
+               early_stop_min_delta=1.0, seed=1, **COMMON)
+    res = train_run(cfg, verbose=0, extra_callbacks=[snaps])
+    assert res.metrics["best_epoch"] == 1
+    assert res.metrics["epochs_run"] == 3 and res.metrics["stopped_early"]
+    final = res.model.get_weights()
+    assert len(snaps.weights) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(final, snaps.weights[0]))
+    assert not all(np.array_equal(a, b) for a, b in zip(final, snaps.weights[-1]))
+    # The file on disk holds the same (best) weights.
+    from classifier.runs import load_run
+    model, _, _ = load_run(res.run_dir)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), snaps.weights[0]))
+
+
+def test_grid_search_resumes_and_keeps_every_run(data, tmp_path):
+    import pandas as pd
+
+    from classifier.experiments import run_grid_search
+    out = tmp_path / "grid"
+    cfg = _cfg(GridSearchConfig, train_dir=data["train"], test_dir=data["test"], out_dir=out,
+               grid=["batch_size=4,16"], seeds=[0], repeats=2, number_epochs=1,
+               **{k: v for k, v in COMMON.items() if k != "batch_size"})
+    summary = run_grid_search(cfg, verbose=0)
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs[runs["set"] == "val"]) == 4 and set(runs["set"]) == {"val", "test"}
+    assert sorted(summary["combo"].unique()) == ["batch_size=16", "batch_size=4"]
+    assert set(summary["n"]) == {2}
+    # The grid's batch size is what the run trained with.
+    saved = json.loads((out / "batch_size=4" / "seed0_r1" / "config.json").read_text())
+    assert saved["batch_size"] == 4 and saved["seed"] == 1000
+    assert (out / "best" / "batch_size=16" / "best.weights.h5").is_file()
+    # Restart: finished runs are skipped; a run without metrics.json is redone.
+    finished = out / "batch_size=16" / "seed0_r0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    redo = out / "batch_size=4" / "seed0_r0" / "metrics.json"
+    redo.unlink()
+    run_grid_search(cfg, verbose=0)
+    assert finished.stat().st_mtime_ns == stamp
+    assert redo.is_file()
+    assert len(pd.read_csv(out / "runs.csv")) == 8
+
+
+def test_manifest_training_with_diagen_weights_and_class_balancing(data):
+    import pandas as pd
+
+    from classifier.training import train_run
+    cfg = _cfg(manifest=data["balanced"], test_dir=data["test"], out_dir=data["root"] / "runs",
+               run_name="diagen", number_epochs=3, sample_weighting="diagen", diagen_views=2,
+               class_balanced=True, augm_type="albumentations", augm_probability=0.5,
+               seed=2, **COMMON)
+    res = train_run(cfg, verbose=0)
+    m = res.metrics
+    assert m["n_train_synthetic"] == 12
+    assert m["diagen"]["temperature"] > 0
+    w = pd.read_csv(res.run_dir / "synthetic_weights.csv")
+    assert len(w) == 12 and w["weight"].between(0, 1).all()
+    # The mislabelled synthetic image (a blue picture filed under red) scores lowest.
+    assert w.loc[w["p_label_calibrated"].idxmin(), "path"].endswith("red/ddim_1.png")
+    assert (res.run_dir / "filter_model" / "best.weights.h5").is_file()
+    # Validation holds real images only.
+    assert m["n_val"] == 7
+
+
+def test_compare_three_arms_over_the_same_seeds(data, tmp_path):
+    import pandas as pd
+
+    from classifier.compare import main
+    out = tmp_path / "cmp"
+    argv = ["--train_dir", str(data["train"]), "--balanced_dir", str(data["balanced"]),
+            "--test_dir", str(data["test"]), "--out_dir", str(out), "--seeds", "0", "1",
+            "--number_epochs", "1", "--backbone", "small_cnn", "--input_shape", str(SIZE),
+            "--batch_size", "16", "--workers", "1"]
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["variant"]) == {"original", "classic", "synthetic"}
+    assert set(summary["n"]) == {2}
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired["variant"]) == {"classic", "synthetic"}
+    assert "macro_f1" in set(paired["metric"])
+    assert "| test | synthetic |" in (out / "compare.md").read_text()
+    cfg = json.loads((out / "classic" / "seed1" / "config.json").read_text())
+    assert cfg["augm_type"] == "flip" and cfg["seed"] == 1
+    syn = json.loads((out / "synthetic" / "seed0" / "metrics.json").read_text())
+    assert syn["n_train_synthetic"] == 12
+
+
+@pytest.mark.parametrize("augm_type", ["flip", "randaugment", "augmix", "albumentations"])
+def test_augmenters_keep_shape_and_range_and_respect_probability(augm_type):
+    import tensorflow as tf
+
+    from classifier.augment import make_batch_augmenter
+    rng = np.random.default_rng(0)
+    batch = tf.constant(np.stack([_image(c, rng) for c in ("red", "green", "blue") * 4])
+                        .astype(np.float32))
+    out = make_batch_augmenter(augm_type, 1.0, seed=3)(batch).numpy()
+    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, batch.numpy())
+    assert make_batch_augmenter(augm_type, 0.0) is None
+    assert make_batch_augmenter("base", 1.0) is None
+
+
+def test_empty_training_folder_gives_a_one_line_error(tmp_path):
+    from classifier.train import main
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DatasetError):
+        from classifier.training import train_run
+        train_run(_cfg(train_dir=tmp_path / "empty", out_dir=tmp_path / "o", **COMMON),
+                  verbose=0)
+    assert main(["--train_dir", str(tmp_path / "empty"), "--out_dir", str(tmp_path / "o"),
+                 "--backbone", "small_cnn", "--input_shape", "16"]) == 2
+    assert not (tmp_path / "o").exists()
