@@ -26,18 +26,25 @@ DEMO_DIFFUSION_FLAGS ?= --labels 1 2 3 --conditional --image_size 32 32 --widths
 	--block_depth 1 --embedding_dims 16 --batch_size 16 --num_epochs 40 --kid_every 10 \
 	--kid_images 32 --kid_diffusion_steps 10 --sample_every 10
 
+DEMO_CLASSIFIER_FLAGS ?= --backbone small_cnn --input_shape 32 --number_epochs 20 \
+	--early_stop_patience 6 --batch_size 32 --seeds 0 1 2
+
 demo: setup fashion-mnist
 	$(PY) -m sample_data --out_dir $(DEMO_DIR)/sample_dataset
-	$(PY) site_id_balancer.py --in_dir $(DEMO_DIR)/sample_dataset --out_dir $(DEMO_DIR)/diffusion_data
+	$(PY) site_id_balancer.py --in_dir $(DEMO_DIR)/sample_dataset/train --out_dir $(DEMO_DIR)/diffusion_data
 	@if ls $(DEMO_DIR)/models/*/best.weights.h5 >/dev/null 2>&1; then \
 	  echo "stage 2: a trained model is in $(DEMO_DIR)/models; not training again"; \
 	else \
 	  $(PY) train_all.py --in_dir $(DEMO_DIR)/diffusion_data --out_dir $(DEMO_DIR)/models $(DEMO_DIFFUSION_FLAGS); \
 	fi
-	$(PY) diffusion_augmentation.py --in_dir $(DEMO_DIR)/sample_dataset --out_dir $(DEMO_DIR)/balanced_data \
+	$(PY) diffusion_augmentation.py --in_dir $(DEMO_DIR)/sample_dataset/train --out_dir $(DEMO_DIR)/balanced_data \
 	  --weight_paths $$(dirname $$(ls $(DEMO_DIR)/models/*/best.weights.h5 | head -n 1)) \
 	  --generate_diffusion_steps 20
-	@echo "demo finished: see $(DEMO_DIR)/diffusion_data/summary.txt, $(DEMO_DIR)/models/*/samples/, $(DEMO_DIR)/balanced_data/summary.txt and contact_sheets/"
+	$(PY) -m classifier.compare --train_dir $(DEMO_DIR)/sample_dataset/train \
+	  --balanced_dir $(DEMO_DIR)/balanced_data --test_dir $(DEMO_DIR)/sample_dataset/test \
+	  --out_dir $(DEMO_DIR)/results $(DEMO_CLASSIFIER_FLAGS)
+	@echo "demo finished: see $(DEMO_DIR)/diffusion_data/summary.txt, $(DEMO_DIR)/models/*/samples/,"
+	@echo "  $(DEMO_DIR)/balanced_data/summary.txt and contact_sheets/, and $(DEMO_DIR)/results/compare.md"
 
 test: setup
 	$(PY) -m pytest -q

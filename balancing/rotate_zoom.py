@@ -53,12 +53,13 @@ def rotate_zoom(image: np.ndarray, theta: float, flip: bool = False,
         An array of the same shape and dtype as `image`.
     """
     h, w = image.shape[:2]
-    if flip:
-        image = image[:, ::-1]
     if zoom is None:
         zoom = cover_zoom(theta, h, w)
     if theta == 0 and zoom == 1:
-        return np.ascontiguousarray(image)
+        return np.ascontiguousarray(image[:, ::-1] if flip else image)
     matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(theta), float(zoom))
+    if flip:
+        # Mirror inside the same warp (x -> w-1-x before rotating): no extra pass or copy.
+        matrix = matrix @ np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     return cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=border_mode)

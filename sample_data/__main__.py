@@ -3,7 +3,9 @@
 It mirrors the reference problem (CT DEEP Rivers): six labels in two categories, {1,2,3}
 (clothes) and {4,5,6} (shoes and bags), imbalanced across labels and across four sites
 (cameras) whose colour cast differs, with the site in the file name (`S2_000123.png`).
-Images are real Fashion-MNIST photos, tinted per site and resized to 32x32 RGB.
+Images are real Fashion-MNIST photos, tinted per site and resized to 32x32 RGB:
+`train/<label>/` (imbalanced, from Fashion-MNIST's training split) and `test/<label>/`
+(TEST_PER_LABEL per label, sites equal, from its test split).
 """
 from __future__ import annotations
 
@@ -25,28 +27,19 @@ LABELS = {"1": (0, 40), "2": (2, 24), "3": (1, 16), "4": (7, 90), "5": (8, 70), 
 # site -> (share of a label's images, RGB gain, offset): each "camera" has its own look.
 SITES = {"S1": (0.50, (1.00, 1.00, 1.00), 0), "S2": (0.25, (1.10, 0.95, 0.80), 10),
          "S3": (0.15, (0.80, 0.95, 1.10), 0), "S4": (0.10, (0.70, 0.70, 0.75), -10)}
+TEST_PER_LABEL = 30
 MARKER = "dataset.json"
 
 
-def _site_counts(total: int) -> dict[str, int]:
-    return dict(zip(SITES, largest_remainder([s[0] for s in SITES.values()], total)))
-
-
-def build(out_dir: Path, size: int = 32, seed: int = 0) -> dict:
-    """Writes the dataset (skips the work when a complete one is already there)."""
-    marker = out_dir / MARKER
-    if marker.exists():
-        return json.loads(marker.read_text())
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SystemExit(f"error: {out_dir} exists and is not a sample dataset; choose another --out_dir")
-    images, classes = load_fashion_mnist("train")
-    rng = np.random.default_rng(seed)
+def _write_split(out_dir: Path, images: np.ndarray, classes: np.ndarray, totals: dict[str, int],
+                 shares: list[float], size: int, rng: np.random.Generator) -> dict:
     summary = {}
-    for label, (cls, total) in LABELS.items():
-        pool = rng.permutation(np.flatnonzero(classes == cls))[:total]
-        summary[label] = {"class": CLASS_NAMES[cls], "sites": _site_counts(total)}
+    for label, (cls, _) in LABELS.items():
+        pool = rng.permutation(np.flatnonzero(classes == cls))[:totals[label]]
+        sites = dict(zip(SITES, largest_remainder(shares, totals[label])))
+        summary[label] = {"class": CLASS_NAMES[cls], "sites": sites}
         k = 0
-        for site, count in summary[label]["sites"].items():
+        for site, count in sites.items():
             _, gain, offset = SITES[site]
             for _ in range(count):
                 grey = Image.fromarray(images[pool[k]]).resize((size, size), Image.BICUBIC)
@@ -54,8 +47,27 @@ def build(out_dir: Path, size: int = 32, seed: int = 0) -> dict:
                 save_rgb(out_dir / label / f"{site}_{pool[k]:05d}.png",
                          np.clip(rgb, 0, 255).astype(np.uint8))
                 k += 1
-    atomic_write_text(marker, json.dumps({"source": "Fashion-MNIST train split", "size": size,
-                                          "seed": seed, "labels": summary}, indent=2))
+    return summary
+
+
+def build(out_dir: Path, size: int = 32, seed: int = 0) -> dict:
+    """Writes train/ and test/ (skips the work when a complete dataset is already there)."""
+    marker = out_dir / MARKER
+    if marker.exists():
+        return json.loads(marker.read_text())
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SystemExit(f"error: {out_dir} exists and is not a sample dataset; choose another --out_dir")
+    rng = np.random.default_rng(seed)
+    summary = {"source": "Fashion-MNIST", "size": size, "seed": seed}
+    images, classes = load_fashion_mnist("train")
+    summary["train"] = _write_split(out_dir / "train", images, classes,
+                                    {lab: n for lab, (_, n) in LABELS.items()},
+                                    [s[0] for s in SITES.values()], size, rng)
+    images, classes = load_fashion_mnist("test")
+    summary["test"] = _write_split(out_dir / "test", images, classes,
+                                   {lab: TEST_PER_LABEL for lab in LABELS},
+                                   [1.0] * len(SITES), size, rng)
+    atomic_write_text(marker, json.dumps(summary, indent=2))
     return summary
 
 
@@ -70,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for label, info in summary.get("labels", summary).items():
-        print(f"label {label} ({info['class']}): {info['sites']}")
+    for split in ("train", "test"):
+        for label, info in summary[split].items():
+            print(f"{split} label {label} ({info['class']}): {info['sites']}")
     print(f"sample dataset ready in {args.out_dir}")
     return 0
 

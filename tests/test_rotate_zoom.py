@@ -42,3 +42,11 @@ def test_flip_and_explicit_fact():
     assert np.array_equal(rotate_zoom(img, 0, flip=False), img)
     zoomed = rotate_zoom(img, 5, zoom=1.3)
     assert not np.array_equal(zoomed, rotate_zoom(img, 5))
+
+
+@pytest.mark.parametrize("theta", [5, -20])
+def test_flip_inside_the_warp_equals_flipping_first(theta):
+    img = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    a = rotate_zoom(img, theta, flip=True).astype(int)
+    b = rotate_zoom(np.ascontiguousarray(img[:, ::-1]), theta).astype(int)
+    assert np.abs(a - b).max() <= 1
