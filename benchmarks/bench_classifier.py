@@ -3,7 +3,7 @@
 trains) against a plain Python loop that loads, resizes and feeds every batch eagerly from
 disk (`train_on_batch`), with the same model, batch size and data, in the same run.
 
-Uses /work/shared/data/custom_coco/train when present (first --classes label folders),
+Uses ../shared/data/custom_coco/train (beside the repository) when present (first --classes label folders),
 otherwise writes random JPEGs to a temp folder.
 
     python3 benchmarks/bench_classifier.py [--quick] [--backbone mobilenetv3small]
@@ -26,7 +26,8 @@ from classifier import sampling  # noqa: E402
 from classifier.data import load_images, resize_square, samples_from_dir  # noqa: E402
 from dataset.images import load_rgb, save_rgb  # noqa: E402
 
-COCO = Path("/work/shared/data/custom_coco/train")
+# The project's shared real dataset, beside the repository (never copied into it).
+COCO = ROOT.parent / "shared" / "data" / "custom_coco" / "train"
 
 
 def dataset(classes: int, tmp: Path) -> tuple[list[str], np.ndarray]:

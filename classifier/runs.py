@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -48,19 +47,6 @@ def new_run_dir(out_dir: str | Path, run_name: str, backbone: str) -> Path:
                                f"classifier: choose another --run_name or --out_dir")
     run.mkdir(parents=True, exist_ok=True)
     return run
-
-
-def save_weights_atomic(model, path: str | Path) -> Path:
-    """model.save_weights through a temp file + rename (Keras insists on `.weights.h5`)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}.weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _resolve(model_path: Path) -> tuple[Path, Path]:

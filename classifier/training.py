@@ -31,9 +31,9 @@ from classifier.data import (Sample, load_images, predict_logits, samples_from_d
 from classifier.metrics import (classification_metrics, cross_entropy, higher_is_better,
                                 monitor_value)
 from classifier.report import plot_confusion, write_csv, write_json
-from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir,
-                             save_weights_atomic)
+from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir
 from cli.flags import save_config_json
+from dataset.atomic import save_weights_atomic
 from dataset.scan import DatasetError
 
 

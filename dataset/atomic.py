@@ -28,8 +28,9 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if not overwrite and path.exists():
         raise FileExistsError(f"refusing to overwrite {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The suffix is kept so that libraries choosing a format by extension still work.
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    # The whole name is kept at the end so that libraries choosing a format by extension
+    # (or insisting on one, as Keras does on `.weights.h5`) still work.
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -48,3 +49,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Writes UTF-8 `text` to `path` atomically and returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_weights_atomic(model, path: str | Path) -> Path:
+    """`model.save_weights(path)` through a temp file + rename: a crash mid-save never leaves
+    a truncated `.weights.h5` where the last good one was."""
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
+    return Path(path)

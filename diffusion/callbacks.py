@@ -8,15 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from dataset.atomic import atomic_path, atomic_write_text
+from dataset.atomic import atomic_path, atomic_write_text, save_weights_atomic
 from dataset.images import save_rgb
 
 LAST_WEIGHTS = "last.weights.h5"
@@ -24,17 +22,6 @@ BEST_WEIGHTS = "best.weights.h5"
 STATE_JSON = "state.json"
 HISTORY_CSV = "history.csv"
 CURVES_PNG = "curves.png"
-
-
-def save_weights_atomic(model, path: Path) -> None:
-    """model.save_weights via a temp file (Keras insists on the .weights.h5 suffix)."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}.weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:

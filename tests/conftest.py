@@ -41,3 +41,13 @@ def small_dataset(tmp_path: Path) -> Path:
     """Two labels; label 1 has sites of 6, 2 and 1 images, label 2 of 3 and 3."""
     return make_dataset(tmp_path / "in", {"1": {"S1": 6, "S2": 2, "S3": 1},
                                           "2": {"A": 3, "B": 3}})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_float32_policy():
+    """Loading or training a model sets Keras' global dtype policy (mixed_bfloat16 on this
+    CPU); put float32 back after each test module so modules do not depend on their order."""
+    yield
+    import sys
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")

@@ -23,12 +23,6 @@ TINY = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
 LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_policy():
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def original(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("orig") / "data", LAYOUT, size=(20, 16))

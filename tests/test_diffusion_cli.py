@@ -36,12 +36,6 @@ def _write_images(folder: Path, n: int, colour, seed: int) -> None:
         save_rgb(folder / f"S{i % 2}_{i}.{'jpg' if i % 2 else 'png'}", img)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_policy():
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """red/ (images directly + one corrupt file) and blue/2/ (images one folder down)."""
