@@ -113,8 +113,9 @@ def plan_balance(cfg: BalancerConfig, progress: bool = True, pool=None) -> Balan
                            pool=pool)
     ladder = augmentation_ladder(cfg.theta, cfg.multiplier)
     sites, outputs = {}, []
+    counts = scan.counts()
     for label, records in scan.by_label().items():
-        sites[label] = plan_label(scan.counts()[label], ladder, cfg.seed, label)
+        sites[label] = plan_label(counts[label], ladder, cfg.seed, label)
         outputs += _label_outputs(label, records, sites[label], ladder, cfg.fact)
     return BalancePlan(cfg, scan, sites, outputs)
 

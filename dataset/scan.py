@@ -106,7 +106,14 @@ def _csv_rule(csv_path: str | Path, in_dir: Path) -> Callable[[str, str], str | 
     return lambda relpath, name: table.get(relpath)
 
 
-def _label_dirs(in_dir: Path, labels: Sequence[str] | None) -> list[Path]:
+def label_folders(in_dir: str | Path, labels: Sequence[str] | None = None) -> list[Path]:
+    """The label folders `in_dir/<label>/` (natural order; hidden ones skipped), or the ones
+    named in `labels`, checked to exist.
+
+    Raises:
+        DatasetError: in_dir missing or not a folder, an unknown label, no label folders.
+    """
+    in_dir = Path(in_dir)
     if not in_dir.exists():
         raise DatasetError(f"input folder {in_dir} does not exist")
     if not in_dir.is_dir():
@@ -147,7 +154,7 @@ def scan_labelled_dir(in_dir: str | Path, labels: Sequence[str] | None = None,
             rule that does not cover every file.
     """
     in_dir = Path(in_dir)
-    label_dirs = _label_dirs(in_dir, labels)
+    label_dirs = label_folders(in_dir, labels)
     rule = (_csv_rule(site_csv, in_dir) if site_csv else
             _regex_rule(site_regex) if site_regex else
             (lambda relpath, name: site_from_name(name)))
@@ -187,11 +194,28 @@ def scan_labelled_dir(in_dir: str | Path, labels: Sequence[str] | None = None,
     return ScanResult(in_dir, used_labels, images, skipped)
 
 
-def _probe(rec: ImageRecord) -> tuple[ImageRecord, tuple[int, int] | None, str | None]:
+def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     try:
-        return rec, probe_image(rec.path), None
+        return probe_image(path), None
     except ImageLoadError as err:
-        return rec, None, str(err).replace(f"{rec.path}: ", "")
+        return None, str(err).replace(f"{path}: ", "")
+
+
+def _probe_job(path: Path) -> tuple[Path, tuple[int, int] | None, str | None]:
+    return (path, *_probe(path))
+
+
+def probe_images(paths: Sequence[Path], workers: int | None = None, progress: bool = False,
+                 pool=None) -> dict[Path, tuple[tuple[int, int] | None, str | None]]:
+    """Decodes every image once (in parallel): {path: ((width, height), None)} for a
+    readable image, {path: (None, one-line reason)} for the rest.
+
+    Args:
+        workers, pool: processes to use, or an open `runtime.parallel.worker_pool`.
+    """
+    return {path: (size, err) for path, size, err in parallel_imap(
+        _probe_job, list(paths), workers=workers, chunksize=16, pool=pool,
+        desc="checking images" if progress else None, unit="img")}
 
 
 def validate_images(scan: ScanResult, min_size: int = 1, workers: int | None = None,
@@ -205,10 +229,10 @@ def validate_images(scan: ScanResult, min_size: int = 1, workers: int | None = N
     Returns:
         A new ScanResult; labels left without any usable image are dropped (and listed).
     """
+    probed = probe_images([r.path for r in scan.images], workers, progress, pool)
     verdicts, sizes = {}, {}
-    for rec, size, err in parallel_imap(_probe, scan.images, workers=workers, chunksize=16, pool=pool,
-                                        desc="checking images" if progress else None,
-                                        unit="img"):
+    for rec in scan.images:
+        size, err = probed[rec.path]
         if err is None and min(size) < min_size:
             err = f"too small ({size[0]}x{size[1]} px; the minimum side is {min_size} px)"
         verdicts[rec.relpath], sizes[rec.relpath] = err, size

@@ -23,9 +23,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from dataset.images import ImageLoadError, is_image_name, load_rgb, probe_image
-from dataset.scan import DatasetError, natural_key
-from runtime.parallel import parallel_imap
+from dataset.images import is_image_name, load_rgb
+from dataset.scan import DatasetError, label_folders, natural_key, probe_images
 
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 
@@ -67,19 +66,7 @@ def find_label_folders(in_dir: str | Path, labels: Sequence[str] | None = None
     Raises:
         DatasetError: missing folder or label, or no label folders.
     """
-    in_dir = Path(in_dir)
-    if not in_dir.is_dir():
-        raise DatasetError(f"input folder {in_dir} does not exist or is not a folder")
-    folders = {p.name: p for p in _subfolders(in_dir)}
-    if labels:
-        missing = [lab for lab in labels if lab not in folders]
-        if missing:
-            raise DatasetError(f"label folder(s) {', '.join(missing)} not found in {in_dir} "
-                               f"(found: {', '.join(folders) or 'none'})")
-        folders = {lab: folders[lab] for lab in labels}
-    if not folders:
-        raise DatasetError(f"{in_dir} has no label folders (expected {in_dir}/<label>/<images>)")
-    return folders
+    return {p.name: p for p in label_folders(in_dir, labels)}
 
 
 def find_labelled_images(in_dir: str | Path, labels: Sequence[str] | None = None
@@ -93,22 +80,14 @@ def find_labelled_images(in_dir: str | Path, labels: Sequence[str] | None = None
             for label, path in find_label_folders(in_dir, labels).items()}
 
 
-def _probe(path: Path) -> tuple[Path, str | None]:
-    try:
-        probe_image(path)
-        return path, None
-    except ImageLoadError as err:
-        return path, str(err)
-
-
 def drop_unreadable(paths: Sequence[Path], workers: int | None = None
                     ) -> tuple[list[Path], list[str]]:
     """Decodes every file once; returns (readable paths in order, one-line reasons for the rest)."""
     if workers is None and len(paths) < 2000:
         workers = 1  # a probe takes ~1 ms: cheaper here than starting worker processes
-    verdict = dict(parallel_imap(_probe, list(paths), workers=workers, chunksize=16))
-    good = [p for p in paths if verdict[p] is None]
-    return good, [verdict[p] for p in paths if verdict[p] is not None]
+    probed = probe_images(paths, workers=workers)
+    good = [p for p in paths if probed[p][1] is None]
+    return good, [f"{p}: {probed[p][1]}" for p in paths if probed[p][1] is not None]
 
 
 def split_paths(paths: Sequence, validation_split: float, seed: int,
