@@ -40,7 +40,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if img.mode == "F":
-        grey = np.clip(np.rint(np.asarray(img) * 255.0), 0, 255).astype(np.uint8)
+        grey = to_uint8(np.asarray(img))
         return np.repeat(grey[..., None], 3, axis=2)
     if img.mode != "RGB":
         img = img.convert("RGB")
@@ -100,6 +100,11 @@ def probe_image(path: str | Path) -> tuple[int, int]:
     if orientation in (5, 6, 7, 8):
         size = (size[1], size[0])
     return size
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] (a model's output) to uint8, rounded and clipped."""
+    return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
 def save_rgb(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from dataset.atomic import atomic_path, atomic_write_text, save_weights_atomic
-from dataset.images import save_rgb
+from dataset.images import save_rgb, to_uint8
 
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
@@ -33,7 +33,7 @@ def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + c * (w + 2):2 + c * (w + 2) + w] = \
-            np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+            to_uint8(img)
     return grid
 
 

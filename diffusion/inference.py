@@ -20,7 +20,7 @@ import numpy as np
 
 from cli.flags import ConfigError
 from config import DiffusionConfig
-from dataset.images import ImageLoadError, is_image_name, save_rgb
+from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
 from dataset.scan import DatasetError, natural_key, site_from_name
 from diffusion.training import read_run, safe_name, with_architecture_of
@@ -61,10 +61,6 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
 
 def _content_hash(image: np.ndarray) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()[:10]
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
 def _targets(cfg: DiffusionConfig, meta: dict) -> list[tuple[str, int | None]]:
@@ -108,7 +104,7 @@ def generate_to_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path
             params.update(guidance_scale=cfg.guidance_scale, label_noise_std=cfg.label_noise_std)
         rows = []
         for k, img in enumerate(images):
-            pixels = _to_uint8(img)
+            pixels = to_uint8(img)
             name = (f"{SYNTHETIC_SITE}_{safe_name(label)}_{run_name}_seed{cfg.seed}-{k}_"
                     f"{_content_hash(pixels)}.png")
             path = out_dir / safe_name(label) / name
@@ -187,7 +183,7 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
     label = targets[0][0]
     rows, written = [], []
     for k, ((img_path, mask_path), img) in enumerate(zip(used, result)):
-        pixels = _to_uint8(img)
+        pixels = to_uint8(img)
         # Starts with the original's name, so the stage-1 rule reads the original's site.
         name = f"{img_path.stem}_repaint_{run_name}_seed{cfg.seed}-{k}_{_content_hash(pixels)}.png"
         path = out_dir / "inpainted" / name

@@ -18,7 +18,6 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from cli.flags import ConfigError, save_config_json
@@ -26,7 +25,7 @@ from cli.tables import format_table
 from config import AugmentationConfig
 from dataset.atomic import atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
-from dataset.images import load_rgb, save_rgb
+from dataset.images import load_rgb, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.out_dir import CONFIG_NAME, check_out_dir
 from dataset.scan import ScanResult, scan_labelled_dir, validate_images
@@ -228,8 +227,7 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple
                                         guidance_scale=cfg.guidance_scale,
                                         batch_size=cfg.batch_size)
                 for k, img in enumerate(images):
-                    save_rgb(out_dir / items[start + k].name,
-                             np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
+                    save_rgb(out_dir / items[start + k].name, to_uint8(img))
                 bar.update(count)
     bar.close()
     return len(todo), reused
