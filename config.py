@@ -423,3 +423,35 @@ class CompareConfig(ClassifierConfig):
             raise ConfigError("--mean and --std take 3 values (R G B)")
         if self.backbone != "small_cnn" and self.input_shape < 32:
             raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")
+
+
+PIPELINE_STAGES = ("balance", "diffusion", "augment", "classify", "report")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole pipeline (python3 run_pipeline.py): stage 1 -> 2 -> 3 -> 4 -> report.html.
+
+    Settings of each stage come from the `--config` JSON's sections "balancer",
+    "diffusion", "augmentation" and "compare" (any field of BalancerConfig, TrainAllConfig,
+    AugmentationConfig, CompareConfig); the folders between the stages are set by the runner.
+    """
+
+    in_dir: str = opt("", "The original dataset: one sub-folder per label, site ids in the "
+                      "file names.", required=True)
+    test_dir: str = opt("", "Real test images (one sub-folder per label) for the classifier "
+                        "comparison; needed by the 'classify' stage.")
+    out_dir: str = opt("pipeline_run", "Every stage's output folder, the logs and report.html "
+                       "go here; re-running skips the stages already done.")
+    categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels (as for "
+                                "diffusion_augmentation.py); the smaller groups are filled "
+                                "with synthetic images.")
+    stages: list[str] = opt(list(PIPELINE_STAGES), "Stages to run, in pipeline order.",
+                            choices=PIPELINE_STAGES, min_len=1)
+    diffusion_labels: list[str] | None = opt(None, "Labels to train diffusion models for. "
+                                             "Default: the labels that stage 3 fills.")
+    redo: str | None = opt(None, "Run this stage and the ones after it again (their old "
+                           "output folders are kept, renamed *_old_<time>).",
+                           choices=PIPELINE_STAGES)
+    seed: int = opt(42, "Seed handed to every stage that has none in its section.", min=0)
+

@@ -209,8 +209,11 @@ def config_from_dict(cls, data: dict[str, Any], base=None):
     return cfg
 
 
-def load_config_json(cls, path: str | Path, base=None):
-    """Reads a JSON config written by `save_config_json` (or by hand) into `cls`."""
+def load_config_json(cls, path: str | Path, base=None, section: str | None = None):
+    """Reads a JSON config written by `save_config_json` (or by hand) into `cls`.
+
+    With `section`, the settings are the object under that key (absent: the defaults), as
+    in the pipeline's one file for all stages."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -219,6 +222,10 @@ def load_config_json(cls, path: str | Path, base=None):
         raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a JSON object")
+    if section is not None:
+        data = data.get(section, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: {section!r} must hold a JSON object")
     return config_from_dict(cls, data, base)
 
 
@@ -249,10 +256,11 @@ def format_config(cfg) -> str:
 
 
 def parse_config(cls, argv: Sequence[str] | None = None, description: str | None = None,
-                 dry_run: bool = True, prog: str | None = None):
+                 dry_run: bool = True, prog: str | None = None, section: str | None = None):
     """Parses flags into a validated `cls` instance.
 
-    Precedence: the dataclass defaults (config.py) < `--config JSON` < flags.
+    Precedence: the dataclass defaults (config.py) < `--config JSON` (its `section` key,
+    when given) < flags.
     A bad value exits with status 2 and a one-line message, as argparse does.
 
     Returns:
@@ -261,7 +269,8 @@ def parse_config(cls, argv: Sequence[str] | None = None, description: str | None
     parser = build_parser(cls, description, dry_run=dry_run, prog=prog)
     ns = parser.parse_args(argv)
     try:
-        base = load_config_json(cls, ns._config_json) if ns._config_json else cls()
+        base = (load_config_json(cls, ns._config_json, section=section) if ns._config_json
+                else cls())
         given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)
                  if hasattr(ns, f.name)}
         cfg = config_from_dict(cls, given, base)

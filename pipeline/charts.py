@@ -1,0 +1,93 @@
+"""The report's charts as matplotlib figures (the report inlines them as PNG data URIs).
+
+Example:
+    >>> fig = counts_figure(rows)          # rows from pipeline.evidence
+    >>> fig = comparison_figure(summary)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_KIND_STYLE = {"real": ("#2f6fba", None), "augmented": ("#7fb3e6", None),
+               "synthetic": ("#e07b39", "//")}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _label_key(text: str):
+    return (len(text), text)
+
+
+def counts_figure(rows: list[dict], stages: list[tuple[str, str]]):
+    """One panel per stage: a bar per label, stacked by site, real vs augmented vs synthetic.
+
+    Args:
+        rows: {stage, label, site_id, kind, n} (see pipeline.evidence).
+        stages: (stage key, panel title) in display order; stages without rows are left out.
+    """
+    plt = _plt()
+    stages = [(k, t) for k, t in stages if any(r["stage"] == k for r in rows)]
+    labels = sorted({r["label"] for r in rows}, key=_label_key)
+    sites = sorted({r["site_id"] for r in rows})
+    site_colours = {s: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(sites)}
+    top = max(sum(r["n"] for r in rows if r["stage"] == k and r["label"] == lab)
+              for k, _ in stages for lab in labels)
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.6),
+                                 squeeze=False, sharey=True)
+        for ax, (key, title) in zip(axes[0], stages):
+            x = np.arange(len(labels))
+            bottom = np.zeros(len(labels))
+            for kind, (colour, hatch) in _KIND_STYLE.items():
+                for site in sites:
+                    h = np.array([sum(r["n"] for r in rows if r["stage"] == key and
+                                      r["label"] == lab and r["site_id"] == site and
+                                      r["kind"] == kind) for lab in labels], float)
+                    if not h.any():
+                        continue
+                    ax.bar(x, h, 0.7, bottom=bottom, color=site_colours[site],
+                           edgecolor="white" if hatch is None else colour, hatch=hatch,
+                           linewidth=0.6 if hatch is None else 0.0)
+                    bottom += h
+            ax.set_xticks(x, labels, rotation=0 if len(labels) <= 8 else 60, fontsize=8)
+            ax.set_title(title, fontsize=10)
+            ax.set_ylim(0, top * 1.08)
+            ax.set_xlabel("label")
+        axes[0][0].set_ylabel("images")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=site_colours[s]) for s in sites][:12]
+        names = [f"site {s}" for s in sites][:12]
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#e07b39",
+                                     hatch="//"))
+        names.append("synthetic")
+        fig.legend(handles, names, loc="lower center", ncol=min(7, len(names)), fontsize=8,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def comparison_figure(summary: list[dict], metrics=("balanced_accuracy", "macro_f1")):
+    """Bars of mean +- std over seeds per classifier arm, one group per metric."""
+    plt = _plt()
+    arms = [r["variant"] for r in summary]
+    colours = {"original": "#9aa5b1", "classic": "#2f6fba", "synthetic": "#e07b39"}
+    with plt.style.context("default"):
+        fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(metrics), 3.2))
+        width = 0.8 / max(1, len(arms))
+        for i, row in enumerate(summary):
+            x = np.arange(len(metrics)) + (i - (len(arms) - 1) / 2) * width
+            means = [row[f"{m}_mean"] for m in metrics]
+            stds = [0.0 if row.get(f"{m}_std") != row.get(f"{m}_std") else row.get(f"{m}_std")
+                    for m in metrics]
+            ax.bar(x, means, width * 0.92, yerr=stds, capsize=3, label=row["variant"],
+                   color=colours.get(row["variant"], f"C{i}"))
+        ax.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test score (mean ± std over seeds)")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+    return fig

@@ -1,0 +1,207 @@
+"""report.html: what the pipeline did and whether the synthetic images helped, in one file.
+
+Sections: the stages (status, time), counts per label and site before and after each stage,
+site balancing, diffusion training (curves, KID, samples), the stage-3 plan, real vs
+generated images with their KID, the classifier comparison (mean +- std over seeds, paired
+differences), confusion matrices, and the settings used. Every picture is inlined, so the
+page works from a file:// URL with no network. The PNGs and numbers behind it are kept in
+`report_assets/`.
+
+Example:
+    >>> build_report(Layout("pipeline_run"), pcfg, state)
+    PosixPath('pipeline_run/report.html')
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
+from pipeline import charts, evidence
+from pipeline.stages import Layout
+from reporting.html import (figure_data_uri, html_table, img_tag, png_data_uri, render_page,
+                            write_page)
+
+SECTIONS = [("stages", "Stages"), ("counts", "Counts"), ("balancing", "Site balancing"),
+            ("diffusion", "Diffusion training"), ("plan", "Gap filling"),
+            ("generated", "Real vs generated"), ("comparison", "Classifier comparison"),
+            ("confusion", "Confusion matrices"), ("config", "Settings")]
+_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _missing(what: str) -> str:
+    return f'<p class="note">{html.escape(what)}</p>'
+
+
+def _stage_config(layout: Layout, stage: str) -> dict:
+    path = layout.stage_config(stage)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _stages_html(state: dict, pcfg: PipelineConfig) -> str:
+    rows = []
+    for stage in PIPELINE_STAGES[:-1]:
+        rec = state.get(stage)
+        rows.append({"stage": stage, "status": "done" if rec else
+                     ("not run" if stage in pcfg.stages else "not selected"),
+                     "seconds": rec.get("seconds") if rec else None,
+                     "finished": rec.get("finished", "") if rec else ""})
+    return html_table(rows, digits=1)
+
+
+def _verdict(summary: list[dict], paired: list[dict]) -> str:
+    by_arm = {r["variant"]: r for r in summary}
+    if "synthetic" not in by_arm or "original" not in by_arm:
+        return ""
+    diff = by_arm["synthetic"]["macro_f1_mean"] - by_arm["original"]["macro_f1_mean"]
+    test = next((p for p in paired if p["variant"] == "synthetic" and p["metric"] == "macro_f1"),
+                None)
+    p_text = (f", paired t-test p = {test['p_value']:.3f} over {int(test['n'])} seeds"
+              if test and test.get("p_value") == test.get("p_value") else "")
+    word, cls = ("helped", "good") if diff > 0 else ("did not help", "bad")
+    return (f'<p class="{cls}"><b>Synthetic images {word}</b>: test macro-F1 '
+            f'{by_arm["synthetic"]["macro_f1_mean"]:.3f} vs {by_arm["original"]["macro_f1_mean"]:.3f} '
+            f'on the original data ({diff:+.3f}{p_text}).</p>')
+
+
+def _counts_html(layout: Layout, pcfg: PipelineConfig, site_rule: dict) -> str:
+    rows = evidence.count_rows(pcfg.in_dir, "original", site_rule.get("site_regex"),
+                               site_rule.get("site_csv"))
+    if (layout.diffusion_data / "manifest.csv").is_file():
+        rows += evidence.manifest_count_rows(layout.diffusion_data, "balanced_sites")
+    if (layout.balanced_data / "manifest.csv").is_file():
+        rows += evidence.manifest_count_rows(layout.balanced_data, "gap_filled")
+    fig = charts.counts_figure(rows, [("original", "original data"),
+                                      ("balanced_sites", "after site balancing (stage 1)"),
+                                      ("gap_filled", "after gap filling (stage 3)")])
+    totals = {}
+    for r in rows:
+        t = totals.setdefault(r["label"], {"label": r["label"]})
+        t[r["stage"]] = t.get(r["stage"], 0) + r["n"]
+    names = {"original": "original", "balanced_sites": "after stage 1",
+             "gap_filled": "after stage 3"}
+    table = html_table([{names.get(k, k): v for k, v in t.items()} for t in
+                        sorted(totals.values(), key=lambda t: (len(t["label"]), t["label"]))],
+                       ["label", *names.values()])
+    return (img_tag(figure_data_uri(fig)) +
+            '<p class="note">Bars are stacked by site; hatched parts are synthetic images. '
+            'Stage 1 feeds the diffusion models only; stage 3 starts again from the original '
+            'data.</p>' + table)
+
+
+def _diffusion_html(state: dict) -> str:
+    run_dirs = state.get("diffusion", {}).get("run_dirs", [])
+    if not run_dirs:
+        return _missing("No diffusion model was trained in this run.")
+    parts = []
+    for run in map(Path, run_dirs):
+        meta = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() \
+            else {}
+        name = ", ".join(meta.get("_class_names") or []) or meta.get("_label") or run.name
+        parts.append(f"<h3>{html.escape(run.name)} (labels: {html.escape(str(name))})</h3>")
+        history = run / "history.csv"
+        if history.is_file():
+            import pandas as pd
+            df = pd.read_csv(history)
+            last = df.iloc[-1].to_dict()
+            kid = df["val_kid"].dropna() if "val_kid" in df else []
+            parts.append(html_table([{
+                "epochs": len(df), "val noise loss (last)": last.get("val_n_loss"),
+                "val noise loss (best)": df["val_n_loss"].min() if "val_n_loss" in df else None,
+                "val KID (last)": kid.iloc[-1] if len(kid) else None,
+                "val KID (best)": kid.min() if len(kid) else None}], digits=4))
+        for png, caption in (("curves.png", "training curves and KID"),
+                             ("samples/final.png", "samples after training")):
+            if (run / png).is_file():
+                parts.append(img_tag(png_data_uri(run / png), caption, width=520))
+    return "".join(parts)
+
+
+def _generated_html(layout: Layout, pcfg: PipelineConfig, assets: Path) -> str:
+    sheets = sorted((layout.balanced_data / "contact_sheets").glob("*.png"),
+                    key=lambda p: (len(p.stem), p.stem))
+    if not sheets:
+        return _missing("No synthetic images were generated in this run.")
+    parts = [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs generated (bottom)")
+             for p in sheets]
+    if pcfg.test_dir:
+        rows, kind = evidence.synthetic_kid(layout.balanced_data, pcfg.test_dir)
+        (assets / "kid.json").write_text(json.dumps({"features": kind, "rows": rows}, indent=2))
+        parts.append("<h3>KID against real test images (lower is closer)</h3>" +
+                     html_table(rows, digits=4) +
+                     f'<p class="note">Features: {html.escape(kind)}. "kid_real_train" is the '
+                     'KID of real training images of the label against the same test images: '
+                     'about what a perfect generator would get with this little data. '
+                     + ('The random-network features (offline fallback) compare colour and '
+                        'texture statistics; they are not comparable with published KID.'
+                        if kind == "random" else "") + "</p>")
+    return "".join(parts)
+
+
+def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
+    """(comparison section, confusion section, verdict)."""
+    if not (layout.results / "summary.csv").is_file():
+        msg = _missing("The classifier comparison has not run.")
+        return msg, msg, ""
+    summary, paired = evidence.comparison(layout.results)
+    rows = [{"arm": r["variant"], "seeds": r["n"],
+             **{m: f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}"
+                if r[f"{m}_std"] == r[f"{m}_std"] else f"{r[f'{m}_mean']:.3f}"
+                for m in _METRICS}} for r in summary]
+    body = (html_table(rows) + img_tag(figure_data_uri(charts.comparison_figure(summary))))
+    if paired:
+        body += ("<h3>Paired differences to the original arm (same seeds)</h3>" +
+                 html_table([{k: p[k] for k in ("variant", "metric", "n", "mean_diff",
+                                                "std_diff", "wins", "ties", "losses",
+                                                "p_value")} for p in paired]))
+    from classifier.report import plot_confusion
+    figures = []
+    for arm, cm in evidence.summed_confusions(layout.results).items():
+        png = plot_confusion(cm["matrix"], cm["class_names"], assets / f"confusion_{arm}.png",
+                             title=f"{arm} (test, {cm['seeds']} seeds summed)")
+        figures.append(img_tag(png_data_uri(png), arm, width=360))
+    return body, "".join(figures) or _missing("No confusion matrices."), \
+        _verdict(summary, paired)
+
+
+def build_report(layout: Layout, pcfg: PipelineConfig, state: dict) -> Path:
+    """Writes `layout.report` (report.html) from whatever stages have run; returns its path."""
+    assets = layout.out_dir / "report_assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    balance_cfg = _stage_config(layout, "balance")
+    site_rule = {k: balance_cfg.get(k) for k in ("site_regex", "site_csv")}
+    comparison, confusion, verdict = _comparison_html(layout, assets)
+    chart = layout.diffusion_data / "balance_counts.png"
+    categories = AugmentationConfig(in_dir=".", categories=list(pcfg.categories)).category_labels()
+    plan = (html_table(evidence.gap_plan_rows(layout.balanced_data, categories))
+            if (layout.balanced_data / "manifest.csv").is_file()
+            else _missing("Stage 3 has not run."))
+    summary_txt = layout.balanced_data / "summary.txt"
+    if summary_txt.is_file():
+        plan += f"<details><summary>summary.txt</summary><pre>{html.escape(summary_txt.read_text())}</pre></details>"
+    settings = "".join(
+        f"<details><summary>{html.escape(name)}</summary><pre>"
+        f"{html.escape(layout.stage_config(name).read_text())}</pre></details>"
+        for name in ("pipeline", *PIPELINE_STAGES) if layout.stage_config(name).is_file())
+    body = "".join([
+        _section("stages", "Stages", verdict + _stages_html(state, pcfg)),
+        _section("counts", "Images per label and site", _counts_html(layout, pcfg, site_rule)),
+        _section("balancing", "Site balancing (stage 1)",
+                 img_tag(png_data_uri(chart), "images per site before and after")
+                 if chart.is_file() else _missing("Stage 1 has not run.")),
+        _section("diffusion", "Diffusion training (stage 2)", _diffusion_html(state)),
+        _section("plan", "Gap filling plan (stage 3)", plan),
+        _section("generated", "Real vs generated images", _generated_html(layout, pcfg, assets)),
+        _section("comparison", "Classifier comparison (stage 4)", comparison),
+        _section("confusion", "Confusion matrices", confusion),
+        _section("config", "Settings used", settings or _missing("No settings recorded.")),
+    ])
+    page = render_page("Diffusion augmentation report", body,
+                       subtitle=f"data: {pcfg.in_dir} · test: {pcfg.test_dir or '-'} · "
+                                f"run: {layout.out_dir}", sections=SECTIONS)
+    return write_page(layout.report, page)

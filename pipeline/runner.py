@@ -1,0 +1,196 @@
+"""Runs the stages in order, skips those already done, stops with the cause when one fails.
+
+A stage counts as done when `pipeline_state.json` records it finished with the same settings
+(a hash of its resolved config) and its outputs are still there. A stage that finished with
+other settings is not re-run silently: the runner stops and names the settings that changed
+(`--redo STAGE` runs it again and keeps the old folder, renamed). An interrupted stage simply
+runs again: every stage resumes its own work (stage 2 starts a new training run).
+
+Example:
+    >>> report = run_pipeline(PipelineConfig(in_dir="data/train", test_dir="data/test"), {})
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli.flags import config_to_dict, format_config, save_config_json
+from config import PIPELINE_STAGES, PipelineConfig
+from dataset.atomic import atomic_write_text
+from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
+                             outputs_present, stage_configs)
+
+_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",), "classify": ("augment",)}
+_STAGE_FOLDERS = {"balance": "diffusion_data", "diffusion": "models",
+                  "augment": "balanced_data", "classify": "results"}
+
+
+def read_state(layout: Layout) -> dict:
+    """The record of finished stages ({} for a new run)."""
+    if not layout.state.is_file():
+        return {}
+    try:
+        return json.loads(layout.state.read_text())
+    except json.JSONDecodeError:
+        raise PipelineError(f"{layout.state} is damaged; move it away to start the stages "
+                            "again") from None
+
+
+def _write_state(layout: Layout, state: dict) -> None:
+    atomic_write_text(layout.state, json.dumps(state, indent=2) + "\n")
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new)
+                  if not k.startswith("_") and old.get(k) != new.get(k))
+
+
+def _cause(log_path: Path) -> list[str]:
+    """The last lines of a stage's log, with progress-bar redraws dropped."""
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    lines = [seg.rstrip() for line in text.split("\n") for seg in line.split("\r")[-1:]]
+    lines = [ln for ln in lines if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^(error:|\w+Error\b|\S+\.py: error:)", ln)]
+    return errors[-1:] or lines[-1:], lines[-12:]
+
+
+def run_command(cmd: list[str], log_path: Path) -> int:
+    """Runs one stage command, echoing its output live and appending it to `log_path`."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the news
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            while chunk := proc.stdout.read1(1 << 16):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                log.write(chunk)
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()  # the child got the same Ctrl-C; let it save its state
+            raise
+
+
+def _new_run_dirs(models: Path, since: float) -> list[str]:
+    """Run folders that train_all reported as trained in its newest table."""
+    import csv
+    tables = sorted((p for p in models.glob("train_all_*.csv") if p.stat().st_mtime >= since),
+                    key=lambda p: p.stat().st_mtime)
+    if not tables:
+        raise PipelineError(f"stage diffusion wrote no train_all_*.csv in {models}")
+    with open(tables[-1], newline="") as f:
+        return [row["run_dir"] for row in csv.DictReader(f) if row["status"] == "ok"]
+
+
+def _move_aside(layout: Layout, stages: list[str]) -> None:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for stage in stages:
+        folder = layout.out_dir / _STAGE_FOLDERS.get(stage, "")
+        if stage in _STAGE_FOLDERS and folder.exists():
+            aside = folder.with_name(f"{folder.name}_old_{stamp}")
+            folder.rename(aside)
+            print(f"[pipeline] --redo: kept the old {folder.name}/ as {aside.name}/")
+
+
+def _status(stage: str, cfg, state: dict, layout: Layout) -> str:
+    """'done', 'stale' (finished with other settings) or 'todo'."""
+    rec = state.get(stage)
+    if not rec or not outputs_present(stage, layout, rec.get("run_dirs", [])):
+        return "todo"
+    return "done" if rec.get("fingerprint") == fingerprint(cfg) else "stale"
+
+
+def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool = False
+                 ) -> Path | None:
+    """Runs the selected stages; returns report.html's path (None for a dry run).
+
+    Raises:
+        ConfigError: bad settings (before any stage runs).
+        PipelineError: a stage failed, or finished earlier with other settings.
+    """
+    layout = Layout(pcfg.out_dir)
+    state = read_state(layout)
+    wanted = [s for s in PIPELINE_STAGES if s in pcfg.stages]
+    if "classify" in wanted and not pcfg.test_dir:
+        raise PipelineError("the classify stage needs --test_dir (real test images, one "
+                            "sub-folder per label); or leave 'classify' out of --stages")
+    if pcfg.redo and not dry_run:
+        again = list(PIPELINE_STAGES[PIPELINE_STAGES.index(pcfg.redo):])
+        _move_aside(layout, [s for s in again if s in state])
+        state = {k: v for k, v in state.items() if k not in again}
+    run_dirs = state.get("diffusion", {}).get("run_dirs", [])
+    cfgs = stage_configs(pcfg, sections, layout, run_dirs)  # validates every stage first
+    if dry_run:
+        print(format_config(pcfg))
+        print(f"[pipeline] labels to fill with synthetic images: "
+              f"{', '.join(cfgs['diffusion'].labels) or 'none'}")
+        for stage in wanted:
+            if stage in cfgs:
+                print(f"[{stage}] {_status(stage, cfgs[stage], state, layout)}: "
+                      f"{' '.join(command(stage, layout))}")
+                print(format_config(cfgs[stage]))
+        return None
+    layout.out_dir.mkdir(parents=True, exist_ok=True)
+    save_config_json(pcfg, layout.configs / "pipeline.json",
+                     sections={k: v for k, v in sections.items() if v})
+    for stage in wanted:
+        if stage == "report":
+            break
+        cfg = cfgs[stage]
+        status = _status(stage, cfg, state, layout)
+        if status == "done":
+            print(f"[pipeline] {stage}: done before, skipped")
+            continue
+        if status == "stale":
+            saved = json.loads(layout.stage_config(stage).read_text()) \
+                if layout.stage_config(stage).is_file() else {}
+            changed = _changed_keys(saved, config_to_dict(cfg)) or ["(unknown)"]
+            raise PipelineError(f"stage {stage} finished earlier with other settings "
+                                f"(changed: {', '.join(changed)}); add --redo {stage} to run "
+                                f"it and the stages after it again, or use a new --out_dir")
+        missing = [s for s in _NEEDS.get(stage, ()) if s not in state]
+        if missing:
+            raise PipelineError(f"stage {stage} needs stage {missing[0]} first; add it to "
+                                "--stages")
+        if stage == "diffusion" and not cfg.labels:
+            print("[pipeline] diffusion: no label needs synthetic images; nothing to train")
+            state[stage] = {"fingerprint": fingerprint(cfg), "run_dirs": [], "seconds": 0.0}
+            _write_state(layout, state)
+            cfgs = stage_configs(pcfg, sections, layout, [])
+            continue
+        save_config_json(cfg, layout.stage_config(stage))
+        print(f"[pipeline] {stage}: {' '.join(command(stage, layout))}", flush=True)
+        start = time.time()
+        log_path = layout.logs / f"{stage}.log"
+        try:
+            code = run_command(command(stage, layout), log_path)
+        except KeyboardInterrupt:
+            raise PipelineError(f"interrupted during stage {stage}; run the same command "
+                                "again to resume") from None
+        if code != 0:
+            cause, tail = _cause(log_path)
+            raise PipelineError(f"stage {stage} failed (exit status {code}): "
+                                f"{cause[0] if cause else 'see the log'}\n"
+                                + "\n".join(f"    {ln}" for ln in tail)
+                                + f"\n  full log: {log_path}")
+        rec = {"fingerprint": fingerprint(cfg), "seconds": round(time.time() - start, 1),
+               "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+        if stage == "diffusion":
+            rec["run_dirs"] = _new_run_dirs(layout.models, start)
+            # Stage 3 now knows its models: its settings (and hash) include them.
+            cfgs = stage_configs(pcfg, sections, layout, rec["run_dirs"])
+        state[stage] = rec
+        _write_state(layout, state)
+    if "report" not in wanted:
+        return None
+    from pipeline.report import build_report
+    return build_report(layout, pcfg, state)

@@ -1,0 +1,216 @@
+"""The pipeline's stages: where each writes, the settings it gets, and the command it runs.
+
+Every stage runs as the command a user would type (`site_id_balancer.py --config ...`), so a
+stage can be re-run or debugged alone with the config file the runner wrote for it. The
+folders between the stages are set here; everything else comes from the stage's section of
+the pipeline's JSON file and from config.py.
+
+Example:
+    >>> layout = Layout("pipeline_run")
+    >>> cfgs = stage_configs(PipelineConfig(in_dir="data", test_dir="test"), {}, layout, [])
+    >>> command("balance", layout)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from cli.flags import ConfigError, config_from_dict, config_to_dict, validate_config
+from config import (AugmentationConfig, BalancerConfig, CompareConfig, PipelineConfig,
+                    TrainAllConfig)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# stage -> (section of the pipeline JSON, settings class, how to start it)
+STAGES = {
+    "balance": ("balancer", BalancerConfig, ["site_id_balancer.py"]),
+    "diffusion": ("diffusion", TrainAllConfig, ["train_all.py"]),
+    "augment": ("augmentation", AugmentationConfig, ["diffusion_augmentation.py"]),
+    "classify": ("compare", CompareConfig, ["-m", "classifier.compare"]),
+}
+SECTIONS = {section: cls for section, cls, _ in STAGES.values()}
+
+# Settings the runner owns: a section that sets them would cut the stages apart.
+RUNNER_KEYS = {
+    "balance": ("in_dir", "out_dir"),
+    "diffusion": ("in_dir", "out_dir", "labels", "load_and_train", "model_dir", "runtime"),
+    "augment": ("in_dir", "out_dir", "weight_paths", "label_models", "categories"),
+    "classify": ("train_dir", "balanced_dir", "test_dir", "out_dir", "manifest"),
+}
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run or failed; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The folders and files of one pipeline run inside `out_dir`."""
+    out_dir: Path
+
+    def __init__(self, out_dir: str | Path):
+        object.__setattr__(self, "out_dir", Path(out_dir))
+
+    @property
+    def diffusion_data(self) -> Path:
+        return self.out_dir / "diffusion_data"
+
+    @property
+    def models(self) -> Path:
+        return self.out_dir / "models"
+
+    @property
+    def balanced_data(self) -> Path:
+        return self.out_dir / "balanced_data"
+
+    @property
+    def results(self) -> Path:
+        return self.out_dir / "results"
+
+    @property
+    def configs(self) -> Path:
+        return self.out_dir / "configs"
+
+    @property
+    def logs(self) -> Path:
+        return self.out_dir / "logs"
+
+    @property
+    def state(self) -> Path:
+        return self.out_dir / "pipeline_state.json"
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
+
+    def stage_config(self, stage: str) -> Path:
+        return self.configs / f"{stage}.json"
+
+
+def read_sections(path: str | Path | None) -> dict[str, dict]:
+    """The stage sections of a pipeline JSON file ({} without a file).
+
+    Raises:
+        ConfigError: not JSON, a section that is not an object, or an unknown top-level key.
+    """
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    known = {"pipeline", *SECTIONS}
+    unknown = sorted(k for k in data if k not in known and not k.startswith("_"))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown section(s) {', '.join(unknown)} "
+                          f"(sections: {', '.join(sorted(known))})")
+    for key in SECTIONS:
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"config file {path}: {key!r} must hold a JSON object")
+    return {key: data.get(key, {}) for key in SECTIONS}
+
+
+def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> list[str]:
+    """The labels stage 3 will add synthetic images to (so stage 2 trains only those)."""
+    from dataset.scan import DatasetError, scan_labelled_dir
+    from gap_filling.plan import plan_gap
+
+    augment = AugmentationConfig(in_dir=pcfg.in_dir, categories=list(pcfg.categories))
+    try:
+        scan = scan_labelled_dir(pcfg.in_dir, None, balancer.site_regex, balancer.site_csv)
+        gap = plan_gap(scan.counts(), augment.category_labels())
+    except (DatasetError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return [lab for lab in scan.labels if gap.label_extra(lab) > 0]
+
+
+def _build(stage: str, section: dict, runner_values: dict, seed: int):
+    name, cls, _ = STAGES[stage]
+    taken = sorted(k for k in section if k in RUNNER_KEYS[stage])
+    if taken:
+        raise ConfigError(f"section {name!r}: {', '.join(taken)} set by the pipeline runner; "
+                          f"remove them (use run_pipeline.py's own flags)")
+    values = dict(section)
+    if "seed" in {f.name for f in dataclasses.fields(cls)}:
+        values.setdefault("seed", seed)
+    values.update(runner_values)
+    try:
+        cfg = config_from_dict(cls, values)
+        validate_config(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"section {name!r}: {err}") from None
+    return cfg
+
+
+def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layout,
+                  run_dirs: list[str], diffusion_labels: list[str] | None = None) -> dict:
+    """The resolved settings of every stage (validated), before any of them runs.
+
+    Args:
+        pcfg: the pipeline settings.
+        sections: the stage sections (see `read_sections`).
+        layout: the run's folders.
+        run_dirs: stage-2 run folders (known once stage 2 has run; [] before).
+        diffusion_labels: labels for stage 2 (default: `pcfg.diffusion_labels` or the labels
+            stage 3 will fill).
+
+    Raises:
+        ConfigError: a bad value, a typo in a section, a runner-owned key set by hand.
+    """
+    balancer = _build("balance", sections.get("balancer", {}),
+                      {"in_dir": pcfg.in_dir, "out_dir": str(layout.diffusion_data)}, pcfg.seed)
+    labels = diffusion_labels or pcfg.diffusion_labels or labels_to_fill(pcfg, balancer)
+    cfgs = {"balance": balancer}
+    cfgs["diffusion"] = _build("diffusion", sections.get("diffusion", {}),
+                               {"in_dir": str(layout.diffusion_data),
+                                "out_dir": str(layout.models), "labels": labels}, pcfg.seed)
+    augmentation = dict(sections.get("augmentation", {}))
+    if "site_regex" not in augmentation and "site_csv" not in augmentation:
+        # One dataset, one site rule: stage 3 reads the sites as stage 1 did.
+        augmentation.update(site_regex=balancer.site_regex, site_csv=balancer.site_csv)
+    cfgs["augment"] = _build("augment", augmentation,
+                             {"in_dir": pcfg.in_dir, "out_dir": str(layout.balanced_data),
+                              "weight_paths": list(run_dirs) or None,
+                              "categories": list(pcfg.categories)}, pcfg.seed)
+    if pcfg.test_dir:
+        cfgs["classify"] = _build("classify", sections.get("compare", {}),
+                                  {"train_dir": pcfg.in_dir,
+                                   "balanced_dir": str(layout.balanced_data),
+                                   "test_dir": pcfg.test_dir, "out_dir": str(layout.results)},
+                                  pcfg.seed)
+    return cfgs
+
+
+def fingerprint(cfg) -> str:
+    """A short hash of a stage's settings: a finished stage with other settings is stale."""
+    data = {k: v for k, v in config_to_dict(cfg).items() if not k.startswith("_")}
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def command(stage: str, layout: Layout) -> list[str]:
+    """The command line that runs `stage` with the config file the runner wrote for it."""
+    start = STAGES[stage][2]
+    if not start[0].startswith("-"):
+        start = [str(REPO / start[0])]
+    return [sys.executable, *start, "--config", str(layout.stage_config(stage))]
+
+
+def outputs_present(stage: str, layout: Layout, run_dirs: list[str]) -> bool:
+    """Whether a finished stage's outputs are still there (someone may have deleted them)."""
+    if stage == "balance":
+        return (layout.diffusion_data / "manifest.csv").is_file()
+    if stage == "diffusion":
+        return all(any((Path(d) / w).is_file() for w in ("best.weights.h5", "last.weights.h5"))
+                   for d in run_dirs)
+    if stage == "augment":
+        return (layout.balanced_data / "manifest.csv").is_file()
+    if stage == "classify":
+        return (layout.results / "summary.csv").is_file()
+    return False

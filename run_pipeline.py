@@ -1,0 +1,36 @@
+"""Runs the whole pipeline: site balancing -> diffusion training -> gap filling -> classifier
+comparison -> report.html.
+
+    python3 run_pipeline.py --in_dir data/train --test_dir data/test --out_dir run1
+    python3 run_pipeline.py --in_dir data/train --test_dir data/test --config settings.json
+    python3 run_pipeline.py ... --dry-run          # the stages, their commands and settings
+
+`--config` is one JSON file with a "pipeline" section (these flags) and one section per
+stage: "balancer", "diffusion", "augmentation", "compare" (any setting of that stage's
+command). Re-running skips the stages already done; a failing stage stops the run with its
+cause. Prints the path of report.html at the end.
+"""
+from __future__ import annotations
+
+import sys
+
+from cli.flags import ConfigError, parse_config
+from config import PipelineConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, ns = parse_config(PipelineConfig, argv, prog="run_pipeline.py", section="pipeline")
+    from pipeline.runner import run_pipeline
+    from pipeline.stages import PipelineError, read_sections
+    try:
+        report = run_pipeline(cfg, read_sections(ns._config_json), dry_run=ns._dry_run)
+    except (ConfigError, PipelineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if report is not None:
+        print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
