@@ -27,8 +27,6 @@ from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
                              outputs_present, stage_configs)
 
 _NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",), "classify": ("augment",)}
-_STAGE_FOLDERS = {"balance": "diffusion_data", "diffusion": "models",
-                  "augment": "balanced_data", "classify": "results"}
 
 
 def read_state(layout: Layout) -> dict:
@@ -51,8 +49,8 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
                   if not k.startswith("_") and old.get(k) != new.get(k))
 
 
-def _cause(log_path: Path) -> list[str]:
-    """The last lines of a stage's log, with progress-bar redraws dropped."""
+def _cause(log_path: Path) -> tuple[list[str], list[str]]:
+    """(the error line, if any; the last lines) of a stage's log, progress redraws dropped."""
     text = log_path.read_text(errors="replace") if log_path.is_file() else ""
     lines = [seg.rstrip() for line in text.split("\n") for seg in line.split("\r")[-1:]]
     lines = [ln for ln in lines if ln.strip()]
@@ -94,8 +92,8 @@ def _new_run_dirs(models: Path, since: float) -> list[str]:
 def _move_aside(layout: Layout, stages: list[str]) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for stage in stages:
-        folder = layout.out_dir / _STAGE_FOLDERS.get(stage, "")
-        if stage in _STAGE_FOLDERS and folder.exists():
+        folder = layout.stage_output(stage)
+        if folder.exists():
             aside = folder.with_name(f"{folder.name}_old_{stamp}")
             folder.rename(aside)
             print(f"[pipeline] --redo: kept the old {folder.name}/ as {aside.name}/")
@@ -125,7 +123,7 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
                             "sub-folder per label); or leave 'classify' out of --stages")
     if pcfg.redo and not dry_run:
         again = list(PIPELINE_STAGES[PIPELINE_STAGES.index(pcfg.redo):])
-        _move_aside(layout, [s for s in again if s in state])
+        _move_aside(layout, [s for s in again if s in state and s != "report"])
         state = {k: v for k, v in state.items() if k not in again}
     run_dirs = state.get("diffusion", {}).get("run_dirs", [])
     cfgs = stage_configs(pcfg, sections, layout, run_dirs)  # validates every stage first

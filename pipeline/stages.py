@@ -46,48 +46,26 @@ class PipelineError(RuntimeError):
     """A stage cannot run or failed; the message says which and why."""
 
 
-@dataclasses.dataclass(frozen=True)
 class Layout:
     """The folders and files of one pipeline run inside `out_dir`."""
-    out_dir: Path
 
     def __init__(self, out_dir: str | Path):
-        object.__setattr__(self, "out_dir", Path(out_dir))
-
-    @property
-    def diffusion_data(self) -> Path:
-        return self.out_dir / "diffusion_data"
-
-    @property
-    def models(self) -> Path:
-        return self.out_dir / "models"
-
-    @property
-    def balanced_data(self) -> Path:
-        return self.out_dir / "balanced_data"
-
-    @property
-    def results(self) -> Path:
-        return self.out_dir / "results"
-
-    @property
-    def configs(self) -> Path:
-        return self.out_dir / "configs"
-
-    @property
-    def logs(self) -> Path:
-        return self.out_dir / "logs"
-
-    @property
-    def state(self) -> Path:
-        return self.out_dir / "pipeline_state.json"
-
-    @property
-    def report(self) -> Path:
-        return self.out_dir / "report.html"
+        self.out_dir = Path(out_dir)
+        self.diffusion_data = self.out_dir / "diffusion_data"   # stage 1
+        self.models = self.out_dir / "models"                   # stage 2
+        self.balanced_data = self.out_dir / "balanced_data"     # stage 3
+        self.results = self.out_dir / "results"                 # stage 4
+        self.configs = self.out_dir / "configs"
+        self.logs = self.out_dir / "logs"
+        self.state = self.out_dir / "pipeline_state.json"
+        self.report = self.out_dir / "report.html"
 
     def stage_config(self, stage: str) -> Path:
         return self.configs / f"{stage}.json"
+
+    def stage_output(self, stage: str) -> Path:
+        return {"balance": self.diffusion_data, "diffusion": self.models,
+                "augment": self.balanced_data, "classify": self.results}[stage]
 
 
 def read_sections(path: str | Path | None) -> dict[str, dict]:
