@@ -455,3 +455,166 @@ class PipelineConfig:
                            choices=PIPELINE_STAGES)
     seed: int = opt(42, "Seed handed to every stage that has none in its section.", min=0)
 
+
+
+# OOD test sets by inpainting (inpainting/). Region names: where a generated mask may lie
+# (fractions of the image in inpainting/masks.py; lower_third is where a river's water is).
+MASK_REGIONS = ("all", "top", "bottom", "left", "right", "upper_third", "middle_third",
+                "lower_third", "left_third", "right_third", "center")
+_REGION_SHARE = {"all": 1.0, "top": 0.5, "bottom": 0.5, "left": 0.5, "right": 0.5,
+                 "center": 0.25}
+
+
+@dataclass
+class InpaintingConfig:
+    """OOD test sets (python3 -m inpainting generate): inpaint new content into test images."""
+
+    test_dir: str = opt("", "Test images, one sub-folder per class (never modified).",
+                        required=True)
+    out_dir: str = opt("ood_test", "Output: <augm_type>/<class>/ (a complete test set), "
+                       "masks/, manifest.csv, samples.png, config.json; a re-run with the "
+                       "same settings resumes.")
+    mode: str = opt("inpaint", "inpaint = regenerate the masked region to fit a prompt; "
+                    "img2img = re-render the image (or only the masked region, when a mask "
+                    "is given) from a noised copy (SDEdit).", choices=("inpaint", "img2img"))
+    backend: str = opt("keras_hub", "keras_hub = KerasHub Stable Diffusion 3 (pretrained, "
+                       "prompts; needs --sd_preset); ddim = your own DDIM runs (RePaint / "
+                       "SDEdit; works offline).", choices=("keras_hub", "ddim"))
+    sd_preset: str = opt("stable_diffusion_3_medium", "keras_hub: a KerasHub preset name "
+                         "(downloads; SD3 weights are gated) or a local preset folder.")
+    sd_image_size: int | None = opt(None, "keras_hub: square model size in pixels (a multiple "
+                                    "of 8). Default: the preset's (1024 for SD3).",
+                                    min=64, max=2048)
+    sd_dtype: str | None = opt(None, "keras_hub: dtype of the SD3 weights (float16 or "
+                               "bfloat16 halve the memory on a GPU). Default: the preset's.",
+                               choices=("float32", "float16", "bfloat16"))
+    model_dir: list[str] | None = opt(None, "ddim: trained run folders (run_diffusion.py / "
+                                      "train_all.py); each one's config.json says which "
+                                      "class(es) it serves.")
+    label_models: list[str] | None = opt(None, "ddim: explicit CLASS=MODEL_DIR pairs (e.g. "
+                                         "one model for every class); win over --model_dir.")
+    mask_path: str = opt("", "One mask for every image (white = regenerate).")
+    mask_dir: str = opt("", "One mask per image, matched by file stem in mask_dir/<class>/ "
+                        "or mask_dir/.")
+    mask_mode: str | None = opt(None, "Generated masks, a new one per image (seeded): box, "
+                                "blob, or region (the whole --mask_region). Default: box for "
+                                "inpaint when no mask file is given; none for img2img.",
+                                choices=("box", "blob", "region"))
+    mask_area: float = opt(0.15, "box/blob: share of the image a generated mask covers.",
+                           min=0.001, max=1.0)
+    mask_region: str = opt("all", "Where generated masks lie: all, top, bottom, left, right, "
+                           "upper_third, middle_third, lower_third, left_third, right_third, "
+                           "center.", choices=MASK_REGIONS)
+    mask_blur: float = opt(0.0, "Feather the mask edge with a Gaussian of this sigma (pixels "
+                           "of the image); the band blends, pixels of weight 0 stay exactly "
+                           "as they were.", min=0.0, max=256.0)
+    prompt_dir: str = opt("", "keras_hub: prompts, a JSON list (or {\"prompts\": [...]}, as "
+                          "the reference) or a CSV of class;prompt lines ('*' = every "
+                          "class); each class's images take them in turn.")
+    augm_type: str = opt("", "Name of the OOD set folder. Default from mode and mask: "
+                         "inpaint_box, inpaint_lower_third, inpaint_mask, img2img, ...")
+    augm_probability: float = opt(1.0, "Share of each class's images transformed (round(p*n) "
+                                  "of them, chosen by --seed); the rest are copied unchanged.",
+                                  min=0.0, max=1.0)
+    num_steps: int = opt(50, "Diffusion steps.", min=1, max=1000)
+    guidance_scale: float | None = opt(None, "Classifier-free guidance. Default: 7 for "
+                                       "keras_hub (>= 1 there), 1 (none) for conditional DDIM "
+                                       "models.", min=0.0, max=30.0)
+    strength: float | None = opt(None, "How far the masked region (inpaint) or the image "
+                                 "(img2img) is noised before denoising; 1 = fully new. "
+                                 "Default: 1 for inpaint, 0.5 for img2img (RePaint ignores "
+                                 "it).", min=0.01, max=1.0)
+    eta: float | None = opt(None, "ddim: sampling noise (0 = deterministic DDIM). Default: 1 "
+                            "for RePaint, 0 for SDEdit.", min=0.0, max=1.0)
+    jump_length: int = opt(10, "ddim RePaint: levels of each jump back in time.", min=1)
+    jump_n_sample: int = opt(10, "ddim RePaint: resamplings per jump (1 = no jumps).", min=1)
+    batch_size: int = opt(8, "Images per model call (the ddim backend batches; SD3 runs one "
+                          "image per call so that each has its own seed).", min=1, max=1024)
+    seed: int = opt(42, "One seed drives the choice of images, the masks and the noise; image "
+                    "k's seed comes from it and its path, so it can be regenerated alone.",
+                    min=0)
+    min_size: int = opt(16, "Test images whose shorter side is smaller are skipped (listed).",
+                        min=2)
+    samples: int = opt(8, "Rows of samples.png (original | mask | result).", min=0, max=64)
+
+    def mask_kind(self) -> str:
+        """file, dir, box, blob, region, or none (img2img of the whole image)."""
+        if self.mask_path:
+            return "file"
+        if self.mask_dir:
+            return "dir"
+        if self.mask_mode:
+            return self.mask_mode
+        return "box" if self.mode == "inpaint" else "none"
+
+    def label_model_pairs(self) -> list[tuple[str, str]]:
+        """`label_models` parsed into (class, model folder) pairs."""
+        return AugmentationConfig.label_model_pairs(self)
+
+    def resolved(self) -> "InpaintingConfig":
+        """A copy with every automatic value (None) replaced by the value it stands for."""
+        import dataclasses
+        kind = self.mask_kind()
+        region = f"_{self.mask_region}" if self.mask_region != "all" else ""
+        name = {"file": "mask", "dir": "masks", "none": ""}.get(kind, kind + region)
+        if kind == "region":
+            name = self.mask_region
+        augm = self.augm_type or "_".join(p for p in (self.mode, name) if p)
+        return dataclasses.replace(
+            self, augm_type=augm,
+            guidance_scale=(self.guidance_scale if self.guidance_scale is not None else
+                            7.0 if self.backend == "keras_hub" else 1.0),
+            strength=(self.strength if self.strength is not None else
+                      1.0 if self.mode == "inpaint" else 0.5),
+            eta=(self.eta if self.eta is not None else 1.0 if self.mode == "inpaint" else 0.0))
+
+    def validate(self) -> None:
+        given = [f for f in ("mask_path", "mask_dir", "mask_mode") if getattr(self, f)]
+        if len(given) > 1:
+            raise ConfigError(f"give one mask source, not {' and '.join('--' + g for g in given)}")
+        kind = self.mask_kind()
+        share = _REGION_SHARE.get(self.mask_region, 1 / 3)  # the rest are thirds
+        if kind in ("box", "blob") and self.mask_area > share + 1e-9:
+            raise ConfigError(f"--mask_area {self.mask_area} is larger than --mask_region "
+                              f"{self.mask_region} ({share:.2f} of the image)")
+        if self.backend == "ddim":
+            if not self.model_dir and not self.label_models:
+                raise ConfigError("--backend ddim needs --model_dir (trained DDIM run "
+                                  "folders) or --label_models CLASS=MODEL_DIR")
+            self.label_model_pairs()
+        else:
+            if self.model_dir or self.label_models:
+                raise ConfigError("--model_dir/--label_models are for --backend ddim; "
+                                  "keras_hub loads --sd_preset")
+            if not self.prompt_dir:
+                raise ConfigError("--backend keras_hub needs --prompt_dir (a JSON list or a "
+                                  "class;prompt CSV of what to paint in)")
+            if self.guidance_scale is not None and self.guidance_scale < 1.0:
+                raise ConfigError("--backend keras_hub needs --guidance_scale >= 1")
+            if self.sd_image_size is not None and self.sd_image_size % 8:
+                raise ConfigError(f"--sd_image_size must be a multiple of 8, got "
+                                  f"{self.sd_image_size}")
+        if self.augm_type and (self.augm_type in (".", "..", "masks")
+                               or any(c in self.augm_type for c in "/\\")):
+            raise ConfigError(f"--augm_type {self.augm_type!r} must be a plain folder name "
+                              f"(not 'masks')")
+
+
+@dataclass
+class InpaintingCompareConfig:
+    """OOD comparison (python3 -m inpainting compare): a classifier on the test set vs the
+    inpainted OOD set, per class."""
+
+    model: str = opt("", "A stage-4 classifier run folder (python3 -m classifier.train).",
+                     required=True)
+    test_dir: str = opt("", "The original test images, one sub-folder per class.",
+                        required=True)
+    ood_dir: str = opt("", "The OOD set: OUT/<augm_type> written by python3 -m inpainting "
+                       "generate.", required=True)
+    out_dir: str = opt("ood_compare", "compare.csv, compare.md, samples.png and the two "
+                       "evaluations go here; finished evaluations are reused.")
+    batch_size: int = opt(64, "Images per prediction step.", min=1, max=4096)
+    samples: int = opt(8, "Rows of samples.png (original | mask | inpainted).", min=0,
+                       max=64)
+    workers: int | None = opt(None, "Processes decoding images (default: all cores).", min=1)
+

@@ -1,4 +1,4 @@
-"""`DiffusionModel`: training step, EMA weights, batched DDIM sampling and RePaint inpainting.
+"""`DiffusionModel`: training, EMA weights, batched DDIM sampling, RePaint inpainting, SDEdit.
 
 The network (`u_net_backbone.build_unet`) predicts the noise of `signal_rate * image +
 noise_rate * noise` given the noise variance; the loss is the mean absolute error on the
@@ -27,6 +27,19 @@ from keras import ops
 from diffusion.schedule import (ddim_step, diffusion_schedule, renoise, repaint_schedule,
                                 sampling_times)
 from u_net_backbone import build_unet
+
+
+def _image_rngs(seed, start: int, stop: int) -> list[np.random.Generator]:
+    """The random generators of images start..stop-1 of a call.
+
+    An int `seed` gives image k `default_rng([seed, k])`; a sequence gives one seed per image
+    and image k `default_rng([seed[k], 0])`, the same noise as a call with that image alone
+    and `seed=seed[k]` (so a batch of unrelated images, each with its own seed, can be
+    regenerated one by one).
+    """
+    if np.ndim(seed) == 0:
+        return [np.random.default_rng([int(seed), k]) for k in range(start, stop)]
+    return [np.random.default_rng([int(seed[k]), 0]) for k in range(start, stop)]
 
 
 @keras.saving.register_keras_serializable(package="diffusion")
@@ -332,7 +345,9 @@ class DiffusionModel(keras.Model):
         Args:
             images: (N, H, W, 3) floats in [0, 1] at the model's image size.
             masks: (N, H, W) or (N, H, W, 1); 1 (or True) = regenerate, 0 = keep.
-            steps, eta, seed, labels, guidance_scale, batch_size: as in `generate`.
+            steps, eta, labels, guidance_scale, batch_size: as in `generate`.
+            seed: an int (image k draws from default_rng([seed, k])) or one seed per image
+                (image k draws from default_rng([seed[k], 0])).
             jump_length, jump_n_sample: the RePaint resampling schedule.
 
         Returns:
@@ -360,7 +375,7 @@ class DiffusionModel(keras.Model):
             sl = slice(b0, min(n, b0 + batch_size))
             known = (images[sl] - mean) / std
             keep_b = keep[sl]
-            rngs = [np.random.default_rng([seed, k]) for k in range(sl.start, sl.stop)]
+            rngs = _image_rngs(seed, sl.start, sl.stop)
             draw = lambda: np.stack([r.standard_normal((h, w, 3), np.float32)  # noqa: E731
                                      for r in rngs])
             noisy = draw()
@@ -380,6 +395,67 @@ class DiffusionModel(keras.Model):
                     noisy = renoise(noisy, rate(t)[1], rate(t_next)[1], draw())
             result = ops.convert_to_numpy(self.denormalize(pred))
             out[sl] = keep_b * images[sl] + (1.0 - keep_b) * result
+            if progress is not None:
+                progress(sl.stop)
+        return out
+
+    def img2img(self, images, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
+                seed=0, labels=None, guidance_scale: float = 1.0, batch_size: int = 16,
+                progress=None) -> np.ndarray:
+        """SDEdit image-to-image: noises each image to time `strength`, then DDIM-denoises it.
+
+        The time grid is the one of `generate(steps=steps)`; sampling starts at its level
+        `int(steps * (1 - strength))` (as KerasHub's image-to-image does), so `strength=1`
+        is a fresh sample and a small strength keeps the layout and changes details.
+
+        Args:
+            images: (N, H, W, 3) floats in [0, 1] at the model's image size.
+            strength: noise level to start from, in [0, 1]; 0 returns the images unchanged.
+            steps, eta, labels, guidance_scale, batch_size, progress: as in `generate`.
+            seed: an int (image k draws from default_rng([seed, k])) or one seed per image
+                (image k draws from default_rng([seed[k], 0])), as in `inpaint`.
+
+        Returns:
+            float32 array (N, H, W, 3) in [0, 1].
+
+        Example:
+            >>> winter = model.img2img(photos, strength=0.4, steps=50, seed=[3, 8])
+        """
+        images = np.asarray(images, np.float32)
+        h, w = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (h, w, 3):
+            raise ValueError(f"img2img needs images (N, {h}, {w}, 3), got {images.shape}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        times = sampling_times(steps)
+        start = int(steps * (1.0 - strength))
+        n = len(images)
+        if start >= steps:  # no step to take: the input is the answer
+            if progress is not None:
+                progress(n)
+            return images.copy()
+        times = times[start:]
+        labels_all = self._labels_array(labels, n)
+        guided = self.conditional and guidance_scale != 1.0
+        fn = self._step_fn(guided)
+        mean = ops.convert_to_numpy(self.pixel_mean)
+        std = ops.convert_to_numpy(self.pixel_std)
+        noise_rate, signal_rate = [np.float32(v) for v in self.schedule(np.float64(times[0]))]
+        out = np.empty_like(images)
+        for b0 in range(0, n, batch_size):
+            sl = slice(b0, min(n, b0 + batch_size))
+            rngs = _image_rngs(seed, sl.start, sl.stop)
+            draw = lambda: np.stack([r.standard_normal((h, w, 3), np.float32)  # noqa: E731
+                                     for r in rngs])
+            noisy = signal_rate * (images[sl] - mean) / std + noise_rate * draw()
+            label_noise = np.zeros((len(rngs), self.embedding_dims), np.float32)
+            pred = None
+            for t, t_next in zip(times[:-1], times[1:]):
+                step_noise = draw() if eta > 0 else np.zeros_like(noisy)
+                noisy, pred = fn(noisy, np.float32(t), np.float32(t_next), np.float32(eta),
+                                 step_noise, labels_all[sl], label_noise,
+                                 np.float32(guidance_scale))
+            out[sl] = ops.convert_to_numpy(self.denormalize(pred))
             if progress is not None:
                 progress(sl.stop)
         return out

@@ -1,0 +1,377 @@
+"""OOD test-set pipeline: plan (reads only, every check before any work), then generate.
+
+`plan_inpainting` scans the test folder, chooses the images to transform (round(p * n) per
+class, seeded), gives each its seed, prompt and mask source, and checks prompts, masks,
+models and the output folder; `run_inpainting` copies the other images unchanged, runs the
+backend in batches at the model's size (crop around the mask, paste back the masked pixels
+only), and writes the manifest and a sample sheet. Outputs are named from their settings,
+so a re-run skips what exists and an interrupted run resumes.
+
+    out_dir/<augm_type>/<class>/<stem>_<backend>_<hash>.png   transformed (PNG, lossless)
+    out_dir/<augm_type>/<class>/<original file>              not chosen: byte-identical copy
+    out_dir/masks/<augm_type>/<class>/<stem>_<hash>.png      the mask weights used (8-bit)
+    out_dir/manifest.csv, samples.png, config.json
+
+Example:
+    >>> plan = plan_inpainting(InpaintingConfig(test_dir="data/test", backend="ddim",
+    ...                                         model_dir=["models/1_2025..."]))
+    >>> print(format_plan(plan))
+    >>> result = run_inpainting(plan)              # loads the backend itself
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cli.flags import ConfigError, save_config_json
+from cli.tables import format_table
+from config import InpaintingConfig
+from dataset.copying import copy_original, original_names, short_hash
+from dataset.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb, save_rgb
+from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from dataset.out_dir import CONFIG_NAME, check_out_dir
+from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, \
+    validate_images
+from inpainting import crops, masks as mk
+from inpainting.backends import (GENERATORS, build_backend, check_preset_folder,
+                                 resolve_ddim_models)
+from inpainting.prompts import PromptError, check_classes, load_prompts, prompt_for
+
+TOOL = "python3 -m inpainting generate"
+# Settings that change what is written: a folder made with other values is not resumed.
+RESUME_KEYS = tuple(f.name for f in dataclasses.fields(InpaintingConfig)
+                    if f.name not in ("test_dir", "out_dir", "batch_size", "samples"))
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One test image: copied as it is, or transformed with its own seed, prompt and mask."""
+    record: ImageRecord
+    out_name: str                 # relative to out_dir
+    transform: bool
+    seed: int | None = None
+    prompt: str | None = None
+    mask_file: str | None = None  # the user's mask (--mask_path / --mask_dir), if any
+    mask_name: str | None = None  # the mask written, relative to out_dir
+
+
+@dataclass
+class InpaintPlan:
+    cfg: InpaintingConfig                       # resolved: no automatic (None) values left
+    scan: ScanResult
+    items: list[PlanItem]
+    models: dict = field(default_factory=dict)  # ddim: class -> ModelRef
+    notes: list[str] = field(default_factory=list)
+
+    def transformed(self) -> list[PlanItem]:
+        return [it for it in self.items if it.transform]
+
+
+@dataclass
+class InpaintResult:
+    out_dir: Path
+    generated: int = 0
+    reused: int = 0
+    copied: int = 0
+    sheet: Path | None = None
+
+
+def image_seed(seed: int, relpath: str) -> int:
+    """Image seed from the run's seed and the image's path: independent of which other
+    images there are, so one image can be regenerated alone. 31 bits (fits any backend)."""
+    return int(hashlib.sha1(f"{seed}|{relpath}".encode("utf-8")).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def choose_images(scan: ScanResult, probability: float, seed: int) -> set[str]:
+    """The relpaths to transform: round(p * n) images of every class (n = its images),
+    drawn without replacement by a generator seeded from `seed` and the class name."""
+    chosen = set()
+    for label, recs in scan.by_label().items():
+        k = int(np.floor(probability * len(recs) + 0.5))
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
+        for i in rng.choice(len(recs), size=k, replace=False):
+            chosen.add(recs[int(i)].relpath)
+    return chosen
+
+
+def _find_mask(mask_dir: Path, rec: ImageRecord) -> Path | None:
+    """The mask of an image in mask_dir: same relative folder, then the class folder, then
+    mask_dir itself; any image extension, matched by stem."""
+    rel = Path(rec.relpath)
+    for folder in (mask_dir / rel.parent, mask_dir / rec.label, mask_dir):
+        for ext in IMAGE_EXTENSIONS:
+            for cand in (folder / f"{rel.stem}{ext}", folder / f"{rel.stem}{ext.upper()}"):
+                if cand.is_file():
+                    return cand
+    return None
+
+
+def _check_masks(cfg: InpaintingConfig, scan: ScanResult, chosen: set[str]
+                 ) -> tuple[dict[str, str], list[str]]:
+    """The mask file of every chosen image, each checked against its image's size now
+    (resized with a note when only the scale differs; other sizes are an error).
+
+    Raises:
+        DatasetError: a missing, unreadable, empty or wrongly shaped mask.
+    """
+    kind = cfg.mask_kind()
+    if kind not in ("file", "dir"):
+        return {}, []
+    files, notes, cache = {}, [], {}
+    missing = []
+    for rec in scan.images:
+        if rec.relpath not in chosen:
+            continue
+        path = Path(cfg.mask_path) if kind == "file" else _find_mask(Path(cfg.mask_dir), rec)
+        if path is None:
+            missing.append(rec.relpath)
+            continue
+        if not path.is_file():
+            raise DatasetError(f"--mask_path {path} does not exist")
+        if path not in cache:
+            try:
+                cache[path] = mk.load_mask(path)
+            except ImageLoadError as err:
+                raise DatasetError(f"mask {err}") from None
+        w, h = rec.size
+        try:
+            _, note = mk.fit_mask(cache[path], (h, w), str(path))
+        except mk.MaskError as err:
+            raise DatasetError(f"{err} ({rec.relpath})") from None
+        if note and note not in notes:
+            notes.append(note)
+        files[rec.relpath] = str(path)
+    if missing:
+        raise DatasetError(f"{len(missing)} chosen image(s) have no mask of the same name in "
+                           f"--mask_dir {cfg.mask_dir} (looked in <class>/ and the folder "
+                           f"itself), e.g. {missing[0]}")
+    return files, notes
+
+
+def _settings_tag(cfg: InpaintingConfig, rec: ImageRecord, seed: int, prompt: str | None,
+                  mask_file: str | None, model: str) -> str:
+    spec = {"path": rec.relpath, "seed": seed, "prompt": prompt, "mask": mask_file,
+            "model": model, **{k: getattr(cfg, k) for k in RESUME_KEYS}}
+    return short_hash(json.dumps(spec, sort_keys=True, default=str))
+
+
+def plan_inpainting(cfg: InpaintingConfig, progress: bool = True) -> InpaintPlan:
+    """Everything a run will do, checked; reads only, writes nothing.
+
+    Raises:
+        ConfigError: prompts or models unusable (a missing prompt file, a class without a
+            prompt or a model).
+        DatasetError: the test folder, a mask or the output folder is unusable.
+    """
+    cfg = cfg.resolved()
+    table = None
+    if cfg.backend == "keras_hub":
+        try:  # first: a missing prompt file must stop the run before anything is read
+            table = load_prompts(cfg.prompt_dir)
+        except PromptError as err:
+            raise ConfigError(str(err)) from None
+        check_preset_folder(cfg.sd_preset)  # the model loads after planning, this now
+    check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
+    scan = scan_labelled_dir(cfg.test_dir)
+    scan = validate_images(scan, min_size=cfg.min_size, progress=progress)
+    chosen = choose_images(scan, cfg.augm_probability, cfg.seed)
+    needed = [lab for lab in scan.labels
+              if any(r.relpath in chosen for r in scan.images if r.label == lab)]
+    notes = []
+    if table is not None:
+        try:
+            check_classes(table, needed, cfg.prompt_dir)
+        except PromptError as err:
+            raise ConfigError(str(err)) from None
+    elif cfg.prompt_dir:
+        notes.append("the ddim backend does not read prompts: --prompt_dir is ignored")
+    models = resolve_ddim_models(cfg, needed) if cfg.backend == "ddim" else {}
+    mask_files, mask_notes = _check_masks(cfg, scan, chosen)
+    notes += mask_notes
+    names = original_names(scan.images)
+    items, turn = [], {lab: 0 for lab in scan.labels}
+    for rec in scan.images:
+        name = names[rec.relpath]
+        if rec.relpath not in chosen:
+            items.append(PlanItem(rec, f"{cfg.augm_type}/{name}", False))
+            continue
+        seed = image_seed(cfg.seed, rec.relpath)
+        prompt = prompt_for(table, rec.label, turn[rec.label]) if table is not None else None
+        turn[rec.label] += 1
+        model = (cfg.sd_preset if cfg.backend == "keras_hub" else
+                 str(Path(models[rec.label].model_dir).resolve()))
+        tag = _settings_tag(cfg, rec, seed, prompt, mask_files.get(rec.relpath), model)
+        stem = Path(name).stem
+        items.append(PlanItem(
+            rec, f"{cfg.augm_type}/{rec.label}/{stem}_{cfg.backend}_{tag}.png", True, seed,
+            prompt, mask_files.get(rec.relpath),
+            f"masks/{cfg.augm_type}/{rec.label}/{stem}_{tag}.png"))
+    return InpaintPlan(cfg, scan, items, models, notes)
+
+
+def mask_spec(cfg: InpaintingConfig, item: PlanItem) -> str | dict:
+    """What the manifest records as the mask: the user's file, or the generating recipe."""
+    kind = cfg.mask_kind()
+    if kind in ("file", "dir"):
+        return item.mask_file
+    if kind == "none":
+        return {"mode": "none"}
+    spec = {"mode": kind, "region": cfg.mask_region}
+    if kind != "region":
+        spec["area"] = cfg.mask_area
+    return spec
+
+
+def mask_weights(cfg: InpaintingConfig, item: PlanItem, shape: tuple[int, int]) -> np.ndarray:
+    """The (H, W) blend weights of one image: its mask (loaded or generated from the
+    image's seed), fitted to the image and feathered by --mask_blur."""
+    kind = cfg.mask_kind()
+    if kind in ("file", "dir"):
+        mask, _ = mk.fit_mask(mk.load_mask(item.mask_file), shape, item.mask_file)
+    elif kind == "none":
+        return np.ones(shape, np.float32)  # img2img of the whole image
+    else:
+        rng = np.random.default_rng([item.seed, 1])
+        mask = mk.generate_mask(shape, kind, cfg.mask_area, cfg.mask_region, rng)
+    return mk.feather(mask, cfg.mask_blur)
+
+
+def format_plan(plan: InpaintPlan) -> str:
+    """The plan as a table per class plus what, how and where."""
+    cfg = plan.cfg
+    rows = []
+    for label in plan.scan.labels:
+        its = [it for it in plan.items if it.record.label == label]
+        done = [it for it in its if it.transform]
+        prompts = sorted({it.prompt for it in done if it.prompt})
+        rows.append({"class": label, "images": len(its), "transformed": len(done),
+                     "copied": len(its) - len(done),
+                     "prompts": len(prompts) if prompts else "-"})
+    kind = cfg.mask_kind()
+    mask = {"file": f"file {cfg.mask_path}", "dir": f"one per image from {cfg.mask_dir}",
+            "none": "none (whole image)"}.get(kind, f"{kind} in {cfg.mask_region}"
+                                                  + (f", {cfg.mask_area:.0%} of the image"
+                                                     if kind != "region" else ""))
+    if cfg.backend == "keras_hub":
+        model = f"KerasHub preset {cfg.sd_preset}"
+    else:
+        model = ", ".join(sorted({f"{lab}: {Path(ref.model_dir).name}"
+                                  for lab, ref in plan.models.items()})) or "-"
+    lines = [format_table(rows, ["class", "images", "transformed", "copied", "prompts"]),
+             f"OOD set: {cfg.out_dir}/{cfg.augm_type}/ ({GENERATORS[(cfg.backend, cfg.mode)]}, "
+             f"{cfg.num_steps} steps, mask {mask}, blur {cfg.mask_blur:g})",
+             f"model: {model}",
+             f"total: {len(plan.transformed())} image(s) to transform, "
+             f"{len(plan.items) - len(plan.transformed())} to copy; "
+             f"{len(plan.scan.skipped)} file(s) skipped"]
+    return "\n".join(lines)
+
+
+def _params(cfg: InpaintingConfig, item: PlanItem, backend_model: str) -> dict:
+    params = {"prompt": item.prompt, "mask": mask_spec(cfg, item), "mask_file": item.mask_name,
+              "mask_blur": cfg.mask_blur, "backend": cfg.backend, "mode": cfg.mode,
+              "model": backend_model, "steps": cfg.num_steps,
+              "guidance_scale": cfg.guidance_scale, "augm_type": cfg.augm_type}
+    if not (cfg.backend == "ddim" and cfg.mode == "inpaint"):  # RePaint has no strength
+        params["strength"] = cfg.strength
+    if cfg.backend == "ddim":
+        params["eta"] = cfg.eta
+        if cfg.mode == "inpaint":
+            params.update(jump_length=cfg.jump_length, jump_n_sample=cfg.jump_n_sample)
+    return params
+
+
+def _manifest_rows(plan: InpaintPlan, out_dir: Path) -> list[ManifestRow]:
+    cfg = plan.cfg
+    generator = GENERATORS[(cfg.backend, cfg.mode)]
+    rows = []
+    for it in plan.items:
+        if not (out_dir / it.out_name).exists():
+            continue
+        rec = it.record
+        origin = rec.path.resolve().as_posix()
+        if not it.transform:
+            rows.append(ManifestRow(it.out_name, rec.label, rec.site_id, origin, "original"))
+            continue
+        model = (cfg.sd_preset if cfg.backend == "keras_hub"
+                 else str(Path(plan.models[rec.label].model_dir).resolve()))
+        rows.append(ManifestRow(it.out_name, rec.label, rec.site_id, origin, generator,
+                                it.seed, _params(cfg, it, model)))
+    return rows
+
+
+def _transform_batch(plan: InpaintPlan, backend, chunk: list[PlanItem], out_dir: Path) -> None:
+    cfg = plan.cfg
+    prepared = []
+    for it in chunk:
+        image = load_rgb(it.record.path)
+        weights = mask_weights(cfg, it, image.shape[:2])
+        bbox = crops.bounding_box(weights)
+        window = crops.crop_window(image.shape[:2], bbox, backend.image_size_for(it.record.label))
+        model_in, model_mask = crops.to_model(image, weights, window,
+                                              backend.image_size_for(it.record.label))
+        prepared.append((image, weights, window, model_in, model_mask))
+    results = backend.run(np.stack([p[3] for p in prepared]),
+                          np.stack([p[4] for p in prepared]),
+                          [it.prompt or "" for it in chunk], [it.record.label for it in chunk],
+                          [it.seed for it in chunk])
+    for it, (image, weights, window, _, _), result in zip(chunk, prepared, results):
+        # the mask first: an existing output always has its mask beside it
+        save_rgb(out_dir / it.mask_name, mk.to_uint8_mask(weights))
+        save_rgb(out_dir / it.out_name, crops.paste_back(image, weights, window, result))
+
+
+def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> InpaintResult:
+    """Writes the OOD set, the masks, manifest.csv, samples.png and config.json.
+
+    Args:
+        plan: from `plan_inpainting`.
+        backend: a ready backend (tests pass tiny ones); default: built from the config
+            (a preset that cannot be loaded fails here, before anything is written).
+        progress: show a progress bar.
+
+    Raises:
+        DatasetError: the output folder is unusable.
+        BackendError: the backend cannot be loaded.
+    """
+    from inpainting.sheet import write_triples
+
+    cfg = plan.cfg
+    out_dir = check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
+    if backend is None:
+        backend = build_backend(cfg, plan.models)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out_dir / CONFIG_NAME,
+                     in_dir_resolved=str(Path(cfg.test_dir).resolve()))
+    result = InpaintResult(out_dir)
+    for it in plan.items:
+        if not it.transform and not (out_dir / it.out_name).exists():
+            copy_original(it.record.path, out_dir / it.out_name)
+            result.copied += 1
+    todo = [it for it in plan.transformed() if not (out_dir / it.out_name).exists()]
+    result.reused = len(plan.transformed()) - len(todo)
+    # images of one model together, so that every call is a full batch of one model
+    todo.sort(key=lambda it: backend.group_key(it.record.label))
+    bar = tqdm(total=len(todo), desc=f"{backend.generator}", unit="img",
+               disable=not progress or not todo)
+    for start in range(0, len(todo), cfg.batch_size):
+        chunk = todo[start:start + cfg.batch_size]
+        _transform_batch(plan, backend, chunk, out_dir)
+        result.generated += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir))
+    done = [it for it in plan.transformed() if (out_dir / it.out_name).exists()]
+    if cfg.samples and done:
+        triples = [(it.record.path, out_dir / it.mask_name, out_dir / it.out_name)
+                   for it in done[:cfg.samples]]
+        result.sheet = write_triples(triples, out_dir / "samples.png",
+                                     title=f"{cfg.augm_type}: original | mask | result")
+    return result
