@@ -10,7 +10,7 @@ against real test images next to the KID of real training images against them.
 Sites: these photos come from no fixed camera, so each label is one site (the default rule:
 the file-name prefix before the first '_', which is the class name here).
 
-    .venv/bin/python benchmarks/bench_evidence.py                  # ~15 min on 2 cores
+    .venv/bin/python benchmarks/bench_evidence.py                  # ~20 min on 2 cores
     .venv/bin/python benchmarks/bench_evidence.py --quick          # smoke run, ~4 min
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 3 4
 
@@ -34,11 +34,11 @@ CATEGORIES = [["bicycle", "car", "motorcycle"], ["bottle", "spoon", "knife"]]
 
 
 def settings(quick: bool, seeds: list[int]) -> dict:
-    epochs = 30 if quick else 200
+    epochs = 30 if quick else 300
     return {
         "pipeline": {"categories": [",".join(c) for c in CATEGORIES]},
         "diffusion": {"conditional": True, "image_size": [32, 32], "widths": [32, 64, 96],
-                      "block_depth": 2, "embedding_dims": 32, "batch_size": 16,
+                      "block_depth": 2, "embedding_dims": 32, "batch_size": 8,
                       "num_epochs": epochs, "learning_rate": 1e-3, "kid_every": epochs // 5,
                       "kid_images": 48, "kid_diffusion_steps": 10, "sample_every": epochs // 5,
                       "early_stop_patience": 1000},
@@ -108,7 +108,6 @@ def main(argv=None) -> int:
                  "KID generated": f"{r['kid_generated']:.4f}",
                  "KID real train": f"{r['kid_real_train']:.4f}"} for r in kid["rows"]]
     print(format_table(kid_rows, ["label", "generated", "KID generated", "KID real train"]))
-    print(f"\nreport: {work / 'run' / 'report.html'}")
     return 0
 
 

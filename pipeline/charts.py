@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataset.scan import natural_key
+
 _KIND_STYLE = {"real": ("#2f6fba", None), "augmented": ("#7fb3e6", None),
                "synthetic": ("#e07b39", "//")}
 
@@ -19,10 +21,6 @@ def _plt():
     return plt
 
 
-def _label_key(text: str):
-    return (len(text), text)
-
-
 def counts_figure(rows: list[dict], stages: list[tuple[str, str]]):
     """One panel per stage: a bar per label, stacked by site, real vs augmented vs synthetic.
 
@@ -32,7 +30,7 @@ def counts_figure(rows: list[dict], stages: list[tuple[str, str]]):
     """
     plt = _plt()
     stages = [(k, t) for k, t in stages if any(r["stage"] == k for r in rows)]
-    labels = sorted({r["label"] for r in rows}, key=_label_key)
+    labels = sorted({r["label"] for r in rows}, key=natural_key)
     sites = sorted({r["site_id"] for r in rows})
     site_colours = {s: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(sites)}
     top = max(sum(r["n"] for r in rows if r["stage"] == k and r["label"] == lab)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset.manifest import MANIFEST_NAME, read_manifest
+from dataset.scan import natural_key
 
 REAL_GENERATORS = ("original", "rotate_flip")
 
@@ -47,8 +48,10 @@ def gap_plan_rows(balanced_dir: str | Path, categories: list[list[str]]) -> list
     """Per label: its category, real and synthetic images, and the total after stage 3."""
     counts = Counter((r.label, r.generator in REAL_GENERATORS)
                      for r in read_manifest(Path(balanced_dir) / MANIFEST_NAME))
-    labels = sorted({lab for lab, _ in counts}, key=lambda s: (len(s), s))
     where = {lab: i + 1 for i, cat in enumerate(categories) for lab in cat}
+    order = [lab for cat in categories for lab in cat]
+    labels = sorted({lab for lab, _ in counts},
+                    key=lambda s: (order.index(s) if s in order else len(order), natural_key(s)))
     return [{"label": lab, "category": where.get(lab, "-"), "real": counts[(lab, True)],
              "synthetic": counts[(lab, False)],
              "total": counts[(lab, True)] + counts[(lab, False)]} for lab in labels]

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
+from dataset.scan import natural_key
 from pipeline import charts, evidence
 from pipeline.stages import Layout
 from reporting.html import (figure_data_uri, html_table, img_tag, png_data_uri, render_page,
@@ -86,7 +87,7 @@ def _counts_html(layout: Layout, pcfg: PipelineConfig, site_rule: dict) -> str:
     names = {"original": "original", "balanced_sites": "after stage 1",
              "gap_filled": "after stage 3"}
     table = html_table([{names.get(k, k): v for k, v in t.items()} for t in
-                        sorted(totals.values(), key=lambda t: (len(t["label"]), t["label"]))],
+                        sorted(totals.values(), key=lambda t: natural_key(t["label"]))],
                        ["label", *names.values()])
     return (img_tag(figure_data_uri(fig)) +
             '<p class="note">Bars are stacked by site; hatched parts are synthetic images. '
@@ -124,7 +125,7 @@ def _diffusion_html(state: dict) -> str:
 
 def _generated_html(layout: Layout, pcfg: PipelineConfig, assets: Path) -> str:
     sheets = sorted((layout.balanced_data / "contact_sheets").glob("*.png"),
-                    key=lambda p: (len(p.stem), p.stem))
+                    key=lambda p: natural_key(p.stem))
     if not sheets:
         return _missing("No synthetic images were generated in this run.")
     parts = [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs generated (bottom)")
