@@ -618,3 +618,134 @@ class InpaintingCompareConfig:
                        max=64)
     workers: int | None = opt(None, "Processes decoding images (default: all cores).", min=1)
 
+
+# Robustness analysis (python3 -m robustness). One dataclass per subcommand; synthesize and
+# report run the (cached) search first, so they take the search's settings too.
+@dataclass
+class RobustnessSearchConfig:
+    """Robustness (python3 -m robustness search): where does the model's output change?
+
+    Each corruption's intensity is raised step by step; the search records where the model's
+    output starts to change and where it fails."""
+
+    model: str = opt("", "The model: a .keras file, or a stage-4 classifier run folder "
+                     "(config.json + best.weights.h5).", required=True)
+    images: str = opt("", "Images to probe: one sub-folder per label, or a folder of "
+                      "unlabelled images.", required=True)
+    out_dir: str = opt("robustness", "search.json, curves.csv and the probe cache go here "
+                       "(a re-run resumes from the cache).")
+    ops: list[str] | None = opt(None, "Corruptions to use (default: all; python3 -m "
+                                "robustness ops lists them).")
+    exclude_ops: list[str] | None = opt(None, "Corruptions to leave out.")
+    step: float = opt(0.05, "Intensity step of the search (intensities run from 0 to 1).",
+                      min=0.01, max=0.5)
+    noticeable_error: float = opt(0.02, "Mean error above which a step counts as noticed by "
+                                  "the model.", min=0.0, max=1.0)
+    critical_error: float = opt(0.5, "Mean error from which a step counts as a failure.",
+                                min=0.0, max=1.0)
+    error: str = opt("confidence", "Error of a probe against the model's clean prediction: "
+                     "confidence = 1 if the label changes, else the change of its "
+                     "probability; label = 1 if the label changes; tv = total variation of "
+                     "the probabilities.", choices=("confidence", "label", "tv"))
+    full_curve: bool = opt(True, "Probe every step up to intensity 1 (--no-full_curve: stop "
+                           "each op at its first critical step).")
+    max_images: int | None = opt(None, "Use at most this many images (seeded, in proportion "
+                                 "to the labels). Default: all.", min=1)
+    image_size: int | None = opt(None, "Working size (square). Default: the model's input "
+                                 "size.", min=8, max=4096)
+    input_scale: float = opt(255.0, "Pixel range the model takes: 255 = [0, 255] (this "
+                             "project's classifiers), 1 = [0, 1].", choices=(1.0, 255.0))
+    output: str = opt("auto", "What the model outputs; auto = probabilities when its last "
+                      "layer is a softmax/sigmoid, else logits.",
+                      choices=("auto", "logits", "probabilities"))
+    batch_size: int = opt(64, "Images per prediction call.", min=1, max=4096)
+    seed: int = opt(42, "Seed of the corruptions' random numbers (and of the image subset).",
+                    min=0)
+    cache_dir: str = opt("", "Probe cache folder. Default: <out_dir>/cache.")
+
+    def validate(self) -> None:
+        if self.noticeable_error >= self.critical_error:
+            raise ConfigError("--noticeable_error must be below --critical_error")
+
+
+@dataclass
+class RobustnessReportConfig(RobustnessSearchConfig):
+    """Robustness (python3 -m robustness report): the search as a self-contained HTML page.
+
+    Curves, examples at the boundary and the ImageNet-C style severity table."""
+
+    reference_model: str = opt("", "A reference model (same kinds as --model): the severity "
+                               "table then shows errors normalised to it (CE, mCE).")
+
+
+@dataclass
+class RobustnessSynthesizeConfig(RobustnessSearchConfig):
+    """Robustness (python3 -m robustness synthesize): new images within the model's limits.
+
+    Random chains of corruptions, bounded by where the model breaks (--realism)."""
+
+    out_dir: str = opt("robustness_synthetic", "Synthetic images (<label>/), manifest.csv "
+                       "and preview.html; a re-run with the same settings resumes.")
+    search_dir: str = opt("robustness", "The search's out_dir (its cache is reused; missing "
+                          "probes are made there).")
+    count: int = opt(100, "Synthetic images to make.", min=1)
+    realism: float = opt(0.5, "1 = only changes the model does not notice, 0 = up to the "
+                         "edge of failure, < 0 = beyond it (-1: up to intensity 1).",
+                         min=-1.0, max=1.0)
+    min_augs: int = opt(3, "Fewest corruptions per image.", min=1, max=20)
+    max_augs: int = opt(6, "Most corruptions per image.", min=1, max=20)
+    op_realism: list[str] | None = opt(None, "Per-op realism, each OP=VALUE (e.g. "
+                                       "rotation=1 fog=-0.5).")
+    op_weights: list[str] | None = opt(None, "Per-op relative chance of being picked, each "
+                                       "OP=WEIGHT (0 = never).")
+    min_error: float = opt(0.0, "Keep an image only when the model's error on it is at "
+                           "least this.", min=0.0, max=1.0)
+    max_error: float = opt(1.0, "Keep an image only when the model's error on it is at most "
+                           "this.", min=0.0, max=1.0)
+    max_attempts: int | None = opt(None, "Candidates tried at most (default: 10 x --count); "
+                                   "the run then reports how many it could make.", min=1)
+    preview: int = opt(24, "Original/synthetic pairs shown in preview.html.", min=0, max=500)
+
+    def pairs(self, name: str) -> dict[str, float]:
+        """--op_realism / --op_weights parsed into {op: value}."""
+        out = {}
+        for spec in getattr(self, name) or []:
+            op, sep, value = spec.partition("=")
+            try:
+                out[op.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or not op.strip():
+                raise ConfigError(f"--{name} expects OP=NUMBER, got {spec!r}")
+        return out
+
+    def validate(self) -> None:
+        super().validate()
+        if self.min_augs > self.max_augs:
+            raise ConfigError("--min_augs must not exceed --max_augs")
+        if self.min_error > self.max_error:
+            raise ConfigError("--min_error must not exceed --max_error")
+        if any(v < 0 for v in self.pairs("op_weights").values()):
+            raise ConfigError("--op_weights must be >= 0")
+        self.pairs("op_realism")
+
+
+@dataclass
+class RobustnessEvaluateConfig:
+    """Robustness (python3 -m robustness evaluate): models on a synthetic set.
+
+    The model (and the model before retraining) overall and per corruption family."""
+
+    model: str = opt("", "The model to evaluate (.keras file or classifier run folder).",
+                     required=True)
+    images: str = opt("", "A synthetic set: the out_dir of python3 -m robustness synthesize.",
+                      required=True)
+    before_model: str = opt("", "The model before retraining, evaluated beside --model.")
+    out_dir: str = opt("robustness_evaluation", "metrics.json and evaluation.html go here.")
+    error: str = opt("confidence", "Error against the model's prediction on the origin image "
+                     "(as for search).", choices=("confidence", "label", "tv"))
+    input_scale: float = opt(255.0, "Pixel range the models take (255 or 1).",
+                             choices=(1.0, 255.0))
+    output: str = opt("auto", "What the models output.",
+                      choices=("auto", "logits", "probabilities"))
+    batch_size: int = opt(64, "Images per prediction call.", min=1, max=4096)

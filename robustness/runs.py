@@ -1,0 +1,309 @@
+"""The subcommands as functions on their config (the pipeline layer): read the model and the
+images, run the search / synthesis / evaluation, write the outputs (atomically, into folders
+of our own; a user's files are never overwritten).
+
+Example:
+    >>> from config import RobustnessSearchConfig
+    >>> result = run_search_cmd(RobustnessSearchConfig(model="m.keras", images="photos"))
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from cli.flags import config_to_dict, save_config_json
+from dataset.atomic import atomic_write_text
+from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_manifest
+from dataset.scan import DatasetError
+
+CONFIG_NAME = "config.json"
+# Config classes whose runs write a search folder (search.json, curves.csv, cache/).
+_OURS = ("RobustnessSearchConfig", "RobustnessReportConfig", "RobustnessSynthesizeConfig")
+
+
+def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, ...],
+                  what: str) -> Path:
+    """Accepts a new or empty folder, or one whose config.json was written by one of the
+    `allowed` config classes; refuses a folder inside --images or one holding other files.
+
+    Raises:
+        DatasetError: one line saying why (nothing is changed).
+    """
+    out, src = Path(out_dir).resolve(), Path(images).resolve()
+    if out == src or src in out.parents:
+        raise DatasetError(f"--out_dir {out_dir} is inside --images {images}: choose a "
+                           f"folder outside the input")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out_dir {out_dir} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        saved = {}
+        if (out / CONFIG_NAME).is_file():
+            try:
+                saved = json.loads((out / CONFIG_NAME).read_text())
+            except ValueError:
+                saved = {}
+        if saved.get("_config_class") not in allowed:
+            raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
+                               f"{what}: choose a new folder (nothing changed)")
+    return out
+
+
+def _error_exit_check(cfg) -> None:
+    """Checks the inputs that need no model, so a typo fails in a second, not after loading
+    TensorFlow."""
+    from robustness.data import list_images
+    from robustness.ops import resolve_ops
+    model = Path(cfg.model)
+    if not model.exists():
+        raise DatasetError(f"--model {model} does not exist")
+    list_images(cfg.images)
+    try:
+        resolve_ops(getattr(cfg, "ops", None), getattr(cfg, "exclude_ops", None))
+    except ValueError as err:
+        raise DatasetError(str(err)) from None
+
+
+def load_inputs(cfg):
+    """(predictor, image set, ground-truth indices or None) of a search-like config."""
+    from robustness.data import load_image_set, truth_indices
+    from robustness.predict import load_predictor
+
+    predictor = load_predictor(cfg.model, batch_size=cfg.batch_size,
+                               input_scale=cfg.input_scale, output=cfg.output)
+    if cfg.image_size:
+        size = (cfg.image_size, cfg.image_size)
+    elif predictor.input_size:
+        size = predictor.input_size
+    else:
+        raise DatasetError(f"--model {cfg.model} takes any input size: give --image_size")
+    image_set = load_image_set(cfg.images, size, cfg.max_images, cfg.seed)
+    if image_set.skipped:
+        print(f"note: {len(image_set.skipped)} file(s) skipped, e.g. "
+              f"{image_set.skipped[0][0]}: {image_set.skipped[0][1]}")
+    return predictor, image_set, truth_indices(image_set, predictor.class_names)
+
+
+def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progress: bool = True):
+    """run_search with a config's settings."""
+    from robustness.ops import resolve_ops
+    from robustness.search import run_search
+    return run_search(predictor, image_set, ops=resolve_ops(cfg.ops, cfg.exclude_ops),
+                      step=cfg.step, noticeable_error=cfg.noticeable_error,
+                      critical_error=cfg.critical_error, diff_error=cfg.error, truth=truth,
+                      cache_dir=str(cache_dir), seed=cfg.seed, full_curve=cfg.full_curve,
+                      max_batch=max(256, cfg.batch_size * 4), progress=progress)
+
+
+def curves_csv(result) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["op", "family", "intensity", "mean_error"])
+    from robustness.ops import OPS
+    for name, c in result.curves.items():
+        for x, e in zip(c.intensities, c.errors):
+            w.writerow([name, OPS[name].family, f"{x:.4f}", f"{e:.5f}"])
+    return buf.getvalue()
+
+
+def run_search_cmd(cfg, progress: bool = True):
+    """`search`: probes, then writes search.json, curves.csv and config.json to out_dir.
+
+    Returns:
+        (SearchResult, predictor, image_set).
+    """
+    _error_exit_check(cfg)
+    out = check_out_dir(cfg.out_dir, cfg.images, _OURS, "python3 -m robustness")
+    predictor, image_set, truth = load_inputs(cfg)
+    result = search_into(out, cfg, predictor, image_set, truth, progress)
+    return result, predictor, image_set
+
+
+def search_into(out: Path, cfg, predictor, image_set, truth, progress: bool = True):
+    """Runs the (cached) search and writes config.json, search.json and curves.csv to the
+    search folder `out` (the cache goes to out/cache unless --cache_dir says otherwise)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out / CONFIG_NAME, images_resolved=str(image_set.root))
+    result = search_with(cfg, predictor, image_set, truth, cfg.cache_dir or out / "cache",
+                         progress)
+    summary = result.to_dict()
+    summary.update({"model": str(cfg.model), "images": str(image_set.root),
+                    "labels": sorted(set(image_set.labels))})
+    atomic_write_text(out / "search.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "curves.csv", curves_csv(result))
+    return result
+
+
+def run_report_cmd(cfg, progress: bool = True) -> Path:
+    """`report`: the (cached) search, a reference model's severities if given, report.html."""
+    from robustness.predict import load_predictor
+    from robustness.report import write_search_report
+    from robustness.search import run_search
+    from robustness.ops import resolve_ops
+
+    if cfg.reference_model and not Path(cfg.reference_model).exists():
+        raise DatasetError(f"--reference_model {cfg.reference_model} does not exist")
+    result, predictor, image_set = run_search_cmd(cfg, progress)
+    reference = None
+    out = Path(cfg.out_dir)
+    if cfg.reference_model:
+        ref = load_predictor(cfg.reference_model, batch_size=cfg.batch_size,
+                             input_scale=cfg.input_scale, output=cfg.output)
+        from robustness.data import truth_indices
+        reference = run_search(ref, image_set, ops=resolve_ops(cfg.ops, cfg.exclude_ops),
+                               diff_error=cfg.error, truth=truth_indices(image_set,
+                                                                          ref.class_names),
+                               cache_dir=str(cfg.cache_dir or out / "cache"), seed=cfg.seed,
+                               curves=False, max_batch=max(256, cfg.batch_size * 4),
+                               progress=progress)
+    return write_search_report(result, image_set, out / "report.html", reference,
+                               model_name=Path(cfg.model).name,
+                               reference_name=Path(cfg.reference_model).name
+                               if cfg.reference_model else "", seed=cfg.seed)
+
+
+_SYNTH_RESUME = ("images", "seed", "realism", "min_augs", "max_augs", "op_realism",
+                 "op_weights", "min_error", "max_error", "ops", "exclude_ops", "step",
+                 "noticeable_error", "critical_error", "error", "image_size", "max_images",
+                 "full_curve", "input_scale", "output")
+
+
+def _check_resume(out: Path, cfg, model_fp: str) -> None:
+    saved_path = out / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    now = config_to_dict(cfg)
+    for key in _SYNTH_RESUME:
+        if saved.get(key) != now.get(key):
+            raise DatasetError(f"--out_dir {cfg.out_dir} was made with {key}="
+                               f"{saved.get(key)!r}, now {now.get(key)!r}: choose a new "
+                               f"folder or the same settings to resume")
+    if saved.get("_model_fingerprint") != model_fp:
+        raise DatasetError(f"--out_dir {cfg.out_dir} was made with other model weights: "
+                           f"choose a new folder")
+
+
+def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
+    """`synthesize`: search (cached), then images + manifest rows + preview.html.
+
+    Returns:
+        {"made", "requested", "attempts", "rejected", "out_dir", "bounds"}.
+    """
+    from tqdm import tqdm
+
+    from dataset.images import load_rgb, save_rgb
+    from robustness.chains import op_bounds
+    from robustness.ops import OPS
+    from robustness.report import write_preview
+    from robustness.synthesize import GENERATOR, SynthesisStats, candidate_name, generate
+
+    _error_exit_check(cfg)
+    for name in list(cfg.pairs("op_realism")) + list(cfg.pairs("op_weights")):
+        if name not in OPS:
+            raise DatasetError(f"unknown op {name!r} in --op_realism/--op_weights; known ops: "
+                               f"{', '.join(OPS)}")
+    out = check_out_dir(cfg.out_dir, cfg.images, ("RobustnessSynthesizeConfig",),
+                        "python3 -m robustness synthesize")
+    if Path(cfg.search_dir).resolve() == out:
+        raise DatasetError("--search_dir must differ from --out_dir (the synthetic folder "
+                           "holds only images, their manifest and the preview)")
+    search_dir = check_out_dir(cfg.search_dir, cfg.images, _OURS, "python3 -m robustness")
+    predictor, image_set, truth = load_inputs(cfg)
+    _check_resume(out, cfg, predictor.fingerprint)
+    result = search_into(search_dir, cfg, predictor, image_set, truth, progress)
+    if result.probes:
+        print(f"search: {result.probes} probes made, {result.reused} reused; boundaries in "
+              f"{cfg.search_dir}/search.json")
+    bounds = op_bounds(result.boundaries(), cfg.realism, cfg.pairs("op_realism"))
+    out.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out / CONFIG_NAME, images_resolved=str(image_set.root),
+                     model_fingerprint=predictor.fingerprint)
+    manifest = out / MANIFEST_NAME
+    done = read_manifest(manifest) if manifest.is_file() else []
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    stats = SynthesisStats(made=len(done), attempts=int(state.get("attempts", 0)),
+                           rejected=int(state.get("rejected", 0)))
+    start = max([int(state.get("next_candidate", 0))]
+                + [int(r.params.get("candidate", -1)) + 1 for r in done])
+    index_of = {str(p): i for i, p in enumerate(image_set.paths)}
+    if stats.made < cfg.count:
+        budget = cfg.max_attempts if cfg.max_attempts is not None else 10 * cfg.count
+        bar = tqdm(total=cfg.count, initial=stats.made, desc="synthesizing", unit="img",
+                   disable=not progress, dynamic_ncols=True)
+        for cand in generate(predictor, image_set, bounds, cfg.count, seed=cfg.seed,
+                             min_augs=cfg.min_augs, max_augs=cfg.max_augs,
+                             op_weights=cfg.pairs("op_weights"), min_error=cfg.min_error,
+                             max_error=cfg.max_error, max_attempts=budget,
+                             diff_error=cfg.error, batch_size=min(cfg.batch_size, 64),
+                             stats=stats, start=start):
+            label = image_set.labels[cand.origin]
+            params = {**cand.params, "realism": cfg.realism}
+            name = candidate_name(Path(cand.params["origin"]).stem, params)
+            path = out / label / name
+            if not path.exists():  # never rewrite a file; the name hashes its params
+                save_rgb(path, cand.image)
+            append_manifest(manifest, [ManifestRow(
+                f"{label}/{name}", label, image_set.sites[cand.origin], cand.params["origin"],
+                GENERATOR, cfg.seed, params, round(cand.error, 5))])
+            atomic_write_text(state_path, json.dumps({
+                "next_candidate": stats.next_candidate, "attempts": stats.attempts,
+                "rejected": stats.rejected, "made": stats.made}) + "\n")
+            bar.update(1)
+        bar.close()
+        atomic_write_text(state_path, json.dumps({
+            "next_candidate": stats.next_candidate, "attempts": stats.attempts,
+            "rejected": stats.rejected, "made": stats.made}) + "\n")
+    rows = read_manifest(manifest) if manifest.is_file() else []
+    pairs = []
+    for r in rows[:cfg.preview]:
+        origin = index_of.get(r.params.get("origin"))
+        if origin is None:
+            continue
+        chain = ", ".join(f"{s['op']} {s['intensity']:.2f}" for s in r.params["ops"])
+        pairs.append((image_set.images[origin], load_rgb(out / r.path),
+                      f"{r.label}: {chain}; error {r.quality:.2f}"))
+    ranges = [{"op": n, "family": OPS[n].family, "low": lo, "high": hi,
+               "high means": OPS[n].unit(hi)} for n, (lo, hi) in bounds.items()]
+    summary = (f"{len(rows)} synthetic images at realism {cfg.realism:g} (made "
+               f"{stats.made} of {cfg.count} requested; {stats.attempts} candidates tried, "
+               f"{stats.rejected} rejected by the error window [{cfg.min_error:g}, "
+               f"{cfg.max_error:g}]).")
+    write_preview(pairs, out / "preview.html", ranges, summary)
+    return {"made": stats.made, "requested": cfg.count, "attempts": stats.attempts,
+            "rejected": stats.rejected, "out_dir": str(out), "bounds": bounds}
+
+
+def run_evaluate_cmd(cfg) -> tuple[dict, Path]:
+    """`evaluate`: metrics.json + evaluation.html in out_dir."""
+    from robustness.evaluate import evaluate_synthetic
+    from robustness.report import write_evaluation_page
+
+    for flag, value in (("--model", cfg.model), ("--before_model", cfg.before_model)):
+        if value and not Path(value).exists():
+            raise DatasetError(f"{flag} {value} does not exist")
+    if not Path(cfg.images).is_dir():
+        raise DatasetError(f"--images {cfg.images} is not a folder")
+    out = check_out_dir(cfg.out_dir, cfg.images, ("RobustnessEvaluateConfig",),
+                        "python3 -m robustness evaluate")
+    models = ({"before": cfg.before_model, "after": cfg.model} if cfg.before_model
+              else {"model": cfg.model})
+    metrics = evaluate_synthetic(models, cfg.images, cfg.error, cfg.batch_size,
+                                 cfg.input_scale, cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out / CONFIG_NAME)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    write_evaluation_page(metrics, out / "evaluation.html")
+    return metrics, out
+
+
+def describe_ops() -> str:
+    """The op table for `python3 -m robustness ops`."""
+    from cli.tables import format_table
+    from robustness.ops import OPS
+    rows = [{"op": s.name, "family": s.family, "group": s.group or "-",
+             "at 0.5": s.unit(0.5), "at 1": s.unit(1.0),
+             "severities": " ".join(f"{v:g}" for v in s.severities)} for s in OPS.values()]
+    return format_table(rows, ["op", "family", "group", "at 0.5", "at 1", "severities"])
