@@ -116,7 +116,8 @@ def build_parser(cls, description: str | None = None, dry_run: bool = True,
             extra.append("required")
         elif "default" not in meta.get("help", "").lower():
             extra.append(f"default: {_describe_default(default)}")
-        help_text = f"{meta.get('help', '')} ({'; '.join(extra)})".replace("%", "%%")
+        suffix = f" ({'; '.join(extra)})" if extra else ""
+        help_text = f"{meta.get('help', '')}{suffix}".replace("%", "%%")
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text,
                                   "dest": f.name}
         origin = typing.get_origin(tp)
