@@ -87,6 +87,8 @@ def _field_types(cls) -> dict[str, Any]:
 def _describe_default(value: Any) -> str:
     if value is None:
         return "auto"
+    if value == "":
+        return "none"
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value) or "(empty)"
     return str(value)
