@@ -212,11 +212,12 @@ def config_from_dict(cls, data: dict[str, Any], base=None):
     return cfg
 
 
-def load_config_json(cls, path: str | Path, base=None, section: str | None = None):
-    """Reads a JSON config written by `save_config_json` (or by hand) into `cls`.
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A settings file's JSON object.
 
-    With `section`, the settings are the object under that key (absent: the defaults), as
-    in the pipeline's one file for all stages."""
+    Raises:
+        ConfigError: the file is missing, is not JSON, or holds no object.
+    """
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -225,6 +226,15 @@ def load_config_json(cls, path: str | Path, base=None, section: str | None = Non
         raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def load_config_json(cls, path: str | Path, base=None, section: str | None = None):
+    """Reads a JSON config written by `save_config_json` (or by hand) into `cls`.
+
+    With `section`, the settings are the object under that key (absent: the defaults), as
+    in the pipeline's one file for all stages."""
+    data = read_json_object(path)
     if section is not None:
         data = data.get(section, {})
         if not isinstance(data, dict):

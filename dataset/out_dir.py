@@ -14,6 +14,29 @@ from dataset.scan import DatasetError
 CONFIG_NAME = "config.json"
 
 
+def check_location(out_dir: str | Path, in_dir: str | Path, in_flag: str = "--in_dir") -> Path:
+    """The resolved out_dir, refused when it lies inside the input or is a file.
+
+    Raises:
+        DatasetError: one line saying why (nothing is changed).
+    """
+    out, src = Path(out_dir).resolve(), Path(in_dir).resolve()
+    if out == src or src in out.parents:
+        raise DatasetError(f"--out_dir {out_dir} is inside {in_flag} {in_dir}: "
+                           f"choose a folder outside the input")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out_dir {out_dir} exists and is not a folder")
+    return out
+
+
+def saved_config(out_dir: Path) -> dict:
+    """The config.json an earlier run left in out_dir ({} when there is none or it is damaged)."""
+    try:
+        return json.loads((Path(out_dir) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Sequence[str],
                   tool: str) -> Path:
     """Accepts a new/empty out_dir, or one whose config.json shows the same input and the same
@@ -23,15 +46,10 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
         DatasetError: out_dir is inside in_dir, holds files not written by `tool`, or was made
             from another input or with other settings. Nothing is changed in any case.
     """
-    out, src = Path(out_dir).resolve(), Path(in_dir).resolve()
-    if out == src or src in out.parents:
-        raise DatasetError(f"--out_dir {out_dir} is inside --in_dir {in_dir}: "
-                           f"choose a folder outside the input")
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"--out_dir {out_dir} exists and is not a folder")
+    out = check_location(out_dir, in_dir)
+    src = Path(in_dir).resolve()
     if out.exists() and any(out.iterdir()):
-        saved_path = out / CONFIG_NAME
-        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        saved = saved_config(out)
         if saved.get("_config_class") != type(cfg).__name__:
             raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
                                f"{tool}: choose a new folder (nothing changed)")

@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from cli.flags import ConfigError, config_from_dict, config_to_dict, validate_config
+from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_object,
+                       validate_config)
 from config import (AugmentationConfig, BalancerConfig, CompareConfig, PipelineConfig,
                     TrainAllConfig)
 
@@ -76,14 +77,7 @@ def read_sections(path: str | Path | None) -> dict[str, dict]:
     """
     if not path:
         return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
+    data = read_json_object(path)
     known = {"pipeline", *SECTIONS}
     unknown = sorted(k for k in data if k not in known and not k.startswith("_"))
     if unknown:

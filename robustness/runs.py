@@ -16,9 +16,9 @@ from pathlib import Path
 from cli.flags import config_to_dict, save_config_json
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_manifest
+from dataset.out_dir import CONFIG_NAME, check_location, saved_config
 from dataset.scan import DatasetError
 
-CONFIG_NAME = "config.json"
 # Config classes whose runs write a search folder (search.json, curves.csv, cache/).
 _OURS = ("RobustnessSearchConfig", "RobustnessReportConfig", "RobustnessSynthesizeConfig")
 
@@ -31,22 +31,11 @@ def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, .
     Raises:
         DatasetError: one line saying why (nothing is changed).
     """
-    out, src = Path(out_dir).resolve(), Path(images).resolve()
-    if out == src or src in out.parents:
-        raise DatasetError(f"--out_dir {out_dir} is inside --images {images}: choose a "
-                           f"folder outside the input")
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"--out_dir {out_dir} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        saved = {}
-        if (out / CONFIG_NAME).is_file():
-            try:
-                saved = json.loads((out / CONFIG_NAME).read_text())
-            except ValueError:
-                saved = {}
-        if saved.get("_config_class") not in allowed:
-            raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
-                               f"{what}: choose a new folder (nothing changed)")
+    out = check_location(out_dir, images, "--images")
+    if out.exists() and any(out.iterdir()) and \
+            saved_config(out).get("_config_class") not in allowed:
+        raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
+                           f"{what}: choose a new folder (nothing changed)")
     return out
 
 
