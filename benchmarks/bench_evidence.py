@@ -3,8 +3,9 @@
 Runs the whole pipeline (run_pipeline.py) on 6 classes of ../shared/data/custom_coco in two
 categories (the smaller one is filled with synthetic images), with CPU-sized settings, and
 prints, over >= 3 seeds, test balanced accuracy and macro-F1 of the same classifier trained
-on the original data, with classic augmentation, and with the diffusion-generated images
-(the baseline is the original arm of the same run), plus the KID of the generated images
+on the original data, with classic augmentation, with the diffusion-generated images, and
+with the same images weighted by a real-only classifier's calibrated confidence (DIAGen); the
+baseline is the original arm of the same run. It also prints the KID of the generated images
 against real test images next to the KID of real training images against them.
 
 Sites: these photos come from no fixed camera, so each label is one site (the default rule:
@@ -80,11 +81,26 @@ def main(argv=None) -> int:
                               "--out_dir", str(work / "run"), "--config", str(config)])
     if code != 0:
         return code
+
+    # A fourth arm: the same synthetic images, weighted by a real-only classifier's
+    # calibrated confidence (DIAGen), trained with the other arms' settings and seeds.
+    from classifier import compare
+    diagen_dir = work / "run" / "results_diagen"
+    code = compare.main(["--config", str(work / "run" / "configs" / "classify.json"),
+                         "--variants", "synthetic", "--sample_weighting", "diagen",
+                         "--out_dir", str(diagen_dir)])
+    if code != 0:
+        return code
     minutes = (time.time() - start) / 60
 
-    from pipeline import evidence
+    import pandas as pd
+    from classifier.experiments import compare_tables
     from cli.tables import format_table
-    summary, paired = evidence.comparison(work / "run" / "results")
+    runs = pd.read_csv(work / "run" / "results" / "runs.csv")
+    weighted = pd.read_csv(diagen_dir / "runs.csv").assign(variant="synthetic+diagen")
+    summary, paired = compare_tables(pd.concat([runs, weighted]).to_dict("records"))
+    summary = summary[summary["set"] == "test"].to_dict("records")
+    paired = paired[paired["set"] == "test"].to_dict("records")
     rows = []
     base = {r["variant"]: r for r in summary}.get("original")
     for r in summary:
@@ -93,7 +109,7 @@ def main(argv=None) -> int:
                      "macro-F1": f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}",
                      "macro-F1 vs original": f"{r['macro_f1_mean'] / base['macro_f1_mean']:.3f}x"})
     print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), "
-          f"{minutes:.1f} min for the run (finished stages are skipped)")
+          f"{minutes:.1f} min (finished stages and runs are skipped)")
     print(format_table(rows, list(rows[0])))
     p_rows = [{"arm": p["variant"], "metric": p["metric"], "mean diff": f"{p['mean_diff']:+.3f}",
                "wins/ties/losses": f"{p['wins']}/{p['ties']}/{p['losses']}",
