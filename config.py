@@ -400,8 +400,8 @@ class CompareConfig(ClassifierConfig):
 
     train_dir: str = opt("", "The original training data (one sub-folder per label).",
                          required=True)
-    balanced_dir: str = opt("", "Stage-3 output with manifest.csv (originals + synthetic).",
-                            required=True)
+    balanced_dir: str = opt("", "Stage-3 output with manifest.csv (originals + synthetic); "
+                            "needed by the 'synthetic' arm.")
     test_dir: str = opt("", "Real test images, one sub-folder per label.", required=True)
     out_dir: str = opt("compare", "Run folders and the comparison tables go here; re-running "
                        "skips finished runs.")
@@ -419,6 +419,9 @@ class CompareConfig(ClassifierConfig):
         if self.manifest:
             raise ConfigError("compare reads the synthetic arm from --balanced_dir; leave "
                               "--manifest empty")
+        if "synthetic" in self.variants and not self.balanced_dir:
+            raise ConfigError("the 'synthetic' arm needs --balanced_dir (stage 3's output); or "
+                              "leave it out of --variants")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("--mean and --std take 3 values (R G B)")
         if self.backbone != "small_cnn" and self.input_shape < 32:

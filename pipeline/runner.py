@@ -62,7 +62,7 @@ def run_command(cmd: list[str], log_path: Path) -> int:
     """Runs one stage command, echoing its output live and appending it to `log_path`."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the news
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow lines between the stage's own
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())

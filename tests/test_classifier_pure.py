@@ -162,6 +162,11 @@ def test_config_flags_json_and_validation(tmp_path):
     cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--balanced_dir", "b",
                                           "--test_dir", "c"])
     assert cfg.variants == ["original", "classic", "synthetic"]
+    cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c",
+                                          "--variants", "original", "classic"])
+    assert cfg.balanced_dir == ""                # only the synthetic arm reads it
+    with pytest.raises(SystemExit):
+        parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c"])
 
 
 def test_dry_run_writes_nothing_and_imports_no_tensorflow(tmp_path):
