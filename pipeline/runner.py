@@ -3,8 +3,9 @@
 A stage counts as done when `pipeline_state.json` records it finished with the same settings
 (a hash of its resolved config) and its outputs are still there. A stage that finished with
 other settings is not re-run silently: the runner stops and names the settings that changed
-(`--redo STAGE` runs it again and keeps the old folder, renamed). An interrupted stage simply
-runs again: every stage resumes its own work (stage 2 starts a new training run).
+(`--redo STAGE` runs it again and keeps the old folder, renamed). An interrupted stage runs
+again and resumes its own work; for stage 2 the runner does it: runs that finished are kept,
+unfinished ones continue from their last epoch, and only the other labels start anew.
 
 Example:
     >>> report = run_pipeline(PipelineConfig(in_dir="data/train", test_dir="data/test"), {})
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from cli.flags import config_to_dict, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
@@ -87,6 +89,73 @@ def _new_run_dirs(models: Path, since: float) -> list[str]:
         raise PipelineError(f"stage diffusion wrote no train_all_*.csv in {models}")
     with open(tables[-1], newline="") as f:
         return [row["run_dir"] for row in csv.DictReader(f) if row["status"] == "ok"]
+
+
+def _earlier_runs(models: Path, since: float) -> dict[str, tuple[Path, bool]]:
+    """Run folders an interrupted attempt of stage 2 left: label -> (newest folder, finished).
+
+    Only folders started by that attempt (at or after `since`) with weights to resume from
+    count; a conditional run is filed under "conditional", as train_all names it."""
+    found: dict[str, tuple[Path, bool, float]] = {}
+    for config in models.glob("*/config.json"):
+        run = config.parent
+        started = config.stat().st_mtime
+        if started < since or not (run / "last.weights.h5").is_file():
+            continue
+        meta = json.loads(config.read_text())
+        label = "conditional" if meta.get("conditional") else str(meta.get("_label"))
+        state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() \
+            else {}
+        if label not in found or started > found[label][2]:
+            found[label] = (run, bool(state.get("finished")), started)
+    return {label: (run, done) for label, (run, done, _) in found.items()}
+
+
+def _run_diffusion(cfg, layout: Layout, state: dict, fp: str, log_path: Path) -> list[str]:
+    """Stage 2, resuming an interrupted attempt with the same settings: finished runs are
+    kept, unfinished ones continue from their last epoch, the other labels are trained."""
+    attempt = state.get("diffusion_attempt", {})
+    if attempt.get("fingerprint") != fp:
+        attempt = {"fingerprint": fp, "started": time.time()}
+        state["diffusion_attempt"] = attempt
+        _write_state(layout, state)
+    earlier = _earlier_runs(layout.models, attempt["started"])
+    wanted = ["conditional"] if cfg.conditional else list(cfg.labels)
+    kept, to_train = [], []
+    for label in wanted:
+        if label not in earlier:
+            to_train.append(label)
+            continue
+        run, finished = earlier[label]
+        if not finished:
+            print(f"[pipeline] diffusion: resuming {run} (interrupted earlier)", flush=True)
+            cmd = [sys.executable, str(REPO / "run_diffusion.py"), "--load_and_train",
+                   "--model_dir", str(run), "--num_epochs", str(cfg.num_epochs)]
+            code = run_command(cmd, log_path)
+            if code != 0:
+                _failed("diffusion", code, log_path)
+        else:
+            print(f"[pipeline] diffusion: keeping {run} (finished earlier)")
+        kept.append(str(run))
+    if not to_train:
+        return kept
+    start = time.time()
+    cmd = command("diffusion", layout)
+    if not cfg.conditional:
+        cmd += ["--labels", *to_train]
+    print(f"[pipeline] diffusion: {' '.join(cmd)}", flush=True)
+    code = run_command(cmd, log_path)
+    if code != 0:
+        _failed("diffusion", code, log_path)
+    return kept + _new_run_dirs(layout.models, start)
+
+
+def _failed(stage: str, code: int, log_path: Path) -> NoReturn:
+    """Stops the run with the stage's error line, the end of its log and the log's path."""
+    cause, tail = _cause(log_path)
+    raise PipelineError(f"stage {stage} failed (exit status {code}): "
+                        f"{cause[0] if cause else 'see the log'}\n"
+                        + "\n".join(f"    {ln}" for ln in tail) + f"\n  full log: {log_path}")
 
 
 def _move_aside(layout: Layout, stages: list[str]) -> None:
@@ -166,26 +235,26 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
             cfgs = stage_configs(pcfg, sections, layout, [])
             continue
         save_config_json(cfg, layout.stage_config(stage))
-        print(f"[pipeline] {stage}: {' '.join(command(stage, layout))}", flush=True)
         start = time.time()
         log_path = layout.logs / f"{stage}.log"
+        rec = {"fingerprint": fingerprint(cfg)}
         try:
-            code = run_command(command(stage, layout), log_path)
+            if stage == "diffusion":
+                rec["run_dirs"] = _run_diffusion(cfg, layout, state, rec["fingerprint"],
+                                                 log_path)
+                # Stage 3 now knows its models: its settings (and hash) include them.
+                cfgs = stage_configs(pcfg, sections, layout, rec["run_dirs"])
+            else:
+                print(f"[pipeline] {stage}: {' '.join(command(stage, layout))}", flush=True)
+                code = run_command(command(stage, layout), log_path)
+                if code != 0:
+                    _failed(stage, code, log_path)
         except KeyboardInterrupt:
             raise PipelineError(f"interrupted during stage {stage}; run the same command "
                                 "again to resume") from None
-        if code != 0:
-            cause, tail = _cause(log_path)
-            raise PipelineError(f"stage {stage} failed (exit status {code}): "
-                                f"{cause[0] if cause else 'see the log'}\n"
-                                + "\n".join(f"    {ln}" for ln in tail)
-                                + f"\n  full log: {log_path}")
-        rec = {"fingerprint": fingerprint(cfg), "seconds": round(time.time() - start, 1),
-               "finished": datetime.datetime.now().isoformat(timespec="seconds")}
-        if stage == "diffusion":
-            rec["run_dirs"] = _new_run_dirs(layout.models, start)
-            # Stage 3 now knows its models: its settings (and hash) include them.
-            cfgs = stage_configs(pcfg, sections, layout, rec["run_dirs"])
+        rec.update(seconds=round(time.time() - start, 1),
+                   finished=datetime.datetime.now().isoformat(timespec="seconds"))
+        state.pop("diffusion_attempt", None)  # a finished stage 2 leaves nothing to resume
         state[stage] = rec
         _write_state(layout, state)
     if "report" not in wanted:

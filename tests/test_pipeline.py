@@ -189,3 +189,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(data, tmp_path, capsys):
     assert "labels to fill with synthetic images: a, b" in printed
     assert "[balance] todo:" in printed and "train_all.py --config" in printed
     assert not out.exists()
+
+
+def test_an_interrupted_diffusion_stage_resumes_its_run(finished, data, capsys):
+    out = finished["out"]
+    state = json.loads((out / "pipeline_state.json").read_text())
+    (run,) = state["diffusion"]["run_dirs"]
+    run = Path(run)
+    # As a kill after epoch 1 of 2 leaves it: the run's own state unfinished, the stage not
+    # recorded as done, the attempt (settings hash and start) recorded.
+    (run / "state.json").write_text(json.dumps({"epochs_done": 1, "finished": False}))
+    record = state.pop("diffusion")
+    state["diffusion_attempt"] = {"fingerprint": record["fingerprint"], "started": 0}
+    (out / "pipeline_state.json").write_text(json.dumps(state))
+    runs_before = sorted(p.name for p in (out / "models").iterdir())
+    capsys.readouterr()
+    assert run_pipeline.main(_argv(data, out, "--stages", "diffusion")) == 0
+    assert f"diffusion: resuming {run}" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "models").iterdir()) == runs_before   # no new run
+    run_state = json.loads((run / "state.json").read_text())
+    assert run_state["epochs_done"] == 2 and run_state["finished"]
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert state["diffusion"]["run_dirs"] == [str(run)]
+    assert "diffusion_attempt" not in state
