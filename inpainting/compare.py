@@ -34,7 +34,7 @@ class CompareResult:
 
 
 def drop_table(m_in: dict, m_ood: dict) -> list[dict]:
-    """One row per class of the model, then an overall row (balanced accuracy as the
+    """One row per class of the model present in either folder, then an overall row (balanced accuracy as the
     recall, macro-F1 as the F1). drop = in-distribution - OOD (positive = worse on OOD).
 
     Args:
@@ -49,6 +49,8 @@ def drop_table(m_in: dict, m_ood: dict) -> list[dict]:
     rows = []
     for name in m_in["class_names"]:
         a, b = m_in["per_class"][name], m_ood["per_class"][name]
+        if a["support"] == 0 and b["support"] == 0:
+            continue  # a class the model knows but neither folder holds: nothing to compare
         rows.append({"class": name, "support_in": a["support"], "support_ood": b["support"],
                      "recall_in": a["recall"], "recall_ood": b["recall"],
                      "recall_drop": a["recall"] - b["recall"], "f1_in": a["f1"],
