@@ -123,7 +123,14 @@ def build_parser(cls, description: str | None = None, dry_run: bool = True,
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text,
                                   "dest": f.name}
         origin = typing.get_origin(tp)
-        if tp is bool:
+        if tp is bool and optional:
+            # --x (on), --x false (off), --x auto (the default's automatic choice), --no-x
+            kwargs.update(nargs="?", const=True, type=_scalar_parser(bool, True),
+                          metavar="true|false|auto")
+            parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_const",
+                                const=False, default=argparse.SUPPRESS,
+                                help=f"Same as --{f.name} false.")
+        elif tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin in (list, tuple):
             args = typing.get_args(tp)

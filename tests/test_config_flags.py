@@ -76,3 +76,14 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--in_dir", "--theta", "--fact", "--multiplier", "--dry-run", "--config"):
         assert flag in out
     assert "0.1 to 45.0" in out
+
+
+def test_optional_bool_flags_take_on_off_and_auto():
+    from config import DiffusionConfig
+    cases = {(): None, ("--use_mix_precision",): True, ("--no-use_mix_precision",): False,
+             ("--use_mix_precision", "false"): False, ("--use_mix_precision", "auto"): None}
+    for argv, expected in cases.items():
+        cfg, _ = parse_config(DiffusionConfig, ["--in_dir", "x", *argv])
+        assert cfg.use_mix_precision is expected, argv
+    with pytest.raises(SystemExit):
+        parse_config(DiffusionConfig, ["--in_dir", "x", "--use_mix_precision", "maybe"])
