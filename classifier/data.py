@@ -103,7 +103,7 @@ def resize_square(img: np.ndarray, size: int, grayscale: bool = False) -> np.nda
 def _load_one(job: tuple[int, str, int, bool]):
     i, path, size, grey = job
     try:
-        return i, resize_square(load_rgb(path), size, grey), None
+        return i, resize_square(load_rgb(path, min_side=size), size, grey), None
     except ImageLoadError as err:
         return i, None, str(err)
 

@@ -104,8 +104,8 @@ def split_paths(paths: Sequence, validation_split: float, seed: int,
 
 def load_image(path: str | Path, image_size: Sequence[int]) -> np.ndarray:
     """An image as float32 (H, W, 3) in [0, 1]: centre-cropped to the aspect, then resized."""
-    rgb = load_rgb(path)
     h, w = int(image_size[0]), int(image_size[1])
+    rgb = load_rgb(path, min_side=max(h, w))  # the crop to the aspect then is >= (h, w)
     if rgb.shape[:2] != (h, w):
         rgb = np.asarray(ImageOps.fit(Image.fromarray(rgb), (w, h), Image.BICUBIC))
     return rgb.astype(np.float32) / 255.0

@@ -35,7 +35,7 @@ def write_contact_sheet(real: Sequence[Path], generated: Sequence[Path], path: s
         draw.text((margin, y + cell // 2 - 6), name, fill="black")
         for col, p in enumerate(paths):
             try:
-                thumb = Image.fromarray(load_rgb(p))
+                thumb = Image.fromarray(load_rgb(p, min_side=cell))
             except OSError:
                 continue
             thumb.thumbnail((cell, cell), Image.LANCZOS if max(thumb.size) > cell else Image.NEAREST)

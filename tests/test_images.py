@@ -42,6 +42,33 @@ def test_exif_orientation_is_applied(tmp_path):
     assert probe_image(path) == (8, 20)
 
 
+def _photo(h: int, w: int) -> np.ndarray:
+    """A smooth colour photo-like image (JPEG's reduced decoding is exact on smooth areas)."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    return (np.stack([np.sin(6 * x), np.cos(5 * y), np.sin(4 * (x + y))], -1) * 100 + 128
+            ).astype(np.uint8)
+
+
+def test_min_side_decodes_big_jpegs_smaller_but_never_below_it(tmp_path):
+    from classifier.data import resize_square
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 1200x1600 landscape, shown as portrait
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(_photo(1200, 1600)).save(path, exif=exif, quality=95)
+    full = load_rgb(path)
+    assert full.shape == (1600, 1200, 3)
+    small = load_rgb(path, min_side=140)
+    assert small.shape == (200, 150, 3)       # 1/8 scale still leaves 150 >= 140
+    assert min(small.shape[:2]) >= 140
+    a = resize_square(full, 140).astype(int)
+    b = resize_square(small, 140).astype(int)
+    assert np.abs(a - b).mean() < 2.0          # the same picture after the shrink
+    png = tmp_path / "camera.png"
+    Image.fromarray(_photo(400, 600)).save(png)
+    assert load_rgb(png, min_side=50).shape == (400, 600, 3)   # only JPEGs are reduced
+    assert load_rgb(path, min_side=1000).shape == (1600, 1200, 3)
+
+
 def test_truncated_and_fake_images_raise_one_line_errors(tmp_path):
     good = tmp_path / "good.jpg"
     Image.fromarray(_rgb(64, 64)).save(good)
