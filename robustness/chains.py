@@ -122,7 +122,6 @@ def replay(params: Mapping, image: np.ndarray | None = None) -> np.ndarray:
         True
     """
     if image is None:
-        from dataset.images import load_rgb
-        from robustness.data import fit_image
-        image = fit_image(load_rgb(params["origin"]), tuple(params["image_size"]))
+        from robustness.data import load_fitted
+        image = load_fitted(params["origin"], tuple(params["image_size"]))
     return apply_chain(image, params["ops"])

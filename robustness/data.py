@@ -81,6 +81,12 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str, str]], bool,
     return records, True, skipped
 
 
+def load_fitted(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file as the classifier sees it: decoded (big JPEGs at reduced scale, as
+    `classifier.data` does) and brought to `size` by `fit_image`."""
+    return fit_image(load_rgb(path, min_side=max(size)), size)
+
+
 def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Scales the shorter side to fit (height, width) and centre-crops, as the classifier
     does (`classifier.data.resize_square` for square sizes)."""
@@ -138,7 +144,7 @@ def load_image_set(folder: str | Path, size: tuple[int, int], max_images: int | 
     else:
         for path, label, site in records:
             try:
-                images.append(fit_image(load_rgb(path), size))
+                images.append(load_fitted(path, size))
                 good.append((path, label, site))
             except ImageLoadError as err:
                 skipped.append((str(path), str(err).replace(f"{path}: ", "")))

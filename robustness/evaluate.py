@@ -33,7 +33,7 @@ def load_synthetic_set(folder: str | Path):
     Raises:
         DatasetError: no manifest, or no readable synthetic rows.
     """
-    from robustness.data import fit_image
+    from robustness.data import load_fitted
     folder = Path(folder)
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
@@ -53,7 +53,7 @@ def load_synthetic_set(folder: str | Path):
             img = load_rgb(folder / r.path)
             key = (r.params.get("origin", ""), size)
             if key not in origin_cache:
-                origin_cache[key] = fit_image(load_rgb(key[0]), size)
+                origin_cache[key] = load_fitted(key[0], size)
         except (ImageLoadError, OSError) as err:
             skipped.append((r.path, str(err)))
             continue
