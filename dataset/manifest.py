@@ -64,11 +64,18 @@ def write_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> Path:
 def append_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> None:
     """Appends rows (header first if the file is new) and flushes them to disk.
 
-    For long jobs that record each image as soon as it exists; `read_manifest` ignores a
-    last line cut short by a crash.
+    For long jobs that record each image as soon as it exists. A last line cut short by a
+    crash (which `read_manifest` ignores) is cut off first, so that the new rows do not fuse
+    with it.
     """
     path = Path(path)
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, "rb+") as fh:
+            data = fh.read()
+            if not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+        new = path.stat().st_size == 0
     with open(path, "a", newline="", encoding="utf-8") as fh:
         fh.write(_to_text(rows, header=new))
         fh.flush()

@@ -26,3 +26,16 @@ def test_append_and_truncated_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write("3/half_written.png,3,S")  # a crash in the middle of a row
     assert read_manifest(path) == _rows()
+
+
+def test_append_after_a_torn_line_keeps_the_manifest_readable(tmp_path):
+    path = tmp_path / "manifest.csv"
+    append_manifest(path, _rows()[:1])
+    with open(path, "a") as fh:
+        fh.write("3/half_written.png,3,S")  # the crash
+    append_manifest(path, _rows()[1:])        # the resumed run records its next image
+    assert read_manifest(path) == _rows()
+    torn_header = tmp_path / "torn_header.csv"
+    torn_header.write_text("path,label,si")    # crashed while writing the header
+    append_manifest(torn_header, _rows())
+    assert read_manifest(torn_header) == _rows()
