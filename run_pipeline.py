@@ -20,11 +20,12 @@ from config import PipelineConfig
 
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(PipelineConfig, argv, prog="run_pipeline.py", section="pipeline")
+    from dataset.scan import DatasetError
     from pipeline.runner import run_pipeline
     from pipeline.stages import PipelineError, read_sections
     try:
         report = run_pipeline(cfg, read_sections(ns._config_json), dry_run=ns._dry_run)
-    except (ConfigError, PipelineError) as err:
+    except (ConfigError, DatasetError, PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if report is not None:

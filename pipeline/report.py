@@ -172,7 +172,7 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
 
 def build_report(layout: Layout, pcfg: PipelineConfig, state: dict) -> Path:
     """Writes `layout.report` (report.html) from whatever stages have run; returns its path."""
-    assets = layout.out_dir / "report_assets"
+    assets = layout.assets
     assets.mkdir(parents=True, exist_ok=True)
     balance_cfg = _stage_config(layout, "balance")
     site_rule = {k: balance_cfg.get(k) for k in ("site_regex", "site_csv")}

@@ -25,6 +25,7 @@ from typing import NoReturn
 from cli.flags import config_to_dict, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
 from dataset.atomic import atomic_write_text
+from dataset.scan import DatasetError
 from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
                              outputs_present, stage_configs)
 
@@ -168,6 +169,33 @@ def _move_aside(layout: Layout, stages: list[str]) -> None:
             print(f"[pipeline] --redo: kept the old {folder.name}/ as {aside.name}/")
 
 
+def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
+    """Refuses an out_dir inside the data, or one that holds files of someone else's (the
+    runner writes configs/, logs/, report.html ... there and must overwrite nothing).
+
+    Raises:
+        DatasetError: one line saying why (nothing is changed).
+    """
+    from dataset.out_dir import check_location
+    out = check_location(layout.out_dir, pcfg.in_dir, "--in_dir")
+    if pcfg.test_dir:
+        check_location(layout.out_dir, pcfg.test_dir, "--test_dir")
+    if not out.is_dir() or layout.state.is_file():
+        return
+    # Before the first stage finishes there is no state file: only what a run writes before
+    # that (its settings, logs and the stage folders, which guard themselves) can be ours.
+    ours = {p.name for p in (layout.diffusion_data, layout.models, layout.balanced_data,
+                             layout.results, layout.configs, layout.logs)}
+    inputs = [Path(d).resolve() for d in (pcfg.in_dir, pcfg.test_dir) if d]
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in ours and not p.name.startswith(".")
+                     and not any(p == d or p in d.parents for d in inputs))
+    if foreign:
+        raise DatasetError(f"--out_dir {layout.out_dir} already holds files not written by "
+                           f"run_pipeline.py ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}): choose a new folder")
+
+
 def _status(stage: str, cfg, state: dict, layout: Layout) -> str:
     """'done', 'stale' (finished with other settings) or 'todo'."""
     rec = state.get(stage)
@@ -185,6 +213,7 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
         PipelineError: a stage failed, or finished earlier with other settings.
     """
     layout = Layout(pcfg.out_dir)
+    check_run_folder(pcfg, layout)
     state = read_state(layout)
     wanted = [s for s in PIPELINE_STAGES if s in pcfg.stages]
     if "classify" in wanted and not pcfg.test_dir:

@@ -60,6 +60,7 @@ class Layout:
         self.logs = self.out_dir / "logs"
         self.state = self.out_dir / "pipeline_state.json"
         self.report = self.out_dir / "report.html"
+        self.assets = self.out_dir / "report_assets"
 
     def stage_config(self, stage: str) -> Path:
         return self.configs / f"{stage}.json"

@@ -212,3 +212,17 @@ def test_an_interrupted_diffusion_stage_resumes_its_run(finished, data, capsys):
     state = json.loads((out / "pipeline_state.json").read_text())
     assert state["diffusion"]["run_dirs"] == [str(run)]
     assert "diffusion_attempt" not in state
+
+
+def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_path, capsys):
+    inside = data["train"] / "run"
+    assert run_pipeline.main(_argv(data, inside, "--stages", "balance")) == 2
+    assert "is inside --in_dir" in capsys.readouterr().err
+    assert not inside.exists()                                 # the data is untouched
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "report.html").write_text("my own report")
+    assert run_pipeline.main(_argv(data, busy, "--stages", "balance")) == 2
+    assert "report.html" in capsys.readouterr().err
+    assert [p.name for p in busy.iterdir()] == ["report.html"]
+    assert (busy / "report.html").read_text() == "my own report"
