@@ -9,7 +9,7 @@ Sources:
 - a `.keras` file (loaded without compiling);
 - a stage-4 classifier run folder (`config.json` + `best.weights.h5`, rebuilt by
   `classifier.runs.load_run`), or a `.weights.h5` / `.keras` file inside one: class names
-  come with it;
+  come with it, and a run trained with `grayscale=True` sees its images in grey;
 - a `keras.Model` in memory;
 - any Python callable on batches.
 
@@ -41,6 +41,8 @@ class Predictor:
         class_names: names of the output classes, when known.
         batch_size: images per call of `fn`.
         name: for messages and reports.
+        grayscale: turn every batch grey (3 equal channels, as the classifier's
+            `grayscale=True` loader does) before `fn`; part of the fingerprint.
 
     Example:
         >>> p = Predictor(lambda b: b.mean((1, 2, 3)), fingerprint="mean-v1")
@@ -50,9 +52,10 @@ class Predictor:
 
     def __init__(self, fn: Callable, fingerprint: str, input_size: tuple[int, int] | None = None,
                  class_names: Sequence[str] | None = None, batch_size: int = 64,
-                 name: str = "model"):
+                 name: str = "model", grayscale: bool = False):
         self.fn = fn
-        self.fingerprint = fingerprint
+        self.grayscale = bool(grayscale)
+        self.fingerprint = f"{fingerprint}:grayscale" if grayscale else fingerprint
         self.input_size = tuple(input_size) if input_size else None
         self.class_names = list(class_names) if class_names else None
         self.batch_size = int(batch_size)
@@ -64,6 +67,8 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected a uint8 batch (N, H, W, 3), got {images.dtype} "
                              f"{images.shape}")
+        if self.grayscale:
+            images = to_grey(images)
         if self.input_size and images.shape[1:3] != self.input_size:
             images = np.stack([_resize(im, self.input_size) for im in images])
         parts = []
@@ -76,6 +81,14 @@ class Predictor:
         if all(isinstance(p, np.ndarray) for p in parts):
             return np.concatenate(parts)
         return [o for p in parts for o in p]
+
+
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB images (..., 3) in grey, kept as 3 channels: PIL's convert("L") (ITU-R
+    601-2 luma, its fixed-point rounding) then convert("RGB"), as `classifier.data` does."""
+    rgb = images.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -113,7 +126,7 @@ def _weights_fingerprint(model, extra: dict) -> str:
 
 def keras_predictor(model, class_names: Sequence[str] | None = None, batch_size: int = 64,
                     input_scale: float = 255.0, output: str = "auto",
-                    name: str = "model") -> Predictor:
+                    name: str = "model", grayscale: bool = False) -> Predictor:
     """Wraps a keras.Model: pixels scaled to [0, input_scale], probabilities out.
 
     Args:
@@ -121,6 +134,7 @@ def keras_predictor(model, class_names: Sequence[str] | None = None, batch_size:
             1 for models taking [0, 1].
         output: "auto" (probabilities when the last layer is a softmax/sigmoid, else logits),
             "logits" or "probabilities".
+        grayscale: the model was trained on grey images (see Predictor).
 
     Example:
         >>> p = keras_predictor(keras.saving.load_model("m.keras"), input_scale=1.0)
@@ -150,11 +164,12 @@ def keras_predictor(model, class_names: Sequence[str] | None = None, batch_size:
     fp = _weights_fingerprint(model, {"input_scale": input_scale, "probs": probs,
                                       "input": str(model.input_shape),
                                       "output": str(model.output_shape)})
-    return Predictor(fn, fp, input_size, class_names, batch_size, name)
+    return Predictor(fn, fp, input_size, class_names, batch_size, name, grayscale)
 
 
 def load_model_path(path: str | Path):
-    """Loads a `.keras` file or a stage-4 run folder. Returns (keras model, class names).
+    """Loads a `.keras` file or a stage-4 run folder. Returns (keras model, class names,
+    grayscale: whether the run was trained on grey images).
 
     Raises:
         DatasetError: a one-line reason (missing, not a model, unreadable).
@@ -172,18 +187,18 @@ def load_model_path(path: str | Path):
     if run_like:
         from classifier.runs import load_run
         try:
-            model, _, classes = load_run(p)
+            model, run_cfg, classes = load_run(p)
         except DatasetError:
             raise
         except Exception as err:  # h5/Keras errors of any kind
             raise DatasetError(f"--model {p} could not be loaded: {_first_line(err)}") from None
-        return model, classes
+        return model, classes, bool(getattr(run_cfg, "grayscale", False))
     import keras
     try:
         model = keras.saving.load_model(p, compile=False)
     except Exception as err:
         raise DatasetError(f"--model {p} could not be loaded: {_first_line(err)}") from None
-    return model, None
+    return model, None, False
 
 
 def _has_class_names(cfg: Path) -> bool:
@@ -208,7 +223,8 @@ def _callable_fingerprint(fn: Callable) -> str:
 def load_predictor(model: Any, batch_size: int = 64, input_scale: float = 255.0,
                    output: str = "auto", fingerprint: str | None = None,
                    input_size: tuple[int, int] | None = None,
-                   class_names: Sequence[str] | None = None) -> Predictor:
+                   class_names: Sequence[str] | None = None,
+                   grayscale: bool = False) -> Predictor:
     """A Predictor from a path, a keras.Model, a Predictor or a batch function.
 
     Args:
@@ -216,6 +232,8 @@ def load_predictor(model: Any, batch_size: int = 64, input_scale: float = 255.0,
         fingerprint: for a plain function, a name that changes when its behaviour does
             (default: its name + a hash of its code, which misses state it closes over).
         input_size, class_names: for a plain function.
+        grayscale: turn batches grey before the model (a run folder's own setting is used
+            when it says grayscale=True).
 
     Raises:
         DatasetError: a path that is not a usable model.
@@ -223,17 +241,18 @@ def load_predictor(model: Any, batch_size: int = 64, input_scale: float = 255.0,
     if isinstance(model, Predictor):
         return model
     if isinstance(model, (str, Path)):
-        keras_model, classes = load_model_path(model)
+        keras_model, classes, grey = load_model_path(model)
         return keras_predictor(keras_model, classes, batch_size, input_scale, output,
-                               name=Path(model).name)
+                               name=Path(model).name, grayscale=grayscale or grey)
     if hasattr(model, "predict_on_batch") and hasattr(model, "weights"):
         return keras_predictor(model, class_names, batch_size, input_scale, output,
-                               name=getattr(model, "name", "model"))
+                               name=getattr(model, "name", "model"), grayscale=grayscale)
     if callable(model):
         def fn(batch):
             out = model(batch)
             return out if isinstance(out, (np.ndarray, list)) else list(out)
         return Predictor(fn, fingerprint or _callable_fingerprint(model), input_size,
-                         class_names, batch_size, getattr(model, "__name__", "function"))
+                         class_names, batch_size, getattr(model, "__name__", "function"),
+                         grayscale)
     raise ValueError(f"cannot predict with {type(model).__name__}: give a path, a keras "
                      f"model or a function on image batches")

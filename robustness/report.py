@@ -27,6 +27,16 @@ def _fmt(x: float | None) -> str:
     return "never" if x is None else f"{x:.2f}"
 
 
+def _error_at_1(curve) -> float | str:
+    """The curve's error at intensity 1, or why there is none (--no-full_curve stops an op
+    at its first critical step)."""
+    if not len(curve.errors):
+        return float("nan")
+    if curve.intensities[-1] < 1.0 - 1e-6:
+        return f"not probed (stopped at {curve.intensities[-1]:.2f})"
+    return float(curve.errors[-1])
+
+
 def _esc(text: str) -> str:
     import html
     return html.escape(str(text))
@@ -165,7 +175,7 @@ def write_search_report(result: SearchResult, image_set, path: str | Path,
                      "limit (last non-critical)": f"{_fmt(c.limit)} ({spec.unit(c.limit)})"
                      if c.limit is not None else "",
                      "first critical": _fmt(c.first_critical),
-                     "error at 1": float(c.errors[-1]) if len(c.errors) else float("nan")})
+                     "error at 1": _error_at_1(c)})
     clean_top1 = result.clean_top1_error()
     summary = [
         f"<p>Model <b>{_esc(model_name or result.model_fingerprint[:12])}</b>, "

@@ -19,8 +19,11 @@ from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_m
 from dataset.out_dir import CONFIG_NAME, check_location, saved_config
 from dataset.scan import DatasetError
 
-# Config classes whose runs write a search folder (search.json, curves.csv, cache/).
+# Config classes whose runs write a search folder (search.json, curves.csv, cache/);
+# synthesize writes its --search_dir with its own config (see check_search_dir).
 _OURS = ("RobustnessSearchConfig", "RobustnessReportConfig", "RobustnessSynthesizeConfig")
+# An unbounded --max_images above this many images gets a note (memory, probes) first.
+_NOTE_ABOVE = 500
 
 
 def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, ...],
@@ -36,6 +39,28 @@ def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, .
             saved_config(out).get("_config_class") not in allowed:
         raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
                            f"{what}: choose a new folder (nothing changed)")
+    return out
+
+
+def _is_synthetic_set(folder: Path) -> bool:
+    """True for the out_dir of `synthesize` (its manifest, or a config.json with the
+    model fingerprint only synthesize saves there)."""
+    return (folder / MANIFEST_NAME).exists() or (folder / "state.json").exists() or \
+        "_model_fingerprint" in saved_config(folder)
+
+
+def check_search_dir(folder: str | Path, images: str | Path, flag: str = "--out_dir") -> Path:
+    """check_out_dir for a search folder: also refuses a synthetic set (writing the search
+    there would break its resume).
+
+    Raises:
+        DatasetError: one line saying why (nothing is changed).
+    """
+    out = check_out_dir(folder, images, _OURS, "python3 -m robustness")
+    if out.is_dir() and _is_synthetic_set(out):
+        raise DatasetError(f"{flag} {folder} holds a synthetic set of python3 -m robustness "
+                           f"synthesize, not a search: choose another folder (nothing "
+                           f"changed)")
     return out
 
 
@@ -67,11 +92,30 @@ def load_inputs(cfg):
         size = predictor.input_size
     else:
         raise DatasetError(f"--model {cfg.model} takes any input size: give --image_size")
+    if not cfg.max_images:
+        _note_unbounded(cfg, size)
     image_set = load_image_set(cfg.images, size, cfg.max_images, cfg.seed)
     if image_set.skipped:
         print(f"note: {len(image_set.skipped)} file(s) skipped, e.g. "
               f"{image_set.skipped[0][0]}: {image_set.skipped[0][1]}")
     return predictor, image_set, truth_indices(image_set, predictor.class_names)
+
+
+def _note_unbounded(cfg, size: tuple[int, int]) -> None:
+    """Without --max_images every image is loaded and probed: says what that costs when
+    the folder is large."""
+    from robustness.data import list_images
+    from robustness.ops import resolve_ops
+    from robustness.search import grid
+    n = len(list_images(cfg.images)[0])
+    if n <= _NOTE_ABOVE:
+        return
+    probes = n * len(resolve_ops(cfg.ops, cfg.exclude_ops)) * (len(grid(cfg.step)) + 5)
+    mem = n * size[0] * size[1] * 3
+    mem_text = f"{mem / 2 ** 30:.1f} GiB" if mem >= 2 ** 30 else f"{mem / 2 ** 20:.0f} MiB"
+    print(f"note: no --max_images: all {n} images are used ({mem_text} in memory at "
+          f"{size[0]}x{size[1]}, up to {probes:,} probes); --max_images {_NOTE_ABOVE} takes "
+          f"a seeded subset in proportion to the labels")
 
 
 def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progress: bool = True):
@@ -103,7 +147,7 @@ def run_search_cmd(cfg, progress: bool = True):
         (SearchResult, predictor, image_set).
     """
     _error_exit_check(cfg)
-    out = check_out_dir(cfg.out_dir, cfg.images, _OURS, "python3 -m robustness")
+    out = check_search_dir(cfg.out_dir, cfg.images)
     predictor, image_set, truth = load_inputs(cfg)
     result = search_into(out, cfg, predictor, image_set, truth, progress)
     return result, predictor, image_set
@@ -152,18 +196,25 @@ def run_report_cmd(cfg, progress: bool = True) -> Path:
                                if cfg.reference_model else "", seed=cfg.seed)
 
 
-_SYNTH_RESUME = ("images", "seed", "realism", "min_augs", "max_augs", "op_realism",
+# Settings a resumed synthesize must share with the first run (--images is compared
+# resolved, and by the pixels it loads).
+_SYNTH_RESUME = ("seed", "realism", "min_augs", "max_augs", "op_realism",
                  "op_weights", "min_error", "max_error", "ops", "exclude_ops", "step",
                  "noticeable_error", "critical_error", "error", "image_size", "max_images",
                  "full_curve", "input_scale", "output")
 
 
-def _check_resume(out: Path, cfg, model_fp: str) -> None:
+def _check_resume(out: Path, cfg, model_fp: str, images_root: Path, images_fp: str) -> None:
+    """Refuses to resume a synthetic set made from other settings, weights or images."""
     saved_path = out / CONFIG_NAME
     if not saved_path.is_file():
         return
     saved = json.loads(saved_path.read_text())
     now = config_to_dict(cfg)
+    if saved.get("_images_resolved", str(images_root)) != str(images_root):
+        raise DatasetError(f"--out_dir {cfg.out_dir} was made from --images "
+                           f"{saved['_images_resolved']}, now {images_root}: choose a new "
+                           f"folder or the same images to resume")
     for key in _SYNTH_RESUME:
         if saved.get(key) != now.get(key):
             raise DatasetError(f"--out_dir {cfg.out_dir} was made with {key}="
@@ -172,6 +223,10 @@ def _check_resume(out: Path, cfg, model_fp: str) -> None:
     if saved.get("_model_fingerprint") != model_fp:
         raise DatasetError(f"--out_dir {cfg.out_dir} was made with other model weights: "
                            f"choose a new folder")
+    # Folders from before the image fingerprint was saved cannot be checked.
+    if saved.get("_image_set_fingerprint", images_fp) != images_fp:
+        raise DatasetError(f"--out_dir {cfg.out_dir}: the images in --images {cfg.images} "
+                           f"changed since the first run: choose a new --out_dir")
 
 
 def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
@@ -198,9 +253,13 @@ def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
     if Path(cfg.search_dir).resolve() == out:
         raise DatasetError("--search_dir must differ from --out_dir (the synthetic folder "
                            "holds only images, their manifest and the preview)")
-    search_dir = check_out_dir(cfg.search_dir, cfg.images, _OURS, "python3 -m robustness")
+    if (out / "search.json").exists():
+        raise DatasetError(f"--out_dir {cfg.out_dir} holds a search (search.json), not a "
+                           f"synthetic set: choose a new folder (nothing changed)")
+    search_dir = check_search_dir(cfg.search_dir, cfg.images, "--search_dir")
     predictor, image_set, truth = load_inputs(cfg)
-    _check_resume(out, cfg, predictor.fingerprint)
+    images_fp = image_set.fingerprint()
+    _check_resume(out, cfg, predictor.fingerprint, image_set.root, images_fp)
     result = search_into(search_dir, cfg, predictor, image_set, truth, progress)
     if result.probes:
         print(f"search: {result.probes} probes made, {result.reused} reused; boundaries in "
@@ -208,7 +267,8 @@ def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
     bounds = op_bounds(result.boundaries(), cfg.realism, cfg.pairs("op_realism"))
     out.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out / CONFIG_NAME, images_resolved=str(image_set.root),
-                     model_fingerprint=predictor.fingerprint)
+                     model_fingerprint=predictor.fingerprint,
+                     image_set_fingerprint=images_fp)
     manifest = out / MANIFEST_NAME
     done = read_manifest(manifest) if manifest.is_file() else []
     state_path = out / "state.json"

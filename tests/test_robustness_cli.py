@@ -134,6 +134,90 @@ def test_cli_end_to_end(work, capsys):
     assert (ev / "evaluation.html").is_file()
 
 
+def test_synthesize_resume_checks_the_pixels_and_folders_keep_their_kind(work, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A resume accepts the same folder spelt differently (./imgs, imgs) but refuses images
+    changed in place; search refuses a synthetic set as its folder, synthesize a search."""
+    import shutil
+    shutil.copytree(work / "imgs", tmp_path / "imgs")
+    monkeypatch.chdir(tmp_path)
+    model = str(work / "model.keras")
+
+    def synth(images, count):
+        return main(["synthesize", "--model", model, "--images", images, "--out_dir", "syn",
+                     "--search_dir", "search", "--count", str(count), "--min_augs", "1",
+                     "--max_augs", "2", "--preview", "2", *FAST])
+
+    assert synth("imgs", 2) == 0
+    assert synth("./imgs", 3) == 0  # the same folder: resumed
+    rows = read_manifest(tmp_path / "syn" / "manifest.csv")
+    assert len(rows) == 3
+    capsys.readouterr()
+    first = sorted((tmp_path / "imgs" / "dark").iterdir())[0]
+    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(first)  # overwritten in place
+    assert synth("imgs", 5) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images in --images imgs changed since the first run" in err[0]
+    assert read_manifest(tmp_path / "syn" / "manifest.csv") == rows
+
+    # A search (or report) into the synthetic set, or the synthetic set as --search_dir.
+    config = (tmp_path / "syn" / "config.json").read_text()
+    assert main(["search", "--model", model, "--images", "imgs", "--out_dir", "syn",
+                 *FAST]) == 2
+    assert main(["synthesize", "--model", model, "--images", "imgs", "--out_dir", "syn2",
+                 "--search_dir", "syn", *FAST]) == 2
+    assert main(["synthesize", "--model", model, "--images", "imgs", "--out_dir", "search",
+                 "--search_dir", "search2", *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == ("error: --out_dir syn holds a synthetic set of python3 -m robustness "
+                      "synthesize, not a search: choose another folder (nothing changed)")
+    assert err[1].startswith("error: --search_dir syn holds a synthetic set")
+    assert err[2].startswith("error: --out_dir search holds a search")
+    assert (tmp_path / "syn" / "config.json").read_text() == config
+    assert not (tmp_path / "syn2").exists() and not (tmp_path / "search2").exists()
+
+
+def test_a_grayscale_run_sees_grey_images(work, tmp_path):
+    """A stage-4 run trained with grayscale=True predicts a colour image as its grey
+    version (PIL's convert("L"), as the classifier's loader does)."""
+    import shutil
+
+    from cli.flags import save_config_json
+    from config import ClassifierConfig
+    from robustness.predict import load_predictor, to_grey
+
+    grey_run = tmp_path / "grey_run"
+    grey_run.mkdir()
+    shutil.copy(work / "run" / "best.weights.h5", grey_run)
+    save_config_json(ClassifierConfig(train_dir="x", backbone="small_cnn", input_shape=32,
+                                      grayscale=True),
+                     grey_run / "config.json", class_names=["dark", "light"])
+    colour = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    grey = np.stack([np.asarray(Image.fromarray(im).convert("L").convert("RGB"))
+                     for im in colour])
+    assert np.array_equal(to_grey(colour), grey)
+    grey_p, colour_p = load_predictor(grey_run), load_predictor(work / "run")
+    assert grey_p.grayscale and not colour_p.grayscale
+    assert grey_p.fingerprint != colour_p.fingerprint  # caches and resumes tell them apart
+    np.testing.assert_allclose(grey_p(colour), grey_p(grey), atol=1e-6)
+    np.testing.assert_allclose(grey_p(colour), colour_p(grey), atol=1e-6)
+    assert not np.allclose(colour_p(colour), colour_p(grey), atol=1e-6)
+
+
+def test_an_unbounded_large_folder_gets_a_note(work, monkeypatch, capsys):
+    from config import RobustnessSearchConfig
+    from robustness import runs
+    cfg = RobustnessSearchConfig(model=str(work / "model.keras"), images=str(work / "imgs"),
+                                 ops=OPS, step=0.25)
+    runs._note_unbounded(cfg, (32, 32))
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(runs, "_NOTE_ABOVE", 4)
+    runs._note_unbounded(cfg, (32, 32))
+    assert capsys.readouterr().out == (
+        "note: no --max_images: all 8 images are used (0 MiB in memory at 32x32, up to 288 "
+        "probes); --max_images 4 takes a seeded subset in proportion to the labels\n")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "robustness", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

@@ -88,6 +88,11 @@ def test_early_stop_and_severities_only(images):
                          full_curve=False)
     curve = partial.curves["brightness_up"]
     assert curve.intensities[-1] == curve.first_critical < 1.0
+    # The report does not pass the first critical step off as the error at intensity 1.
+    from robustness.report import _error_at_1
+    assert _error_at_1(curve) == f"not probed (stopped at {curve.intensities[-1]:.2f})"
+    full = run_search(model, images, ops=["brightness_up"], step=0.25, diff_error="label")
+    assert _error_at_1(full.curves["brightness_up"]) == full.curves["brightness_up"].errors[-1]
     sev = run_search(model, images, ops=["brightness_up"], curves=False)
     assert len(sev.curves["brightness_up"].intensities) == 0
     assert sev.curves["brightness_up"].safe is None
