@@ -20,6 +20,7 @@ from pathlib import Path
 from config import InpaintingCompareConfig
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, read_manifest
+from dataset.out_dir import check_location
 from dataset.scan import DatasetError
 
 COLUMNS = ("class", "support_in", "support_ood", "recall_in", "recall_ood", "recall_drop",
@@ -31,6 +32,10 @@ OVERALL = "all (balanced acc. / macro-F1)"
 class CompareResult:
     rows: list[dict]
     files: list[Path] = field(default_factory=list)
+
+
+# What a comparison writes: re-running into the same folder is fine, any other file is not.
+_OURS = {"in_distribution", "ood", "compare.csv", "compare.md", "samples.png"}
 
 
 def drop_table(m_in: dict, m_ood: dict) -> list[dict]:
@@ -125,15 +130,21 @@ def compare_ood(cfg: InpaintingCompareConfig) -> CompareResult:
     samples.png into cfg.out_dir.
 
     Raises:
-        DatasetError: a missing folder or model, classes the model does not know, or an
-            out_dir holding evaluations of something else.
+        DatasetError: a missing folder or model, classes the model does not know, an
+            out_dir inside one of the two folders, or one holding evaluations of something
+            else.
     """
     from inpainting.sheet import write_triples
 
     for flag, folder in (("--test_dir", cfg.test_dir), ("--ood_dir", cfg.ood_dir)):
+        check_location(cfg.out_dir, folder, flag)  # never write into the user's folders
         if not Path(folder).is_dir():
             raise DatasetError(f"{flag} {folder} is not a folder")
     out = Path(cfg.out_dir)
+    if out.is_dir() and any(p.name not in _OURS and not p.name.startswith(".")
+                            for p in out.iterdir()):
+        raise DatasetError(f"--out_dir {cfg.out_dir} holds files that compare did not write "
+                           f"(e.g. a generate run's): choose a new folder")
     m_in = _evaluate(cfg.model, cfg.test_dir, out / "in_distribution", cfg.batch_size,
                      cfg.workers)
     m_ood = _evaluate(cfg.model, cfg.ood_dir, out / "ood", cfg.batch_size, cfg.workers)

@@ -161,12 +161,14 @@ def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
 
     Weights are quantised to k/255 (the saved mask file is then the exact weight), so the
     band fades out within about 3 sigma and every pixel further out is exactly 0; sigma 0
-    returns the binary mask as 0/1 floats.
+    returns the binary mask as 0/1 floats. A pixel of the mask keeps a weight of at least
+    1/255, so blurring never erases a small mask.
     """
     weights = np.asarray(mask, np.float32)
     if sigma > 0:
         from scipy.ndimage import gaussian_filter
-        weights = gaussian_filter(weights, sigma=float(sigma), mode="nearest", truncate=3.0)
+        blurred = gaussian_filter(weights, sigma=float(sigma), mode="nearest", truncate=3.0)
+        weights = np.where(weights > 0, np.maximum(blurred, 1.0 / 255.0), blurred)
     return quantise(weights)
 
 

@@ -5,7 +5,10 @@ class, seeded), gives each its seed, prompt and mask source, and checks prompts,
 models and the output folder; `run_inpainting` copies the other images unchanged, runs the
 backend in batches at the model's size (crop around the mask, paste back the masked pixels
 only), and writes the manifest and a sample sheet. Outputs are named from their settings,
-so a re-run skips what exists and an interrupted run resumes.
+so a re-run skips what exists and an interrupted run resumes. config.json also records
+digests of the inputs (the test images' list, the prompt file, the masks, the models): a
+re-run whose inputs changed, or whose `<augm_type>/` holds images the plan does not list,
+is refused rather than mixing old and new outputs.
 
     out_dir/<augm_type>/<class>/<stem>_<backend>_<hash>.png   transformed (PNG, lossless)
     out_dir/<augm_type>/<class>/<original file>              not chosen: byte-identical copy
@@ -25,6 +28,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +40,7 @@ from config import InpaintingConfig
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb, save_rgb
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
-from dataset.out_dir import CONFIG_NAME, check_out_dir
+from dataset.out_dir import CONFIG_NAME, check_out_dir, saved_config
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, \
     validate_images
 from inpainting import crops, masks as mk
@@ -48,6 +52,13 @@ TOOL = "python3 -m inpainting generate"
 # Settings that change what is written: a folder made with other values is not resumed.
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(InpaintingConfig)
                     if f.name not in ("test_dir", "out_dir", "batch_size", "samples"))
+# Inputs whose contents change what is written (digests in config.json, key "_inputs").
+INPUT_NAMES = {"test_images": "the list of images in --test_dir",
+               "prompt_file": "the contents of the prompt file (--prompt_dir)",
+               "masks": "the contents of the mask file(s) (--mask_path / --mask_dir)",
+               "models": "the model(s) (config.json or weights)"}
+WEIGHTS_NAMES = ("best.weights.h5", "last.weights.h5")  # the order load_model tries them
+HEAD_TAIL = 1 << 20  # a model file is identified by its size and its first and last MiB
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class InpaintPlan:
     items: list[PlanItem]
     models: dict = field(default_factory=dict)  # ddim: class -> ModelRef
     notes: list[str] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # INPUT_NAMES -> digest (see input_digests)
 
     def transformed(self) -> list[PlanItem]:
         return [it for it in self.items if it.transform]
@@ -155,6 +167,98 @@ def _check_masks(cfg: InpaintingConfig, scan: ScanResult, chosen: set[str]
     return files, notes
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _file_digest(path: str | Path, head_tail: bool = False) -> str:
+    """sha256 of a file's bytes; with `head_tail`, of its size and its first and last MiB
+    only (weights can be gigabytes; a file up to 2 MiB is still hashed whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if not head_tail:
+            h.update(f.read())
+        else:
+            size = f.seek(0, 2)
+            f.seek(0)
+            h.update(f"{size}|".encode())
+            h.update(f.read(HEAD_TAIL))
+            f.seek(max(HEAD_TAIL, size - HEAD_TAIL))
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _model_digest(model: str | Path) -> str:
+    """A DDIM run (its config.json and the weights load_model takes), a weights file (and
+    its folder's config.json) or a local preset folder (every file), by `_file_digest`."""
+    path = Path(model)
+    base = path if path.is_dir() else path.parent
+    if path.is_file():
+        files = [base / "config.json", path]
+    elif any((path / name).is_file() for name in WEIGHTS_NAMES):
+        files = [base / "config.json",
+                 next(path / n for n in WEIGHTS_NAMES if (path / n).is_file())]
+    else:
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+    return _digest("|".join(f"{f.relative_to(base).as_posix()}:"
+                            f"{_file_digest(f, head_tail=True) if f.is_file() else '-'}"
+                            for f in files))
+
+
+def input_digests(cfg: InpaintingConfig, scan: ScanResult, mask_files: dict[str, str],
+                  models: dict) -> dict:
+    """Digests of the inputs whose contents (not only their paths) decide the outputs:
+    which images --test_dir holds, the prompt file, every mask file used, every model."""
+    relpaths = "\n".join(sorted(rec.relpath for rec in scan.images))
+    out = {"test_images": _digest(relpaths),
+           "prompt_file": None, "masks": None, "models": None}
+    if cfg.backend == "keras_hub":
+        out["prompt_file"] = _file_digest(cfg.prompt_dir)
+        if Path(cfg.sd_preset).is_dir():  # a local preset (KerasHub loads it, not a name)
+            out["models"] = {"preset": _model_digest(cfg.sd_preset)}
+    else:
+        out["models"] = {lab: _model_digest(ref.model_dir) for lab, ref in sorted(models.items())}
+    if mask_files:
+        cache = {}
+        for path in mask_files.values():
+            if path not in cache:
+                cache[path] = _file_digest(path)
+        out["masks"] = _digest(json.dumps({rel: cache[path] for rel, path
+                                           in sorted(mask_files.items())}))
+    return out
+
+
+def check_resume(plan: "InpaintPlan") -> None:
+    """An out_dir that already holds a run must have been made from the same inputs and
+    hold no image in `<augm_type>/` (or its masks) that this plan does not write.
+
+    Raises:
+        DatasetError: one line naming what changed; nothing is changed.
+    """
+    cfg = plan.cfg
+    out = Path(cfg.out_dir)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    saved = saved_config(out).get("_inputs")
+    if not isinstance(saved, dict):
+        raise DatasetError(f"--out_dir {cfg.out_dir} records no digests of its inputs (made by "
+                           f"an older version): choose a new --out_dir")
+    for key, what in INPUT_NAMES.items():
+        if saved.get(key) != plan.inputs.get(key):
+            raise DatasetError(f"--out_dir {cfg.out_dir}: {what} changed since the first run: "
+                               f"choose a new --out_dir")
+    planned = {it.out_name for it in plan.items} | {it.mask_name for it in plan.items
+                                                    if it.mask_name}
+    extra = [f.relative_to(out).as_posix()
+             for folder in (out / cfg.augm_type, out / "masks" / cfg.augm_type)
+             if folder.is_dir() for f in sorted(folder.rglob("*"))
+             if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+             and not f.name.startswith(".") and f.relative_to(out).as_posix() not in planned]
+    if extra:
+        raise DatasetError(f"--out_dir {cfg.out_dir} holds {len(extra)} image(s) this run "
+                           f"would not write (e.g. {extra[0]}): choose a new --out_dir")
+
+
 def _settings_tag(cfg: InpaintingConfig, rec: ImageRecord, seed: int, prompt: str | None,
                   mask_file: str | None, model: str) -> str:
     spec = {"path": rec.relpath, "seed": seed, "prompt": prompt, "mask": mask_file,
@@ -213,7 +317,10 @@ def plan_inpainting(cfg: InpaintingConfig, progress: bool = True) -> InpaintPlan
             rec, f"{cfg.augm_type}/{rec.label}/{stem}_{cfg.backend}_{tag}.png", True, seed,
             prompt, mask_files.get(rec.relpath),
             f"masks/{cfg.augm_type}/{rec.label}/{stem}_{tag}.png"))
-    return InpaintPlan(cfg, scan, items, models, notes)
+    plan = InpaintPlan(cfg, scan, items, models, notes,
+                       input_digests(cfg, scan, mask_files, models))
+    check_resume(plan)
+    return plan
 
 
 def mask_spec(cfg: InpaintingConfig, item: PlanItem) -> str | dict:
@@ -345,11 +452,12 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
 
     cfg = plan.cfg
     out_dir = check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
+    check_resume(plan)
     if backend is None:
         backend = build_backend(cfg, plan.models)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME,
-                     in_dir_resolved=str(Path(cfg.test_dir).resolve()))
+                     in_dir_resolved=str(Path(cfg.test_dir).resolve()), inputs=plan.inputs)
     result = InpaintResult(out_dir)
     for it in plan.items:
         if not it.transform and not (out_dir / it.out_name).exists():
@@ -357,12 +465,19 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
             result.copied += 1
     todo = [it for it in plan.transformed() if not (out_dir / it.out_name).exists()]
     result.reused = len(plan.transformed()) - len(todo)
-    # images of one model together, so that every call is a full batch of one model
-    todo.sort(key=lambda it: backend.group_key(it.record.label))
+    # images of one model together, so that every call is a full batch of one model; a
+    # batch never spans two models (they may work at different image sizes)
+    def model_of(it: PlanItem) -> str:
+        return backend.group_key(it.record.label)
+
+    todo.sort(key=model_of)
+    chunks = []
+    for _, group in groupby(todo, key=model_of):
+        group = list(group)
+        chunks += [group[i:i + cfg.batch_size] for i in range(0, len(group), cfg.batch_size)]
     bar = tqdm(total=len(todo), desc=f"{backend.generator}", unit="img",
                disable=not progress or not todo)
-    for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start:start + cfg.batch_size]
+    for chunk in chunks:
         _transform_batch(plan, backend, chunk, out_dir)
         result.generated += len(chunk)
         bar.update(len(chunk))

@@ -74,6 +74,23 @@ def test_feather_blends_a_band_and_leaves_far_pixels_exactly_zero():
     np.testing.assert_array_equal(soft, mk.quantise(soft))  # exactly what the 8-bit file holds
     np.testing.assert_array_equal(mk.to_uint8_mask(soft) / np.float32(255), soft)
 
+def test_feather_never_erases_a_small_mask():
+    mask = np.zeros((80, 80), bool)
+    mask[40, 40] = True                      # blurred alone it rounds to 0 everywhere
+    soft = mk.feather(mask, 10.0)
+    assert soft[40, 40] >= np.float32(1 / 255)
+    assert crops.bounding_box(soft) is not None
+    win = crops.crop_window(soft.shape, crops.bounding_box(soft), (16, 16))
+    assert win[0] <= 40 < win[1] and win[2] <= 40 < win[3]
+    far = np.ones_like(mask)
+    far[40 - 30:40 + 31, 40 - 30:40 + 31] = False  # outside the 3-sigma band: exactly 0
+    assert soft[far].max() == 0
+    np.testing.assert_array_equal(soft, mk.quantise(soft))
+    image = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    out = crops.paste_back(image, soft, win, np.ones((16, 16, 3), np.float32))
+    np.testing.assert_array_equal(out[soft == 0], image[soft == 0])
+
+
 
 def test_crop_window_contains_the_mask_has_model_aspect_and_stays_inside():
     assert crops.crop_window((20, 30), (2, 5, 2, 5), (32, 32)) == (0, 20, 0, 30)  # small: all

@@ -43,10 +43,10 @@ def test_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _ddim_run(folder: Path, conditional: bool, classes: list[str]) -> Path:
+def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 32) -> Path:
     """A DDIM run folder (config.json + best.weights.h5) of a tiny untrained model."""
     from diffusion.training import build_model
-    cfg = DiffusionConfig(image_size=(32, 32), widths=[8, 16], block_depth=1,
+    cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
                           embedding_dims=8, conditional=conditional, use_mix_precision=False)
     keras.utils.set_random_seed(0)
     model = build_model(cfg, len(classes) if conditional else 0)
@@ -205,6 +205,57 @@ def test_ddim_same_seed_same_files_other_seed_differs(test_dir, ddim_runs, tmp_p
     masks = [load_rgb(tmp_path / "a" / k)[..., 0] for k in a if k.startswith("masks/")]
     for m in masks:                                             # the water's region
         assert not m[: int(np.ceil(m.shape[0] * 2 / 3)) - 1].any()
+
+
+def test_ddim_models_of_different_sizes_never_share_a_batch(test_dir, ddim_runs, tmp_path):
+    run16 = _ddim_run(tmp_path / "run16", False, ["2"], size=16)
+    out = tmp_path / "o"
+    assert generate("--test_dir", test_dir, "--out_dir", out, "--backend", "ddim",
+                    "--label_models", f"1={ddim_runs['only1']}", f"2={run16}",
+                    "--batch_size", 8, "--samples", 0, *DDIM_FAST) == 0  # 6 + 4 images
+    rows = _check_outputs(test_dir, out, "inpaint_box")
+    assert Counter(r.label for r in rows if r.generator == "repaint") == {"1": 6, "2": 4}
+
+
+def test_changed_inputs_or_stray_images_refuse_a_resume(test_dir, sd3, tmp_path, capsys):
+    prompts, masks, out = tmp_path / "prompts.csv", tmp_path / "masks", tmp_path / "o"
+    prompts.write_text("*;a red kayak\n")
+    for img in test_dir.rglob("*.*"):
+        h, w = load_rgb(img).shape[:2]
+        m = np.zeros((h, w), np.uint8)
+        m[h // 2:, w // 2:] = 255
+        save_rgb(masks / img.parent.name / f"{img.stem}.png", m)
+    argv = ["--test_dir", str(test_dir), "--out_dir", str(out), "--prompt_dir", str(prompts),
+            "--sd_preset", str(sd3["presets"]["inpaint"]), "--mask_dir", str(masks),
+            "--num_steps", "2", "--augm_probability", "0.3", "--samples", "0"]
+    plan = plan_inpainting(parse_config(InpaintingConfig, argv)[0], progress=False)
+    run_inpainting(plan, KerasHubBackend(sd3["tasks"]["inpaint"], "inpaint", 2,
+                                         plan.cfg.guidance_scale, plan.cfg.strength, "tiny"),
+                   progress=False)
+    assert len(plan.transformed()) == 3
+    assert json.loads((out / "config.json").read_text())["_inputs"] == plan.inputs
+    before = tree_hashes(out)
+    capsys.readouterr()
+    assert generate(*argv, "--dry-run") == 0                   # same inputs: resumable
+
+    prompts.write_text("*;a wooden log\n")                     # same path, other contents
+    assert generate(*argv) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: --out_dir {out}: the contents of the prompt file (--prompt_dir) "
+                      f"changed since the first run: choose a new --out_dir"]
+    prompts.write_text("*;a red kayak\n")
+    used = Path(plan.transformed()[0].mask_file)
+    kept = used.read_bytes()
+    save_rgb(used, 255 - load_rgb(used))                        # a mask's pixels changed
+    assert generate(*argv) == 2
+    assert "mask file(s)" in capsys.readouterr().err
+    used.write_bytes(kept)
+    stray = out / plan.cfg.augm_type / "1" / "old_result.png"
+    save_rgb(stray, np.zeros((8, 8, 3), np.uint8))
+    assert generate(*argv) == 2
+    assert "1 image(s) this run would not write" in capsys.readouterr().err
+    stray.unlink()
+    assert tree_hashes(out) == before                           # nothing new written
 
 
 def test_ddim_sdedit_img2img_whole_image(test_dir, ddim_runs, tmp_path):
@@ -381,5 +432,12 @@ def test_compare_writes_per_class_table_and_samples(test_dir, ddim_runs, tmp_pat
     assert (cmp_dir / "samples.png").is_file()
     assert (cmp_dir / "in_distribution" / "metrics.json").is_file()
     assert main(argv) == 0                       # finished evaluations are reused
+    for inside in (test_dir / "cmp", ood / "inpaint_box" / "cmp"):  # never into the inputs
+        assert main([*argv[:-4], "--out_dir", str(inside), "--samples", "3"]) == 2
+        assert "is inside" in capsys.readouterr().err and not inside.exists()
     assert main([*argv[:-4], "--ood_dir", str(test_dir), *argv[-4:]]) == 2
     assert "another model or folder" in capsys.readouterr().err
+    generate_sheet = (ood / "samples.png").read_bytes()
+    assert main([*argv[:-4], "--out_dir", str(ood), "--samples", "3"]) == 2   # generate's
+    assert "did not write" in capsys.readouterr().err
+    assert (ood / "samples.png").read_bytes() == generate_sheet
