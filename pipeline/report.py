@@ -62,9 +62,14 @@ def _verdict(summary: list[dict], paired: list[dict]) -> str:
     diff = by_arm["synthetic"]["macro_f1_mean"] - by_arm["original"]["macro_f1_mean"]
     test = next((p for p in paired if p["variant"] == "synthetic" and p["metric"] == "macro_f1"),
                 None)
-    p_text = (f", paired t-test p = {test['p_value']:.3f} over {int(test['n'])} seeds"
-              if test and test.get("p_value") == test.get("p_value") else "")
-    word, cls = ("helped", "good") if diff > 0 else ("did not help", "bad")
+    p = test.get("p_value") if test else None
+    p = None if p is None or p != p else p  # NaN with fewer than 2 seeds
+    p_text = f", paired t-test p = {p:.3f} over {int(test['n'])} seeds" if p is not None else ""
+    # A difference the seeds cannot tell from noise is reported as such, whatever its sign.
+    if p is not None and p < 0.05:
+        word, cls = ("helped", "good") if diff > 0 else ("hurt", "bad")
+    else:
+        word, cls = "made no clear difference", "neutral"
     return (f'<p class="{cls}"><b>Synthetic images {word}</b>: test macro-F1 '
             f'{by_arm["synthetic"]["macro_f1_mean"]:.3f} vs {by_arm["original"]["macro_f1_mean"]:.3f} '
             f'on the original data ({diff:+.3f}{p_text}).</p>')

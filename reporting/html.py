@@ -42,7 +42,7 @@ img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
 figure { display: inline-block; margin: 6px 12px 6px 0; vertical-align: top; }
 figcaption { font-size: 12px; color: #555; }
 .note { color: #555; font-size: 13px; }
-.good { color: #1a7f37; } .bad { color: #b42318; }
+.good { color: #1a7f37; } .bad { color: #b42318; } .neutral { color: #8a5a00; }
 pre { background: #f3f4f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 """
 

@@ -226,3 +226,15 @@ def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_pat
     assert "report.html" in capsys.readouterr().err
     assert [p.name for p in busy.iterdir()] == ["report.html"]
     assert (busy / "report.html").read_text() == "my own report"
+
+
+def test_the_verdict_claims_an_effect_only_when_the_seeds_show_one():
+    from pipeline.report import _verdict
+    summary = [{"variant": "original", "macro_f1_mean": 0.80},
+               {"variant": "synthetic", "macro_f1_mean": 0.84}]
+    paired = lambda p: [{"variant": "synthetic", "metric": "macro_f1", "p_value": p, "n": 5}]  # noqa: E731
+    assert "helped" in _verdict(summary, paired(0.01))
+    assert "no clear difference" in _verdict(summary, paired(0.3))
+    assert "no clear difference" in _verdict(summary, paired(float("nan")))
+    summary[1]["macro_f1_mean"] = 0.70
+    assert "hurt" in _verdict(summary, paired(0.01))
