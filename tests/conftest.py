@@ -43,11 +43,15 @@ def small_dataset(tmp_path: Path) -> Path:
                                           "2": {"A": 3, "B": 3}})
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def restore_float32_policy():
     """Loading or training a model sets Keras' global dtype policy (mixed_bfloat16 on this
-    CPU); put float32 back after each test module so modules do not depend on their order."""
-    yield
+    CPU); every test starts and ends with float32 so that none depends on another's order."""
     import sys
-    if "keras" in sys.modules:
-        sys.modules["keras"].config.set_dtype_policy("float32")
+
+    def reset():
+        if "keras" in sys.modules:
+            sys.modules["keras"].config.set_dtype_policy("float32")
+    reset()
+    yield
+    reset()

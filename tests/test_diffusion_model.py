@@ -29,13 +29,6 @@ def write_label_images(folder, colour, n, rng):
         save_rgb(folder / f"S{i % 3}_{i}.{'png' if i % 2 else 'jpg'}", img)
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.config.set_dtype_policy("float32")
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def image_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("labels")

@@ -26,13 +26,6 @@ from inpainting.run import plan_inpainting, run_inpainting  # noqa: E402
 DDIM_FAST = ["--num_steps", "3", "--jump_length", "2", "--jump_n_sample", "2"]
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.config.set_dtype_policy("float32")
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def test_dir(tmp_path_factory) -> Path:
     """Two classes; images larger than the models (48x40), one smaller, one model-sized."""
