@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from config import ClassifierConfig
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.scan import natural_key
 
-REAL_GENERATORS = ("original", "rotate_flip")
+# What stage 4 counts as real by default (originals and their rotations/flips).
+REAL_GENERATORS = tuple(ClassifierConfig().real_generators)
 
 
 def count_rows(in_dir: str | Path, stage: str, site_regex: str | None = None,
