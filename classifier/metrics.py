@@ -30,8 +30,11 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
 
     Args:
         y_true, y_pred: class indices into `class_names`.
-        class_names: every class the model knows; classes absent from `y_true` get zero
-            support (and count as 0 in macro averages only if predicted, as scikit-learn does).
+        class_names: every class the model knows. A class absent from `y_true` has zero
+            support; macro-F1 averages over the classes in `y_true` or `y_pred` (as
+            scikit-learn's default does), so a class predicted but absent counts as F1 0,
+            and a class neither present nor predicted is left out. Balanced accuracy is the
+            mean recall over the classes in `y_true`.
 
     Returns:
         A JSON-able dict; all scores are fractions in [0, 1].
@@ -39,6 +42,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
     Example:
         >>> classification_metrics([0, 0, 1], [0, 1, 1], ["a", "b"])["accuracy"]
         0.6666666666666666
+        >>> round(classification_metrics([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c"])
+        ...       ["macro_f1"], 3)      # "c" is predicted once, never true: F1 0
+        0.556
     """
     from sklearn import metrics as skm
 
@@ -48,7 +54,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
         raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {y_true.shape} "
                          f"and {y_pred.shape}")
     labels = list(range(len(class_names)))
-    present = sorted(set(y_true.tolist()))
+    # Predicted-but-absent classes are errors the model made; dropping them (as this code
+    # once did) inflated macro-F1, which drives model selection and the report's verdict.
+    seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     with warnings.catch_warnings():
         # Absent classes are expected in small test folders; the zero_division choice says
         # what they count as.
@@ -60,7 +68,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
             "accuracy": float(skm.accuracy_score(y_true, y_pred)),
             # Mean recall over the classes present in y_true (scikit-learn's definition).
             "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-            "macro_f1": float(skm.f1_score(y_true, y_pred, labels=present or labels,
+            "macro_f1": float(skm.f1_score(y_true, y_pred, labels=seen or labels,
                                            average="macro", zero_division=0)),
             "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=labels,
                                               average="weighted", zero_division=0)),
@@ -90,27 +98,60 @@ def higher_is_better(evaluation_type: str) -> bool:
     return evaluation_type != "loss"
 
 
+# Differences closer than this (relative to their size) are equal: per-seed scores are
+# ratios of counts, so real differences are far larger, while b - a of equal gains differs in
+# the last bits and once decided the verdict (t = 1e30 or undefined, depending on the scores).
+EQUAL_TOL = 1e-9
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test: P(a split at least this uneven | each sign has chance 1/2).
+
+    Example:
+        >>> sign_test_p(5, 0)
+        0.0625
+    """
+    from scipy import stats
+    n = int(wins) + int(losses)
+    if n == 0:
+        return 1.0
+    return float(stats.binomtest(int(wins), n, 0.5).pvalue)
+
+
 def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict:
     """Compares scores `b` against baseline `a`, paired by seed (same seeds, same order).
 
-    Returns mean and std of b - a, wins/ties/losses of b, and the paired t-test p-value
-    (None with fewer than two pairs or zero variance of the differences).
+    Returns mean and std of b - a, wins/ties/losses of b (|difference| <= EQUAL_TOL is a
+    tie), and a two-sided p-value, from:
+    - "paired t": the paired t-test, when the differences vary;
+    - "sign": the exact sign test, when every difference is the same within EQUAL_TOL (the
+      t statistic is undefined there: zero variance). n equal gains give p = 2 / 2**n
+      (5 seeds: 0.0625), all ties give p = 1; `t` is None and `std_diff` is 0.
+    - "none": fewer than two pairs (p None).
 
     Example:
         >>> paired_comparison([0.5, 0.6, 0.55], [0.6, 0.65, 0.6])["wins"]
         3
+        >>> paired_comparison([0.5, 0.6, 0.7], [0.525, 0.625, 0.725])["test"]
+        'sign'
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
     d = b - a
+    tol = EQUAL_TOL * max(1.0, float(np.abs(d).max())) if len(d) else EQUAL_TOL
+    wins, losses = int((d > tol).sum()), int((d < -tol).sum())
     out = {"n": int(len(d)), "mean_diff": float(d.mean()) if len(d) else math.nan,
            "std_diff": float(d.std(ddof=1)) if len(d) > 1 else math.nan,
-           "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "losses": int((d < 0).sum()),
-           "t": None, "p_value": None}
-    if len(d) > 1 and d.std(ddof=1) > 0:
-        from scipy import stats
-        res = stats.ttest_rel(b, a)
-        out["t"], out["p_value"] = float(res.statistic), float(res.pvalue)
+           "wins": wins, "ties": int(len(d)) - wins - losses, "losses": losses,
+           "t": None, "p_value": None, "test": "none"}
+    if len(d) < 2:
+        return out
+    if float(np.ptp(d)) <= tol:
+        out.update(std_diff=0.0, p_value=sign_test_p(wins, losses), test="sign")
+        return out
+    from scipy import stats
+    res = stats.ttest_rel(b, a)
+    out.update(t=float(res.statistic), p_value=float(res.pvalue), test="paired t")
     return out

@@ -45,6 +45,16 @@ def test_metrics_with_a_class_absent_from_the_test_set():
     assert len(m["confusion_matrix"]) == 3
 
 
+def test_macro_f1_counts_a_predicted_class_absent_from_the_truth():
+    # Issue 13: "c" is predicted but never true; scikit-learn's macro-F1 counts it as 0.
+    y_true, y_pred = [0, 0, 1, 1], [0, 2, 1, 1]
+    m = classification_metrics(y_true, y_pred, NAMES)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert m["macro_f1"] == pytest.approx(0.5556, abs=1e-4)
+    # A class neither true nor predicted stays out of the average.
+    assert classification_metrics([0, 1], [0, 1], ["a", "b", "c", "d"])["macro_f1"] == 1.0
+
+
 def test_paired_comparison_matches_scipy():
     from scipy import stats
     a, b = [0.50, 0.60, 0.55, 0.52], [0.58, 0.61, 0.60, 0.50]
@@ -53,6 +63,29 @@ def test_paired_comparison_matches_scipy():
     assert res["p_value"] == pytest.approx(stats.ttest_rel(b, a).pvalue)
     assert (res["wins"], res["ties"], res["losses"]) == (3, 0, 1)
     assert paired_comparison([0.5], [0.6])["p_value"] is None
+    assert res["test"] == "paired t"
+
+
+@pytest.mark.parametrize("base", [[0.5, 0.6, 0.7], [0.05, 0.15, 0.1, 0.3, 0.7],
+                                  [0.226, 0.326, 0.276, 0.3, 0.7], [0.9, 0.431, 0.2, 0.8, 0.1],
+                                  [1 / 3, 2 / 3, 0.1, 0.7, 0.3]])
+def test_equal_paired_differences_are_decided_by_the_sign_test_not_by_rounding(base):
+    # Issue 13: b = a + 1/40 at every seed gave p = None for some baselines and p = 1e-62 for
+    # others (float rounding of b - a). Equal differences now always get the exact sign test.
+    a = np.asarray(base)
+    res = paired_comparison(a, a + 1 / 40)
+    n = len(a)
+    assert res["test"] == "sign" and res["t"] is None and res["std_diff"] == 0.0
+    assert (res["wins"], res["ties"], res["losses"]) == (n, 0, 0)
+    assert res["p_value"] == pytest.approx(2 * 0.5 ** n)
+    assert res["mean_diff"] == pytest.approx(1 / 40)
+    lose = paired_comparison(a, a - 1 / 40)
+    assert lose["p_value"] == res["p_value"] and lose["losses"] == n
+    same = paired_comparison(a, a + 0.0)
+    assert same["p_value"] == 1.0 and same["ties"] == n and same["test"] == "sign"
+    # Differences that really vary keep the t-test.
+    varied = paired_comparison(a, a + 1 / 40 + np.linspace(0, 0.01, n))
+    assert varied["test"] == "paired t" and varied["p_value"] < 0.05
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
