@@ -293,10 +293,12 @@ class ClassifierConfig:
                                 "equally likely) instead of shuffling all images.")
     sample_weighting: str = opt("none", "Per-image loss weights: 'diagen' scores each "
                                 "synthetic image with a temperature-calibrated classifier "
-                                "trained on real images only (weight 1 above "
-                                "--diagen_threshold, else 2p).", choices=("none", "diagen"))
-    diagen_threshold: float = opt(0.5, "DIAGen: calibrated confidence above which a "
-                                  "synthetic image counts fully.", min=0.0, max=1.0)
+                                "trained on real images only (weight 1 from "
+                                "--diagen_threshold t on, else p / t: 2p at t = 0.5).",
+                                choices=("none", "diagen"))
+    diagen_threshold: float = opt(0.5, "DIAGen: calibrated confidence from which a "
+                                  "synthetic image counts fully; below it the weight is "
+                                  "p / threshold.", min=0.0, max=1.0)
     diagen_views: int = opt(4, "DIAGen: augmented views averaged per synthetic image.",
                             min=1, max=64)
     filter_model: str = opt("", "DIAGen: a finished real-only run folder to score with. "

@@ -2,8 +2,8 @@
 
 A classifier trained on real images only scores each synthetic image; after temperature
 calibration its probability p of the intended label says how convincing the image is.
-DIAGen's rule: weight 1 when p >= threshold, else 2p (capped at 1), so dubious images
-still count, just less.
+DIAGen's rule at threshold t: weight 1 when p >= t, else p / t (2p at DIAGen's t = 0.5), so
+dubious images still count, just less, and exactly the images below t lose weight.
 
 Example:
     >>> t = fit_temperature(val_logits, val_labels)
@@ -71,18 +71,29 @@ def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], bins: i
 
 
 def diagen_weights(p_true: Sequence[float], threshold: float = 0.5) -> np.ndarray:
-    """DIAGen sample weights: 1 where p >= threshold, else min(2p, 1).
+    """DIAGen sample weights: 1 where p >= threshold, else p / threshold.
+
+    At DIAGen's threshold 0.5 this is its rule min(2p, 1). The weight grows linearly to 1 at
+    the threshold, so every threshold matters (with a fixed 2p, thresholds above 0.5 changed
+    nothing) and an image has weight < 1 exactly when p < threshold; threshold 0 weights
+    every image 1.
 
     Args:
         p_true: calibrated probability of each synthetic image's intended label (averaged
             over a few augmented views).
-        threshold: the confidence above which an image counts fully.
+        threshold: the confidence from which an image counts fully, in [0, 1].
 
     Example:
         >>> diagen_weights([0.9, 0.25, 0.0], 0.5).tolist()
         [1.0, 0.5, 0.0]
+        >>> diagen_weights([0.9, 0.6], 0.8).tolist()
+        [1.0, 0.75]
     """
     p = np.asarray(p_true, dtype=np.float64)
     if np.any((p < 0) | (p > 1)):
         raise ValueError("probabilities must lie in [0, 1]")
-    return np.where(p >= threshold, 1.0, np.minimum(2.0 * p, 1.0))
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    if threshold == 0:
+        return np.ones_like(p)
+    return np.where(p >= threshold, 1.0, p / threshold)

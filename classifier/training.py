@@ -241,7 +241,9 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
         "p_label_calibrated": p_true, "weight": weights[syn]}))
     info = {"temperature": temperature, "n_synthetic": int(len(syn)),
             "mean_weight_synthetic": float(weights[syn].mean()) if len(syn) else None,
-            "n_below_threshold": int((p_true < cfg.diagen_threshold).sum())}
+            "threshold": cfg.diagen_threshold,
+            # The images that lost weight: the same test as diagen_weights' (p < threshold).
+            "n_below_threshold": int((weights[syn] < 1.0).sum())}
     return weights, info
 
 

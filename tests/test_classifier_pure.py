@@ -103,11 +103,26 @@ def test_temperature_scaling_recovers_a_known_temperature():
 
 def test_diagen_weights():
     w = calibration.diagen_weights([0.95, 0.5, 0.3, 0.0], threshold=0.5)
-    assert w.tolist() == [1.0, 1.0, 0.6, 0.0]
-    # Below a high threshold the weight is 2p, but never above 1.
-    assert calibration.diagen_weights([0.7], threshold=0.9).tolist() == [1.0]
+    assert w.tolist() == [1.0, 1.0, 0.6, 0.0]       # DIAGen's 2p at threshold 0.5
     with pytest.raises(ValueError):
         calibration.diagen_weights([1.5])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 0.9, 1.0])
+def test_diagen_threshold_and_weights_agree_at_every_threshold(threshold):
+    # Issue 13: above 0.5 the threshold changed no weight (min(2p, 1) is 1 there) while
+    # n_below_threshold counted those images. Now weight < 1 exactly when p < threshold.
+    p = np.linspace(0, 1, 101)
+    w = calibration.diagen_weights(p, threshold)
+    assert np.array_equal(w < 1, p < threshold)
+    assert np.all(np.diff(w) >= 0) and w.min() >= 0 and w.max() == 1
+    below = p < threshold
+    if below.any():
+        assert np.allclose(w[below], p[below] / threshold)    # continuous at the threshold
+    if threshold > 0.5:
+        # A higher threshold really lowers the weights of images between 0.5 and it.
+        mid = (p >= 0.5) & below
+        assert (w[mid] < calibration.diagen_weights(p[mid], 0.5)).all()
 
 
 def test_stratified_split_is_seeded_disjoint_and_per_class():

@@ -205,6 +205,7 @@ def test_manifest_training_with_diagen_weights_and_class_balancing(data):
     from classifier.training import train_run
     cfg = _cfg(manifest=data["balanced"], test_dir=data["test"], out_dir=data["root"] / "runs",
                run_name="diagen", number_epochs=3, sample_weighting="diagen", diagen_views=2,
+               diagen_threshold=0.9,
                class_balanced=True, augm_type="albumentations", augm_probability=0.5,
                seed=2, **COMMON)
     res = train_run(cfg, verbose=0)
@@ -213,6 +214,10 @@ def test_manifest_training_with_diagen_weights_and_class_balancing(data):
     assert m["diagen"]["temperature"] > 0
     w = pd.read_csv(res.run_dir / "synthetic_weights.csv")
     assert len(w) == 12 and w["weight"].between(0, 1).all()
+    # Threshold and weights agree: the images counted below it are the down-weighted ones.
+    below = w["p_label_calibrated"] < 0.9
+    assert m["diagen"]["n_below_threshold"] == int((w["weight"] < 1).sum()) == int(below.sum())
+    assert np.allclose(w.loc[below, "weight"], w.loc[below, "p_label_calibrated"] / 0.9)
     # The mislabelled synthetic image (a blue picture filed under red) scores lowest.
     assert w.loc[w["p_label_calibrated"].idxmin(), "path"].endswith("red/ddim_1.png")
     assert (res.run_dir / "filter_model" / "best.weights.h5").is_file()
