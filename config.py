@@ -121,7 +121,13 @@ class AugmentationConfig:
 
 ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
                        "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
-                       "min_signal_rate", "max_signal_rate", "conditional")
+                       "min_signal_rate", "max_signal_rate", "conditional", "channels",
+                       "block_conditioning", "site_conditioning", "augment_conditioning",
+                       "prediction")
+# What a model folder's config.json meant when it was written before a field existed (the
+# architecture of that time), so old folders keep loading.
+LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_conditioning": False,
+                       "augment_conditioning": False, "prediction": "eps"}
 
 
 @dataclass
@@ -149,6 +155,9 @@ class DiffusionConfig:
                                       "aspect ratio, then resized.", min=8, max=4096)
     validation_split: float = opt(0.15, "Share of the images held out for validation loss "
                                   "and KID.", min=0.0, max=0.9)
+    channels: str = opt("auto", "Image channels: 1 (grey), 3 (colour), or auto (grey when "
+                        "every sampled training image is grey). Grey data trained as 3 "
+                        "channels invents colour.", choices=("auto", "1", "3"))
     flip_augment: bool = opt(True, "Random horizontal flips while training.")
     cache_images: bool | None = opt(None, "Keep decoded images in memory (default: when "
                                     "they take less than 2 GB).")
@@ -167,9 +176,31 @@ class DiffusionConfig:
                             "--in_dir (classifier-free guidance) instead of one per label.")
     label_dropout: float = opt(0.1, "Conditional: share of training steps without the label "
                                "(makes guidance possible).", min=0.0, max=1.0)
+    block_conditioning: bool = opt(True, "Feed the noise level and every condition into each "
+                                   "residual block (scale and shift of its normalisation, as "
+                                   "ADM/EDM); off = the legacy network that sees them once at "
+                                   "its input and can ignore the label.")
+    site_conditioning: bool = opt(False, "Also condition on the site id (from the stage-1 "
+                                  "manifest, else the file-name prefix before '_'), so images "
+                                  "can be generated for a (label, site) cell.")
+    site_dropout: float = opt(0.1, "Share of training steps without the site (guidance on the "
+                              "site).", min=0.0, max=1.0)
+    augment_conditioning: bool = opt(True, "Tell the network which flip / stage-1 rotation "
+                                     "each training image went through (EDM's augmentation "
+                                     "conditioning); sampling asks for none, so they do not "
+                                     "leak into the samples.")
+    prediction: str = opt("eps", "What the network predicts: the noise (eps) or v.",
+                          choices=("eps", "v"))
+    loss_weighting: str = opt("none", "Loss weight per noise level: none, or min_snr "
+                              "(min-SNR-gamma).", choices=("none", "min_snr"))
+    min_snr_gamma: float = opt(5.0, "Gamma of --loss_weighting min_snr.", min=0.1, max=100.0)
 
     # Training
-    num_epochs: int = opt(300, "Epochs (early stopping may end sooner).", min=1)
+    num_epochs: int = opt(300, "Epochs (early stopping may end sooner); ignored when "
+                          "--train_steps is given.", min=1)
+    train_steps: int = opt(0, "Training budget in optimizer steps (0 = use --num_epochs). "
+                           "Small datasets need thousands of steps, far more than their "
+                           "epochs suggest.", min=0)
     batch_size: int = opt(16, "Images per training step.", min=1, max=4096)
     learning_rate: float = opt(1e-3, "AdamW learning rate.", min=1e-7, max=1.0)
     weight_decay: float = opt(1e-4, "AdamW weight decay.", min=0.0, max=1.0)
@@ -291,6 +322,10 @@ class ClassifierConfig:
                                         "all of them.", min=0.0, max=100.0)
     class_balanced: bool = opt(False, "Draw training batches class-balanced (each label "
                                 "equally likely) instead of shuffling all images.")
+    steps_per_epoch: int | None = opt(None, "Training steps per epoch. Default: one pass over "
+                                      "the training images (classifier.compare gives every "
+                                      "arm the same: one pass over its largest arm's).",
+                                      min=1)
     sample_weighting: str = opt("none", "Per-image loss weights: 'diagen' scores each "
                                 "synthetic image with a temperature-calibrated classifier "
                                 "trained on real images only (weight 1 from "
@@ -321,6 +356,14 @@ class ClassifierConfig:
                                   "albumentations"))
     augm_probability: float = opt(0.5, "Share of training images augmented (per image, per "
                                   "epoch).", min=0.0, max=1.0)
+    augm_strength: float = opt(1.0, "Magnitude of flip/randaugment/augmix augmentation: "
+                               "1 = rotation 0.05 turn, zoom 15%, contrast 0.2 (flip), "
+                               "factor 0.5 (randaugment), severity 0.3 (augmix); scaled "
+                               "linearly (0 = flips only).", min=0.0, max=4.0)
+    augm_flip: str = opt("horizontal", "Flips of the flip augmentation: horizontal suits "
+                         "upright objects and scenes; add vertical only for top-down or "
+                         "microscope images.",
+                         choices=("none", "horizontal", "vertical", "horizontal_and_vertical"))
     albumentations_preset: str = opt("reference", "albumentations policy: 'reference' (flip, "
                                      "brightness/contrast, rotate, blur, hue, perspective) or "
                                      "'light' (flip, brightness/contrast).",
@@ -397,33 +440,91 @@ class GridSearchConfig(ClassifierConfig):
 
 @dataclass
 class CompareConfig(ClassifierConfig):
-    """Stage 4 (python3 -m classifier.compare): original vs classic augmentation vs
-    balanced + synthetic data, the same classifier over the same seeds."""
+    """Stage 4 (python3 -m classifier.compare): do generated images beat what real images,
+    rebalancing and classic augmentation give? The same classifier, seeds and step budget in
+    every arm; bootstrap CIs and Holm-corrected paired tests against the strongest
+    non-generative arm."""
 
     train_dir: str = opt("", "The original training data (one sub-folder per label).",
                          required=True)
-    balanced_dir: str = opt("", "Stage-3 output with manifest.csv (originals + synthetic); "
-                            "needed by the 'synthetic' arm.")
+    balanced_dir: str = opt("", "Stage-3 output with manifest.csv (originals + generated "
+                            "images): the 'diffusion_fill' arm.")
+    classic_fill_dir: str = opt("", "The same gap filled with classic augmentations of real "
+                                "images, in stage 3's layout (images + manifest.csv whose "
+                                "generator column marks the added rows): the "
+                                "'classic_fill' arm.")
+    fill_dirs: list[str] | None = opt(None, "More generated fills in stage 3's layout, each "
+                                      "NAME=DIR (e.g. sdedit_fill=runs/sdedit); each NAME "
+                                      "is a generative arm.")
     test_dir: str = opt("", "Real test images, one sub-folder per label.", required=True)
     out_dir: str = opt("compare", "Run folders and the comparison tables go here; re-running "
                        "skips finished runs.")
-    variants: list[str] = opt(["original", "classic", "synthetic"], "Arms to train: original "
-                              "data; original + --classic_augm_type; balanced + synthetic.",
-                              choices=("original", "classic", "synthetic"))
-    classic_augm_type: str = opt("flip", "Augmentation of the 'classic' arm.",
-                                 choices=("flip", "autoaugment", "randaugment", "augmix",
-                                          "albumentations"))
+    variants: list[str] | None = opt(None, "Arms: original, rebalanced (class-balanced "
+                                     "batches), classic (online augmentation), classic_fill, "
+                                     "diffusion_fill (old name: synthetic), the --fill_dirs "
+                                     "names; a fill arm may add +classic and/or +diagen "
+                                     "(e.g. diffusion_fill+classic). Default: original "
+                                     "rebalanced classic and each fill whose folder is given.")
+    classic_augm_type: str = opt("flip", "Online augmentation of 'classic' and the +classic "
+                                 "arms.", choices=("flip", "autoaugment", "randaugment",
+                                                   "augmix", "albumentations"))
+    classic_strengths: list[float] = opt([0.25, 0.5, 1.0], "--augm_strength values tried for "
+                                         "the classic augmentation on the first seed; the "
+                                         "best by validation --evaluation_type is used by "
+                                         "'classic' and every +classic arm.", min=0.0,
+                                         max=4.0, min_len=1)
     seeds: list[int] = opt([0, 1, 2], "Seeds; every arm runs each (paired comparison).",
                            min=0, min_len=1)
+    bootstrap: int = opt(2000, "Bootstrap resamples of seeds and test images for the "
+                         "confidence intervals (0 = none).", min=0, max=100000)
+    tail_fraction: float = opt(0.33, "Share of the labels, those with the fewest real "
+                               "training images, whose mean test recall is the tail recall.",
+                               min=0.01, max=1.0)
     keep_going: bool = opt(False, "Carry on after a failed run (default: stop).")
+
+    def arms(self) -> list[str]:
+        """The arms to run, canonically named (the default list when --variants is unset).
+
+        Raises:
+            ConfigError: an unknown or repeated arm.
+        """
+        from classifier.arms import ArmError, normalise_arm, parse_fill_dirs
+        try:
+            fills = parse_fill_dirs(self.fill_dirs)
+            if self.variants is None:
+                names = ["original", "rebalanced", "classic"]
+                names += ["classic_fill"] if self.classic_fill_dir else []
+                names += ["diffusion_fill"] if self.balanced_dir else []
+                return names + list(fills)
+            names = [normalise_arm(v, list(fills)) for v in self.variants]
+        except ArmError as err:
+            raise ConfigError(str(err)) from None
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"--variants names {', '.join(repeated)} twice")
+        return names
 
     def validate(self) -> None:
         if self.manifest:
-            raise ConfigError("compare reads the synthetic arm from --balanced_dir; leave "
-                              "--manifest empty")
-        if "synthetic" in self.variants and not self.balanced_dir:
-            raise ConfigError("the 'synthetic' arm needs --balanced_dir (stage 3's output); or "
-                              "leave it out of --variants")
+            raise ConfigError("compare reads the fill arms from --balanced_dir, "
+                              "--classic_fill_dir and --fill_dirs; leave --manifest empty")
+        if self.augm_type != "base":
+            raise ConfigError("compare sets the augmentation per arm: use "
+                              "--classic_augm_type and the classic / +classic arms, and "
+                              "leave --augm_type base")
+        arms = self.arms()
+        bases = {a.split("+")[0] for a in arms}
+        if "diffusion_fill" in bases and not self.balanced_dir:
+            raise ConfigError("the 'diffusion_fill' (synthetic) arm needs --balanced_dir "
+                              "(stage 3's output); or leave it out of --variants")
+        if "classic_fill" in bases and not self.classic_fill_dir:
+            raise ConfigError("the 'classic_fill' arm needs --classic_fill_dir; or leave it "
+                              "out of --variants")
+        if (self.classic_augm_type == "albumentations" and len(self.classic_strengths) > 1
+                and any(a == "classic" or "+classic" in a for a in arms)):
+            raise ConfigError("albumentations presets have fixed strengths: give one "
+                              "--classic_strengths value with --classic_augm_type "
+                              "albumentations")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("--mean and --std take 3 values (R G B)")
         if self.backbone != "small_cnn" and self.input_shape < 32:

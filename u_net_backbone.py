@@ -1,16 +1,24 @@
-"""The U-Net that predicts the noise of a noisy image, conditioned on the noise level.
+"""The U-Net that predicts the noise (or v) of a noisy image, given the noise level and conditions.
 
-Architecture (keras.io DDIM example, as adapted by CT DEEP Rivers): a sinusoidal embedding
-of the noise variance is broadcast over the image and concatenated to the first features;
-`len(widths)` levels of residual blocks (GroupNorm, swish) with average-pool down and
-bilinear up-sampling and skip connections; optional self-attention in the bottleneck and,
-only at feature maps of at most 32x32 positions, in the down/up blocks; a zero-initialised
-float32 1x1 output convolution (the untrained network predicts zero noise).
+Architecture: `len(widths)` levels of residual blocks (GroupNorm, swish) with average-pool
+down and bilinear up-sampling and skip connections; optional self-attention in the
+bottleneck and, only at feature maps of at most 32x32 positions, in the down/up blocks; a
+zero-initialised float32 1x1 output convolution (the untrained network predicts zero).
 
-Optional class conditioning (`num_classes > 0`): a learned label embedding (plus an extra
-"no label" entry for classifier-free guidance) is added to the noise embedding; a second
-input adds Gaussian noise to that embedding at sampling time for diversity (as DIAGen does
-with its token embeddings). Zeros during training.
+Conditioning (`block_conditioning=True`, the default, as ADM and EDM do): a sinusoidal
+embedding of the noise variance goes through a small MLP; the label, site and augmentation
+embeddings are added to it; every residual block scales and shifts its first normalisation
+with a learned projection of that vector. A condition that reaches every block cannot be
+ignored; one concatenated once at the input (`block_conditioning=False`, the keras.io DDIM
+example and models trained before this option) often is.
+
+Conditions (each optional, each with a "null" entry so classifier-free guidance works):
+    labels (num_classes > 0): int, `num_classes` = no label; `label_noise` adds Gaussian
+        noise to the label embedding at sampling time for diversity (as DIAGen does).
+    sites (num_sites > 0): int, `num_sites` = no site.
+    augment (augment_dims > 0): a vector that says which augmentation (flip, rotation, ...)
+        the training image went through (EDM's augmentation conditioning); zeros = none, what
+        sampling asks for, so augmentations do not leak into the samples.
 
 Sizes: height and width must each divide by 2**(len(widths)-1) (e.g. 200x600 works with four
 widths: 200/8 and 600/8 are whole); the error names the nearest sizes that work.
@@ -18,6 +26,8 @@ widths: 200/8 and 600/8 are whole); the error names the nearest sizes that work.
 Example:
     >>> net = build_unet((64, 64), widths=[32, 64, 96, 128], block_depth=2)
     >>> pred_noise = net([noisy_images, noise_variances])
+    >>> net = build_unet((32, 32), [32, 64, 96], 2, channels=1, num_classes=6, num_sites=4)
+    >>> pred = net([noisy, variances, labels, label_noise, sites])
 """
 from __future__ import annotations
 
@@ -30,8 +40,9 @@ from keras import layers, ops
 from diffusion.unet_rules import (MAX_ATTENTION_POSITIONS, UNetConfigError,
                                   attention_levels, validate_unet_args)
 
-__all__ = ["build_unet", "SinusoidalEmbedding", "SpatialSelfAttention", "UNetConfigError",
-           "validate_unet_args", "attention_levels", "MAX_ATTENTION_POSITIONS"]
+__all__ = ["build_unet", "SinusoidalEmbedding", "SpatialSelfAttention", "FeatureModulation",
+           "UNetConfigError", "validate_unet_args", "attention_levels",
+           "MAX_ATTENTION_POSITIONS", "network_input_names"]
 
 @keras.saving.register_keras_serializable(package="diffusion")
 class SinusoidalEmbedding(layers.Layer):
@@ -103,10 +114,36 @@ class SpatialSelfAttention(layers.Layer):
         return {**super().get_config(), "num_heads": self.num_heads, "groups": self.groups}
 
 
-def _residual_block(x, width: int, groups: int, name: str):
+@keras.saving.register_keras_serializable(package="diffusion")
+class FeatureModulation(layers.Layer):
+    """Scales and shifts features by a conditioning vector: x * (1 + scale) + shift.
+
+    The input `params` (B, 1, 1, 2C) holds scale then shift; zeros leave x unchanged.
+
+    Example:
+        >>> FeatureModulation()([ops.ones((2, 4, 4, 8)), ops.zeros((2, 1, 1, 16))]).shape
+        (2, 4, 4, 8)
+    """
+
+    def call(self, inputs):
+        x, params = inputs
+        scale, shift = ops.split(ops.cast(params, x.dtype), 2, axis=-1)
+        return x * (1.0 + scale) + shift
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+def _residual_block(x, width: int, groups: int, name: str, emb=None):
     residual = x if x.shape[-1] == width else layers.Conv2D(width, 1, name=f"{name}_skip")(x)
     x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv1")(x)
     x = layers.GroupNormalization(groups=groups, name=f"{name}_norm1")(x)
+    if emb is not None:
+        # Default (random) init, as ADM: a zero init would hide the noise level from every
+        # block at the start, and short runs never learn to use the conditions.
+        params = layers.Dense(2 * width, name=f"{name}_film")(emb)
+        params = layers.Reshape((1, 1, 2 * width), name=f"{name}_film_map")(params)
+        x = FeatureModulation(name=f"{name}_modulate")([x, params])
     x = layers.Activation("swish", name=f"{name}_act1")(x)
     x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(x)
     x = layers.GroupNormalization(groups=groups, name=f"{name}_norm2")(x)
@@ -114,11 +151,32 @@ def _residual_block(x, width: int, groups: int, name: str):
     return layers.Activation("swish", name=f"{name}_out")(x)
 
 
+def network_input_names(num_classes: int = 0, num_sites: int = 0, augment_dims: int = 0
+                        ) -> list[str]:
+    """The names (and order) of the network's inputs for these conditions."""
+    names = ["noisy_images", "noise_variances"]
+    if num_classes > 0:
+        names += ["labels", "label_noise"]
+    if num_sites > 0:
+        names.append("sites")
+    if augment_dims > 0:
+        names.append("augment")
+    return names
+
+
+def _null_embedding(count: int, dims: int, name: str):
+    # Unit-scale init, like the sinusoids it is added to (the default 0.05 is drowned out).
+    return layers.Embedding(count + 1, dims, name=name,
+                            embeddings_initializer=keras.initializers.RandomNormal(
+                                stddev=1.0, seed=0))
+
+
 def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: int,
                embedding_dims: int = 32, attention_in_bottleneck: bool = False,
                attention_in_up_down_sample: bool = False, num_classes: int = 0,
-               groups: int = 8, name: str = "residual_unet") -> keras.Model:
-    """Builds the noise-predicting U-Net as a functional Keras model.
+               groups: int = 8, channels: int = 3, num_sites: int = 0, augment_dims: int = 0,
+               block_conditioning: bool = True, name: str = "residual_unet") -> keras.Model:
+    """Builds the U-Net as a functional Keras model.
 
     Args:
         image_size: (height, width); each divisible by 2**(len(widths)-1).
@@ -128,50 +186,81 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
         attention_in_bottleneck: self-attention after each bottleneck block.
         attention_in_up_down_sample: self-attention in down/up blocks, only at levels whose
             feature map has at most 32*32 positions (others are left without).
-        num_classes: > 0 adds the `labels` (int, value `num_classes` = no label) and
+        num_classes: > 0 adds the `labels` (int, `num_classes` = no label) and
             `label_noise` (B, embedding_dims) inputs.
         groups: GroupNorm groups.
+        channels: image channels (1 for grey data, 3 for colour).
+        num_sites: > 0 adds the `sites` input (int, `num_sites` = no site).
+        augment_dims: > 0 adds the `augment` input (B, augment_dims): which augmentation the
+            image went through; zeros = none.
+        block_conditioning: the noise level and conditions modulate every residual block
+            (default); False: the legacy network that concatenates them once at the input
+            (labels only; kept so model folders trained before can load).
 
     Returns:
-        Model with inputs [noisy_images, noise_variances(, labels, label_noise)] and the
-        predicted noise (float32) as output.
+        Model with inputs in the order of `network_input_names` and the prediction (float32,
+        `channels` channels) as output.
 
     Raises:
         UNetConfigError: settings that cannot build (see `validate_unet_args`).
     """
     validate_unet_args(image_size, widths, block_depth, embedding_dims, groups,
                        attention_in_bottleneck, num_classes)
+    if channels not in (1, 3):
+        raise UNetConfigError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
+    if not block_conditioning and (num_sites or augment_dims):
+        raise UNetConfigError("site and augmentation conditions need block_conditioning")
     h, w = int(image_size[0]), int(image_size[1])
-    noisy_images = keras.Input(shape=(h, w, 3), name="noisy_images")
+    noisy_images = keras.Input(shape=(h, w, channels), name="noisy_images")
     noise_variances = keras.Input(shape=(1, 1, 1), name="noise_variances")
     inputs = [noisy_images, noise_variances]
     e = SinusoidalEmbedding(embedding_dims, name="noise_embedding")(noise_variances)
+    label_vec = None
     if num_classes > 0:
         labels = keras.Input(shape=(), dtype="int32", name="labels")
         label_noise = keras.Input(shape=(embedding_dims,), name="label_noise")
         inputs += [labels, label_noise]
-        # Unit-scale init, like the sinusoids it is added to (the default 0.05 is drowned out).
-        c = layers.Embedding(num_classes + 1, embedding_dims, name="label_embedding",
-                             embeddings_initializer=keras.initializers.RandomNormal(
-                                 stddev=1.0, seed=0))(labels)
-        c = layers.Add(name="noisy_label_embedding")([c, label_noise])
-        c = layers.Reshape((1, 1, embedding_dims), name="label_embedding_map")(c)
-        e = layers.Add(name="conditioning")([e, c])
-    e = layers.UpSampling2D(size=(h, w), interpolation="nearest", name="embedding_map")(e)
+        c = _null_embedding(num_classes, embedding_dims, "label_embedding")(labels)
+        label_vec = layers.Add(name="noisy_label_embedding")([c, label_noise])
 
-    x = layers.Conv2D(widths[0], 1, name="stem")(noisy_images)
-    x = layers.Concatenate(name="stem_concat")([x, e])
+    if block_conditioning:
+        dims = 4 * embedding_dims
+        t = layers.Reshape((embedding_dims,), name="noise_embedding_flat")(e)
+        t = layers.Dense(dims, activation="swish", name="noise_mlp1")(t)
+        parts = [layers.Dense(dims, name="noise_mlp2")(t)]
+        if label_vec is not None:
+            parts.append(layers.Dense(dims, name="label_projection")(label_vec))
+        if num_sites > 0:
+            sites = keras.Input(shape=(), dtype="int32", name="sites")
+            inputs.append(sites)
+            parts.append(_null_embedding(num_sites, dims, "site_embedding")(sites))
+        if augment_dims > 0:
+            augment = keras.Input(shape=(augment_dims,), name="augment")
+            inputs.append(augment)
+            parts.append(layers.Dense(dims, use_bias=False, name="augment_projection")(augment))
+        emb = parts[0] if len(parts) == 1 else layers.Add(name="conditioning")(parts)
+        emb = layers.Activation("swish", name="conditioning_act")(emb)
+        x = layers.Conv2D(widths[0], 3, padding="same", name="stem")(noisy_images)
+    else:
+        emb = None
+        if label_vec is not None:
+            c = layers.Reshape((1, 1, embedding_dims), name="label_embedding_map")(label_vec)
+            e = layers.Add(name="conditioning")([e, c])
+        e = layers.UpSampling2D(size=(h, w), interpolation="nearest", name="embedding_map")(e)
+        x = layers.Conv2D(widths[0], 1, name="stem")(noisy_images)
+        x = layers.Concatenate(name="stem_concat")([x, e])
+
     att_levels = set(attention_levels((h, w), widths)) if attention_in_up_down_sample else set()
     skips = []
     for level, width in enumerate(widths[:-1]):
         for i in range(block_depth):
-            x = _residual_block(x, width, groups, f"down{level}_{i}")
+            x = _residual_block(x, width, groups, f"down{level}_{i}", emb)
             if level in att_levels:
                 x = SpatialSelfAttention(max(1, width // 32), groups, name=f"down{level}_{i}_att")(x)
             skips.append(x)
         x = layers.AveragePooling2D(2, name=f"down{level}_pool")(x)
     for i in range(block_depth):
-        x = _residual_block(x, widths[-1], groups, f"mid_{i}")
+        x = _residual_block(x, widths[-1], groups, f"mid_{i}", emb)
         if attention_in_bottleneck:
             x = SpatialSelfAttention(max(1, widths[-1] // 32), groups, name=f"mid_{i}_att")(x)
     for level in reversed(range(len(widths) - 1)):
@@ -179,10 +268,11 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_upsample")(x)
         for i in range(block_depth):
             x = layers.Concatenate(name=f"up{level}_{i}_concat")([x, skips.pop()])
-            x = _residual_block(x, width, groups, f"up{level}_{i}")
+            x = _residual_block(x, width, groups, f"up{level}_{i}", emb)
             if level in att_levels:
                 x = SpatialSelfAttention(max(1, width // 32), groups, name=f"up{level}_{i}_att")(x)
     # float32 and zero-initialised: the loss sees full-precision outputs, and the untrained
-    # network predicts zero noise, a stable start.
-    out = layers.Conv2D(3, 1, kernel_initializer="zeros", dtype="float32", name="pred_noise")(x)
+    # network predicts zero, a stable start.
+    out = layers.Conv2D(channels, 1, kernel_initializer="zeros", dtype="float32",
+                        name="pred_noise")(x)
     return keras.Model(inputs, out, name=name)

@@ -118,8 +118,11 @@ def probe_image(path: str | Path) -> tuple[int, int]:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Floats in [0, 1] (a model's output) to uint8, rounded and clipped."""
-    return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+    """Floats in [0, 1] (a model's output) to uint8, rounded and clipped; (H, W, 1) -> (H, W)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
 def save_rgb(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:

@@ -25,7 +25,9 @@ CURVES_PNG = "curves.png"
 
 
 def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
-    """Tiles (N, H, W, 3) floats in [0, 1] into one uint8 image with 2 px gaps."""
+    """Tiles (N, H, W, 3 or 1) floats in [0, 1] into one uint8 RGB image with 2 px gaps."""
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
     n, h, w, _ = images.shape
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -110,16 +112,19 @@ class RunCheckpoint(keras.callbacks.Callback):
     improvement of `monitor` (copied, not aliased); the loss/KID curves PNG."""
 
     def __init__(self, run_dir: Path, monitor: str, best_value: float | None = None,
-                 best_epoch: int | None = None, extra_state: dict | None = None):
+                 best_epoch: int | None = None, extra_state: dict | None = None,
+                 steps_per_epoch: int = 1):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.best_value = best_value
         self.best_epoch = best_epoch
         self.extra_state = extra_state or {}
+        self.steps_per_epoch = int(steps_per_epoch)
 
     def write_state(self, epochs_done: int, finished: bool = False) -> None:
         state = {"epochs_done": epochs_done, "monitor": self.monitor,
+                 "train_steps_done": epochs_done * self.steps_per_epoch,
                  "best_value": self.best_value, "best_epoch": self.best_epoch,
                  "finished": finished, **self.extra_state}
         atomic_write_text(self.run_dir / STATE_JSON, json.dumps(state, indent=2) + "\n")

@@ -24,9 +24,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from dataset.images import is_image_name, load_rgb
-from dataset.scan import DatasetError, label_folders, natural_key, probe_images
+from dataset.manifest import MANIFEST_NAME, read_manifest
+from dataset.scan import DatasetError, label_folders, natural_key, probe_images, site_from_name
 
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+# The augmentation vector a training image carries: [horizontal flip, sin(theta),
+# 1 - cos(theta), zoom - 1] for stage-1 rotations and the online flip; zeros = as taken.
+AUGMENT_DIMS = 4
+# Channel differences up to this (of 255) still count as grey (JPEG chroma noise).
+GREY_TOLERANCE = 3
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -102,13 +108,91 @@ def split_paths(paths: Sequence, validation_split: float, seed: int,
     return train, val
 
 
-def load_image(path: str | Path, image_size: Sequence[int]) -> np.ndarray:
-    """An image as float32 (H, W, 3) in [0, 1]: centre-cropped to the aspect, then resized."""
+def load_image(path: str | Path, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
+    """An image as float32 (H, W, channels) in [0, 1]: centre-cropped to the aspect, resized.
+
+    `channels=1` gives the luminance (ITU-R 601), the grey value of a grey image.
+    """
     h, w = int(image_size[0]), int(image_size[1])
     rgb = load_rgb(path, min_side=max(h, w))  # the crop to the aspect then is >= (h, w)
     if rgb.shape[:2] != (h, w):
         rgb = np.asarray(ImageOps.fit(Image.fromarray(rgb), (w, h), Image.BICUBIC))
-    return rgb.astype(np.float32) / 255.0
+    img = rgb.astype(np.float32) / 255.0
+    if channels == 1:
+        img = img @ np.array([[0.299], [0.587], [0.114]], np.float32)
+    return img
+
+
+def is_grey(rgb: np.ndarray, tolerance: int = GREY_TOLERANCE) -> bool:
+    """Whether a uint8 RGB image has (nearly) equal channels."""
+    rgb = rgb.astype(np.int16)
+    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() <= tolerance
+                and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= tolerance)
+
+
+def detect_channels(paths: Sequence[Path], sample: int = 64) -> int:
+    """1 when every one of up to `sample` evenly spread images is grey, else 3.
+
+    Example:
+        >>> detect_channels(find_label_images("diffusion_data/L2"))
+        3
+    """
+    if not paths:
+        raise DatasetError("no images to detect the channels from")
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int))
+    return 1 if all(is_grey(load_rgb(paths[i], min_side=64)) for i in picks) else 3
+
+
+def resolve_channels(setting: str, paths: Sequence[Path]) -> int:
+    """The channel count for `--channels` ('auto', '1' or '3') and these training images."""
+    return detect_channels(paths) if setting == "auto" else int(setting)
+
+
+def augment_vector(theta: float = 0.0, flip: bool = False, zoom: float = 1.0) -> np.ndarray:
+    """The augmentation condition of an image rotated by `theta` degrees, mirrored, zoomed."""
+    rad = np.deg2rad(float(theta))
+    return np.array([float(flip), np.sin(rad), 1.0 - np.cos(rad), float(zoom) - 1.0],
+                    np.float32)
+
+
+def _find_manifest(paths: Sequence[Path]) -> Path | None:
+    """The stage-1 manifest.csv of these images: beside their label folder or one above."""
+    for folder in {Path(p).resolve().parent for p in paths[:1]}:
+        for cand in (folder, folder.parent, folder.parent.parent):
+            if (cand / MANIFEST_NAME).is_file():
+                return cand / MANIFEST_NAME
+    return None
+
+
+def image_conditions(paths: Sequence[Path]) -> tuple[list[str], np.ndarray, str]:
+    """Each image's site and augmentation vector, from the stage-1 manifest when there is one.
+
+    Images the manifest does not list (or all, without a manifest) get the site of their
+    file name (prefix before the first `_`) and a zero augmentation vector.
+
+    Returns:
+        (site names, (N, AUGMENT_DIMS) float32, where the information came from).
+    """
+    manifest = _find_manifest(paths)
+    rows = {}
+    if manifest is not None:
+        try:
+            rows = {(manifest.parent / r.path).resolve(): r for r in read_manifest(manifest)}
+        except (ValueError, OSError):
+            rows, manifest = {}, None
+    sites, vectors = [], []
+    for p in paths:
+        row = rows.get(Path(p).resolve())
+        if row is None:
+            sites.append(site_from_name(Path(p).name))
+            vectors.append(augment_vector())
+            continue
+        sites.append(row.site_id or site_from_name(Path(p).name))
+        par = row.params if row.generator == "rotate_flip" else {}
+        vectors.append(augment_vector(par.get("theta", 0.0), bool(par.get("flip", False)),
+                                      par.get("zoom", 1.0)))
+    source = f"manifest {manifest}" if manifest is not None and rows else "file names"
+    return sites, np.stack(vectors) if vectors else np.zeros((0, AUGMENT_DIMS), np.float32), source
 
 
 def load_mask(path: str | Path, image_size: Sequence[int]) -> np.ndarray:
@@ -133,39 +217,63 @@ class TrainingData:
     val_images: np.ndarray | None
     val_labels: list[int] | None = None
     skipped: list[str] = field(default_factory=list)
+    val_sites: list[int] | None = None
 
 
 def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size: Sequence[int],
                  batch_size: int, training: bool, seed: int = 0, flip: bool = False,
-                 cache: bool | None = None, drop_remainder: bool | None = None):
-    """A batched, prefetched tf.data pipeline of images in [0, 1] (and int labels if given).
+                 cache: bool | None = None, drop_remainder: bool | None = None,
+                 channels: int = 3, sites: Sequence[int] | None = None,
+                 augment: np.ndarray | None = None):
+    """A batched, prefetched tf.data pipeline of images in [0, 1] and their conditions.
 
+    Yields images alone; (images, labels) when only labels are given; else (images, dict)
+    with the keys "labels", "sites", "augment" that are given. A random flip also flips the
+    first augmentation entry, so the network knows which images it sees mirrored.
     Decoding runs in parallel threads; `cache` keeps decoded images in memory (default:
     when they fit in 2 GB), otherwise memory stays flat in the number of images.
     """
     import tensorflow as tf
     h, w = int(image_size[0]), int(image_size[1])
     if cache is None:
-        cache = len(paths) * h * w * 3 * 4 < CACHE_LIMIT_BYTES
+        cache = len(paths) * h * w * channels * 4 < CACHE_LIMIT_BYTES
     path_ds = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
 
     def decode(path):
-        img = tf.numpy_function(lambda p: load_image(p.decode(), (h, w)), [path], tf.float32)
-        img.set_shape((h, w, 3))
+        img = tf.numpy_function(lambda p: load_image(p.decode(), (h, w), channels), [path],
+                                tf.float32)
+        img.set_shape((h, w, channels))
         return img
 
     ds = path_ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    cond = {}
     if labels is not None:
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(
-            np.asarray(labels, np.int32))))
+        cond["labels"] = np.asarray(labels, np.int32)
+    if sites is not None:
+        cond["sites"] = np.asarray(sites, np.int32)
+    if augment is not None:
+        cond["augment"] = np.asarray(augment, np.float32).reshape(len(paths), AUGMENT_DIMS)
+    as_dict = bool(set(cond) - {"labels"})
+    if cond:
+        extra = cond if as_dict else cond["labels"]
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(extra)))
     if cache:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(min(len(paths), 4096), seed=seed, reshuffle_each_iteration=True)
         if flip:
             def flip_fn(*item):
-                img = tf.image.random_flip_left_right(item[0])
-                return (img,) + tuple(item[1:]) if len(item) > 1 else img
+                mirror = tf.random.uniform(()) < 0.5
+                img = tf.cond(mirror, lambda: tf.image.flip_left_right(item[0]),
+                              lambda: item[0])
+                if len(item) == 1:
+                    return img
+                extra = item[1]
+                if as_dict and "augment" in extra:
+                    a = extra["augment"]
+                    flipped = tf.where(mirror, 1.0 - a[0], a[0])
+                    extra = {**extra, "augment": tf.concat([flipped[None], a[1:]], 0)}
+                return img, extra
             ds = ds.map(flip_fn, num_parallel_calls=tf.data.AUTOTUNE)
     if drop_remainder is None:
         # Full batches while training: one compiled step shape, no tiny last batch.
@@ -177,7 +285,9 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
 def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
                        image_size: Sequence[int], batch_size: int, validation_split: float,
                        seed: int, flip: bool = True, cache: bool | None = None,
-                       replicas: int = 1) -> TrainingData:
+                       replicas: int = 1, channels: int = 3,
+                       sites: Sequence[int] | None = None,
+                       augment: np.ndarray | None = None) -> TrainingData:
     """Checks the files, splits them and builds the train/validation pipelines.
 
     Args:
@@ -185,19 +295,31 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
         replicas: data-parallel replicas; every batch is then split evenly between them
             (Keras' distributed build cannot handle uneven splits), dropping at most
             `replicas - 1` validation images.
+        channels: 1 (grey) or 3.
+        labels, sites, augment: per-path conditions (or None); validation keeps them too.
 
     Raises:
         DatasetError: no readable image, or (with replicas > 1) fewer images than one batch.
     """
     paths = list(paths)
-    label_of = dict(zip(paths, labels)) if labels is not None else None
+    per_path = {name: dict(zip(paths, values)) for name, values in
+                (("labels", labels), ("sites", sites),
+                 ("augment", None if augment is None else list(augment)))
+                if values is not None}
     good, skipped = drop_unreadable(paths)
     if not good:
         raise DatasetError(f"none of the {len(paths)} images could be read; first: {skipped[0]}")
     train_p, val_p = split_paths(good, validation_split, seed)
     if len(train_p) < 1:
         raise DatasetError("no training images left after the validation split")
-    lab = (lambda ps: [label_of[p] for p in ps]) if label_of is not None else (lambda ps: None)
+
+    def of(name, ps):
+        return [per_path[name][p] for p in ps] if name in per_path else None
+
+    def conds(ps):
+        return dict(labels=of("labels", ps), sites=of("sites", ps),
+                    augment=None if "augment" not in per_path else np.stack(of("augment", ps)))
+
     val_batch, even = batch_size, None
     if replicas > 1:
         if len(train_p) < batch_size:
@@ -208,9 +330,13 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
         val_batch = next((b for b in range(min(batch_size, len(val_p)), 0, -1)
                           if b % replicas == 0 and len(val_p) % b == 0), replicas)
         even = True
-    train = make_dataset(train_p, lab(train_p), image_size, batch_size, True, seed, flip, cache,
-                         drop_remainder=even)
-    val = (make_dataset(val_p, lab(val_p), image_size, val_batch, False, cache=cache,
-                        drop_remainder=even) if val_p else None)
-    val_images = np.stack([load_image(p, image_size) for p in val_p]) if val_p else None
-    return TrainingData(train, val, len(train_p), len(val_p), val_images, lab(val_p), skipped)
+    train = make_dataset(train_p, image_size=image_size, batch_size=batch_size, training=True,
+                         seed=seed, flip=flip, cache=cache, drop_remainder=even,
+                         channels=channels, **conds(train_p))
+    val = (make_dataset(val_p, image_size=image_size, batch_size=val_batch, training=False,
+                        cache=cache, drop_remainder=even, channels=channels, **conds(val_p))
+           if val_p else None)
+    val_images = (np.stack([load_image(p, image_size, channels) for p in val_p])
+                  if val_p else None)
+    return TrainingData(train, val, len(train_p), len(val_p), val_images, of("labels", val_p),
+                        skipped, val_sites=of("sites", val_p))

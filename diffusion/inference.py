@@ -54,7 +54,7 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
         raise ConfigError(f"{model_dir} has no weights ({cb.BEST_WEIGHTS} / {cb.LAST_WEIGHTS})")
     setup_runtime(dataclasses.replace(cfg, distribute="none"))
     num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
-    model = build_model(cfg, num_classes)
+    model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
     model.load_weights(weights)
     return model, cfg, meta
 

@@ -60,7 +60,10 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 class FeatureExtractor:
-    """Maps images in [0, 1] (N, H, W, 3) to features (N, d) with a float32 Keras model."""
+    """Maps images in [0, 1] (N, H, W, 3 or 1) to features (N, d) with a float32 Keras model.
+
+    Grey images are repeated to three channels, as the extractors expect.
+    """
 
     def __init__(self, kind: str, model, input_size: tuple[int, int], preprocess):
         self.kind = kind
@@ -76,7 +79,10 @@ class FeatureExtractor:
                 x = tf.image.resize(tf.cast(x, "float32"), self.input_size, antialias=True)
                 return tf.cast(self.model(self._preprocess(x), training=False), "float32")
             self._fn = tf.function(features, reduce_retracing=True)
-        out = [self._fn(np.asarray(images[i:i + batch_size], np.float32)).numpy()
+        images = np.asarray(images, np.float32)
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        out = [self._fn(images[i:i + batch_size]).numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out, 0)
 

@@ -124,3 +124,61 @@ def repaint_schedule(steps: int, jump_length: int = 10, jump_n_sample: int = 10)
                 level += 1
                 path.append(level)
     return path
+
+
+def img2img_times(steps: int, strength: float) -> np.ndarray:
+    """The diffusion times of an SDEdit run: from `strength` down to 0.
+
+    `ceil(steps * strength)` equal steps (at least one), so every strength starts at its
+    own noise level: strength 0.9 with 10 steps starts at t=0.9 (9 steps), not at 1.0.
+
+    Example:
+        >>> img2img_times(10, 0.5)
+        array([0.5, 0.4, 0.3, 0.2, 0.1, 0. ])
+    """
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    n = max(1, int(np.ceil(steps * strength - 1e-9)))
+    return strength * sampling_times(n)
+
+
+def outputs_to_noise_and_image(outputs, noisy, noise_rates, signal_rates, prediction: str):
+    """(predicted noise, predicted clean image) from the network's output.
+
+    `prediction` "eps": the output is the noise. "v": the output is
+    v = signal_rate * noise - noise_rate * image (Salimans & Ho 2022); then
+    image = signal_rate * noisy - noise_rate * v and noise = noise_rate * noisy + signal_rate * v
+    (exact because signal_rate^2 + noise_rate^2 = 1).
+    """
+    if prediction == "eps":
+        return outputs, (noisy - noise_rates * outputs) / signal_rates
+    if prediction == "v":
+        return (noise_rates * noisy + signal_rates * outputs,
+                signal_rates * noisy - noise_rates * outputs)
+    raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+
+
+def training_target(noises, images, noise_rates, signal_rates, prediction: str):
+    """What the network learns to output: the noise ("eps") or v ("v")."""
+    if prediction == "eps":
+        return noises
+    if prediction == "v":
+        return signal_rates * noises - noise_rates * images
+    raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+
+
+def min_snr_weight(noise_rates, signal_rates, gamma: float, prediction: str):
+    """Min-SNR-gamma loss weight (Hang et al. 2023) of each sample.
+
+    With snr = signal^2 / noise^2: min(snr, gamma) / snr for noise prediction and
+    min(snr, gamma) / (snr + 1) for v prediction, which caps the weight of the nearly clean
+    levels that otherwise dominate the gradient.
+
+    Example:
+        >>> float(min_snr_weight(np.float64(0.6), np.float64(0.8), 5.0, "eps"))
+        1.0
+    """
+    xp = _xp(noise_rates, signal_rates)
+    snr = signal_rates ** 2 / xp.maximum(noise_rates ** 2, 1e-8)
+    capped = xp.minimum(snr, gamma)
+    return capped / (snr if prediction == "eps" else snr + 1.0)

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.flags import ConfigError, load_config_json, save_config_json
-from config import ARCHITECTURE_FIELDS, DiffusionConfig
+from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
 
 CONFIG_JSON = "config.json"
+# With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
+# the data): validation, checkpoints and KID then come at ~20 points of any run.
+EPOCHS_PER_BUDGET = 20
 
 
 @dataclass
@@ -78,9 +81,30 @@ def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
     path = Path(model_dir) / CONFIG_JSON
     if not path.exists():
         raise ConfigError(f"{model_dir} is not a run folder (no {CONFIG_JSON})")
+    data = json.loads(path.read_text())
     cfg = load_config_json(DiffusionConfig, path)
-    meta = {k: v for k, v in json.loads(path.read_text()).items() if k.startswith("_")}
+    legacy = {k: v for k, v in LEGACY_ARCHITECTURE.items() if k not in data}
+    if legacy:  # written before these fields existed: that was their architecture
+        cfg = dataclasses.replace(cfg, **legacy)
+    meta = {k: v for k, v in data.items() if k.startswith("_")}
     return cfg, meta
+
+
+def epoch_budget(cfg: DiffusionConfig, n_train: int, batch_size: int) -> tuple[int, int | None]:
+    """(epochs, steps per epoch or None for one pass) of a run.
+
+    With `train_steps`, the run takes exactly ceil(train_steps / steps_per_epoch) epochs of
+    `steps_per_epoch` steps on repeated data; otherwise `num_epochs` passes.
+
+    Example:
+        >>> epoch_budget(DiffusionConfig(train_steps=4000), n_train=190, batch_size=16)
+        (20, 200)
+    """
+    if not cfg.train_steps:
+        return cfg.num_epochs, None
+    per_pass = max(1, n_train // batch_size)
+    steps = max(per_pass, -(-cfg.train_steps // EPOCHS_PER_BUDGET))
+    return -(-cfg.train_steps // steps), steps
 
 
 def with_architecture_of(cfg: DiffusionConfig, saved: DiffusionConfig,
@@ -139,10 +163,23 @@ def setup_runtime(cfg: DiffusionConfig):
     return policy, strategy
 
 
-def build_model(cfg: DiffusionConfig, num_classes: int = 0):
-    """A DiffusionModel with the architecture of `cfg` (policy must already be set)."""
+def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
+    """A DiffusionModel with the architecture of `cfg` (policy must already be set).
+
+    `cfg.channels` must be resolved ('1' or '3'); `num_sites` counts when
+    `cfg.site_conditioning` is on.
+    """
+    from diffusion.data import AUGMENT_DIMS
     from diffusion_model import DiffusionModel
-    return DiffusionModel(image_size=cfg.image_size, widths=cfg.widths,
+    if cfg.channels not in ("1", "3"):
+        raise ConfigError(f"channels must be resolved to 1 or 3 before building, got "
+                          f"{cfg.channels!r}")
+    return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
+                          num_sites=num_sites if cfg.site_conditioning else 0,
+                          augment_dims=AUGMENT_DIMS if cfg.augment_conditioning else 0,
+                          site_dropout=cfg.site_dropout, prediction=cfg.prediction,
+                          loss_weighting=cfg.loss_weighting, min_snr_gamma=cfg.min_snr_gamma,
+                          image_size=cfg.image_size, widths=cfg.widths,
                           block_depth=cfg.block_depth, embedding_dims=cfg.embedding_dims,
                           attention_in_bottleneck=cfg.attention_in_bottleneck,
                           attention_in_up_down_sample=cfg.attention_in_up_down_sample,
@@ -168,8 +205,10 @@ def describe_plan(cfg: DiffusionConfig, labels: list[str] | None = None) -> str:
     plan = plan_data(dataclasses.replace(cfg), labels)
     what = (f"one conditional model for labels {', '.join(plan.class_names)}"
             if cfg.conditional else f"label {plan.label}")
+    budget = (f"{cfg.train_steps} optimizer steps" if cfg.train_steps
+              else f"up to {cfg.num_epochs} epochs")
     return (f"would train {what} on {len(plan.paths)} images from {cfg.in_dir} at "
-            f"{cfg.image_size[0]}x{cfg.image_size[1]} for up to {cfg.num_epochs} epochs "
+            f"{cfg.image_size[0]}x{cfg.image_size[1]} for {budget} "
             f"(validation {cfg.validation_split:.0%}), into a new folder "
             f"{new_run_dir(cfg.out_dir, plan.label).parent}/{safe_name(plan.label)}_<time>/")
 
@@ -192,7 +231,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     import numpy as np
     import keras
     from diffusion import callbacks as cb
-    from diffusion.data import load_training_data
+    from dataset.scan import natural_key
+    from diffusion.data import image_conditions, load_training_data, resolve_channels
     from diffusion.kid import KernelInceptionDistance, build_feature_extractor
 
     meta: dict = {}
@@ -205,17 +245,38 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             raise ConfigError(f"{run_dir} has no {cb.LAST_WEIGHTS} to resume from")
         if (run_dir / cb.STATE_JSON).exists():
             state = json.loads((run_dir / cb.STATE_JSON).read_text())
-        if state.get("epochs_done", 0) >= cfg.num_epochs:
-            raise ConfigError(f"{run_dir} already has {state['epochs_done']} epochs; give a "
-                              f"larger --num_epochs to continue")
     if strategy is None:
         policy, strategy = setup_runtime(cfg)
     plan = plan_data(cfg, labels if labels else (meta.get("_class_names")
                                                  if cfg.conditional and meta else None))
-    data = load_training_data(plan.paths, plan.label_ids, cfg.image_size,
-                              cfg.batch_size * strategy.num_replicas_in_sync,
+    if cfg.channels == "auto":
+        cfg = dataclasses.replace(cfg, channels=str(resolve_channels(cfg.channels, plan.paths)))
+    site_ids = augment = None
+    site_names: list[str] = []
+    if cfg.site_conditioning or cfg.augment_conditioning:
+        sites_of, augment, source = image_conditions(plan.paths)
+        if cfg.site_conditioning:
+            site_names = meta.get("_site_names") or sorted(set(sites_of), key=natural_key)
+            # a site the resumed model never saw trains as "no site"
+            site_ids = [site_names.index(x) if x in site_names else len(site_names)
+                        for x in sites_of]
+            print(f"sites ({source}): {', '.join(site_names)}")
+        if not cfg.augment_conditioning:
+            augment = None
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    data = load_training_data(plan.paths, plan.label_ids, cfg.image_size, global_batch,
                               cfg.validation_split, cfg.seed, cfg.flip_augment,
-                              cfg.cache_images, strategy.num_replicas_in_sync)
+                              cfg.cache_images, strategy.num_replicas_in_sync,
+                              channels=int(cfg.channels), sites=site_ids, augment=augment)
+    num_epochs, steps_per_epoch = epoch_budget(cfg, data.n_train, global_batch)
+    if cfg.load_and_train:
+        if steps_per_epoch and meta.get("_steps_per_epoch"):
+            # epochs must keep their length, or the epoch count no longer counts steps
+            steps_per_epoch = int(meta["_steps_per_epoch"])
+            num_epochs = -(-cfg.train_steps // steps_per_epoch)
+        if state.get("epochs_done", 0) >= num_epochs:
+            raise ConfigError(f"{run_dir} already has {state['epochs_done']} epochs; give a "
+                              f"larger --num_epochs (or --train_steps) to continue")
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable file(s):")
         for reason in data.skipped:
@@ -224,13 +285,17 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         run_dir = new_run_dir(cfg.out_dir, plan.label)
         run_dir.mkdir(parents=True, exist_ok=False)
     save_config_json(cfg, run_dir / CONFIG_JSON, label=plan.label, class_names=plan.class_names,
-                     precision=policy, num_train=data.n_train, num_val=data.n_val)
+                     precision=policy, num_train=data.n_train, num_val=data.n_val,
+                     site_names=site_names, epochs=num_epochs, steps_per_epoch=steps_per_epoch)
 
+    budget = (f"{num_epochs} x {steps_per_epoch} = {num_epochs * steps_per_epoch} steps"
+              if steps_per_epoch else f"{num_epochs} epochs")
     print(f"training {plan.label}: {data.n_train} train / {data.n_val} validation images, "
-          f"{strategy.num_replicas_in_sync} replica(s), precision {policy}, run folder {run_dir}")
+          f"{cfg.channels} channel(s), {budget}, {strategy.num_replicas_in_sync} replica(s), "
+          f"precision {policy}, run folder {run_dir}")
     num_classes = len(plan.class_names) if cfg.conditional else 0
     with strategy.scope():
-        model = build_model(cfg, num_classes)
+        model = build_model(cfg, num_classes, len(site_names))
         optimizer = keras.optimizers.AdamW(learning_rate=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
         model.compile(optimizer=optimizer)
@@ -268,7 +333,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / cb.HISTORY_CSV),
                                                append=cfg.load_and_train))
     checkpoint = cb.RunCheckpoint(run_dir, monitor, state.get("best_value"),
-                                  state.get("best_epoch"), {"precision": policy})
+                                  state.get("best_epoch"), {"precision": policy},
+                                  steps_per_epoch or max(1, data.n_train // global_batch))
     callbacks.append(checkpoint)
     grid = cb.SampleGrid(run_dir, cfg.sample_every, 16, min(20, cfg.generate_diffusion_steps),
                          cfg.seed, sample_labels)
@@ -280,8 +346,10 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             mode="min"))
     initial_epoch = int(state.get("epochs_done", 0))
     try:
-        history = model.fit(data.train, validation_data=data.val, epochs=cfg.num_epochs,
-                            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+        history = model.fit(data.train.repeat() if steps_per_epoch else data.train,
+                            validation_data=data.val, epochs=num_epochs,
+                            steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                            callbacks=callbacks, verbose=verbose,
                             shuffle=False)  # tf.data shuffles
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: python3 run_diffusion.py --load_and_train "

@@ -137,8 +137,8 @@ def test_sampling_step_variance_on_known_case():
     z = np.random.default_rng(0).standard_normal(x_t.shape).astype("float32")
     labels, lnoise = np.zeros(n, "int32"), np.zeros((n, 8), "float32")
     t, t_next, eta = 0.6, 0.5, 0.8
-    nxt, pred = step(x_t, np.float32(t), np.float32(t_next), np.float32(eta), z, labels, lnoise,
-                     np.float32(1))
+    nxt, pred = step(x_t, np.float32(t), np.float32(t_next), np.float32(eta), z, labels, labels,
+                     lnoise, np.float32(1))
     _, s_t = diffusion_schedule(np.float64(t))
     _, s_next = diffusion_schedule(np.float64(t_next))
     sigma = ddim_sigma(s_t, s_next, eta)
@@ -185,7 +185,7 @@ def test_repaint_keeps_known_region(trained, image_dirs):
 
 @pytest.fixture(scope="module")
 def conditional(image_dirs):
-    """A 2-label (red/blue) conditional tiny model trained 72 steps."""
+    """A 2-label (red/blue) conditional tiny model trained 120 steps."""
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     paths, labels = [], []
@@ -197,7 +197,7 @@ def conditional(image_dirs):
     model = DiffusionModel(**TINY, num_classes=2, label_dropout=0.2, seed=2, ema=0.9)
     model.adapt_normalizer(ds)
     model.compile(optimizer=keras.optimizers.AdamW(3e-3, weight_decay=1e-4))
-    hist = model.fit(ds, epochs=12, verbose=0, shuffle=False)
+    hist = model.fit(ds, epochs=20, verbose=0, shuffle=False)
     return model, hist.history
 
 
