@@ -1,0 +1,1 @@
+"""Quality of synthetic images: memorisation audit and recognisability (GAN-test/GAN-train)."""

@@ -1,0 +1,117 @@
+"""Feature spaces for the memorisation audit: how images are loaded and embedded.
+
+Two spaces:
+    kid_space(kind)              the KID extractor of `diffusion.kid` (InceptionV3 pooled
+                                 features, or the fixed random conv net offline), on images
+                                 resized to its input size, in [0, 1].
+    classifier_space(run_dir)    a trained classifier's penultimate layer (the input of its
+                                 `logits` layer), on images prepared exactly as the classifier
+                                 saw them in training (size, centre crop, grey).
+
+Images are decoded with `classifier.data.load_images`: any file the project reads (grey
+1-channel PNG, RGBA, 16-bit, EXIF-rotated) becomes 3-channel RGB, grey by repeating the
+channel, so grey datasets need nothing special. Unreadable files are returned as skips.
+
+Example:
+    >>> space = kid_space("random")
+    >>> feats, ok, errors = space.features(["a.png", "b.png"])
+    >>> feats.shape
+    (2, 256)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclass
+class FeatureSpace:
+    """Images -> feature vectors.
+
+    Args:
+        name: short name used in tables ("kid_random", "kid_inception", "classifier").
+        image_size: square side the images are resized (shorter side) and centre-cropped to.
+        grayscale: convert to grey first (kept as 3 equal channels).
+        embed: uint8 images (N, S, S, 3) -> float features (N, d).
+    """
+    name: str
+    image_size: int
+    grayscale: bool
+    embed: Callable[[np.ndarray], np.ndarray]
+
+    def load(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[int], list[str]]:
+        """(uint8 images, indices of the paths that loaded, one message per unreadable file)."""
+        from classifier.data import load_images
+        return load_images([str(p) for p in paths], self.image_size, self.grayscale, desc=None)
+
+    def features(self, paths: Sequence[str | Path]
+                 ) -> tuple[np.ndarray, list[int], list[str]]:
+        """(features of the readable images, their indices into `paths`, skip messages)."""
+        images, ok, errors = self.load(paths)
+        if len(images) == 0:
+            return np.zeros((0, 0), dtype=np.float32), ok, errors
+        return np.asarray(self.embed(images), dtype=np.float32), ok, errors
+
+
+def kid_space(kind: str = "auto") -> FeatureSpace:
+    """The KID feature extractor of `diffusion.kid` as a feature space.
+
+    Args:
+        kind: "auto" (InceptionV3 when its ImageNet weights can be had, else the random
+            net, with one printed line), "inception" or "random".
+
+    Example:
+        >>> kid_space("random").name
+        'kid_random'
+    """
+    from diffusion.kid import build_feature_extractor
+
+    extractor = build_feature_extractor(kind)
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        return extractor(images.astype(np.float32) / 255.0)
+    return FeatureSpace(f"kid_{extractor.kind}", int(extractor.input_size[0]), False, embed)
+
+
+def penultimate_model(model):
+    """A Keras model from `model`'s input to the input of its last (logits) layer.
+
+    Classifiers built by `classifier.backbones.build_classifier` end in a Dense layer named
+    `logits` (after dropout, which is the identity at inference); any other model's last
+    layer is taken as its output layer.
+    """
+    import keras
+    try:
+        head = model.get_layer("logits")
+    except ValueError:
+        head = model.layers[-1]
+    return keras.Model(model.inputs, head.input, name=f"{model.name}_features")
+
+
+def classifier_space(run_dir: str | Path, batch_size: int = 64) -> FeatureSpace:
+    """A trained classifier's penultimate layer as a feature space.
+
+    Args:
+        run_dir: a classifier run folder (config.json + best.weights.h5), as written by
+            `classifier.training.train_run`, or a weights/.keras file inside one.
+        batch_size: images per prediction step.
+
+    Raises:
+        DatasetError: not a classifier run (see `classifier.runs.load_run`).
+
+    Example:
+        >>> space = classifier_space("classifier_runs/small_cnn_20260101-120000_ab12")
+    """
+    from classifier.runs import load_run
+
+    model, cfg, _ = load_run(run_dir)
+    features = penultimate_model(model)
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        # The classifier takes pixels in [0, 255] (its own preprocessing is inside it).
+        return np.asarray(features.predict(images.astype(np.float32), batch_size=batch_size,
+                                           verbose=0), dtype=np.float32)
+    return FeatureSpace("classifier", int(cfg.input_shape), bool(cfg.grayscale), embed)
