@@ -153,7 +153,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
     return rows
 
 
-def summarise(table) -> "object":
+def summarise(table):
     """Per label and feature space: synthetic images, flagged, memorisation share, threshold,
     median distance; plus an "(all)" row per space.
 
