@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,7 +36,9 @@ class ManifestRow:
     quality: float | None = None
 
     def to_csv_dict(self) -> dict[str, str]:
-        data = asdict(self)
+        # A shallow copy: asdict would deep-copy params (large for replay records) only for
+        # json.dumps to read them.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["params"] = json.dumps(self.params, sort_keys=True)
         data["seed"] = "" if self.seed is None else str(self.seed)
         data["quality"] = "" if self.quality is None else repr(float(self.quality))

@@ -1,0 +1,50 @@
+"""Fill stage 3's gap with classic augmentations of real images.
+
+    python3 -m classic_fill --in_dir ORIGINAL [--out_dir classic_fill_data]
+        [--categories 1,2,3 4,5,6] [--balance categories|labels]
+        [--preset upright|light|micro | --pipeline policy.yaml] [--seed 42]
+        [--site_regex RX | --site_csv CSV] [--link_originals] [--workers N] [--dry-run]
+
+Defaults live in classic_fill/config.py (ClassicFillConfig); `--help` lists every flag.
+"""
+from __future__ import annotations
+
+import sys
+
+from classic_fill.config import ClassicFillConfig
+from classic_fill.run import check_output, format_plan, plan_classic_fill, run_classic_fill
+from cli.flags import ConfigError, format_config, parse_config
+from dataset.scan import DatasetError
+from runtime.parallel import worker_pool
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, ns = parse_config(ClassicFillConfig, argv, prog="python3 -m classic_fill")
+    try:
+        check_output(cfg)  # before any work, dry run included
+        with worker_pool(cfg.workers) as pool:
+            plan = plan_classic_fill(cfg, pool=pool)
+            print(format_config(cfg))
+            print(format_plan(plan))
+            for path, reason in plan.scan.skipped:
+                print(f"skipped {path}: {reason}")
+            if ns._dry_run:
+                print("dry run: nothing written")
+                return 0
+            result = run_classic_fill(plan, pool=pool)
+    except (DatasetError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.generated} augmented image(s) ({result.reused} already in the "
+          f"manifest), copied {result.copied} original(s) into {cfg.out_dir} (manifest.csv, "
+          f"summary.txt)")
+    if result.errors:
+        print(f"{len(result.errors)} image(s) failed:", file=sys.stderr)
+        for err in result.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
