@@ -358,7 +358,7 @@ class ClassifierConfig:
                                   "epoch).", min=0.0, max=1.0)
     augm_strength: float = opt(1.0, "Magnitude of flip/randaugment/augmix augmentation: "
                                "1 = rotation 0.05 turn, zoom 15%, contrast 0.2 (flip), "
-                               "factor 0.5 (randaugment), severity 0.3 (augmix); scaled "
+                               "factor 0.5 (randaugment), factor 0.3 (augmix); scaled "
                                "linearly (0 = flips only).", min=0.0, max=4.0)
     augm_flip: str = opt("horizontal", "Flips of the flip augmentation: horizontal suits "
                          "upright objects and scenes; add vertical only for top-down or "

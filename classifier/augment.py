@@ -3,7 +3,8 @@
 `augm_type` (the reference's key):
 - `base`: none (resize + normalise only, as the reference's `base`).
 - `flip`: classic geometry/photometry with Keras layers (flips, small rotation and zoom,
-  contrast): the "classic augmentation" arm of `classifier.compare`.
+  contrast; magnitudes scaled by `augm_strength`, flip directions `augm_flip`): the
+  "classic augmentation" arm of `classifier.compare`.
 - `autoaugment` / `randaugment`: Keras `RandAugment` (2 random ops per batch).
 - `augmix`: Keras `AugMix`.
 - `albumentations`: a named albumentations preset (`reference`: the reference's policy;
@@ -43,30 +44,54 @@ def albumentations_preset(name: str, seed: int | None = None):
     return A.Compose(ops, seed=seed)
 
 
-def keras_augmenter(augm_type: str, seed: int | None = None):
-    """A Keras layer (or Sequential) for the Keras-based augm_types; None for `base`."""
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+
+
+def keras_augmenter(augm_type: str, seed: int | None = None, strength: float = 1.0,
+                    flip: str = "horizontal"):
+    """A Keras layer (or Sequential) for the Keras-based augm_types; None when it would do
+    nothing (`base`, or strength 0 without flips).
+
+    Args:
+        strength: scales the magnitudes (1 = the defaults below; 0 = flips only for `flip`).
+        flip: flip directions of `flip`; vertical flips turn upright objects upside down.
+
+    Example:
+        >>> keras_augmenter("flip", seed=0, strength=0.5, flip="horizontal")
+    """
     import keras
     from keras import layers
     if augm_type == "base":
         return None
+    if flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
     if augm_type == "flip":
-        return keras.Sequential([
-            layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
-            layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed),
-            layers.RandomContrast(0.2, value_range=(0, 255), seed=seed),
-        ], name="classic_augment")
+        ops = [layers.RandomFlip(flip, seed=seed)] if flip != "none" else []
+        if strength > 0:
+            ops += [layers.RandomRotation(0.05 * strength, fill_mode="reflect", seed=seed),
+                    layers.RandomZoom((-min(0.15 * strength, 0.9), 0.0), fill_mode="reflect",
+                                      seed=seed),
+                    layers.RandomContrast(min(0.2 * strength, 1.0), value_range=(0, 255),
+                                          seed=seed)]
+        return keras.Sequential(ops, name="classic_augment") if ops else None
+    if strength <= 0:
+        return None
     if augm_type in ("autoaugment", "randaugment"):
-        return layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
+        return layers.RandAugment(value_range=(0, 255), num_ops=2,
+                                  factor=min(0.5 * strength, 1.0), seed=seed)
     if augm_type == "augmix":
-        return layers.AugMix(value_range=(0, 255), seed=seed)
+        return layers.AugMix(value_range=(0, 255), factor=min(0.3 * strength, 1.0),
+                             seed=seed)
     raise ValueError(f"no Keras augmenter for augm_type {augm_type!r}")
 
 
 def make_batch_augmenter(augm_type: str, probability: float, seed: int = 0,
-                         preset: str = "reference") -> Callable | None:
+                         preset: str = "reference", strength: float = 1.0,
+                         flip: str = "horizontal") -> Callable | None:
     """A function batch -> batch (float32 [0, 255], (B, H, W, 3)) for use in `tf.data.map`,
-    augmenting each image with `probability`; None when nothing is to be done."""
+    augmenting each image with `probability`; None when nothing is to be done.
+    `strength` and `flip` are passed to `keras_augmenter` (albumentations presets have
+    their own fixed magnitudes)."""
     import tensorflow as tf
     if augm_type not in AUGM_TYPES:
         raise ValueError(f"augm_type must be one of {AUGM_TYPES}, got {augm_type!r}")
@@ -90,7 +115,9 @@ def make_batch_augmenter(augm_type: str, probability: float, seed: int = 0,
             return out
         return apply
 
-    layer = keras_augmenter(augm_type, seed)
+    layer = keras_augmenter(augm_type, seed, strength=strength, flip=flip)
+    if layer is None:
+        return None
     gen = tf.random.Generator.from_seed(seed)
 
     def apply(batch):

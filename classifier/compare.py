@@ -1,9 +1,11 @@
-"""CLI: did balancing + synthetic images help? The same classifier trained on (a) the
-original data, (b) the original data with classic augmentation, (c) balanced + synthetic
-data, over the same seeds; mean, std and a paired comparison on each test set.
+"""CLI: do generated images help more than what real images alone can give? The same
+classifier, seeds and step budget in every arm (original, rebalanced, classic augmentation
+tuned on validation, classic fill, diffusion fill, ...); bootstrap CIs and Holm-corrected
+paired tests against the strongest non-generative arm.
 
     python3 -m classifier.compare --train_dir data/train --balanced_dir balanced_data \
-        --test_dir data/test --ood_test_dirs data/new_site --seeds 0 1 2
+        --classic_fill_dir classic_fill_data --test_dir data/test \
+        --ood_test_dirs data/new_site --seeds 0 1 2 3 4
 """
 from __future__ import annotations
 
@@ -16,15 +18,27 @@ from dataset.scan import DatasetError
 def main(argv=None) -> int:
     from config import CompareConfig
     cfg, ns = parse_config(CompareConfig, argv, prog="python3 -m classifier.compare")
-    from classifier.experiments import compare_jobs, markdown_table, run_compare
+    from classifier.comparison import (chosen_strength, compare_jobs, markdown_table,
+                                       run_compare, source_counts, step_budget, strength_jobs)
     from classifier.runs import is_finished
     try:
-        jobs = compare_jobs(cfg)
         if ns._dry_run:
+            counts = source_counts(cfg)
+            steps = step_budget(cfg, cfg.arms(), counts)
+            selection = strength_jobs(cfg, steps)
+            strength = chosen_strength(cfg, selection)
+            jobs, waiting = compare_jobs(cfg, strength, steps, counts)
             print(format_config(cfg))
-            for j in jobs:
+            print(f"every arm: {cfg.number_epochs} epochs x {steps} steps of "
+                  f"{cfg.batch_size} images")
+            for j in selection + jobs:
                 state = "finished, skipped" if is_finished(j["run_dir"]) else "to run"
-                print(f"  {j['run_dir']}  augm_type={j['cfg'].augm_type}  ({state})")
+                c = j["cfg"]
+                print(f"  {j['run_dir']}  augm_type={c.augm_type} strength={c.augm_strength:g}"
+                      f" class_balanced={c.class_balanced} "
+                      f"weighting={c.sample_weighting}  ({state})")
+            for arm in waiting:
+                print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
             return 0
         summary, _ = run_compare(cfg)
     except (ConfigError, DatasetError) as err:

@@ -1,5 +1,5 @@
-"""Many runs: a grid search (grid x seeds x repeats) and the three-arm comparison
-(original / classic augmentation / balanced + synthetic), both resumable.
+"""Many runs: a grid search (grid x seeds x repeats), resumable, and the helpers the
+comparison (`classifier.comparison`) shares with it.
 
 A run whose folder holds metrics.json is finished and skipped on restart; the CSV tables
 are rebuilt from every finished run's metrics.json after each run, so an interrupted search
@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from classifier.grid import combo_name, expand_grid, parse_grid, run_seed, summarize
-from classifier.metrics import SUMMARY_METRICS, higher_is_better, paired_comparison
+from classifier.metrics import SUMMARY_METRICS, higher_is_better
 from classifier.report import write_csv
 from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, is_finished
 from cli.flags import ConfigError, config_from_dict, validate_config
@@ -40,12 +43,24 @@ def to_classifier_config(cfg, **changes):
     return out
 
 
-def _row(metrics: dict, test_set: str | None) -> dict:
+def tail_recall(per_class: dict, tail: Sequence[str]) -> float:
+    """Mean recall over the `tail` labels that have test images (NaN when none has)."""
+    recalls = [per_class[c]["recall"] for c in tail
+               if c in per_class and per_class[c]["support"] > 0]
+    return float(np.mean(recalls)) if recalls else math.nan
+
+
+def _row(metrics: dict, test_set: str | None, tail: Sequence[str] | None = None) -> dict:
     m = metrics["val"] if test_set is None else metrics["tests"][test_set]
-    return {k: m[k] for k in SUMMARY_METRICS}
+    out = {k: m[k] for k in SUMMARY_METRICS}
+    if tail is not None:
+        out["tail_recall"] = tail_recall(m["per_class"], tail)
+    return out
 
 
-def _rows_from_runs(jobs: list[dict]) -> list[dict]:
+def _rows_from_runs(jobs: list[dict], tail: Sequence[str] | None = None) -> list[dict]:
+    """One row per finished run and evaluation set (val, then each test set): the job's
+    fields, best/stopped epochs, and the summary metrics (+ tail_recall with `tail`)."""
     rows = []
     for job in jobs:
         path = Path(job["run_dir"]) / METRICS_NAME
@@ -55,9 +70,9 @@ def _rows_from_runs(jobs: list[dict]) -> list[dict]:
         base = {k: v for k, v in job.items() if k not in ("cfg",)}
         base.update(best_epoch=metrics["best_epoch"], epochs_run=metrics["epochs_run"],
                     seconds=metrics["seconds"])
-        rows.append({**base, "set": "val", **_row(metrics, None)})
+        rows.append({**base, "set": "val", **_row(metrics, None, tail)})
         for name in metrics["tests"]:
-            rows.append({**base, "set": name, **_row(metrics, name)})
+            rows.append({**base, "set": name, **_row(metrics, name, tail)})
     return rows
 
 
@@ -162,112 +177,3 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
     if failures:
         print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
     return summary
-
-
-def compare_jobs(cfg) -> list[dict]:
-    """The runs of the comparison: each arm x each seed, the same classifier settings."""
-    arms = {
-        "original": dict(train_dir=cfg.train_dir, manifest="", augm_type="base",
-                         sample_weighting="none"),
-        "classic": dict(train_dir=cfg.train_dir, manifest="", augm_type=cfg.classic_augm_type,
-                        sample_weighting="none"),
-        "synthetic": dict(train_dir="", manifest=cfg.balanced_dir, augm_type=cfg.augm_type,
-                          sample_weighting=cfg.sample_weighting),
-    }
-    if "synthetic" in cfg.variants:
-        manifest = Path(cfg.balanced_dir)
-        manifest = manifest / "manifest.csv" if manifest.is_dir() else manifest
-        if not manifest.is_file():
-            # Checked before any run: the synthetic arm would otherwise fail after hours.
-            raise DatasetError(f"--balanced_dir {cfg.balanced_dir}: no manifest.csv (the "
-                               f"stage-3 output folder is expected)")
-    jobs = []
-    for arm in cfg.variants:
-        for seed in cfg.seeds:
-            run_dir = Path(cfg.out_dir) / arm / f"seed{seed}"
-            run_cfg = to_classifier_config(cfg, **arms[arm], seed=seed,
-                                           out_dir=str(run_dir.parent), run_name=run_dir.name)
-            jobs.append({"variant": arm, "seed": seed, "run_dir": str(run_dir), "cfg": run_cfg})
-    return jobs
-
-
-def compare_tables(rows, baseline: str = "original"):
-    """(summary, paired) DataFrames: mean/std per arm and set; per-seed paired differences
-    of every other arm against `baseline` for each summary metric."""
-    import pandas as pd
-    df = pd.DataFrame(rows)
-    summary = summarize(df, ["set", "variant"], SUMMARY_METRICS)
-    paired = []
-    for (test_set, arm), sub in df.groupby(["set", "variant"], sort=False):
-        if arm == baseline:
-            continue
-        base = df[(df["set"] == test_set) & (df["variant"] == baseline)]
-        common = sorted(set(sub["seed"]) & set(base["seed"]))
-        if not common:
-            continue
-        a = base.set_index("seed").loc[common]
-        b = sub.set_index("seed").loc[common]
-        for m in SUMMARY_METRICS:
-            res = paired_comparison(a[m].to_numpy(), b[m].to_numpy())
-            paired.append({"set": test_set, "variant": arm, "baseline": baseline, "metric": m,
-                           **res})
-    return summary, pd.DataFrame(paired)
-
-
-def markdown_table(summary, metrics=("accuracy", "balanced_accuracy", "macro_f1")) -> str:
-    """The summary as a Markdown table: mean ± std per arm and evaluation set."""
-    head = "| set | variant | n | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (3 + len(metrics))]
-    for _, r in summary.iterrows():
-        cells = []
-        for m in metrics:
-            std = r[f"{m}_std"]
-            cells.append(f"{r[f'{m}_mean']:.3f}" + ("" if std != std else f" ± {std:.3f}"))
-        lines.append(f"| {r['set']} | {r['variant']} | {r['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def run_compare(cfg, verbose: int = 2):
-    """Runs (or resumes) the comparison; writes runs.csv, summary.csv, paired.csv and
-    compare.md in out_dir. Returns (summary, paired) DataFrames."""
-    import pandas as pd
-    from cli.flags import save_config_json
-    from dataset.atomic import atomic_write_text
-    out = Path(cfg.out_dir)
-    jobs = compare_jobs(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config_json(cfg, out / "compare_config.json")
-    result = (pd.DataFrame(), pd.DataFrame())
-
-    def tables():
-        nonlocal result
-        rows = _rows_from_runs(jobs)
-        if not rows:
-            return
-        df = pd.DataFrame(rows).drop(columns=["cfg"], errors="ignore")
-        write_csv(out / "runs.csv", df)
-        summary, paired = compare_tables(rows)
-        write_csv(out / "summary.csv", summary)
-        write_csv(out / "paired.csv", paired)
-        text = ("# Classifier comparison\n\nMean ± std over seeds " +
-                ", ".join(map(str, cfg.seeds)) + f" ({cfg.backbone}, {cfg.input_shape} px)."
-                "\n\n" + markdown_table(summary) + "\n")
-        if not paired.empty:
-            p = paired[paired["metric"] == "macro_f1"]
-            text += "\n## Paired against `original` (macro-F1, same seeds)\n\n"
-            text += "| set | variant | mean diff | std diff | wins/ties/losses | p (paired t) |\n"
-            text += "|---|---|---|---|---|---|\n"
-            for _, r in p.iterrows():
-                pv = "n/a" if r["p_value"] is None or r["p_value"] != r["p_value"] \
-                    else f"{r['p_value']:.3f}"
-                text += (f"| {r['set']} | {r['variant']} | {r['mean_diff']:+.3f} | "
-                         f"{r['std_diff']:.3f} | {r['wins']}/{r['ties']}/{r['losses']} | "
-                         f"{pv} |\n")
-        atomic_write_text(out / "compare.md", text)
-        result = (summary, paired)
-
-    failures = _execute(jobs, cfg.keep_going, verbose, tables)
-    tables()
-    if failures:
-        print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
-    return result

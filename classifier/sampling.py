@@ -84,23 +84,32 @@ def select_synthetic(n_real: int, synthetic_labels: Sequence[int], ratio: float 
 
 
 def epoch_plan(labels: Sequence[int], epochs: int, batch_size: int, rng: np.random.Generator,
-               class_balanced: bool = False) -> np.ndarray:
+               class_balanced: bool = False, steps_per_epoch: int | None = None
+               ) -> np.ndarray:
     """Sample indices for each epoch, shape (epochs, steps_per_epoch * batch_size).
 
-    An epoch has ceil(N / batch_size) full batches. Shuffled: a permutation of all N images,
-    topped up with random repeats to fill the last batch. Class-balanced: N draws with
-    replacement, each class equally likely.
+    By default an epoch has ceil(N / batch_size) full batches. Shuffled: a permutation of all
+    N images, topped up with random repeats to fill the last batch. Class-balanced: draws with
+    replacement, each class equally likely. With `steps_per_epoch` (an equal budget for
+    arms of different sizes), a shuffled epoch is consecutive permutations cut at that
+    length: a larger set is seen partly, a smaller one more than once, never an image twice
+    before every image once.
 
     Example:
         >>> p = epoch_plan([0] * 9 + [1], 1, 10, np.random.default_rng(0), class_balanced=True)
         >>> 2 <= (p == 9).sum() <= 9
         True
+        >>> epoch_plan([0, 1, 1], 2, 2, np.random.default_rng(0), steps_per_epoch=5).shape
+        (2, 10)
     """
     labels = np.asarray(labels, dtype=int)
     n = len(labels)
     if n == 0:
         raise ValueError("no training images")
-    per_epoch = int(np.ceil(n / batch_size)) * batch_size
+    if steps_per_epoch is None:
+        per_epoch = int(np.ceil(n / batch_size)) * batch_size
+    else:
+        per_epoch = int(steps_per_epoch) * batch_size
     out = np.empty((epochs, per_epoch), dtype=np.int64)
     if class_balanced:
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -108,7 +117,13 @@ def epoch_plan(labels: Sequence[int], epochs: int, batch_size: int, rng: np.rand
     for e in range(epochs):
         if class_balanced:
             out[e] = rng.choice(n, size=per_epoch, replace=True, p=p)
-        else:
+        elif steps_per_epoch is None:
             extra = rng.choice(n, size=per_epoch - n, replace=per_epoch - n > n)
             out[e] = np.concatenate([rng.permutation(n), extra])
+        else:
+            parts, left = [], per_epoch
+            while left > 0:
+                parts.append(rng.permutation(n)[:left])
+                left -= len(parts[-1])
+            out[e] = np.concatenate(parts)
     return out

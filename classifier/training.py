@@ -4,6 +4,7 @@
                   best.weights.h5    weights of the best validation epoch (restored at the end)
                   history.csv        per-epoch training loss and validation metrics
                   metrics.json       validation and test metrics (one scale: fractions)
+                  predictions_<test>.csv   per test image: path, label, predicted
                   confusion_<set>.png
                   synthetic_weights.csv, filter_model/   (with --sample_weighting diagen)
 
@@ -183,10 +184,12 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
                   jit_compile=False)  # XLA is slower on this kind of CPU (DESIGN.md)
     rng = np.random.default_rng(cfg.seed + 1)
     plan = sampling.epoch_plan(train.labels, cfg.number_epochs, cfg.batch_size, rng,
-                               class_balanced=cfg.class_balanced)
+                               class_balanced=cfg.class_balanced,
+                               steps_per_epoch=cfg.steps_per_epoch)
     weights = train.weights if train.weights is not None else np.ones(len(train.labels))
     augment = make_batch_augmenter(cfg.augm_type, cfg.augm_probability, seed=cfg.seed,
-                                   preset=cfg.albumentations_preset)
+                                   preset=cfg.albumentations_preset,
+                                   strength=cfg.augm_strength, flip=cfg.augm_flip)
     ds = train_dataset(train.images, train.labels, weights, plan, cfg.batch_size, augment)
     ckpt = BestCheckpoint(val, class_names, cfg.evaluation_type, weights_path,
                           cfg.early_stop_patience, cfg.early_stop_min_delta,
@@ -228,7 +231,7 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
     p_true = np.zeros(len(syn))
     if len(syn):
         x = train.images[syn].astype(np.float32)
-        layer = keras_augmenter("flip", seed=cfg.seed)
+        layer = keras_augmenter("flip", seed=cfg.seed, flip=cfg.augm_flip)
         for v in range(cfg.diagen_views):
             view = x if v == 0 else np.asarray(layer(x, training=True))
             probs = calibration.softmax(predict_logits(model, np.clip(view, 0, 255)), temperature)
@@ -249,18 +252,29 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
 
 def evaluate_folder(model, folder: str | Path, class_names: Sequence[str], cfg,
                     what: str = "--test_dir", batch_size: int = 64,
-                    skipped: list[str] | None = None) -> dict:
+                    skipped: list[str] | None = None,
+                    predictions_path: str | Path | None = None) -> dict:
     """Metrics of `model` on `folder/<label>/...`; a label the model does not know is an
-    error (DatasetError), labels missing from the folder simply have no support."""
+    error (DatasetError), labels missing from the folder simply have no support.
+
+    With `predictions_path`, one CSV row per image (path, label, predicted) is written there:
+    the comparison's bootstrap resamples test images and pairs arms image by image."""
     samples, _ = samples_from_dir(folder, class_names, what=what)
     errors = [] if skipped is None else skipped
     test = _to_set(samples, class_names, cfg, f"{Path(folder).name} images", errors)
     if len(test.labels) == 0:
         raise DatasetError(f"{what} {folder}: none of its images could be read")
     logits = predict_logits(model, test.images, batch_size)
-    m = classification_metrics(test.labels, logits.argmax(1), class_names)
+    pred = logits.argmax(1)
+    m = classification_metrics(test.labels, pred, class_names)
     m["loss"] = cross_entropy(logits, test.labels)
     m["folder"] = str(folder)
+    if predictions_path is not None:
+        import pandas as pd
+        write_csv(predictions_path, pd.DataFrame({
+            "path": [s.path for s in test.samples],
+            "label": [class_names[i] for i in test.labels],
+            "predicted": [class_names[i] for i in pred]}))
     return m
 
 
@@ -281,11 +295,15 @@ def plan_text(cfg) -> str:
     lines = [f"train {cfg.backbone} ({cfg.weights} weights) at {cfg.input_shape} px on {source}",
              f"validation: {val}; best epoch and early stopping by {cfg.evaluation_type} "
              f"(patience {cfg.early_stop_patience})",
-             f"augmentation: {cfg.augm_type} at p={cfg.augm_probability}; "
+             f"augmentation: {cfg.augm_type} at p={cfg.augm_probability}, strength "
+             f"{cfg.augm_strength}, flips {cfg.augm_flip}; "
              f"class_balanced={cfg.class_balanced}; synthetic_ratio="
              f"{'all' if cfg.synthetic_ratio is None else cfg.synthetic_ratio}; "
              f"sample_weighting={cfg.sample_weighting}",
-             f"up to {cfg.number_epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate}",
+             f"up to {cfg.number_epochs} epochs of "
+             + (f"{cfg.steps_per_epoch} steps" if cfg.steps_per_epoch
+                else "one pass over the training images")
+             + f", batch {cfg.batch_size}, lr {cfg.learning_rate}",
              f"tests: {', '.join(f'{k}={v}' for k, v in _test_sets(cfg).items()) or 'none'}",
              f"writes into {Path(cfg.out_dir) / (cfg.run_name or '<backbone>_<time>_<id>')}"]
     return "\n".join(lines)
@@ -337,7 +355,8 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
     for name, folder in _test_sets(cfg).items():
         tests[name] = evaluate_folder(model, folder, class_names, cfg,
                                       "--test_dir" if name == "test" else "--ood_test_dirs",
-                                      skipped=skipped)
+                                      skipped=skipped,
+                                      predictions_path=run_dir / f"predictions_{name}.csv")
         plot_confusion(tests[name]["confusion_matrix"], class_names,
                        run_dir / f"confusion_{name}.png", f"{name}: {folder}")
     if skipped and verbose:

@@ -209,12 +209,13 @@ def test_config_flags_json_and_validation(tmp_path):
             parse_config(ClassifierConfig, argv)
     cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--balanced_dir", "b",
                                           "--test_dir", "c"])
-    assert cfg.variants == ["original", "classic", "synthetic"]
-    cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c",
-                                          "--variants", "original", "classic"])
-    assert cfg.balanced_dir == ""                # only the synthetic arm reads it
-    with pytest.raises(SystemExit):
-        parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c"])
+    # Default arms: the real-only ones and each fill whose folder is given.
+    assert cfg.arms() == ["original", "rebalanced", "classic", "diffusion_fill"]
+    cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c"])
+    assert cfg.balanced_dir == "" and cfg.arms() == ["original", "rebalanced", "classic"]
+    with pytest.raises(SystemExit):     # only the fill arm needs the fill folder
+        parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c",
+                                     "--variants", "original", "synthetic"])
 
 
 def test_dry_run_writes_nothing_and_imports_no_tensorflow(tmp_path):

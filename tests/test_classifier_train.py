@@ -64,7 +64,24 @@ def data(tmp_path_factory):
                 bal / name)
             rows.append(ManifestRow(name, label, "s", "", "ddim", i, {}, 0.5))
     write_manifest(bal / "manifest.csv", rows)
-    return {"root": root, "train": train, "test": test, "balanced": bal}
+    # The same gap filled classically: flipped copies of real images, the same counts.
+    fill = root / "classic_fill"
+    crow = []
+    for p in sorted(train.rglob("*.jpg")):
+        dst = fill / p.parent.name / p.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(p.read_bytes())
+        crow.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
+                                "original"))
+    for label, n in {"green": 4, "blue": 6, "red": 2}.items():
+        for i, src in enumerate(sorted((train / label).glob("*.jpg"))[:n]):
+            name = f"{label}/classic_{i}.png"
+            Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(fill / name)
+            crow.append(ManifestRow(name, label, "s", str(src), "albumentations", i,
+                                    {"flip": True}))
+    write_manifest(fill / "manifest.csv", crow)
+    return {"root": root, "train": train, "test": test, "balanced": bal,
+            "classic_fill": fill}
 
 
 def _cfg(cls=ClassifierConfig, **kw):
@@ -225,27 +242,79 @@ def test_manifest_training_with_diagen_weights_and_class_balancing(data):
     assert m["n_val"] == 7
 
 
-def test_compare_three_arms_over_the_same_seeds(data, tmp_path):
+def test_compare_runs_every_arm_at_one_budget_and_tests_against_the_strongest(data,
+                                                                                 tmp_path,
+                                                                                 capsys):
     import pandas as pd
 
+    from classifier.arms import strongest_non_generative
     from classifier.compare import main
     out = tmp_path / "cmp"
     argv = ["--train_dir", str(data["train"]), "--balanced_dir", str(data["balanced"]),
-            "--test_dir", str(data["test"]), "--out_dir", str(out), "--seeds", "0", "1",
-            "--number_epochs", "1", "--backbone", "small_cnn", "--input_shape", str(SIZE),
-            "--batch_size", "16", "--workers", "1"]
+            "--classic_fill_dir", str(data["classic_fill"]), "--test_dir", str(data["test"]),
+            "--out_dir", str(out), "--seeds", "0", "1", "--number_epochs", "1",
+            "--classic_strengths", "0.5", "1", "--bootstrap", "200",
+            "--variants", "original", "rebalanced", "classic", "classic_fill",
+            "synthetic+classic", "--backbone", "small_cnn", "--input_shape", str(SIZE),
+            "--batch_size", "8", "--workers", "1"]
+    assert main(argv + ["--dry-run"]) == 0
+    assert "after the classic strength search" in capsys.readouterr().out
+    assert not out.exists()
     assert main(argv) == 0
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["variant"]) == {"original", "classic", "synthetic"}
+    arms = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill+classic"]
+    assert list(summary[summary["set"] == "test"]["variant"]) == arms
     assert set(summary["n"]) == {2}
+    configs = {(a, s): json.loads((out / a / f"seed{s}" / "config.json").read_text())
+               for a in arms for s in (0, 1)}
+    # One budget: 32 real - 7 validation + 12 added = 37 images -> 5 steps of 8, every arm.
+    assert {c["steps_per_epoch"] for c in configs.values()} == {5}
+    assert configs[("rebalanced", 1)]["class_balanced"]
+    # The classic strength was searched on seed 0 and that run reused, not trained again.
+    chosen = configs[("classic", 1)]["augm_strength"]
+    assert chosen in (0.5, 1.0) and configs[("classic", 0)]["augm_strength"] == chosen
+    assert (out / "classic" / "seed0" / "selected_from.txt").is_file()
+    assert configs[("diffusion_fill+classic", 0)]["augm_strength"] == chosen
+    assert json.loads((out / "classic_fill" / "seed0" / "metrics.json").read_text())[
+        "n_train_synthetic"] == 12
+    preds = pd.read_csv(out / "original" / "seed0" / "predictions_test.csv")
+    assert len(preds) == 18 and set(preds.columns) == {"path", "label", "predicted"}
+    test = summary[summary["set"] == "test"]
+    assert test["balanced_accuracy_ci_low"].notna().all()
+    assert (test["balanced_accuracy_ci_low"] <= test["balanced_accuracy_ci_high"]).all()
+    reference = strongest_non_generative(test.to_dict("records"))
+    assert test.set_index("variant").loc[reference, "reference"]
     paired = pd.read_csv(out / "paired.csv")
-    assert set(paired["variant"]) == {"classic", "synthetic"}
-    assert "macro_f1" in set(paired["metric"])
-    assert "| test | synthetic |" in (out / "compare.md").read_text()
-    cfg = json.loads((out / "classic" / "seed1" / "config.json").read_text())
-    assert cfg["augm_type"] == "flip" and cfg["seed"] == 1
-    syn = json.loads((out / "synthetic" / "seed0" / "metrics.json").read_text())
-    assert syn["n_train_synthetic"] == 12
+    assert set(paired["baseline"]) == {reference}
+    assert set(paired["variant"]) == set(arms) - {reference}
+    assert {"p_holm", "ci_low", "verdict", "test"} <= set(paired.columns)
+    md = (out / "compare.md").read_text()
+    assert "strength" in md and "Holm" in md and f"{reference} *" in md
+    # Re-running trains nothing: every run is finished.
+    stamp = (out / "original" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "original" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "finished earlier, skipped" in capsys.readouterr().out
+
+
+def test_classic_strength_and_flips_reach_the_augmenter():
+    import tensorflow as tf
+
+    from classifier.augment import make_batch_augmenter
+    rng = np.random.default_rng(0)
+    batch = tf.constant(np.stack([_image(c, rng) for c in ("red", "green", "blue") * 4])
+                        .astype(np.float32))
+    assert make_batch_augmenter("flip", 1.0, strength=0.0, flip="none") is None
+    # Strength 0 with vertical flips: each image is itself or turned upside down, never
+    # mirrored left-right, rotated or zoomed.
+    out = make_batch_augmenter("flip", 1.0, seed=1, strength=0.0, flip="vertical")(batch)
+    x, y = batch.numpy(), out.numpy()
+    same = [np.allclose(a, b) for a, b in zip(x, y)]
+    upside = [np.allclose(a[::-1], b) for a, b in zip(x, y)]
+    assert all(s or u for s, u in zip(same, upside)) and any(upside)
+    mild = make_batch_augmenter("flip", 1.0, seed=1, strength=0.25, flip="none")(batch)
+    strong = make_batch_augmenter("flip", 1.0, seed=1, strength=2.0, flip="none")(batch)
+    assert np.abs(mild.numpy() - x).mean() < np.abs(strong.numpy() - x).mean()
 
 
 @pytest.mark.parametrize("augm_type", ["flip", "randaugment", "augmix", "albumentations"])

@@ -1,0 +1,125 @@
+"""The arms of `classifier.compare`: their names, which are generative, and which one is the
+strongest non-generative arm that generated images have to beat (pure, no Keras).
+
+Arm names:
+- `original`: the real training images, shuffled, no augmentation.
+- `rebalanced`: the same images in class-balanced batches (what the counts alone give).
+- `classic`: the real images with online classic augmentation (strength chosen on validation).
+- `classic_fill`: the gap filled with classic augmentations of real images (--classic_fill_dir).
+- `diffusion_fill`: the gap filled with generated images (--balanced_dir); `synthetic` is an
+  old name for it.
+- any NAME of `--fill_dirs NAME=DIR`: another generated fill (e.g. `sdedit_fill`).
+- a fill arm with `+classic` (online classic augmentation on top) and/or `+diagen` (DIAGen
+  weights of its non-real images), e.g. `diffusion_fill+classic+diagen`.
+
+Example:
+    >>> normalise_arm("synthetic+diagen")
+    'diffusion_fill+diagen'
+    >>> is_generative("classic_fill+classic")
+    False
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+NON_GENERATIVE = ("original", "rebalanced", "classic", "classic_fill")
+FILL_ARMS = ("classic_fill", "diffusion_fill")
+BASE_ARMS = NON_GENERATIVE + ("diffusion_fill",)
+SUFFIXES = ("classic", "diagen")          # canonical order in names
+ALIASES = {"synthetic": "diffusion_fill"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ArmError(ValueError):
+    """An arm name that does not parse; the message lists what would."""
+
+
+def split_arm(name: str, fill_names: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
+    """(base arm, suffixes in canonical order) of an arm name; aliases resolved.
+
+    Raises:
+        ArmError: unknown base, unknown or repeated suffix, or a suffix on a non-fill arm.
+    """
+    base, *suffixes = name.strip().split("+")
+    base = ALIASES.get(base, base)
+    fills = FILL_ARMS + tuple(fill_names)
+    if base not in BASE_ARMS and base not in fill_names:
+        raise ArmError(f"unknown arm {name!r}: arms are {', '.join(BASE_ARMS)}"
+                       + (f", {', '.join(fill_names)} (--fill_dirs)" if fill_names else "")
+                       + ", and fill arms with +classic and/or +diagen")
+    bad = [s for s in suffixes if s not in SUFFIXES]
+    if bad or len(set(suffixes)) != len(suffixes):
+        raise ArmError(f"arm {name!r}: suffixes are +classic and +diagen, each at most once")
+    if suffixes and base not in fills:
+        raise ArmError(f"arm {name!r}: only fill arms ({', '.join(fills)}) take +classic or "
+                       f"+diagen ('classic' is already the augmented real-only arm)")
+    return base, tuple(s for s in SUFFIXES if s in suffixes)
+
+
+def normalise_arm(name: str, fill_names: Sequence[str] = ()) -> str:
+    """The canonical spelling of an arm name (alias resolved, suffixes ordered)."""
+    base, suffixes = split_arm(name, fill_names)
+    return "+".join((base, *suffixes))
+
+
+def is_generative(name: str) -> bool:
+    """Whether an arm trains on generated images: every fill arm except classic_fill (an
+    arm name that fails to parse, e.g. a --fill_dirs name, counts as generative)."""
+    base = ALIASES.get(name.split("+")[0], name.split("+")[0])
+    return base not in NON_GENERATIVE
+
+
+def uses_classic(name: str) -> bool:
+    """Whether an arm applies online classic augmentation (`classic` and `+classic` arms)."""
+    parts = name.split("+")
+    return parts[0] == "classic" or "classic" in parts[1:]
+
+
+def parse_fill_dirs(specs: Sequence[str] | None) -> dict[str, str]:
+    """`NAME=DIR` specs of extra generated fills -> {name: dir}.
+
+    Raises:
+        ArmError: a malformed spec, a name that is not lower_snake_case, a name of a built-in
+            arm, or a repeated name.
+
+    Example:
+        >>> parse_fill_dirs(["sdedit_fill=runs/sdedit"])
+        {'sdedit_fill': 'runs/sdedit'}
+    """
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, folder = spec.partition("=")
+        name = name.strip()
+        if not sep or not folder.strip():
+            raise ArmError(f"--fill_dirs expects NAME=DIR, got {spec!r}")
+        if not _NAME.match(name) or name in BASE_ARMS or name in ALIASES:
+            raise ArmError(f"--fill_dirs name {name!r}: use lower_snake_case, not a built-in "
+                           f"arm name ({', '.join(BASE_ARMS)})")
+        if name in out:
+            raise ArmError(f"--fill_dirs: {name} is given twice")
+        out[name] = folder.strip()
+    return out
+
+
+def strongest_non_generative(summary: Sequence[dict], metric: str = "balanced_accuracy"
+                             ) -> str | None:
+    """The non-generative arm with the highest mean `metric` in summary rows
+    ({variant, <metric>_mean}); ties go to the arm listed first. None when there is none.
+
+    Example:
+        >>> strongest_non_generative([{"variant": "original", "balanced_accuracy_mean": 0.7},
+        ...                           {"variant": "classic", "balanced_accuracy_mean": 0.8},
+        ...                           {"variant": "diffusion_fill",
+        ...                            "balanced_accuracy_mean": 0.9}])
+        'classic'
+    """
+    best, best_value = None, -math.inf
+    for row in summary:
+        value = row.get(f"{metric}_mean")
+        if is_generative(row["variant"]) or value is None or value != value:
+            continue
+        if value > best_value:
+            best, best_value = row["variant"], value
+    return best

@@ -1,0 +1,475 @@
+"""The comparison (`python3 -m classifier.compare`): every arm x every seed at one step
+budget, the classic augmentation's strength chosen on validation, and the evidence tables.
+
+    out_dir/classic_select/strength=<s>_seed<S>/   the strength search (first seed only)
+    out_dir/<arm>/seed<S>/                         one run folder per arm and seed
+    out_dir/runs.csv, summary.csv, paired.csv, compare.md
+
+Fairness: every arm trains the same classifier for the same number of steps per epoch (one
+pass over the largest arm's training set) and epochs, with the same seeds; the classic
+augmentation gets a small validation grid so that the baseline is tuned, not strawmanned.
+Evidence: a bootstrap CI per arm over seeds and test images; the paired difference of every
+arm to the strongest non-generative arm (by mean test balanced accuracy) with its bootstrap
+CI, a paired test over seeds and Holm's correction across arms; the verdict says better or
+worse only when both the corrected p and the CI say so.
+
+Example:
+    >>> summary, paired = run_compare(cfg)          # cfg: a validated CompareConfig
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from classifier import statistics
+from classifier.arms import is_generative, parse_fill_dirs, split_arm, strongest_non_generative
+from classifier.experiments import _execute, _rows_from_runs, to_classifier_config
+from classifier.grid import summarize
+from classifier.metrics import SUMMARY_METRICS, higher_is_better, paired_comparison
+from classifier.report import write_csv
+from classifier.runs import METRICS_NAME, is_finished
+from dataset.scan import DatasetError
+
+TABLE_METRICS = SUMMARY_METRICS + ("tail_recall",)
+PAIRED_METRICS = statistics.BOOT_METRICS          # balanced accuracy, macro-F1, tail recall
+VERDICT_METRIC = "balanced_accuracy"
+ALPHA = 0.05
+
+
+# --- planning ---------------------------------------------------------------------------
+
+def fill_folders(cfg) -> dict[str, str]:
+    """{fill arm base: folder} of the fills the config names."""
+    out = {"classic_fill": cfg.classic_fill_dir, "diffusion_fill": cfg.balanced_dir}
+    out.update(parse_fill_dirs(cfg.fill_dirs))
+    return {k: v for k, v in out.items() if v}
+
+
+def arm_settings(cfg, arm: str, strength: float | None) -> dict:
+    """The ClassifierConfig changes that make `arm` (strength: the classic augmentation's)."""
+    fills = fill_folders(cfg)
+    base, suffixes = split_arm(arm, [k for k in fills if k not in ("classic_fill",
+                                                                   "diffusion_fill")])
+    classic = dict(augm_type=cfg.classic_augm_type, augm_strength=strength)
+    if base in ("original", "rebalanced"):
+        return dict(train_dir=cfg.train_dir, manifest="", augm_type="base",
+                    sample_weighting="none", class_balanced=base == "rebalanced")
+    if base == "classic":
+        return dict(train_dir=cfg.train_dir, manifest="", sample_weighting="none", **classic)
+    out = dict(train_dir="", manifest=fills[base], augm_type="base",
+               sample_weighting="diagen" if "diagen" in suffixes else cfg.sample_weighting)
+    if "classic" in suffixes:
+        out.update(classic)
+    return out
+
+
+def _n_train(labels_real: Sequence[str], n_synthetic_by_label: Mapping[str, int], cfg) -> int:
+    """Training images of one arm after the validation split and --synthetic_ratio."""
+    from classifier import sampling
+    n_real = len(labels_real)
+    if not cfg.val_dir:
+        index = {c: i for i, c in enumerate(sorted(set(labels_real)))}
+        _, val = sampling.stratified_split([index[c] for c in labels_real],
+                                           cfg.validation_split, np.random.default_rng(0))
+        n_real -= len(val)        # the counts per class do not depend on the rng
+    n_syn = sum(n_synthetic_by_label.values())
+    if cfg.synthetic_ratio is not None:
+        n_syn = min(n_syn, int(round(cfg.synthetic_ratio * n_real)))
+    return n_real + n_syn
+
+
+def source_counts(cfg) -> dict[str, dict]:
+    """Per source (`train_dir` and each fill arm's folder): real labels and added images per
+    label, read from the folders and manifests (no image is decoded).
+
+    Raises:
+        DatasetError: a missing folder or manifest, a manifest listing missing files.
+    """
+    from classifier.data import samples_from_dir, samples_from_manifest
+    samples, _ = samples_from_dir(cfg.train_dir, what="--train_dir")
+    out = {"train_dir": {"real": [s.label for s in samples], "added": {}}}
+    used = {a.split("+")[0] for a in cfg.arms()}
+    for base, folder in fill_folders(cfg).items():
+        if base not in used:
+            continue
+        path = Path(folder)
+        if not (path / "manifest.csv").is_file() and not path.is_file():
+            # Checked before any run: a fill arm would otherwise fail after hours.
+            raise DatasetError(f"{folder}: no manifest.csv (a folder in stage 3's layout is "
+                               f"expected for the {base} arm)")
+        rows, _ = samples_from_manifest(folder, cfg.real_generators)
+        out[base] = {"real": [s.label for s in rows if not s.synthetic],
+                     "added": dict(Counter(s.label for s in rows if s.synthetic))}
+    return out
+
+
+def step_budget(cfg, arms: Sequence[str], counts: dict[str, dict]) -> int:
+    """Steps per epoch for every arm: --steps_per_epoch, else one pass over the largest
+    arm's training images (so no arm trains longer than another)."""
+    if cfg.steps_per_epoch:
+        return int(cfg.steps_per_epoch)
+    sizes = []
+    for arm in arms:
+        base = arm.split("+")[0]
+        src = counts[base] if base in counts else counts["train_dir"]
+        sizes.append(_n_train(src["real"], src["added"], cfg))
+    return max(1, math.ceil(max(sizes) / cfg.batch_size))
+
+
+def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps: int) -> dict:
+    run_cfg = to_classifier_config(cfg, **arm_settings(cfg, arm, strength), seed=seed,
+                                   steps_per_epoch=steps, out_dir=str(run_dir.parent),
+                                   run_name=run_dir.name)
+    return {"variant": arm, "seed": seed, "run_dir": str(run_dir), "cfg": run_cfg}
+
+
+def strength_jobs(cfg, steps: int) -> list[dict]:
+    """The classic-strength search: one run per --classic_strengths value on the first seed
+    (none with a single value, or when no arm uses classic augmentation)."""
+    from classifier.arms import uses_classic
+    if len(cfg.classic_strengths) < 2 or not any(uses_classic(a) for a in cfg.arms()):
+        return []
+    seed = cfg.seeds[0]
+    return [{**_job(cfg, "classic", seed, Path(cfg.out_dir) / "classic_select" /
+                    f"strength={s:g}_seed{seed}", s, steps), "strength": s}
+            for s in cfg.classic_strengths]
+
+
+def chosen_strength(cfg, selection: list[dict]) -> float | None:
+    """The strength whose run scored best on validation (--evaluation_type; first of equals),
+    the only strength when there is one, None while a search run is unfinished."""
+    if not selection:
+        return float(cfg.classic_strengths[0])
+    higher = higher_is_better(cfg.evaluation_type)
+    best, best_value = None, None
+    for job in selection:
+        path = Path(job["run_dir"]) / METRICS_NAME
+        if not path.is_file():
+            return None
+        value = json.loads(path.read_text())["best_value"]
+        if best_value is None or (value > best_value if higher else value < best_value):
+            best, best_value = job["strength"], value
+    return best
+
+
+def compare_jobs(cfg, strength: float | None = None, steps: int | None = None,
+                 counts: dict | None = None) -> tuple[list[dict], list[str]]:
+    """(jobs, arms waiting for the strength search): each arm x each seed.
+
+    Arms with classic augmentation wait (are left out) until `strength` is known."""
+    from classifier.arms import uses_classic
+    arms = cfg.arms()
+    if steps is None:
+        steps = step_budget(cfg, arms, counts or source_counts(cfg))
+    jobs, waiting = [], []
+    for arm in arms:
+        if uses_classic(arm) and strength is None:
+            waiting.append(arm)
+            continue
+        for seed in cfg.seeds:
+            jobs.append(_job(cfg, arm, seed, Path(cfg.out_dir) / arm / f"seed{seed}",
+                             strength if uses_classic(arm) else None, steps))
+    return jobs, waiting
+
+
+def fill_count_notes(counts: dict[str, dict]) -> list[str]:
+    """Warnings when fill arms add different numbers of images per label: a gain of one
+    fill over another could then come from the counts, not from the images."""
+    fills = {k: v["added"] for k, v in counts.items() if k != "train_dir"}
+    if len(fills) < 2:
+        return []
+    names = sorted(fills)
+    ref = names[0]
+    return [f"{name} adds {sum(fills[name].values())} images per label {dict(fills[name])}, "
+            f"{ref} adds {sum(fills[ref].values())} {dict(fills[ref])}: not the same counts"
+            for name in names[1:] if fills[name] != fills[ref]]
+
+
+# --- tables -----------------------------------------------------------------------------
+
+def _aligned(preds: dict[tuple, "object"]) -> tuple[list[str], np.ndarray, dict, list[str]]:
+    """(class names, y_true, {key: y_pred}, paths) on the test images every run predicted."""
+    paths = sorted(set.intersection(*(set(df["path"]) for df in preds.values())))
+    names = sorted({c for df in preds.values() for c in (*df["label"], *df["predicted"])})
+    index = {c: i for i, c in enumerate(names)}
+    out, y_true = {}, None
+    for key, df in preds.items():
+        df = df.drop_duplicates("path").set_index("path").loc[paths]
+        out[key] = df["predicted"].map(index).to_numpy()
+        if y_true is None:
+            y_true = df["label"].map(index).to_numpy()
+    return names, y_true, out, paths
+
+
+def bootstrap_set(preds: dict[tuple, "object"], arms: Sequence[str], reference: str | None,
+                  tail: Sequence[str], n_boot: int, seed: int = 0) -> tuple[dict, dict]:
+    """CIs of one test set from per-image predictions {(arm, seed): DataFrame}.
+
+    Returns:
+        ({arm: {metric: (low, high)}}, {arm: {metric: (low, high) of arm - reference}});
+        the same image resamples serve every arm, the same seed resamples every pair.
+    """
+    if not preds or n_boot <= 0:
+        return {}, {}
+    names, y_true, y_pred, paths = _aligned(preds)
+    if not paths:
+        return {}, {}
+    keys = list(y_pred)
+    tail_idx = [names.index(c) for c in tail if c in names]
+    boot = statistics.image_bootstrap(y_true, np.stack([y_pred[k] for k in keys]), len(names),
+                                      n_boot, seed, tail_idx)
+    col = {k: i for i, k in enumerate(keys)}
+    seeds_of = {a: sorted(s for (arm, s) in keys if arm == a) for a in arms}
+    per_arm, diffs = {}, {}
+    for arm in arms:
+        if not seeds_of[arm]:
+            continue
+        counts = statistics.seed_counts(n_boot, len(seeds_of[arm]), seed)
+        cols = [col[(arm, s)] for s in seeds_of[arm]]
+        per_arm[arm] = {m: statistics.percentile_interval(
+            statistics.seed_resampled_means(boot[m][:, cols], counts)) for m in boot}
+        common = sorted(set(seeds_of[arm]) & set(seeds_of.get(reference, [])))
+        if arm == reference or not common:
+            continue
+        counts = statistics.seed_counts(n_boot, len(common), seed + 1)
+        a = [col[(arm, s)] for s in common]
+        r = [col[(reference, s)] for s in common]
+        diffs[arm] = {m: statistics.percentile_interval(
+            statistics.seed_resampled_means(boot[m][:, a], counts)
+            - statistics.seed_resampled_means(boot[m][:, r], counts)) for m in boot}
+    return per_arm, diffs
+
+
+def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
+                   tail: Sequence[str] = (), n_boot: int = 0, seed: int = 0):
+    """(summary, paired) DataFrames of a comparison.
+
+    Args:
+        rows: one per run and evaluation set ({variant, seed, set, <metrics>}), as in
+            runs.csv; `tail_recall` is used when present.
+        predictions: {(set, arm, seed): DataFrame(path, label, predicted)} for the CIs.
+        tail: the tail labels (for the bootstrap's tail recall).
+        n_boot: bootstrap resamples (0: no CIs).
+
+    Returns:
+        summary: per set and arm: kind, reference (the strongest non-generative arm of the
+            set), n, <metric>_mean/_std, and <metric>_ci_low/_ci_high (95%) for
+            PAIRED_METRICS.
+        paired: per test set, arm (other than the reference) and metric in PAIRED_METRICS:
+            baseline, mean/std/CI of the per-seed difference, wins/ties/losses, t, p_value,
+            test, p_holm (Holm across the arms of that set and metric) and verdict
+            ("better", "worse", "no clear difference").
+
+    Example:
+        >>> summary, paired = compare_tables(pd.read_csv("compare/runs.csv").to_dict("records"))
+    """
+    import pandas as pd
+    df = pd.DataFrame(list(rows))
+    metrics = [m for m in TABLE_METRICS if m in df]
+    summary = summarize(df, ["set", "variant"], metrics)
+    # Test sets first (in-distribution, then OOD, as evaluated), validation last.
+    sets = [s for s in dict.fromkeys(df["set"]) if s != "val"] + ["val"]
+    summary = pd.concat([summary[summary["set"] == s] for s in sets]).reset_index(drop=True)
+    summary.insert(2, "kind", ["generative" if is_generative(v) else "non-generative"
+                               for v in summary["variant"]])
+    summary["reference"] = False
+    for m in PAIRED_METRICS:
+        summary[f"{m}_ci_low"] = math.nan
+        summary[f"{m}_ci_high"] = math.nan
+    paired = []
+    for test_set in [s for s in dict.fromkeys(df["set"]) if s != "val"]:
+        in_set = summary["set"] == test_set
+        sub = summary[in_set]
+        arms = list(sub["variant"])
+        reference = strongest_non_generative(sub.to_dict("records"))
+        if reference is not None:
+            summary.loc[in_set & (summary["variant"] == reference), "reference"] = True
+        preds = {(arm, s): v for (st, arm, s), v in (predictions or {}).items()
+                 if st == test_set and arm in arms}
+        per_arm, diffs = bootstrap_set(preds, arms, reference, tail, n_boot, seed)
+        for arm, cis in per_arm.items():
+            sel = in_set & (summary["variant"] == arm)
+            for m, (lo, hi) in cis.items():
+                summary.loc[sel, f"{m}_ci_low"] = lo
+                summary.loc[sel, f"{m}_ci_high"] = hi
+        if reference is None:
+            continue
+        runs = df[df["set"] == test_set]
+        base = runs[runs["variant"] == reference].set_index("seed")
+        block = []
+        for arm in arms:
+            if arm == reference:
+                continue
+            other = runs[runs["variant"] == arm].set_index("seed")
+            common = sorted(set(other.index) & set(base.index))
+            for m in PAIRED_METRICS:
+                if m not in runs or not common:
+                    continue
+                res = paired_comparison(base.loc[common, m].to_numpy(),
+                                        other.loc[common, m].to_numpy())
+                lo, hi = diffs.get(arm, {}).get(m, (math.nan, math.nan))
+                block.append({"set": test_set, "variant": arm, "kind": "generative"
+                              if is_generative(arm) else "non-generative",
+                              "baseline": reference, "metric": m, **res,
+                              "ci_low": lo, "ci_high": hi})
+        for m in PAIRED_METRICS:
+            family = [r for r in block if r["metric"] == m]
+            for r, p in zip(family, statistics.holm([r["p_value"] for r in family])):
+                r["p_holm"] = p
+                r["verdict"] = statistics.verdict(p, r["ci_low"], r["ci_high"], ALPHA)
+        paired += block
+    return summary, pd.DataFrame(paired)
+
+
+def _cell(r, m: str) -> str:
+    mean, std = r[f"{m}_mean"], r.get(f"{m}_std", math.nan)
+    if mean != mean:
+        return "n/a"
+    text = f"{mean:.3f}" + ("" if std != std else f" ± {std:.3f}")
+    lo, hi = r.get(f"{m}_ci_low", math.nan), r.get(f"{m}_ci_high", math.nan)
+    return text + ("" if lo != lo else f" [{lo:.3f}, {hi:.3f}]")
+
+
+def markdown_table(summary, metrics=("balanced_accuracy", "macro_f1", "tail_recall")) -> str:
+    """The summary as Markdown: mean ± std over seeds [95% bootstrap CI] per arm and set; the
+    reference arm (strongest non-generative) is marked with *."""
+    metrics = [m for m in metrics if f"{m}_mean" in summary]
+    head = "| set | arm | kind | n | " + " | ".join(m.replace("_", " ") for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (4 + len(metrics))]
+    for _, r in summary.iterrows():
+        name = f"{r['variant']} *" if r.get("reference", False) else r["variant"]
+        lines.append(f"| {r['set']} | {name} | {r.get('kind', '')} | {r['n']} | "
+                     + " | ".join(_cell(r, m) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def paired_markdown(paired, metrics=("balanced_accuracy", "macro_f1", "tail_recall")) -> str:
+    """The paired differences to the reference arm as Markdown."""
+    lines = ["| set | arm | vs | metric | mean diff [95% CI] | wins/ties/losses | p (test) | "
+             "Holm p | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in paired[paired["metric"].isin(metrics)].iterrows():
+        ci = "" if r["ci_low"] != r["ci_low"] else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        p = "n/a" if r["p_value"] is None or r["p_value"] != r["p_value"] \
+            else f"{r['p_value']:.3g} ({r['test']})"
+        ph = "n/a" if r["p_holm"] != r["p_holm"] else f"{r['p_holm']:.3g}"
+        lines.append(f"| {r['set']} | {r['variant']} | {r['baseline']} | {r['metric']} | "
+                     f"{r['mean_diff']:+.3f}{ci} | {r['wins']}/{r['ties']}/{r['losses']} | "
+                     f"{p} | {ph} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def _predictions(jobs: Sequence[dict]) -> dict[tuple, "object"]:
+    """{(test set, arm, seed): DataFrame} from the runs' predictions_<set>.csv files."""
+    import pandas as pd
+    out = {}
+    for job in jobs:
+        for path in Path(job["run_dir"]).glob("predictions_*.csv"):
+            out[(path.stem[len("predictions_"):], job["variant"], job["seed"])] = \
+                pd.read_csv(path)
+    return out
+
+
+def _convergence_notes(rows: Sequence[dict]) -> list[str]:
+    """Arms whose best validation epoch was the last one run: the budget may be too short."""
+    last = Counter(r["variant"] for r in rows if r["set"] == "val"
+                   and r["best_epoch"] == r["epochs_run"])
+    total = Counter(r["variant"] for r in rows if r["set"] == "val")
+    return [f"{arm}: the best epoch was the last in {k} of {total[arm]} runs (more epochs "
+            f"might still help)" for arm, k in last.items() if k]
+
+
+# --- running ----------------------------------------------------------------------------
+
+def _reuse_selected(cfg, selection: list[dict], strength: float) -> None:
+    """The search already trained 'classic' at the chosen strength on the first seed: that
+    run becomes classic/seed<S> (copied whole, then renamed: never half there)."""
+    if not selection:
+        return
+    src = Path(next(j["run_dir"] for j in selection if j["strength"] == strength))
+    dst = Path(cfg.out_dir) / "classic" / f"seed{cfg.seeds[0]}"
+    if is_finished(dst) or not is_finished(src):
+        return
+    tmp = dst.with_name(dst.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    (tmp / "selected_from.txt").write_text(f"{src}\n")
+    if dst.exists():
+        shutil.rmtree(dst)     # an unfinished run of ours (no metrics.json)
+    tmp.rename(dst)
+
+
+def run_compare(cfg, verbose: int = 2):
+    """Runs (or resumes) the comparison; writes runs.csv, summary.csv, paired.csv and
+    compare.md in out_dir. Returns (summary, paired) DataFrames."""
+    import pandas as pd
+
+    from classifier.data import samples_from_dir
+    from cli.flags import save_config_json
+    from dataset.atomic import atomic_write_text
+    out = Path(cfg.out_dir)
+    counts = source_counts(cfg)
+    steps = step_budget(cfg, cfg.arms(), counts)
+    real_counts = Counter(s.label for s in samples_from_dir(cfg.train_dir)[0])
+    tail = statistics.tail_labels(real_counts, cfg.tail_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config_json(cfg, out / "compare_config.json")
+    selection = strength_jobs(cfg, steps)
+    notes = fill_count_notes(counts)
+    result = (pd.DataFrame(), pd.DataFrame())
+    state = {"jobs": [], "strength": None}
+
+    def tables():
+        nonlocal result
+        rows = _rows_from_runs(state["jobs"], tail)
+        if not rows:
+            return
+        df = pd.DataFrame(rows).drop(columns=["cfg"], errors="ignore")
+        write_csv(out / "runs.csv", df)
+        summary, paired = compare_tables(rows, _predictions(state["jobs"]), tail,
+                                         cfg.bootstrap, seed=cfg.seeds[0])
+        write_csv(out / "summary.csv", summary)
+        write_csv(out / "paired.csv", paired)
+        text = (f"# Classifier comparison\n\nMean ± std over seeds "
+                f"{', '.join(map(str, cfg.seeds))} [95% bootstrap CI over seeds and test "
+                f"images, {cfg.bootstrap} resamples]; {cfg.backbone} at {cfg.input_shape} px, "
+                f"{cfg.number_epochs} epochs x {steps} steps of {cfg.batch_size} in every arm. "
+                f"Tail labels (fewest real training images): {', '.join(tail)}. "
+                f"* = the strongest non-generative arm, the reference of the paired tests.\n")
+        if state["strength"] is not None:
+            text += (f"\nClassic augmentation ({cfg.classic_augm_type}, flips "
+                     f"{cfg.augm_flip}): strength {state['strength']:g}"
+                     + (f", chosen on validation from {list(cfg.classic_strengths)}"
+                        if selection else "") + ".\n")
+        text += "\n" + markdown_table(summary) + "\n"
+        if not paired.empty:
+            text += ("\n## Paired against the strongest non-generative arm (same seeds)\n\n"
+                     "Verdict 'better'/'worse' only when the Holm-corrected p < 0.05 and the "
+                     "bootstrap CI of the difference excludes 0.\n\n"
+                     + paired_markdown(paired) + "\n")
+        all_notes = notes + _convergence_notes(rows)
+        if all_notes:
+            text += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in all_notes)
+        atomic_write_text(out / "compare.md", text)
+        result = (summary, paired)
+
+    failures = _execute(selection, cfg.keep_going, verbose, lambda: None)
+    strength = chosen_strength(cfg, selection)
+    if strength is not None:
+        _reuse_selected(cfg, selection, strength)
+    state["strength"] = strength
+    jobs, waiting = compare_jobs(cfg, strength, steps, counts)
+    if waiting:
+        failures.append(f"arms {', '.join(waiting)} skipped: the classic strength search "
+                        f"did not finish")
+    state["jobs"] = jobs
+    failures += _execute(jobs, cfg.keep_going, verbose, tables)
+    tables()
+    if failures:
+        print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))
+    return result

@@ -1,0 +1,200 @@
+"""Uncertainty of a classifier comparison (pure numpy/scipy): bootstrap confidence intervals
+over seeds and test images, Holm's correction, tail labels, and the verdict rule.
+
+A comparison's scores vary with the training seed and with the test images that happened to
+be drawn; a CI over seeds alone ignores the second, so the bootstrap here resamples both: each
+replicate draws the test images with replacement (the same draw for every arm and seed, so
+arms stay paired) and the seeds with replacement, and averages the score over the drawn seeds.
+Scores come from confusion matrices, with the definitions of `classification_metrics`:
+balanced accuracy = mean recall over classes present, macro-F1 over classes present or
+predicted, tail recall = mean recall over the tail labels present.
+
+Example:
+    >>> y = np.array([0, 0, 1, 1, 2, 2])
+    >>> runs = np.array([[0, 0, 1, 1, 2, 1], [0, 1, 1, 1, 2, 2]])    # 2 seeds
+    >>> boot = image_bootstrap(y, runs, n_classes=3, n_boot=500, seed=0)
+    >>> means = seed_resampled_means(boot["balanced_accuracy"], seed_counts(500, 2, 0))
+    >>> low, high = percentile_interval(means)
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+BOOT_METRICS = ("balanced_accuracy", "macro_f1", "tail_recall")
+
+
+def scores_from_confusion(cm: np.ndarray, tail: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """Balanced accuracy, macro-F1 and tail recall of confusion matrices.
+
+    Args:
+        cm: (..., C, C) counts, rows = true class, columns = predicted class.
+        tail: class indices whose mean recall is `tail_recall` (NaN when none is present).
+
+    Returns:
+        {metric: array of the leading shape}.
+
+    Example:
+        >>> float(scores_from_confusion(np.array([[2, 0], [1, 1]]))["balanced_accuracy"])
+        0.75
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)
+    predicted = cm.sum(axis=-2)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, tp / support, 0.0)
+        seen = present | (predicted > 0)
+        f1 = np.where(seen, 2 * tp / (support + predicted), 0.0)
+        out = {"balanced_accuracy": recall.sum(-1) / present.sum(-1),
+               "macro_f1": f1.sum(-1) / seen.sum(-1)}
+        tail = list(tail)
+        if tail:
+            tail_present = present[..., tail]
+            out["tail_recall"] = recall[..., tail].sum(-1) / tail_present.sum(-1)
+        else:
+            out["tail_recall"] = np.full(recall.shape[:-1], np.nan)
+    return out
+
+
+def _confusions(counts: np.ndarray, pair_index: np.ndarray, n_cells: int) -> np.ndarray:
+    """(B, n_cells) confusion counts of one run under B image resamples.
+
+    counts: (B, N) how often each test image is drawn; pair_index: (N,) true*C + predicted.
+    """
+    order = np.argsort(pair_index, kind="stable")
+    cells, starts = np.unique(pair_index[order], return_index=True)
+    out = np.zeros((counts.shape[0], n_cells), dtype=np.int64)
+    # Summing the draws of the images of each cell: O(B * N), no (N x C^2) one-hot matrix.
+    out[:, cells] = np.add.reduceat(counts[:, order], starts, axis=1)
+    return out
+
+
+def image_bootstrap(y_true: Sequence[int], y_pred_runs: np.ndarray, n_classes: int,
+                    n_boot: int = 2000, seed: int = 0, tail: Sequence[int] = (),
+                    chunk: int = 250) -> dict[str, np.ndarray]:
+    """Scores of each run under the same `n_boot` resamples of the test images.
+
+    Args:
+        y_true: (N,) true class of each test image.
+        y_pred_runs: (R, N) predictions of R runs (arms x seeds) on the same images, same order.
+        n_classes: C; classes are 0..C-1.
+        n_boot: resamples (each draws N images with replacement).
+        seed: the resamples depend only on it and N, so two calls with the same seed and
+            images draw the same images (arms bootstrapped apart stay paired).
+        tail: class indices for `tail_recall`.
+
+    Returns:
+        {metric: (n_boot, R)} for BOOT_METRICS.
+
+    Example:
+        >>> image_bootstrap([0, 1], np.array([[0, 1]]), 2, n_boot=3)["macro_f1"].shape
+        (3, 1)
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    runs = np.atleast_2d(np.asarray(y_pred_runs, dtype=np.int64))
+    if runs.shape[1] != len(y_true):
+        raise ValueError(f"predictions cover {runs.shape[1]} images, y_true {len(y_true)}")
+    n = len(y_true)
+    rng = np.random.default_rng(seed)
+    out = {m: np.empty((n_boot, len(runs))) for m in BOOT_METRICS}
+    index = y_true[None, :] * n_classes + runs
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
+        for r in range(len(runs)):
+            cm = _confusions(counts, index[r], n_classes * n_classes)
+            scores = scores_from_confusion(cm.reshape(b, n_classes, n_classes), tail)
+            for m in BOOT_METRICS:
+                out[m][lo:lo + b, r] = scores[m]
+    return out
+
+
+def seed_counts(n_boot: int, n_seeds: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_seeds): how often each seed is drawn in each replicate (with replacement).
+
+    Share one matrix between two arms with the same seeds to keep them paired."""
+    rng = np.random.default_rng([seed, n_seeds])
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot)
+
+
+def seed_resampled_means(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(n_boot,) mean over the drawn seeds of `scores` (n_boot, n_seeds); NaN scores (a tail
+    label missing from a resample) are left out of that replicate's mean."""
+    scores = np.asarray(scores, dtype=np.float64)
+    w = np.where(np.isnan(scores), 0, counts)
+    with np.errstate(invalid="ignore"):
+        return (np.nan_to_num(scores) * w).sum(axis=1) / w.sum(axis=1)
+
+
+def percentile_interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap samples (NaN ones ignored).
+
+    Example:
+        >>> percentile_interval(np.arange(101), 0.5)
+        (25.0, 75.0)
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(x, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order); None/NaN stay NaN and do not count
+    towards the number of tests.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    p = np.array([math.nan if v is None else float(v) for v in p_values], dtype=np.float64)
+    out = np.full(len(p), math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    running = 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[k]))   # step-down, monotone
+        out[k] = running
+    return [round(float(v), 12) if not math.isnan(v) else math.nan for v in out]
+
+
+def tail_labels(counts: Mapping[str, int], fraction: float = 0.33) -> list[str]:
+    """The labels with the fewest training images: the rarest round(fraction * C) (at least
+    one) and every label tied with the last of them.
+
+    Example:
+        >>> tail_labels({"a": 50, "b": 5, "c": 20, "d": 5, "e": 40, "f": 30}, 0.2)
+        ['b', 'd']
+    """
+    if not counts:
+        return []
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    k = min(len(ranked), max(1, round(fraction * len(ranked))))
+    limit = ranked[k - 1][1]
+    return [lab for lab, n in ranked if n <= limit]
+
+
+def verdict(p_corrected: float | None, ci_low: float, ci_high: float,
+            alpha: float = 0.05) -> str:
+    """'better' / 'worse' only when the corrected p < alpha AND the CI of the difference
+    lies on that side of 0; otherwise 'no clear difference'.
+
+    Example:
+        >>> verdict(0.01, 0.02, 0.08), verdict(0.01, -0.01, 0.05), verdict(0.2, 0.01, 0.03)
+        ('better', 'no clear difference', 'no clear difference')
+    """
+    if p_corrected is None or not p_corrected == p_corrected or p_corrected >= alpha:
+        return "no clear difference"
+    if ci_low == ci_low and ci_low > 0:
+        return "better"
+    if ci_high == ci_high and ci_high < 0:
+        return "worse"
+    return "no clear difference"

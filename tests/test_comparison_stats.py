@@ -1,0 +1,277 @@
+"""The comparison's statistics and planning, without training: bootstrap CIs over seeds and
+test images, Holm, tail labels, the verdict rule, arm names, the strongest non-generative
+reference, equal step budgets and the jobs of every arm."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from classifier import arms, sampling, statistics
+from classifier.metrics import classification_metrics
+from cli.flags import ConfigError, parse_config
+from config import CompareConfig
+from dataset.manifest import ManifestRow, write_manifest
+
+
+def test_confusion_scores_match_classification_metrics():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 5, 40)
+        p = np.where(rng.random(40) < 0.6, y, rng.integers(0, 6, 40))   # 6: never true
+        names = list("abcdef")
+        m = classification_metrics(y, p, names)
+        cm = np.asarray(m["confusion_matrix"])
+        s = statistics.scores_from_confusion(cm, tail=[0, 3])
+        assert s["balanced_accuracy"] == pytest.approx(m["balanced_accuracy"])
+        assert s["macro_f1"] == pytest.approx(m["macro_f1"])
+        tail = [m["per_class"][c]["recall"] for c in "ad" if m["per_class"][c]["support"]]
+        assert s["tail_recall"] == pytest.approx(np.mean(tail))
+
+
+def test_image_bootstrap_is_seeded_paired_and_centred():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 30)
+    runs = np.stack([np.where(rng.random(90) < acc, y, (y + 1) % 3)
+                     for acc in (0.6, 0.65, 0.7, 0.9, 0.92, 0.95)])
+    boot = statistics.image_bootstrap(y, runs, 3, n_boot=400, seed=5, tail=[2])
+    again = statistics.image_bootstrap(y, runs, 3, n_boot=400, seed=5, tail=[2], chunk=7)
+    assert np.array_equal(boot["macro_f1"], again["macro_f1"])          # seeded, chunk-free
+    assert boot["balanced_accuracy"].shape == (400, 6)
+    # Two identical runs get identical resampled scores: a paired difference of exactly 0.
+    twin = statistics.image_bootstrap(y, runs[[0, 0]], 3, n_boot=50, seed=5)
+    assert np.array_equal(twin["macro_f1"][:, 0], twin["macro_f1"][:, 1])
+    counts = statistics.seed_counts(400, 3, 0)
+    assert (counts.sum(1) == 3).all()
+    weak = statistics.seed_resampled_means(boot["balanced_accuracy"][:, :3], counts)
+    strong = statistics.seed_resampled_means(boot["balanced_accuracy"][:, 3:], counts)
+    point = np.mean([statistics.scores_from_confusion(
+        np.asarray(classification_metrics(y, r, "abc")["confusion_matrix"]))
+        ["balanced_accuracy"] for r in runs[:3]])
+    lo, hi = statistics.percentile_interval(weak)
+    assert lo < point < hi and hi - lo < 0.25
+    d_lo, d_hi = statistics.percentile_interval(strong - weak)
+    assert 0 < d_lo < d_hi
+    # The seed resampling widens the CI compared to images alone.
+    only_images = statistics.percentile_interval(boot["balanced_accuracy"][:, :3].mean(1))
+    assert hi - lo > only_images[1] - only_images[0]
+
+
+def test_seed_means_skip_a_tail_label_missing_from_a_resample():
+    scores = np.array([[0.5, np.nan], [np.nan, np.nan]])
+    out = statistics.seed_resampled_means(scores, np.array([[1, 1], [2, 0]]))
+    assert out[0] == 0.5 and math.isnan(out[1])
+
+
+def test_holm_matches_the_step_down_rule():
+    p = [0.01, 0.04, 0.03, None, 0.2]
+    assert statistics.holm(p)[:3] == pytest.approx([0.04, 0.09, 0.09])
+    assert math.isnan(statistics.holm(p)[3]) and statistics.holm(p)[4] == pytest.approx(0.2)
+    assert statistics.holm([0.9, 0.8]) == [1.0, 1.0]                  # capped at 1
+    assert statistics.holm([0.02, 0.011]) == [0.022, 0.022]           # never below a smaller p
+    assert statistics.holm([]) == []
+
+
+def test_tail_labels_are_the_rarest_with_ties():
+    counts = {"a": 50, "b": 5, "c": 20, "d": 5, "e": 40, "f": 30}
+    assert statistics.tail_labels(counts, 0.33) == ["b", "d"]
+    assert statistics.tail_labels(counts, 0.5) == ["b", "d", "c"]
+    assert statistics.tail_labels({"x": 3}, 0.1) == ["x"]
+
+
+def test_verdict_needs_both_the_corrected_p_and_the_ci():
+    assert statistics.verdict(0.01, 0.01, 0.05) == "better"
+    assert statistics.verdict(0.01, -0.05, -0.01) == "worse"
+    assert statistics.verdict(0.01, -0.01, 0.05) == "no clear difference"
+    assert statistics.verdict(0.06, 0.01, 0.05) == "no clear difference"
+    assert statistics.verdict(None, 0.01, 0.05) == "no clear difference"
+    assert statistics.verdict(0.01, math.nan, math.nan) == "no clear difference"
+
+
+def test_arm_names():
+    assert arms.normalise_arm("synthetic") == "diffusion_fill"
+    assert arms.normalise_arm("diffusion_fill+diagen+classic") == "diffusion_fill+classic+diagen"
+    assert arms.normalise_arm("sdedit_fill+classic", ["sdedit_fill"]) == "sdedit_fill+classic"
+    for bad in ("classic+classic", "original+diagen", "nope", "classic_fill+blur",
+                "diffusion_fill+diagen+diagen"):
+        with pytest.raises(arms.ArmError):
+            arms.normalise_arm(bad)
+    assert [arms.is_generative(a) for a in ("original", "rebalanced", "classic",
+                                            "classic_fill+classic", "diffusion_fill",
+                                            "synthetic", "sdedit_fill")] == \
+        [False, False, False, False, True, True, True]
+    assert arms.uses_classic("classic") and arms.uses_classic("classic_fill+classic")
+    assert not arms.uses_classic("classic_fill")
+    with pytest.raises(arms.ArmError):
+        arms.parse_fill_dirs(["original=x"])
+    with pytest.raises(arms.ArmError):
+        arms.parse_fill_dirs(["sdedit"])
+
+
+def test_strongest_non_generative_arm_is_the_reference():
+    rows = [{"variant": "original", "balanced_accuracy_mean": 0.70},
+            {"variant": "rebalanced", "balanced_accuracy_mean": 0.74},
+            {"variant": "classic_fill", "balanced_accuracy_mean": 0.72},
+            {"variant": "diffusion_fill", "balanced_accuracy_mean": 0.90}]
+    assert arms.strongest_non_generative(rows) == "rebalanced"
+    assert arms.strongest_non_generative(rows[3:]) is None
+
+
+def _rows_and_predictions(gain: float, n_seeds: int = 5, n_img: int = 120):
+    """Runs of 4 arms on the same test images: the diffusion arm is right on a `gain` share
+    of the images every other arm gets wrong."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), n_img // 4)
+    names = np.array(["a", "b", "c", "d"])
+    paths = [f"t/{names[c]}/{i}.png" for i, c in enumerate(y)]
+    acc = {"original": 0.6, "rebalanced": 0.62, "classic": 0.64,
+           "diffusion_fill": 0.64 + gain}
+    rows, preds = [], {}
+    for arm, a in acc.items():
+        for s in range(n_seeds):
+            # The real-only arms share their errors (same draws); the generated arm errs
+            # independently of them.
+            r = np.random.default_rng((200 if arm == "diffusion_fill" else 100) + s
+                                      ).random(n_img)
+            p = np.where(r < a, y, (y + 1 + rng.integers(0, 3, n_img)) % 4)
+            m = classification_metrics(y, p, list(names))
+            rows.append({"variant": arm, "seed": s, "set": "test",
+                         **{k: m[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
+                                              "weighted_f1")},
+                         "tail_recall": m["per_class"]["d"]["recall"],
+                         "best_epoch": 3, "epochs_run": 5})
+            rows.append({**rows[-1], "set": "val"})
+            preds[("test", arm, s)] = pd.DataFrame({"path": paths, "label": names[y],
+                                                    "predicted": names[p]})
+    return rows, preds
+
+
+def test_compare_tables_pair_every_arm_with_the_strongest_non_generative_one():
+    from classifier.comparison import compare_tables, markdown_table, paired_markdown
+    rows, preds = _rows_and_predictions(gain=0.25)
+    summary, paired = compare_tables(rows, preds, tail=["d"], n_boot=300)
+    test = summary[summary["set"] == "test"].set_index("variant")
+    assert test.loc["classic", "reference"] and test["reference"].sum() == 1
+    assert test.loc["diffusion_fill", "kind"] == "generative"
+    for arm, r in test.iterrows():
+        assert r["balanced_accuracy_ci_low"] < r["balanced_accuracy_mean"] \
+            < r["balanced_accuracy_ci_high"]
+        assert r["tail_recall_ci_low"] <= r["tail_recall_ci_high"]
+    assert set(paired["baseline"]) == {"classic"}
+    assert set(paired["variant"]) == {"original", "rebalanced", "diffusion_fill"}
+    ba = paired[paired["metric"] == "balanced_accuracy"].set_index("variant")
+    # Holm: the smallest p is multiplied by the 3 arms compared.
+    raw = ba["p_value"].astype(float)
+    assert ba.loc[raw.idxmin(), "p_holm"] == pytest.approx(min(1, 3 * raw.min()))
+    assert ba.loc["diffusion_fill", "verdict"] == "better"
+    assert ba.loc["diffusion_fill", "ci_low"] > 0
+    assert "classic *" in markdown_table(summary) and "better" in paired_markdown(paired)
+    # The val rows are summarised but neither paired nor bootstrapped.
+    assert "val" not in set(paired["set"])
+
+
+def test_a_small_gain_is_no_clear_difference():
+    from classifier.comparison import compare_tables
+    rows, preds = _rows_and_predictions(gain=0.01)
+    _, paired = compare_tables(rows, preds, tail=["d"], n_boot=300)
+    fill = paired[paired["variant"] == "diffusion_fill"]
+    assert set(fill["verdict"]) == {"no clear difference"}
+    # original loses to classic at every seed (its errors are a superset): a real effect.
+    assert paired.set_index(["variant", "metric"]).loc[("original", "balanced_accuracy"),
+                                                       "verdict"] == "worse"
+    # Without predictions there is no CI, so no verdict either way.
+    _, paired = compare_tables(rows, None, tail=["d"], n_boot=300)
+    assert paired["ci_low"].isna().all()
+    assert set(paired["verdict"]) == {"no clear difference"}
+
+
+def test_epoch_plan_with_a_step_budget():
+    rng = np.random.default_rng(0)
+    plan = sampling.epoch_plan(list(range(10)), 2, 4, rng, steps_per_epoch=7)
+    assert plan.shape == (2, 28)
+    for e in range(2):   # every image once before any twice
+        assert sorted(plan[e, :10]) == list(range(10)) and sorted(plan[e, 10:20]) == \
+            list(range(10))
+    small = sampling.epoch_plan(list(range(100)), 1, 4, rng, steps_per_epoch=3)
+    assert small.shape == (1, 12) and len(set(small[0])) == 12
+
+
+# --- planning the arms of a real (tiny) folder; no training ---------------------------
+
+def _folder(root, counts: dict[str, int], generator: str = "", added: dict | None = None):
+    rows = []
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(root / label / f"s_{i}.png")
+            rows.append(ManifestRow(f"{label}/s_{i}.png", label, "s", "", "original"))
+    for label, n in (added or {}).items():
+        for i in range(n):
+            Image.new("RGB", (8, 8), (0, i * 10, 0)).save(root / label / f"g_{i}.png")
+            rows.append(ManifestRow(f"{label}/g_{i}.png", label, "s", "", generator, i, {}))
+    if generator:
+        write_manifest(root / "manifest.csv", rows)
+    return root
+
+
+def test_compare_plans_every_arm_at_one_step_budget(tmp_path):
+    from classifier.comparison import (compare_jobs, fill_count_notes, source_counts,
+                                       step_budget, strength_jobs)
+    real = {"a": 20, "b": 5}
+    train = _folder(tmp_path / "train", real)
+    diff = _folder(tmp_path / "diff", real, "ddim", {"b": 15})
+    clas = _folder(tmp_path / "clas", real, "classic", {"b": 14})
+    argv = ["--train_dir", str(train), "--test_dir", str(train), "--balanced_dir", str(diff),
+            "--classic_fill_dir", str(clas), "--out_dir", str(tmp_path / "out"),
+            "--seeds", "3", "4", "--batch_size", "8", "--classic_strengths", "0.5", "1"]
+    cfg, _ = parse_config(CompareConfig, argv)
+    assert cfg.arms() == ["original", "rebalanced", "classic", "classic_fill",
+                          "diffusion_fill"]
+    counts = source_counts(cfg)
+    # Largest arm: diffusion_fill, 25 real - 5 validation + 15 added = 35 images -> 5 steps.
+    assert step_budget(cfg, cfg.arms(), counts) == 5
+    assert fill_count_notes(counts) and "not the same counts" in fill_count_notes(counts)[0]
+    selection = strength_jobs(cfg, 5)
+    assert [j["cfg"].augm_strength for j in selection] == [0.5, 1.0]
+    assert {j["cfg"].seed for j in selection} == {3}
+    jobs, waiting = compare_jobs(cfg, None, 5, counts)
+    assert waiting == ["classic"]
+    jobs, waiting = compare_jobs(cfg, 0.5, 5, counts)
+    assert not waiting and len(jobs) == 10
+    by = {(j["variant"], j["seed"]): j["cfg"] for j in jobs}
+    assert {c.steps_per_epoch for c in by.values()} == {5}
+    assert by[("rebalanced", 3)].class_balanced and not by[("original", 3)].class_balanced
+    assert by[("classic", 4)].augm_type == "flip" and by[("classic", 4)].augm_strength == 0.5
+    assert by[("diffusion_fill", 3)].manifest == str(diff)
+    assert by[("classic_fill", 3)].manifest == str(clas)
+    assert by[("classic_fill", 3)].augm_type == "base"
+    assert not (tmp_path / "out").exists()             # planning writes nothing
+
+    extra, _ = parse_config(CompareConfig, argv + [
+        "--variants", "synthetic+classic+diagen", "classic_fill+classic", "sdedit_fill",
+        "--fill_dirs", f"sdedit_fill={diff}"])
+    jobs, _ = compare_jobs(extra, 1.0, 5, source_counts(extra))
+    by = {j["variant"]: j["cfg"] for j in jobs}
+    assert by["diffusion_fill+classic+diagen"].sample_weighting == "diagen"
+    assert by["diffusion_fill+classic+diagen"].augm_type == "flip"
+    assert by["classic_fill+classic"].sample_weighting == "none"
+    assert by["sdedit_fill"].manifest == str(diff)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"variants": ["classic_fill"]}, "--classic_fill_dir"),
+    ({"variants": ["synthetic"]}, "--balanced_dir"),
+    ({"variants": ["original", "original"]}, "twice"),
+    ({"variants": ["original+classic"]}, "only fill arms"),
+    ({"augm_type": "flip"}, "--classic_augm_type"),
+    ({"classic_augm_type": "albumentations"}, "fixed strengths"),
+    ({"fill_dirs": ["classic=x"]}, "built-in"),
+])
+def test_compare_config_errors(changes, message):
+    from cli.flags import config_from_dict, validate_config
+    cfg = config_from_dict(CompareConfig, {"train_dir": "t", "test_dir": "t", **changes})
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
