@@ -69,23 +69,33 @@ def counts_figure(rows: list[dict], stages: list[tuple[str, str]]):
 
 
 def comparison_figure(summary: list[dict], metrics=("balanced_accuracy", "macro_f1")):
-    """Bars of mean +- std over seeds per classifier arm, one group per metric."""
+    """Bars of the mean over seeds per classifier arm, one group per metric; whiskers are
+    the 95% bootstrap CI where the summary has one, else +- std over seeds."""
     plt = _plt()
     arms = [r["variant"] for r in summary]
-    colours = {"original": "#9aa5b1", "classic": "#2f6fba", "synthetic": "#e07b39"}
+    colours = {"original": "#9aa5b1", "rebalanced": "#6b7785", "classic": "#2f6fba",
+               "classic_fill": "#5fa8d3", "diffusion_fill": "#e07b39",
+               "synthetic": "#e07b39"}
+
+    def whisker(row, m):
+        mean, lo, hi = row[f"{m}_mean"], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")
+        if lo is not None and hi is not None and lo == lo and hi == hi:
+            return max(0.0, mean - lo), max(0.0, hi - mean)
+        std = row.get(f"{m}_std")
+        std = 0.0 if std is None or std != std else std
+        return std, std
     with plt.style.context("default"):
-        fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(metrics), 3.2))
+        fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(metrics) + 0.3 * len(arms), 3.2))
         width = 0.8 / max(1, len(arms))
         for i, row in enumerate(summary):
             x = np.arange(len(metrics)) + (i - (len(arms) - 1) / 2) * width
             means = [row[f"{m}_mean"] for m in metrics]
-            stds = [0.0 if row.get(f"{m}_std") != row.get(f"{m}_std") else row.get(f"{m}_std")
-                    for m in metrics]
-            ax.bar(x, means, width * 0.92, yerr=stds, capsize=3, label=row["variant"],
+            err = np.array([whisker(row, m) for m in metrics]).T
+            ax.bar(x, means, width * 0.92, yerr=err, capsize=3, label=row["variant"],
                    color=colours.get(row["variant"], f"C{i}"))
         ax.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics])
         ax.set_ylim(0, 1)
-        ax.set_ylabel("test score (mean ± std over seeds)")
+        ax.set_ylabel("test score (mean over seeds)")
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
     return fig

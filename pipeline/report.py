@@ -28,7 +28,7 @@ SECTIONS = [("stages", "Stages"), ("counts", "Counts"), ("balancing", "Site bala
             ("diffusion", "Diffusion training"), ("plan", "Gap filling"),
             ("generated", "Real vs generated"), ("comparison", "Classifier comparison"),
             ("confusion", "Confusion matrices"), ("config", "Settings")]
-_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+_COMPARE_METRICS = ("balanced_accuracy", "macro_f1", "tail_recall")
 
 
 def _section(sid: str, title: str, body: str) -> str:
@@ -55,24 +55,48 @@ def _stages_html(state: dict, pcfg: PipelineConfig) -> str:
     return html_table(rows, digits=1)
 
 
-def _verdict(summary: list[dict], paired: list[dict]) -> str:
-    by_arm = {r["variant"]: r for r in summary}
-    if "synthetic" not in by_arm or "original" not in by_arm:
+def _ci(lo, hi, signed: bool = False) -> str:
+    if lo is None or hi is None or lo != lo or hi != hi:
         return ""
-    diff = by_arm["synthetic"]["macro_f1_mean"] - by_arm["original"]["macro_f1_mean"]
-    test = next((p for p in paired if p["variant"] == "synthetic" and p["metric"] == "macro_f1"),
-                None)
-    p = test.get("p_value") if test else None
-    p = None if p is None or p != p else p  # NaN with fewer than 2 seeds
-    p_text = f", paired t-test p = {p:.3f} over {int(test['n'])} seeds" if p is not None else ""
-    # A difference the seeds cannot tell from noise is reported as such, whatever its sign.
-    if p is not None and p < 0.05:
-        word, cls = ("helped", "good") if diff > 0 else ("hurt", "bad")
-    else:
-        word, cls = "made no clear difference", "neutral"
-    return (f'<p class="{cls}"><b>Synthetic images {word}</b>: test macro-F1 '
-            f'{by_arm["synthetic"]["macro_f1_mean"]:.3f} vs {by_arm["original"]["macro_f1_mean"]:.3f} '
-            f'on the original data ({diff:+.3f}{p_text}).</p>')
+    return f" [{lo:+.3f}, {hi:+.3f}]" if signed else f" [{lo:.3f}, {hi:.3f}]"
+
+
+def _verdict(summary: list[dict], paired: list[dict]) -> str:
+    """One line per generative arm: helped / hurt / no clear difference against the
+    strongest non-generative arm (the `baseline` of the paired rows), on test balanced
+    accuracy. 'helped'/'hurt' only when the Holm-corrected p < 0.05 AND the bootstrap CI of
+    the difference lies on that side of 0 (rows without them, e.g. from an older
+    comparison, never claim an effect)."""
+    from classifier.arms import is_generative
+    from classifier.comparison import ALPHA, VERDICT_METRIC
+    from classifier.statistics import verdict as decide
+
+    by_arm = {r["variant"]: r for r in summary}
+    nan = float("nan")
+    lines = []
+    for p in paired:
+        if p.get("metric") != VERDICT_METRIC or not is_generative(p["variant"]):
+            continue
+        arm, ref = p["variant"], p.get("baseline")
+        if arm not in by_arm or ref not in by_arm:
+            continue
+        p_holm = p.get("p_holm")
+        p_holm = None if p_holm is None or p_holm != p_holm else float(p_holm)
+        word = decide(p_holm, p.get("ci_low", nan), p.get("ci_high", nan), ALPHA)
+        word, cls = {"better": ("helped", "good"), "worse": ("hurt", "bad")}.get(
+            word, ("made no clear difference", "neutral"))
+        a, b = by_arm[arm], by_arm[ref]
+        m = f"{VERDICT_METRIC}_mean"
+        p_text = (f", Holm-corrected p = {p_holm:.3f}" if p_holm is not None else "") + \
+            f" over {int(p['n'])} seeds"
+        lines.append(
+            f'<p class="{cls}"><b>{html.escape(arm)} {word}</b> against '
+            f'{html.escape(ref)}, the strongest non-generative arm: test balanced accuracy '
+            f'{a[m]:.3f}{_ci(a.get("balanced_accuracy_ci_low"), a.get("balanced_accuracy_ci_high"))}'
+            f' vs {b[m]:.3f}{_ci(b.get("balanced_accuracy_ci_low"), b.get("balanced_accuracy_ci_high"))}'
+            f' (difference {p["mean_diff"]:+.3f}{_ci(p.get("ci_low"), p.get("ci_high"), True)}'
+            f'{p_text}).</p>')
+    return "".join(lines)
 
 
 def _counts_html(layout: Layout, pcfg: PipelineConfig, site_rule: dict) -> str:
@@ -149,30 +173,58 @@ def _generated_html(layout: Layout, pcfg: PipelineConfig, assets: Path) -> str:
     return "".join(parts)
 
 
+def _arm_cell(r: dict, m: str) -> str:
+    mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
+    if mean is None or mean != mean:
+        return ""
+    text = f"{mean:.3f}" + ("" if std is None or std != std else f" ± {std:.3f}")
+    return text + _ci(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))
+
+
 def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     """(comparison section, confusion section, verdict)."""
     if not (layout.results / "summary.csv").is_file():
         msg = _missing("The classifier comparison has not run.")
         return msg, msg, ""
-    summary, paired = evidence.comparison(layout.results)
-    rows = [{"arm": r["variant"], "seeds": r["n"],
-             **{m: f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}"
-                if r[f"{m}_std"] == r[f"{m}_std"] else f"{r[f'{m}_mean']:.3f}"
-                for m in _METRICS}} for r in summary]
-    body = (html_table(rows) + img_tag(figure_data_uri(charts.comparison_figure(summary))))
-    if paired:
-        body += ("<h3>Paired differences to the original arm (same seeds)</h3>" +
-                 html_table([{k: p[k] for k in ("variant", "metric", "n", "mean_diff",
-                                                "std_diff", "wins", "ties", "losses",
-                                                "p_value")} for p in paired]))
+    import pandas as pd
+    sets = [s for s in dict.fromkeys(pd.read_csv(layout.results / "summary.csv")["set"])
+            if s != "val"]
+    body, verdict = "", ""
+    for test_set in sets:
+        summary, paired = evidence.comparison(layout.results, test_set)
+        rows = [{"arm": r["variant"] + (" (reference)" if r.get("reference") in (True, "True")
+                                        else ""),
+                 "kind": r.get("kind", ""), "seeds": r["n"],
+                 **{m.replace("_", " "): _arm_cell(r, m) for m in _COMPARE_METRICS}}
+                for r in summary]
+        title = "in-distribution test set" if test_set == "test" else f"test set {test_set}"
+        body += f"<h3>{html.escape(title)}</h3>" + html_table(rows)
+        if test_set == sets[0]:
+            body += img_tag(figure_data_uri(charts.comparison_figure(summary)))
+            verdict = _verdict(summary, paired)
+        if paired:
+            body += html_table([{
+                "arm": p["variant"], "vs": p.get("baseline", ""), "metric": p["metric"],
+                "mean diff [95% CI]": f"{p['mean_diff']:+.3f}"
+                + _ci(p.get("ci_low"), p.get("ci_high"), True),
+                "wins/ties/losses": f"{p['wins']}/{p['ties']}/{p['losses']}",
+                "p": p.get("p_value"), "test": p.get("test", ""),
+                "Holm p": p.get("p_holm"), "verdict": p.get("verdict", "")}
+                for p in paired if p["metric"] in _COMPARE_METRICS])
+    body += ('<p class="note">Mean ± std over seeds [95% bootstrap CI over seeds and test '
+             'images]. Every arm trains the same classifier for the same steps on the same '
+             'seeds; the paired rows compare each arm with the strongest non-generative arm '
+             '(original, rebalanced, classic or classic_fill, by mean balanced accuracy), '
+             'with Holm\'s correction across arms; "better"/"worse" only when the corrected '
+             'p &lt; 0.05 and the CI excludes 0. Tail recall: mean recall of the labels with '
+             'the fewest real training images (results/compare.md names them).</p>')
     from classifier.report import plot_confusion
     figures = []
     for arm, cm in evidence.summed_confusions(layout.results).items():
         png = plot_confusion(cm["matrix"], cm["class_names"], assets / f"confusion_{arm}.png",
                              title=f"{arm} (test, {cm['seeds']} seeds summed)")
         figures.append(img_tag(png_data_uri(png), arm, width=360))
-    return body, "".join(figures) or _missing("No confusion matrices."), \
-        _verdict(summary, paired)
+    return body, "".join(figures) or _missing("No confusion matrices."), verdict
 
 
 def build_report(layout: Layout, pcfg: PipelineConfig, state: dict) -> Path:

@@ -84,7 +84,7 @@ def test_pipeline_runs_every_stage_and_fills_the_gap(finished, data):
     assert synthetic["a"] + synthetic["b"] == 10              # categories end equal: 20 and 20
     summary = pd.read_csv(out / "results" / "summary.csv")
     test_rows = summary[summary["set"] == "test"]
-    assert set(test_rows["variant"]) == {"original", "classic", "synthetic"}
+    assert set(test_rows["variant"]) == {"original", "rebalanced", "classic", "diffusion_fill"}
     assert set(test_rows["n"]) == {2}
     assert (out / "report.html").is_file()
     assert tree_hashes(data["train"]) == finished["inputs_before"]   # inputs untouched
@@ -228,13 +228,24 @@ def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_pat
     assert (busy / "report.html").read_text() == "my own report"
 
 
-def test_the_verdict_claims_an_effect_only_when_the_seeds_show_one():
+def test_the_verdict_claims_an_effect_only_when_corrected_p_and_ci_agree():
     from pipeline.report import _verdict
-    summary = [{"variant": "original", "macro_f1_mean": 0.80},
-               {"variant": "synthetic", "macro_f1_mean": 0.84}]
-    paired = lambda p: [{"variant": "synthetic", "metric": "macro_f1", "p_value": p, "n": 5}]  # noqa: E731
-    assert "helped" in _verdict(summary, paired(0.01))
-    assert "no clear difference" in _verdict(summary, paired(0.3))
-    assert "no clear difference" in _verdict(summary, paired(float("nan")))
-    summary[1]["macro_f1_mean"] = 0.70
-    assert "hurt" in _verdict(summary, paired(0.01))
+    summary = [{"variant": "original", "balanced_accuracy_mean": 0.80},
+               {"variant": "rebalanced", "balanced_accuracy_mean": 0.83},
+               {"variant": "diffusion_fill", "balanced_accuracy_mean": 0.88}]
+
+    def paired(p_holm, lo, hi, arm="diffusion_fill"):
+        return [{"variant": arm, "baseline": "rebalanced", "metric": "balanced_accuracy",
+                 "mean_diff": (lo + hi) / 2, "ci_low": lo, "ci_high": hi,
+                 "p_value": p_holm / 2, "p_holm": p_holm, "n": 5}]
+    text = _verdict(summary, paired(0.01, 0.02, 0.08))
+    assert "diffusion_fill helped" in text and "against rebalanced" in text
+    assert "no clear difference" in _verdict(summary, paired(0.01, -0.01, 0.08))  # CI
+    assert "no clear difference" in _verdict(summary, paired(0.2, 0.02, 0.08))    # p
+    assert "no clear difference" in _verdict(summary, paired(float("nan"), 0.02, 0.08))
+    assert "hurt" in _verdict(summary, paired(0.01, -0.08, -0.02))
+    # Non-generative arms get no verdict line; old rows without p_holm/CI claim nothing.
+    assert _verdict(summary, paired(0.01, 0.02, 0.08, arm="original")) == ""
+    old = [{"variant": "diffusion_fill", "baseline": "rebalanced", "metric":
+            "balanced_accuracy", "mean_diff": 0.05, "p_value": 0.001, "n": 3}]
+    assert "no clear difference" in _verdict(summary, old)
