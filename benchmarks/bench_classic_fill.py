@@ -10,7 +10,7 @@ each), plans stage 3's gap once, then writes the same images three ways:
   * classic_fill on all cores, with the process pool shared with the decode check as the
     command line shares it (the workers' albumentations import, ~1 s, is in the time).
 Prints images/s and the ratio to the baseline (absolute times depend on the machine), and
-the manifest bytes per row. About 40 s on 2 cores.
+the manifest bytes per row. Under a minute on 2 cores.
 
     python3 benchmarks/bench_classic_fill.py [--extra 450] [--repeats 2] [--preset upright]
 """

@@ -47,8 +47,8 @@ class ClassicFillConfig:
     pipeline: str | None = opt(None, "An albumentations pipeline file as A.save writes it "
                                "(.json, or .yaml/.yml), used instead of a preset. "
                                "Default: none.")
-    seed: int = opt(42, "Seed: the plan's choice of sources and every image's augmentation "
-                    "(image k of a label always gets the same seed).", min=0)
+    seed: int = opt(42, "Seed of the augmentations: image k of a label always gets the same "
+                    "seed, so it can be made alone.", min=0)
     site_regex: str | None = opt(None, "As for site_id_balancer.py.")
     site_csv: str | None = opt(None, "As for site_id_balancer.py.")
     min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",

@@ -1,10 +1,13 @@
 """Which real image each classic-fill image augments (pure: records and counts in, list out).
 
 The counts come from stage 3's planner (`gap_filling.plan.plan_gap`): label -> site -> number
-of new images. Each new image of a (label, site) cell augments a real image of the same label
-and site (with `split_sites` off, the pseudo-site "synthetic" draws on all of the label's
-images). The cell's sources are put in a seeded order and taken in turn, so every source is
-used once before any is used twice, and which ones go first does not follow the file names.
+of new images. The sources follow stage 3's sdedit rule (`gap_filling.run`): each new image
+of a (label, site) cell starts from a real image of that label and site (a cell without
+images of its own, such as the pseudo-site "synthetic" when sites are not split, draws on all
+of the label's images); the cell's images are put in a seeded order and taken in turn, so
+every source is used once before any is used twice. With the same settings, image k of a
+label therefore augments the very image that stage 3's sdedit image k varies: the two arms
+are paired image by image.
 
 Example:
     >>> images = plan_images(scan.by_label(), gap.extra, seed=42, tag="a1b2c3")
@@ -22,6 +25,7 @@ import numpy as np
 from classic_fill.replay import image_seed
 from dataset.scan import ImageRecord
 
+
 @dataclass(frozen=True)
 class ClassicImage:
     """One planned image: number `index` of `label`, credited to `site_id`, made from
@@ -36,14 +40,25 @@ class ClassicImage:
 
 def source_order(records: Sequence[ImageRecord], seed: int, label: str,
                  site: str) -> list[ImageRecord]:
-    """The cell's source images in the seeded order they are taken in (stable across runs)."""
-    key = [seed, zlib.crc32(label.encode("utf-8")), zlib.crc32(site.encode("utf-8"))]
-    order = np.random.default_rng(np.random.SeedSequence(key)).permutation(len(records))
-    return [records[i] for i in order]
+    """The (label, site) cell's sources in the order they are taken (stable across runs).
+
+    Args:
+        records: the label's real images, in scan order.
+        seed: the run's `--seed`.
+
+    Returns:
+        The records of `site` (all of `records` when the site has none), seeded order.
+    """
+    cell = [r for r in records if r.site_id == site] or list(records)
+    # Stage 3's key (gap_filling.run.label_seed(seed, label) % 2**32, crc32(site)), so that
+    # both arms draw the same source for image k.
+    label_key = (seed * 2**32 + zlib.crc32(label.encode("utf-8"))) % 2**32
+    rng = np.random.default_rng([label_key, zlib.crc32(site.encode("utf-8"))])
+    return [cell[i] for i in rng.permutation(len(cell))]
 
 
 def plan_images(by_label: dict[str, list[ImageRecord]], extra: dict[str, dict[str, int]],
-                seed: int, tag: str, split_sites: bool = True) -> list[ClassicImage]:
+                seed: int, tag: str) -> list[ClassicImage]:
     """Every image to make, in a fixed order: labels, then sites as the gap plan lists them.
 
     Args:
@@ -52,11 +67,9 @@ def plan_images(by_label: dict[str, list[ImageRecord]], extra: dict[str, dict[st
         seed: the run's seed.
         tag: short hash of the pipeline and seed, in every name (another pipeline never
             takes over these names).
-        split_sites: as given to `plan_gap`; False: the label's one pseudo-site draws on
-            all of its images.
 
     Raises:
-        ValueError: a cell asks for images but has no real image to augment.
+        ValueError: a label asks for images but has no real image to augment.
     """
     out = []
     for label, sites in extra.items():
@@ -64,12 +77,10 @@ def plan_images(by_label: dict[str, list[ImageRecord]], extra: dict[str, dict[st
         for site, count in sites.items():
             if count <= 0:
                 continue
-            pool = [r for r in by_label.get(label, [])
-                    if not split_sites or r.site_id == site]
-            if not pool:
-                raise ValueError(f"label {label!r} site {site!r} needs {count} image(s) but "
-                                 f"has no real image to augment")
-            order = source_order(pool, seed, label, site)
+            if not by_label.get(label):
+                raise ValueError(f"label {label!r} needs {count} image(s) but has no real "
+                                 f"image to augment")
+            order = source_order(by_label[label], seed, label, site)
             for j in range(count):
                 out.append(ClassicImage(f"{label}/{site}_classic_{k:05d}_{tag}.png", label,
                                         site, k, image_seed(seed, label, k),

@@ -94,7 +94,7 @@ def plan_classic_fill(cfg: ClassicFillConfig, progress: bool = True,
     except ValueError as err:
         raise ConfigError(f"--categories: {err}") from None
     tag = short_hash(f"{pipeline_sha(spec)}|{cfg.seed}")
-    images = plan_images(scan.by_label(), gap.extra, cfg.seed, tag, cfg.split_sites)
+    images = plan_images(scan.by_label(), gap.extra, cfg.seed, tag)
     originals = original_names(scan.images)
     clash = {n.lower() for n in originals.values()} & {i.name.lower() for i in images}
     if clash:

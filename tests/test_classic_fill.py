@@ -41,14 +41,21 @@ def _classic_rows(out_dir: Path):
     return [r for r in read_manifest(out_dir / "manifest.csv") if r.generator == "classic_fill"]
 
 
-def _stage3_counts(cfg: ClassicFillConfig, monkeypatch) -> Counter:
-    """(label, site) -> images stage 3 plans for the same settings (models stubbed out)."""
+def _stage3_plan(cfg: ClassicFillConfig, monkeypatch, **aug):
+    """Stage 3's plan for the same settings (models stubbed out)."""
+    import dataclasses
+
     import gap_filling.run as stage3
 
     monkeypatch.setattr(stage3, "resolve_label_models", lambda aug, needed: {
         lab: stage3.ModelRef("model", None) for lab in needed})
-    plan = stage3.plan_gap_fill(cfg.as_augmentation(), progress=False)
-    return Counter((s.label, s.site_id) for s in plan.synthetic)
+    return stage3.plan_gap_fill(dataclasses.replace(cfg.as_augmentation(), **aug),
+                                progress=False)
+
+
+def _stage3_counts(cfg: ClassicFillConfig, monkeypatch) -> Counter:
+    """(label, site) -> images stage 3 plans for the same settings."""
+    return Counter((s.label, s.site_id) for s in _stage3_plan(cfg, monkeypatch).synthetic)
 
 
 @pytest.mark.parametrize("kw", [
@@ -83,6 +90,21 @@ def test_counts_equal_stage3_plan_and_sources_match(data, tmp_path, monkeypatch,
             sum(1 for r in originals.values() if r.label == label and r.site_id == site)
         uses = Counter(origins).values()
         assert max(uses) - min(uses) <= 1 and len(set(origins)) == min(len(origins), n_sources)
+
+
+@pytest.mark.parametrize("kw", [{"categories": CATEGORIES, "seed": 3},
+                                {"balance": "labels", "split_sites": False}])
+def test_sources_pair_with_stage3_sdedit(data, tmp_path, monkeypatch, kw):
+    """Image k of a label augments the real image stage 3's sdedit image k varies."""
+    from config import AugmentationConfig
+
+    if "generator" not in AugmentationConfig.__dataclass_fields__:
+        pytest.skip("stage 3 has no sdedit generator in this tree")
+    cfg = ClassicFillConfig(in_dir=str(data), out_dir=str(tmp_path / "out"), workers=1, **kw)
+    stage3 = _stage3_plan(cfg, monkeypatch, generator="sdedit")
+    ours = plan_classic_fill(cfg, progress=False)
+    assert [(s.label, s.site_id, s.index, s.source) for s in stage3.synthetic] == \
+        [(i.label, i.site_id, i.index, i.source.relpath) for i in ours.images]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
