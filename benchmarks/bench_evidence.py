@@ -1,27 +1,35 @@
-"""The evidence benchmark: does diffusion augmentation help on real, imbalanced photos?
+"""The evidence benchmark: do generated images beat what the real images alone can give?
 
 Runs the whole pipeline (run_pipeline.py) on 6 classes of ../shared/data/custom_coco in two
-categories (the smaller one is filled with synthetic images), with CPU-sized settings, and
-prints, over >= 3 seeds, test balanced accuracy and macro-F1 of the same classifier trained
-on the original data, with classic augmentation, with the diffusion-generated images, and
-with the same images weighted by a real-only classifier's calibrated confidence (DIAGen); the
-baseline is the original arm of the same run. It also prints the KID of the generated images
-against real test images next to the KID of real training images against them.
+categories (the smaller one is filled), builds the same gap filled with classic augmentations
+(`python3 -m classic_fill`, same plan and counts as stage 3), and trains the same classifier
+in every arm over the same seeds and step budget:
 
-Sites: these photos come from no fixed camera, so each label is one site (the default rule:
-the file-name prefix before the first '_', which is the class name here).
+    original, rebalanced (class-balanced batches), classic (online augmentation, strength
+    chosen on validation), classic_fill, diffusion_fill, classic_fill+classic,
+    diffusion_fill+classic, diffusion_fill+diagen (DIAGen weights).
 
-    .venv/bin/python benchmarks/bench_evidence.py                  # ~20 min on 2 cores
-    .venv/bin/python benchmarks/bench_evidence.py --quick          # smoke run, ~4 min
-    .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 3 4
+It prints, per arm and test set: balanced accuracy, macro-F1 and tail-label recall (mean
+± std over seeds, 95% bootstrap CI over seeds and test images); the paired differences of
+every arm to the strongest non-generative arm (best of original / rebalanced / classic /
+classic_fill by mean balanced accuracy) with their CIs and Holm-corrected p; and the KID of
+the generated images against real test images beside that of real training images.
 
-Re-running with the same --work_dir skips the finished stages.
+The photos are read where they are (the work folder holds links to the 6 class folders,
+never copies). Sites: these photos come from no fixed camera, so each label is one site (the
+default rule: the file-name prefix before the first '_', the class name here).
+
+    .venv/bin/python benchmarks/bench_evidence.py                 # 5 seeds; long on 2 cores
+    .venv/bin/python benchmarks/bench_evidence.py --quick         # tiny smoke run, minutes
+    .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
+        --ood_test_dirs path/to/ood_set
+
+Re-running with the same --work_dir skips the finished stages and runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,100 +38,162 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DATA = REPO.parent / "shared" / "data" / "custom_coco"
-# Vehicles (61 training photos) vs kitchen things (133): 72 synthetic vehicles close the gap.
+# Vehicles (61 training photos) vs kitchen things (133): 72 new vehicle images close the gap.
 CATEGORIES = [["bicycle", "car", "motorcycle"], ["bottle", "spoon", "knife"]]
+ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill",
+        "classic_fill+classic", "diffusion_fill+classic", "diffusion_fill+diagen"]
 
 
-def settings(quick: bool, seeds: list[int]) -> dict:
-    epochs = 30 if quick else 300
+def settings(quick: bool, seeds: list[int], classic_fill_dir: str | None,
+             ood_test_dirs: list[str]) -> dict:
+    """The pipeline's JSON settings: CPU-sized, or tiny with `quick` (a smoke run)."""
+    epochs = 4 if quick else 300
+    arms = ARMS if classic_fill_dir else [a for a in ARMS if not a.startswith("classic_fill")]
+    compare = {"backbone": "small_cnn", "input_shape": 32 if quick else 64,
+               "number_epochs": 3 if quick else 60, "early_stop_patience": 3 if quick else 15,
+               "batch_size": 32, "learning_rate": 1e-3, "seeds": seeds, "variants": arms,
+               "classic_strengths": [0.5, 1.0] if quick else [0.25, 0.5, 1.0],
+               "bootstrap": 300 if quick else 2000}
+    if classic_fill_dir:
+        compare["classic_fill_dir"] = classic_fill_dir
+    if ood_test_dirs:
+        compare["ood_test_dirs"] = ood_test_dirs
     return {
         "pipeline": {"categories": [",".join(c) for c in CATEGORIES]},
-        "diffusion": {"conditional": True, "image_size": [32, 32], "widths": [32, 64, 96],
-                      "block_depth": 2, "embedding_dims": 32, "batch_size": 8,
-                      "num_epochs": epochs, "learning_rate": 1e-3, "kid_every": epochs // 5,
-                      "kid_images": 48, "kid_diffusion_steps": 10, "sample_every": epochs // 5,
+        "diffusion": {"conditional": True, "image_size": [32, 32],
+                      "widths": [16, 32] if quick else [32, 64, 96],
+                      "block_depth": 1 if quick else 2, "embedding_dims": 32, "batch_size": 8,
+                      "num_epochs": epochs, "learning_rate": 1e-3,
+                      "kid_every": 0 if quick else epochs // 5, "kid_images": 48,
+                      "kid_diffusion_steps": 10, "sample_every": 0 if quick else epochs // 5,
                       "early_stop_patience": 1000},
-        "augmentation": {"generate_diffusion_steps": 20 if quick else 50},
-        "compare": {"backbone": "small_cnn", "input_shape": 64,
-                    "number_epochs": 15 if quick else 40, "early_stop_patience": 10,
-                    "batch_size": 32, "learning_rate": 1e-3, "seeds": seeds},
+        "augmentation": {"generate_diffusion_steps": 5 if quick else 50},
+        "compare": compare,
     }
 
 
-def copy_subset(work: Path) -> tuple[Path, Path]:
-    """The 6 classes' train and test photos, copied into the work folder (read-only source)."""
+def link_subset(work: Path) -> tuple[Path, Path]:
+    """work/data/{train,test}/<class> as symbolic links to the shared class folders: the
+    pipeline sees only the 6 classes, and no photo is copied."""
     for split in ("train", "test"):
         for label in (lab for cat in CATEGORIES for lab in cat):
             src, dst = DATA / split / label, work / "data" / split / label
-            if not dst.is_dir():
-                shutil.copytree(src, dst.with_name(dst.name + ".tmp"), dirs_exist_ok=True)
-                dst.with_name(dst.name + ".tmp").rename(dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.is_symlink() and dst.resolve() == src.resolve():
+                continue
+            if dst.exists() or dst.is_symlink():
+                raise SystemExit(f"error: {dst} exists and is not a link to {src}; choose "
+                                 f"another --work_dir")
+            dst.symlink_to(src, target_is_directory=True)
     return work / "data" / "train", work / "data" / "test"
+
+
+def classic_fill(train: Path, out: Path, seed: int) -> str | None:
+    """The gap filled with classic augmentations (python3 -m classic_fill, upright preset);
+    None when that command is not available."""
+    try:
+        from classic_fill.__main__ import main as classic_fill_main
+    except ImportError as err:
+        print(f"note: no classic_fill command ({err}); the classic_fill arms are left out")
+        return None
+    if not (out / "manifest.csv").is_file() or not (out / "summary.txt").is_file():
+        code = classic_fill_main(["--in_dir", str(train), "--out_dir", str(out),
+                                  "--categories", *[",".join(c) for c in CATEGORIES],
+                                  "--preset", "upright", "--seed", str(seed)])
+        if code != 0:
+            raise SystemExit(f"error: classic_fill failed (exit {code})")
+    return str(out)
+
+
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    if lo != lo:
+        return ""
+    return f" [{lo:+.3f}, {hi:+.3f}]" if signed else f" [{lo:.3f}, {hi:.3f}]"
+
+
+def _cell(r: dict, m: str) -> str:
+    std = r[f"{m}_std"]
+    return (f"{r[f'{m}_mean']:.3f}" + ("" if std != std else f" ± {std:.3f}")
+            + _ci(r.get(f"{m}_ci_low", float("nan")), r.get(f"{m}_ci_high", float("nan"))))
+
+
+def print_tables(results: Path) -> None:
+    """Per test set: the arms with CIs, then the paired differences to the reference."""
+    import pandas as pd
+
+    from cli.tables import format_table
+    summary = pd.read_csv(results / "summary.csv")
+    paired_path = results / "paired.csv"
+    paired = pd.read_csv(paired_path) if paired_path.stat().st_size > 1 else pd.DataFrame()
+    for test_set in [s for s in dict.fromkeys(summary["set"]) if s != "val"]:
+        rows = [{"arm": r["variant"] + (" *" if r.get("reference") in (True, "True") else ""),
+                 "seeds": int(r["n"]), "balanced accuracy": _cell(r, "balanced_accuracy"),
+                 "macro-F1": _cell(r, "macro_f1"), "tail recall": _cell(r, "tail_recall")}
+                for r in summary[summary["set"] == test_set].to_dict("records")]
+        print(f"\n{test_set}: mean ± std over seeds [95% bootstrap CI over seeds and test "
+              f"images]; * = strongest non-generative arm (the reference)")
+        print(format_table(rows, list(rows[0])))
+        if paired.empty:
+            continue
+        sub = paired[(paired["set"] == test_set)
+                     & paired["metric"].isin(["balanced_accuracy", "macro_f1", "tail_recall"])]
+        p_rows = [{"arm": p["variant"], "vs": p["baseline"], "metric": p["metric"],
+                   "diff [95% CI]": f"{p['mean_diff']:+.3f}"
+                   + _ci(p["ci_low"], p["ci_high"], True),
+                   "w/t/l": f"{p['wins']}/{p['ties']}/{p['losses']}",
+                   "p": "n/a" if p["p_value"] != p["p_value"] else f"{p['p_value']:.3g}",
+                   "Holm p": "n/a" if p["p_holm"] != p["p_holm"] else f"{p['p_holm']:.3g}",
+                   "verdict": p["verdict"]} for p in sub.to_dict("records")]
+        if p_rows:
+            print(f"\n{test_set}: paired differences to the reference (same seeds; Holm "
+                  f"across arms per metric)")
+            print(format_table(p_rows, list(p_rows[0])))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="/tmp/bench_evidence")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--quick", action="store_true", help="short trainings (smoke run)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="classifier seeds (default: 0 1 2 3 4; --quick: 0 1)")
+    parser.add_argument("--ood_test_dirs", nargs="+", default=[],
+                        help="out-of-distribution test folders (one sub-folder per class)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings: checks that every arm runs, measures nothing")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"error: {DATA} not found (the shared custom_coco photos)", file=sys.stderr)
         return 2
+    seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     work = Path(args.work_dir)
-    train, test = copy_subset(work)
+    train, test = link_subset(work)
+    start = time.time()
+    fill = classic_fill(train, work / "classic_fill", seed=42)
     config = work / "settings.json"
-    config.write_text(json.dumps(settings(args.quick, args.seeds), indent=2))
+    config.write_text(json.dumps(settings(args.quick, seeds, fill, args.ood_test_dirs),
+                                 indent=2))
 
     import run_pipeline
-    start = time.time()
     code = run_pipeline.main(["--in_dir", str(train), "--test_dir", str(test),
                               "--out_dir", str(work / "run"), "--config", str(config)])
     if code != 0:
         return code
-
-    # A fourth arm: the same synthetic images, weighted by a real-only classifier's
-    # calibrated confidence (DIAGen), trained with the other arms' settings and seeds.
-    from classifier import compare
-    diagen_dir = work / "run" / "results_diagen"
-    code = compare.main(["--config", str(work / "run" / "configs" / "classify.json"),
-                         "--variants", "synthetic", "--sample_weighting", "diagen",
-                         "--out_dir", str(diagen_dir)])
-    if code != 0:
-        return code
     minutes = (time.time() - start) / 60
-
-    import pandas as pd
-    from classifier.experiments import compare_tables
-    from cli.tables import format_table
-    runs = pd.read_csv(work / "run" / "results" / "runs.csv")
-    weighted = pd.read_csv(diagen_dir / "runs.csv").assign(variant="synthetic+diagen")
-    summary, paired = compare_tables(pd.concat([runs, weighted]).to_dict("records"))
-    summary = summary[summary["set"] == "test"].to_dict("records")
-    paired = paired[paired["set"] == "test"].to_dict("records")
-    rows = []
-    base = {r["variant"]: r for r in summary}.get("original")
-    for r in summary:
-        rows.append({"arm": r["variant"], "seeds": int(r["n"]),
-                     "balanced acc": f"{r['balanced_accuracy_mean']:.3f} ± {r['balanced_accuracy_std']:.3f}",
-                     "macro-F1": f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}",
-                     "macro-F1 vs original": f"{r['macro_f1_mean'] / base['macro_f1_mean']:.3f}x"})
-    print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), "
+    print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), seeds {seeds}"
+          f"{' (QUICK: tiny settings, the numbers mean nothing)' if args.quick else ''}, "
           f"{minutes:.1f} min (finished stages and runs are skipped)")
-    print(format_table(rows, list(rows[0])))
-    p_rows = [{"arm": p["variant"], "metric": p["metric"], "mean diff": f"{p['mean_diff']:+.3f}",
-               "wins/ties/losses": f"{p['wins']}/{p['ties']}/{p['losses']}",
-               "p": f"{p['p_value']:.3f}"} for p in paired
-              if p["metric"] in ("balanced_accuracy", "macro_f1")]
-    if p_rows:
-        print("\nPaired differences to the original arm (same seeds):")
-        print(format_table(p_rows, list(p_rows[0])))
-    kid = json.loads((work / "run" / "report_assets" / "kid.json").read_text())
-    print(f"\nKID against real test images ({kid['features']} features, 64x64):")
-    kid_rows = [{"label": r["label"], "generated": r["n_generated"],
-                 "KID generated": f"{r['kid_generated']:.4f}",
-                 "KID real train": f"{r['kid_real_train']:.4f}"} for r in kid["rows"]]
-    print(format_table(kid_rows, ["label", "generated", "KID generated", "KID real train"]))
+    print_tables(work / "run" / "results")
+    kid_path = work / "run" / "report_assets" / "kid.json"
+    if kid_path.is_file():
+        from cli.tables import format_table
+        kid = json.loads(kid_path.read_text())
+        print(f"\nKID against real test images ({kid['features']} features, 64x64):")
+        kid_rows = [{"label": r["label"], "generated": r["n_generated"],
+                     "KID generated": f"{r['kid_generated']:.4f}",
+                     "KID real train": f"{r['kid_real_train']:.4f}"} for r in kid["rows"]]
+        if kid_rows:
+            print(format_table(kid_rows, list(kid_rows[0])))
+    print(f"\ntables: {work / 'run' / 'results' / 'compare.md'}; report: "
+          f"{work / 'run' / 'report.html'}")
     return 0
 
 
