@@ -34,9 +34,10 @@ def main(argv=None) -> int:
             for j in selection + jobs:
                 state = "finished, skipped" if is_finished(j["run_dir"]) else "to run"
                 c = j["cfg"]
-                print(f"  {j['run_dir']}  augm_type={c.augm_type} strength={c.augm_strength:g}"
-                      f" class_balanced={c.class_balanced} "
-                      f"weighting={c.sample_weighting}  ({state})")
+                augm = c.augm_type + ("" if c.augm_type == "base"
+                                      else f" strength {c.augm_strength:g}")
+                print(f"  {j['run_dir']}  augm_type={augm} class_balanced={c.class_balanced}"
+                      f" weighting={c.sample_weighting}  ({state})")
             for arm in waiting:
                 print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
             return 0
