@@ -25,7 +25,6 @@ from classifier.metrics import SUMMARY_METRICS, higher_is_better
 from classifier.report import write_csv
 from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, is_finished
 from cli.flags import ConfigError, config_from_dict, validate_config
-from dataset.scan import DatasetError
 
 
 def _base_fields():
