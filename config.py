@@ -72,10 +72,19 @@ class AugmentationConfig:
                        choices=("categories", "labels"))
     split_sites: bool = opt(True, "Give a label's synthetic images to its rarest sites first "
                             "(the site is recorded in the name and manifest).")
-    generate_diffusion_steps: int = opt(50, "DDIM steps per image.", min=1, max=1000)
+    generator: str = opt("ddim", "How a synthetic image is made: ddim samples from noise; "
+                         "sdedit varies a real image of its label (and site) at --strength "
+                         "(the source is recorded in the manifest).",
+                         choices=("ddim", "sdedit"))
+    strength: float = opt(0.6, "sdedit: how far each real image is noised before it is "
+                          "denoised again (0 = unchanged, 1 = a fresh sample).", min=0.0,
+                          max=1.0)
+    generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
+                                        "of them).", min=1, max=1000)
     eta: float = opt(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like.", min=0.0, max=1.0)
     guidance_scale: float = opt(1.0, "Classifier-free guidance for conditional models "
-                                "(1 = plain conditional).", min=0.0, max=20.0)
+                                "(1 = plain conditional); on the label and, for "
+                                "site-conditioned models, the site.", min=0.0, max=20.0)
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
     site_regex: str | None = opt(None, "As for site_id_balancer.py.")

@@ -16,14 +16,12 @@ Example:
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-
 from classic_fill.replay import image_seed
 from dataset.scan import ImageRecord
+from gap_filling.plan import source_order
 
 
 @dataclass(frozen=True)
@@ -36,25 +34,6 @@ class ClassicImage:
     index: int
     seed: int
     source: ImageRecord
-
-
-def source_order(records: Sequence[ImageRecord], seed: int, label: str,
-                 site: str) -> list[ImageRecord]:
-    """The (label, site) cell's sources in the order they are taken (stable across runs).
-
-    Args:
-        records: the label's real images, in scan order.
-        seed: the run's `--seed`.
-
-    Returns:
-        The records of `site` (all of `records` when the site has none), seeded order.
-    """
-    cell = [r for r in records if r.site_id == site] or list(records)
-    # Stage 3's key (gap_filling.run.label_seed(seed, label) % 2**32, crc32(site)), so that
-    # both arms draw the same source for image k.
-    label_key = (seed * 2**32 + zlib.crc32(label.encode("utf-8"))) % 2**32
-    rng = np.random.default_rng([label_key, zlib.crc32(site.encode("utf-8"))])
-    return [cell[i] for i in rng.permutation(len(cell))]
 
 
 def plan_images(by_label: dict[str, list[ImageRecord]], extra: dict[str, dict[str, int]],

@@ -12,7 +12,9 @@ Example:
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -119,3 +121,23 @@ def plan_gap(counts: dict[str, dict[str, int]], categories: list[list[str]],
         else:
             extra[lab] = {"synthetic": n_extra}
     return GapPlan(counts, categories, extra, balance)
+
+
+def source_order(records: Sequence, seed: int, label: str, site: str) -> list:
+    """The real images a (label, site) cell's synthetic images start from, in the order they
+    are taken: the cell's own (all of the label's when the site has none), in an order
+    seeded by the run's seed, the label and the site. Stage 3's sdedit and classic_fill both
+    use it, so image k of either arm varies the same real image (a paired comparison).
+
+    Args:
+        records: the label's real images (anything with a `site_id`), in scan order.
+        seed: the run's `--seed`.
+
+    Example:
+        >>> [r.site_id for r in source_order(recs, 42, "1", "S2")]
+        ['S2', 'S2', 'S2']
+    """
+    cell = [r for r in records if r.site_id == site] or list(records)
+    rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")),
+                                 zlib.crc32(site.encode("utf-8"))])
+    return [cell[i] for i in rng.permutation(len(cell))]

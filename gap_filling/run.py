@@ -4,7 +4,8 @@ The plan (and the label -> model mapping, with its errors) is complete before an
 `--dry-run` shows exactly what a run would write. Synthetic image k of a label always gets the
 same noise (seed derived from `--seed` and the label) and the same file name, so a re-run
 skips what exists and an interrupted run resumes; each model is loaded once and samples in
-batches.
+batches. A site-conditioned model generates each image for the (label, site) cell the plan
+credits it to; `--generator sdedit` makes each image a variation of a real image of its cell.
 
 Example:
     >>> plan = plan_gap_fill(AugmentationConfig(in_dir="data", weight_paths=["models/1_..."]))
@@ -29,28 +30,41 @@ from dataset.images import load_rgb, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.out_dir import CONFIG_NAME, check_out_dir
 from dataset.scan import ScanResult, scan_labelled_dir, validate_images
-from gap_filling.plan import GapPlan, plan_gap
+from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "seed", "site_regex",
-                "site_csv", "min_size", "max_similarity")
+                "site_csv", "min_size", "max_similarity", "generator", "strength")
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Which model generates a label: its run folder and, if conditional, the class index."""
+    """Which model generates a label: its run folder, the class index if conditional, and
+    the sites it was conditioned on (empty: none)."""
     model_dir: str
     class_index: int | None
+    site_names: tuple[str, ...] = ()
+
+    def site_index(self, site: str) -> int | None:
+        """The model's id of `site`; None when the model does not know it (any site)."""
+        return self.site_names.index(site) if site in self.site_names else None
 
 
 @dataclass(frozen=True)
 class SyntheticImage:
-    """One planned synthetic image: image `index` of `label`, credited to `site_id`."""
+    """One planned synthetic image: image `index` of `label`, credited to `site_id`; with
+    sdedit, `source` is the real image (relative to in_dir) it varies."""
     name: str
     label: str
     site_id: str
     index: int
     seed: int
+    source: str | None = None
+
+    @property
+    def image_seed(self) -> int:
+        """This image's own seed (sdedit), so it can be regenerated alone."""
+        return (self.seed + self.index) % 2**63
 
 
 @dataclass
@@ -77,8 +91,8 @@ def label_seed(seed: int, label: str) -> int:
     return seed * 2**32 + zlib.crc32(label.encode("utf-8"))
 
 
-def _read_model_labels(model_dir: str) -> tuple[bool, list[str]]:
-    """(conditional?, label names) of a run folder, from its config.json alone (no Keras)."""
+def _read_model_labels(model_dir: str) -> tuple[bool, list[str], tuple[str, ...]]:
+    """(conditional?, label names, site names) of a run folder, from its config.json alone."""
     from diffusion.training import read_run
 
     path = Path(model_dir)
@@ -89,7 +103,8 @@ def _read_model_labels(model_dir: str) -> tuple[bool, list[str]]:
     except ConfigError as err:
         raise ConfigError(f"model {model_dir}: {err}") from None
     names = [str(n) for n in meta.get("_class_names") or [meta.get("_label", path.name)]]
-    return bool(saved.conditional), names
+    sites = tuple(str(x) for x in meta.get("_site_names") or ()) if saved.site_conditioning else ()
+    return bool(saved.conditional), names, sites
 
 
 def resolve_label_models(cfg: AugmentationConfig, needed: list[str]) -> dict[str, ModelRef]:
@@ -104,15 +119,15 @@ def resolve_label_models(cfg: AugmentationConfig, needed: list[str]) -> dict[str
     """
     mapping: dict[str, ModelRef] = {}
     for model_dir in cfg.weight_paths or []:
-        conditional, names = _read_model_labels(model_dir)
+        conditional, names, sites = _read_model_labels(model_dir)
         for i, name in enumerate(names):
-            mapping.setdefault(name, ModelRef(model_dir, i if conditional else None))
+            mapping.setdefault(name, ModelRef(model_dir, i if conditional else None, sites))
     for label, model_dir in cfg.label_model_pairs():
-        conditional, names = _read_model_labels(model_dir)
+        conditional, names, sites = _read_model_labels(model_dir)
         if conditional and label not in names:
             raise ConfigError(f"--label_models {label}={model_dir}: that conditional model "
                               f"knows the labels {', '.join(names)}")
-        mapping[label] = ModelRef(model_dir, names.index(label) if conditional else None)
+        mapping[label] = ModelRef(model_dir, names.index(label) if conditional else None, sites)
     missing = [lab for lab in needed if lab not in mapping]
     if missing:
         have = ", ".join(sorted(mapping)) or "none"
@@ -121,20 +136,26 @@ def resolve_label_models(cfg: AugmentationConfig, needed: list[str]) -> dict[str
     return {lab: mapping[lab] for lab in needed}
 
 
-def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan,
-                      models: dict[str, ModelRef]) -> list[SyntheticImage]:
+def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan, models: dict[str, ModelRef],
+                      scan: ScanResult) -> list[SyntheticImage]:
     out = []
+    sdedit = cfg.generator == "sdedit"
     for label, sites in gap.extra.items():
         if label not in models:
             continue
         seed = label_seed(cfg.seed, label)
+        settings = (f"|{cfg.generator}|{cfg.strength}" if sdedit else "")
         tag = short_hash(f"{Path(models[label].model_dir).resolve()}|{seed}|"
-                         f"{cfg.generate_diffusion_steps}|{cfg.eta}|{cfg.guidance_scale}")
+                         f"{cfg.generate_diffusion_steps}|{cfg.eta}|{cfg.guidance_scale}"
+                         f"{settings}")
         k = 0
         for site, count in sites.items():
-            for _ in range(count):
-                out.append(SyntheticImage(f"{label}/{site}_ddim_{k:05d}_{tag}.png", label, site,
-                                          k, seed))
+            pool = (source_order([r for r in scan.images if r.label == label], cfg.seed,
+                                 label, site) if sdedit and count else [])
+            for j in range(count):
+                source = pool[j % len(pool)].relpath if pool else None
+                out.append(SyntheticImage(f"{label}/{site}_{cfg.generator}_{k:05d}_{tag}.png",
+                                          label, site, k, seed, source))
                 k += 1
     return out
 
@@ -156,7 +177,8 @@ def plan_gap_fill(cfg: AugmentationConfig, progress: bool = True, pool=None) -> 
     needed = [lab for lab in gap.extra if gap.label_extra(lab) > 0]
     models = resolve_label_models(cfg, needed)
     names = original_names(scan.images)
-    return GapFillPlan(cfg, scan, gap, models, names, _synthetic_images(cfg, gap, models))
+    return GapFillPlan(cfg, scan, gap, models, names,
+                       _synthetic_images(cfg, gap, models, scan))
 
 
 def plan_table(plan: GapFillPlan) -> list[dict]:
@@ -202,6 +224,8 @@ def _runs(indices: list[int], batch: int) -> list[tuple[int, int]]:
 
 
 def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple[int, int]:
+    import numpy as np
+    from diffusion.data import load_image
     from diffusion.inference import load_model  # Keras/TensorFlow only when generating
 
     todo = [s for s in plan.synthetic if not (out_dir / s.name).exists()
@@ -221,13 +245,24 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple
             items = pending[label]
             ref = plan.models[label]
             for start, count in _runs(sorted(items), cfg.batch_size):
-                images = model.generate(count, steps=cfg.generate_diffusion_steps, eta=cfg.eta,
-                                        seed=items[start].seed, start_index=start,
-                                        labels=ref.class_index,
-                                        guidance_scale=cfg.guidance_scale,
-                                        batch_size=cfg.batch_size)
+                chunk = [items[start + k] for k in range(count)]
+                sites = None
+                if ref.site_names:  # each image for its own cell; unknown sites: any site
+                    sites = [ref.site_index(s.site_id) for s in chunk]
+                    sites = [len(ref.site_names) if i is None else i for i in sites]
+                common = dict(steps=cfg.generate_diffusion_steps, eta=cfg.eta,
+                              labels=ref.class_index, guidance_scale=cfg.guidance_scale,
+                              batch_size=cfg.batch_size, sites=sites)
+                if cfg.generator == "sdedit":
+                    sources = np.stack([load_image(plan.scan.in_dir / s.source, model.image_size,
+                                                   model.channels) for s in chunk])
+                    images = model.img2img(sources, strength=cfg.strength,
+                                           seed=[s.image_seed for s in chunk], **common)
+                else:
+                    images = model.generate(count, seed=items[start].seed, start_index=start,
+                                            **common)
                 for k, img in enumerate(images):
-                    save_rgb(out_dir / items[start + k].name, to_uint8(img))
+                    save_rgb(out_dir / chunk[k].name, to_uint8(img))
                 bar.update(count)
     bar.close()
     return len(todo), reused
@@ -276,9 +311,16 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
                       "model": str(Path(ref.model_dir).resolve())}
             if ref.class_index is not None:
                 params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale)
+            if ref.site_names:  # the cell the image was generated for (None: any site)
+                params.update(site_index=ref.site_index(s.site_id),
+                              guidance_scale=cfg.guidance_scale)
+            origin = params["model"]
+            if s.source is not None:
+                origin = (plan.scan.in_dir / s.source).resolve().as_posix()
+                params.update(strength=cfg.strength, source=s.source, image_seed=s.image_seed)
             # quality: 1 - similarity to the closest real image (0 = a copy)
             quality = 1.0 - scores[s.name] if s.name in scores else None
-            rows.append(ManifestRow(prefix + s.name, s.label, s.site_id, params["model"], "ddim",
+            rows.append(ManifestRow(prefix + s.name, s.label, s.site_id, origin, cfg.generator,
                                     s.seed, params, quality))
     return rows
 

@@ -6,6 +6,10 @@ It mirrors the reference problem (CT DEEP Rivers): six labels in two categories,
 Images are real Fashion-MNIST photos, tinted per site and resized to 32x32 RGB:
 `train/<label>/` (imbalanced, from Fashion-MNIST's training split) and `test/<label>/`
 (TEST_PER_LABEL per label, sites equal, from its test split).
+
+`--arrangement longtail` builds the benchmarks' harder set instead: grey (untinted) images,
+tops 300/200/120 and footwear 60/40/20 training images over four sites, 100 test images per
+label.
 """
 from __future__ import annotations
 
@@ -29,18 +33,27 @@ SITES = {"S1": (0.50, (1.00, 1.00, 1.00), 0), "S2": (0.25, (1.10, 0.95, 0.80), 1
          "S3": (0.15, (0.80, 0.95, 1.10), 0), "S4": (0.10, (0.70, 0.70, 0.75), -10)}
 TEST_PER_LABEL = 30
 MARKER = "dataset.json"
+# label -> (Fashion-MNIST class, number of images): t-shirt, pullover, shirt | sandal,
+# sneaker, ankle boot. The rare labels are the ones that share their category's shape.
+LONGTAIL_LABELS = {"1": (0, 300), "2": (2, 200), "3": (6, 120), "4": (5, 60), "5": (7, 40),
+                   "6": (9, 20)}
+LONGTAIL_SITES = {name: (share, (1.0, 1.0, 1.0), 0) for name, (share, _, _) in SITES.items()}
+LONGTAIL_TEST_PER_LABEL = 100
+ARRANGEMENTS = {"demo": (LABELS, SITES, TEST_PER_LABEL),
+                "longtail": (LONGTAIL_LABELS, LONGTAIL_SITES, LONGTAIL_TEST_PER_LABEL)}
 
 
 def _write_split(out_dir: Path, images: np.ndarray, classes: np.ndarray, totals: dict[str, int],
-                 shares: list[float], size: int, rng: np.random.Generator) -> dict:
+                 shares: list[float], size: int, rng: np.random.Generator,
+                 labels: dict = LABELS, site_looks: dict = SITES) -> dict:
     summary = {}
-    for label, (cls, _) in LABELS.items():
+    for label, (cls, _) in labels.items():
         pool = rng.permutation(np.flatnonzero(classes == cls))[:totals[label]]
-        sites = dict(zip(SITES, largest_remainder(shares, totals[label])))
+        sites = dict(zip(site_looks, largest_remainder(shares, totals[label])))
         summary[label] = {"class": CLASS_NAMES[cls], "sites": sites}
         k = 0
         for site, count in sites.items():
-            _, gain, offset = SITES[site]
+            _, gain, offset = site_looks[site]
             for _ in range(count):
                 grey = Image.fromarray(images[pool[k]]).resize((size, size), Image.BICUBIC)
                 rgb = np.asarray(grey, dtype=np.float32)[..., None] * np.array(gain) + offset
@@ -50,23 +63,31 @@ def _write_split(out_dir: Path, images: np.ndarray, classes: np.ndarray, totals:
     return summary
 
 
-def build(out_dir: Path, size: int = 32, seed: int = 0) -> dict:
-    """Writes train/ and test/ (skips the work when a complete dataset is already there)."""
+def build(out_dir: Path, size: int = 32, seed: int = 0, arrangement: str = "demo") -> dict:
+    """Writes train/ and test/ (skips the work when a complete dataset is already there).
+
+    Args:
+        arrangement: "demo" (tinted sites, 40/24/16 vs 90/70/60) or "longtail" (grey,
+            300/200/120 vs 60/40/20).
+    """
+    labels, site_looks, test_per_label = ARRANGEMENTS[arrangement]
     marker = out_dir / MARKER
     if marker.exists():
         return json.loads(marker.read_text())
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SystemExit(f"error: {out_dir} exists and is not a sample dataset; choose another --out_dir")
     rng = np.random.default_rng(seed)
-    summary = {"source": "Fashion-MNIST", "size": size, "seed": seed}
+    summary = {"source": "Fashion-MNIST", "size": size, "seed": seed,
+               "arrangement": arrangement}
     images, classes = load_fashion_mnist("train")
     summary["train"] = _write_split(out_dir / "train", images, classes,
-                                    {lab: n for lab, (_, n) in LABELS.items()},
-                                    [s[0] for s in SITES.values()], size, rng)
+                                    {lab: n for lab, (_, n) in labels.items()},
+                                    [s[0] for s in site_looks.values()], size, rng, labels,
+                                    site_looks)
     images, classes = load_fashion_mnist("test")
     summary["test"] = _write_split(out_dir / "test", images, classes,
-                                   {lab: TEST_PER_LABEL for lab in LABELS},
-                                   [1.0] * len(SITES), size, rng)
+                                   {lab: test_per_label for lab in labels},
+                                   [1.0] * len(site_looks), size, rng, labels, site_looks)
     atomic_write_text(marker, json.dumps(summary, indent=2))
     return summary
 
@@ -76,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default="demo_run/sample_dataset")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arrangement", choices=sorted(ARRANGEMENTS), default="demo",
+                        help="demo: tinted sites; longtail: grey, 300/200/120 vs 60/40/20")
     args = parser.parse_args(argv)
     try:
-        summary = build(Path(args.out_dir), args.size, args.seed)
+        summary = build(Path(args.out_dir), args.size, args.seed, args.arrangement)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,160 @@
+"""The small-data generator recipe end to end on tiny real models and real image files:
+grey 1-channel models, site-conditioned (label, site) cells in stage 3, SDEdit from real
+images, "no augmentation" sampling, the step budget, and old model folders still loading."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+keras = pytest.importorskip("keras")
+
+import train_all  # noqa: E402
+from conftest import tree_hashes  # noqa: E402
+from dataset.manifest import read_manifest  # noqa: E402
+from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
+from diffusion.inference import load_model  # noqa: E402
+from diffusion.training import read_run  # noqa: E402
+from diffusion.schedule import diffusion_schedule, outputs_to_noise_and_image  # noqa: E402
+from diffusion_augmentation import main as augment_main  # noqa: E402
+from diffusion_model import DiffusionModel  # noqa: E402
+
+TINY = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
+        "--embedding_dims", "8", "--batch_size", "4", "--kid_every", "0", "--sample_every", "0",
+        "--generate_diffusion_steps", "2"]
+# categories {1} (5 real) vs {2} (9 real): label 1 gains 4, given to its rarer sites first
+LAYOUT = {"1": {"S1": 4, "S2": 1}, "2": {"S1": 5, "S2": 4}}
+
+
+def write_grey(path: Path, value: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    img = np.clip(value + rng.integers(-20, 20, (20, 20)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.repeat(img[..., None], 3, axis=-1)).save(path)  # RGB file, grey data
+
+
+@pytest.fixture(scope="module")
+def grey_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("grey") / "data"
+    k = 0
+    for label, sites in LAYOUT.items():
+        for site, count in sites.items():
+            for n in range(count):
+                k += 1
+                write_grey(root / label / f"{site}_{n:03d}.png", 60 if label == "1" else 180, k)
+    return root
+
+
+@pytest.fixture(scope="module")
+def grey_model(grey_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    assert train_all.main(["--in_dir", str(grey_data), "--out_dir", str(out), "--conditional",
+                           "--site_conditioning", "--train_steps", "6", *TINY]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+def test_grey_data_trains_a_one_channel_site_conditioned_model(grey_data, grey_model):
+    assert detect_channels(find_label_images(grey_data / "1")) == 1
+    saved = json.loads((grey_model / "config.json").read_text())
+    assert saved["channels"] == "1" and saved["block_conditioning"] is True
+    assert saved["_site_names"] == ["S1", "S2"] and saved["_class_names"] == ["1", "2"]
+    # the step budget: 14 images, 15% validation -> 12 train / batch 4 = 3 steps a pass
+    assert saved["_epochs"] * saved["_steps_per_epoch"] >= 6
+    state = json.loads((grey_model / "state.json").read_text())
+    assert state["train_steps_done"] == saved["_epochs"] * saved["_steps_per_epoch"]
+    model, _, _ = load_model(grey_model)
+    assert model.channels == 1 and model.num_sites == 2
+    images = model.generate(3, steps=2, seed=0, labels=[0, 1, 1], sites=[0, 1, 2])
+    assert images.shape == (3, 16, 16, 1)
+    with pytest.raises(ValueError, match="sites must be in"):
+        model.generate(1, steps=2, labels=0, sites=5)
+
+
+def test_stage3_writes_grey_images_for_their_site_cells(grey_data, grey_model, tmp_path):
+    out = tmp_path / "balanced"
+    before = tree_hashes(grey_data)
+    assert augment_main(["--in_dir", str(grey_data), "--out_dir", str(out), "--balance",
+                         "labels", "--weight_paths", str(grey_model), "--batch_size", "3",
+                         "--generate_diffusion_steps", "2"]) == 0
+    rows = [r for r in read_manifest(out / "manifest.csv") if r.generator == "ddim"]
+    assert len(rows) == 4 and {r.label for r in rows} == {"1"}
+    for r in rows:  # each image was generated for the site it is credited to
+        assert r.params["site_index"] == ["S1", "S2"].index(r.site_id)
+        assert r.path.split("/")[-1].startswith(f"{r.site_id}_ddim_")
+        assert Image.open(out / r.path).mode == "L"
+    assert tree_hashes(grey_data) == before
+
+
+def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_path):
+    out = tmp_path / "sdedit"
+    assert augment_main(["--in_dir", str(grey_data), "--out_dir", str(out), "--balance",
+                         "labels", "--weight_paths", str(grey_model), "--generator", "sdedit",
+                         "--strength", "0", "--generate_diffusion_steps", "4"]) == 0
+    rows = [r for r in read_manifest(out / "manifest.csv") if r.generator == "sdedit"]
+    assert len(rows) == 4
+    for r in rows:
+        source = grey_data / r.params["source"]
+        assert r.origin == source.resolve().as_posix() and r.params["strength"] == 0.0
+        assert source.name.startswith(r.site_id + "_")  # a real image of its own cell
+        expected = np.rint(load_image(source, (16, 16), 1)[..., 0] * 255).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / r.path)), expected)
+    # strength > 0 changes the image, and each image can be made again alone (float32: bf16
+    # rounding differs with the batch size)
+    saved, _ = read_run(grey_model)
+    model, _, _ = load_model(grey_model, cfg=dataclasses.replace(saved, use_mix_precision=False))
+    src = np.stack([load_image(grey_data / rows[0].params["source"], (16, 16), 1)] * 2)
+    varied = model.img2img(src, strength=0.8, steps=4, seed=[7, 8], labels=0)
+    assert np.abs(varied - src).mean() > 1e-3
+    alone = model.img2img(src[1:], strength=0.8, steps=4, seed=[8], labels=0)
+    np.testing.assert_allclose(alone[0], varied[1], atol=1e-5)
+
+
+def test_sampling_asks_for_no_augmentation():
+    """The compiled sampling step feeds a zero augmentation vector: its prediction is the
+    network's with zeros, not the one for images that were flipped and rotated."""
+    keras.config.set_dtype_policy("float32")
+    model = DiffusionModel(image_size=(8, 8), widths=[8, 16], block_depth=1, embedding_dims=8,
+                           augment_dims=4, channels=1)
+    out_layer = model.ema_network.get_layer("pred_noise")  # an untrained net predicts 0
+    rng = np.random.default_rng(0)
+    out_layer.kernel.assign(rng.normal(0, 0.5, out_layer.kernel.shape).astype("float32"))
+    noisy = rng.standard_normal((2, 8, 8, 1)).astype("float32")
+    t = 0.5
+    noise_rate, signal_rate = [np.float32(v) for v in diffusion_schedule(np.float64(t))]
+
+    def predicted(augment):
+        out = model.ema_network([noisy, np.full((2, 1, 1, 1), noise_rate ** 2, "float32"),
+                                 np.tile(np.asarray(augment, "float32"), (2, 1))]).numpy()
+        return outputs_to_noise_and_image(out, noisy, noise_rate, signal_rate, "eps")[1]
+
+    ids = np.zeros(2, "int32")
+    _, pred = model._step_fn(False)(noisy, np.float32(t), np.float32(0.4), np.float32(0),
+                                    np.zeros_like(noisy), ids, ids,
+                                    np.zeros((2, 8), "float32"), np.float32(1))
+    np.testing.assert_allclose(pred.numpy(), predicted([0, 0, 0, 0]), rtol=1e-4, atol=1e-4)
+    assert np.abs(pred.numpy() - predicted([1, 0.5, 0.1, 0.2])).mean() > 1e-2
+
+
+def test_a_model_folder_from_before_the_recipe_still_loads(tmp_path):
+    data = tmp_path / "data"
+    for n in range(6):
+        write_grey(data / "1" / f"S1_{n}.png", 100, n)
+    out = tmp_path / "models"
+    assert train_all.main(["--in_dir", str(data), "--out_dir", str(out), "--num_epochs", "1",
+                           "--channels", "3", "--no-block_conditioning",
+                           "--no-augment_conditioning", *TINY]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    before = load_model(run)[0].generate(2, steps=2, seed=1)
+    cfg = json.loads((run / "config.json").read_text())
+    for key in ("channels", "block_conditioning", "site_conditioning", "augment_conditioning",
+                "prediction", "loss_weighting", "min_snr_gamma", "site_dropout", "train_steps"):
+        cfg.pop(key)  # as written before these settings existed
+    (run / "config.json").write_text(json.dumps(cfg))
+    model = load_model(run)[0]
+    assert not model.block_conditioning and model.channels == 3
+    np.testing.assert_array_equal(model.generate(2, steps=2, seed=1), before)
