@@ -386,6 +386,44 @@ def _convergence_notes(rows: Sequence[dict]) -> list[str]:
 
 # --- running ----------------------------------------------------------------------------
 
+_RUN_ONLY = {"out_dir", "run_name", "workers"}        # where and how fast, not what
+_PATHS = {"train_dir", "val_dir", "test_dir", "manifest", "filter_model"}
+
+
+def _same(key: str, a, b) -> bool:
+    if key in _PATHS and a and b:
+        return Path(a).resolve() == Path(b).resolve()
+    if key == "ood_test_dirs" and a and b:
+        return [Path(x).resolve() for x in a] == [Path(x).resolve() for x in b]
+    return a == b
+
+
+def check_finished_runs(jobs: Sequence[dict]) -> None:
+    """A finished run is reused only if it was trained as its job asks now: a table mixing
+    runs of two settings (e.g. a --quick run resumed by a full one) would be wrong silently.
+
+    Raises:
+        DatasetError: naming the run folder and the first settings that differ.
+    """
+    from classifier.runs import CONFIG_NAME
+    from cli.flags import config_to_dict
+    for job in jobs:
+        path = Path(job["run_dir"]) / CONFIG_NAME
+        if not is_finished(job["run_dir"]) or not path.is_file():
+            continue
+        saved = json.loads(path.read_text())
+        want = config_to_dict(job["cfg"])
+        defaults = config_to_dict(type(job["cfg"])())
+        # A setting newer than the run counts as equal when the run's version behaved as
+        # its default does.
+        diff = [k for k, v in want.items() if not k.startswith("_") and k not in _RUN_ONLY
+                and not _same(k, saved.get(k, defaults.get(k)), v)]
+        if diff:
+            shown = ", ".join(f"{k}={saved.get(k, '(absent)')!r} there, {want[k]!r} now"
+                              for k in diff[:3])
+            raise DatasetError(f"{job['run_dir']} was trained with other settings ({shown}): "
+                               f"give a new --out_dir, or delete that run folder")
+
 def _reuse_selected(cfg, selection: list[dict], strength: float) -> None:
     """The search already trained 'classic' at the chosen strength on the first seed: that
     run becomes classic/seed<S> (copied whole, then renamed: never half there)."""
@@ -458,6 +496,7 @@ def run_compare(cfg, verbose: int = 2):
         atomic_write_text(out / "compare.md", text)
         result = (summary, paired)
 
+    check_finished_runs(selection)
     failures = _execute(selection, cfg.keep_going, verbose, lambda: None)
     strength = chosen_strength(cfg, selection)
     if strength is not None:
@@ -467,6 +506,7 @@ def run_compare(cfg, verbose: int = 2):
     if waiting:
         failures.append(f"arms {', '.join(waiting)} skipped: the classic strength search "
                         f"did not finish")
+    check_finished_runs(jobs)
     state["jobs"] = jobs
     failures += _execute(jobs, cfg.keep_going, verbose, tables)
     tables()

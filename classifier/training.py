@@ -35,7 +35,7 @@ from classifier.report import plot_confusion, write_csv, write_json
 from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir
 from cli.flags import save_config_json
 from dataset.atomic import save_weights_atomic
-from dataset.scan import DatasetError
+from dataset.scan import DatasetError, natural_key
 
 
 @dataclass
@@ -85,7 +85,11 @@ def prepare_data(cfg, rng: np.random.Generator, skipped: list[str]):
         raise DatasetError(f"training data has {len(class_names)} class(es); a classifier "
                            f"needs at least 2")
     index = {c: i for i, c in enumerate(class_names)}
-    real = [s for s in samples if not s.synthetic]
+    # Sorted by label and file name: a folder and a manifest of the same real images (in
+    # another row order) then give the same validation split for a seed, so the arms of a
+    # comparison select their epochs on the same images.
+    real = sorted((s for s in samples if not s.synthetic),
+                  key=lambda s: (s.label, natural_key(Path(s.path).name), s.path))
     synth = [s for s in samples if s.synthetic]
     if cfg.val_dir:
         val_samples, _ = samples_from_dir(cfg.val_dir, class_names, what="--val_dir")

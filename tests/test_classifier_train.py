@@ -295,6 +295,9 @@ def test_compare_runs_every_arm_at_one_budget_and_tests_against_the_strongest(da
     assert main(argv) == 0
     assert (out / "original" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
     assert "finished earlier, skipped" in capsys.readouterr().out
+    # Resuming with other settings would mix two protocols in one table: refused.
+    assert main(argv + ["--number_epochs", "2"]) == 2
+    assert "number_epochs=1 there, 2 now" in capsys.readouterr().err
 
 
 def test_classic_strength_and_flips_reach_the_augmenter():

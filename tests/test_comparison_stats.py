@@ -275,3 +275,20 @@ def test_compare_config_errors(changes, message):
     cfg = config_from_dict(CompareConfig, {"train_dir": "t", "test_dir": "t", **changes})
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
+
+
+def test_a_folder_and_a_manifest_of_the_same_images_validate_on_the_same_images(tmp_path):
+    # Arms read the real images from train_dir or from a fill's manifest (another row order);
+    # for one seed they must hold out the same validation images.
+    from classifier.training import prepare_data
+    from config import ClassifierConfig
+    train = _folder(tmp_path / "train", {"a": 9, "b": 6})
+    fill = _folder(tmp_path / "fill", {"a": 9, "b": 6}, "ddim", {"b": 3})
+    rows = (tmp_path / "fill" / "manifest.csv").read_text().splitlines()
+    (tmp_path / "fill" / "manifest.csv").write_text("\n".join([rows[0], *rows[:0:-1]]) + "\n")
+    held = []
+    for source in (dict(train_dir=str(train)), dict(manifest=str(fill))):
+        cfg = ClassifierConfig(**source, input_shape=8, workers=1, seed=7)
+        _, tr, val = prepare_data(cfg, np.random.default_rng(cfg.seed), [])
+        held.append(sorted((s.label, s.path.rsplit("/", 1)[1]) for s in val.samples))
+    assert held[0] == held[1] and len(held[0]) == 3
