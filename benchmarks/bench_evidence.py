@@ -24,7 +24,8 @@ default rule: the file-name prefix before the first '_', the class name here).
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
         --ood_test_dirs path/to/ood_set
 
-Re-running with the same --work_dir skips the finished stages and runs.
+Re-running with the same --work_dir skips the finished stages and runs (--redo STAGE runs a
+stage whose settings or code changed, and the later ones, again).
 """
 from __future__ import annotations
 
@@ -159,6 +160,9 @@ def main(argv=None) -> int:
                         help="out-of-distribution test folders (one sub-folder per class)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
+    parser.add_argument("--redo", default=None, metavar="STAGE",
+                        help="run_pipeline.py --redo: run this stage and the later ones again "
+                             "(after the code or settings of a stage changed)")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"error: {DATA} not found (the shared custom_coco photos)", file=sys.stderr)
@@ -174,7 +178,8 @@ def main(argv=None) -> int:
 
     import run_pipeline
     code = run_pipeline.main(["--in_dir", str(train), "--test_dir", str(test),
-                              "--out_dir", str(work / "run"), "--config", str(config)])
+                              "--out_dir", str(work / "run"), "--config", str(config)]
+                             + (["--redo", args.redo] if args.redo else []))
     if code != 0:
         return code
     minutes = (time.time() - start) / 60
