@@ -86,8 +86,8 @@ def diagen_weights(p_true: Sequence[float], threshold: float = 0.5) -> np.ndarra
     Example:
         >>> diagen_weights([0.9, 0.25, 0.0], 0.5).tolist()
         [1.0, 0.5, 0.0]
-        >>> diagen_weights([0.9, 0.6], 0.8).tolist()
-        [1.0, 0.75]
+        >>> diagen_weights([0.9, 0.4], 0.8).tolist()
+        [1.0, 0.5]
     """
     p = np.asarray(p_true, dtype=np.float64)
     if np.any((p < 0) | (p > 1)):
