@@ -563,8 +563,11 @@ class PipelineConfig:
                                 "with synthetic images.")
     stages: list[str] = opt(list(PIPELINE_STAGES), "Stages to run, in pipeline order.",
                             choices=PIPELINE_STAGES, min_len=1)
-    diffusion_labels: list[str] | None = opt(None, "Labels to train diffusion models for. "
-                                             "Default: the labels that stage 3 fills.")
+    diffusion_labels: list[str] | None = opt(None, "Labels to train diffusion models on. "
+                                             "Default: every label (one shared conditional "
+                                             "model, the pipeline's default; with "
+                                             "\"conditional\": false in the diffusion section, "
+                                             "one model per label that stage 3 fills).")
     redo: str | None = opt(None, "Run this stage and the ones after it again (their old "
                            "output folders are kept, renamed *_old_<time>).",
                            choices=PIPELINE_STAGES)

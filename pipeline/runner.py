@@ -227,7 +227,7 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
     cfgs = stage_configs(pcfg, sections, layout, run_dirs)  # validates every stage first
     if dry_run:
         print(format_config(pcfg))
-        print(f"[pipeline] labels to fill with synthetic images: "
+        print(f"[pipeline] labels stage 2 trains on: "
               f"{', '.join(cfgs['diffusion'].labels) or 'none'}")
         for stage in wanted:
             if stage in cfgs:

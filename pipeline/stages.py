@@ -90,8 +90,8 @@ def read_sections(path: str | Path | None) -> dict[str, dict]:
     return {key: data.get(key, {}) for key in SECTIONS}
 
 
-def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> list[str]:
-    """The labels stage 3 will add synthetic images to (so stage 2 trains only those)."""
+def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> tuple[list[str], list[str]]:
+    """(every label of the dataset, the labels stage 3 will add synthetic images to)."""
     from dataset.scan import DatasetError, scan_labelled_dir
     from gap_filling.plan import plan_gap
 
@@ -101,7 +101,7 @@ def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> list[str]:
         gap = plan_gap(scan.counts(), augment.category_labels())
     except (DatasetError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    return [lab for lab in scan.labels if gap.label_extra(lab) > 0]
+    return list(scan.labels), [lab for lab in scan.labels if gap.label_extra(lab) > 0]
 
 
 def _build(stage: str, section: dict, runner_values: dict, seed: int):
@@ -131,17 +131,26 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
         sections: the stage sections (see `read_sections`).
         layout: the run's folders.
         run_dirs: stage-2 run folders (known once stage 2 has run; [] before).
-        diffusion_labels: labels for stage 2 (default: `pcfg.diffusion_labels` or the labels
-            stage 3 will fill).
+        diffusion_labels: labels for stage 2 (default: `pcfg.diffusion_labels`, else every
+            label for the shared conditional model, the pipeline's default, or the labels
+            stage 3 fills for per-label models; none when no label needs filling).
 
     Raises:
         ConfigError: a bad value, a typo in a section, a runner-owned key set by hand.
     """
     balancer = _build("balance", sections.get("balancer", {}),
                       {"in_dir": pcfg.in_dir, "out_dir": str(layout.diffusion_data)}, pcfg.seed)
-    labels = diffusion_labels or pcfg.diffusion_labels or labels_to_fill(pcfg, balancer)
+    diffusion = dict(sections.get("diffusion", {}))
+    # One model over every label (and site): the large labels teach the framing, background
+    # and texture the rare ones share, and stage 3 asks it for exact (label, site) cells.
+    diffusion.setdefault("conditional", True)
+    diffusion.setdefault("site_conditioning", diffusion["conditional"])
+    labels = diffusion_labels or pcfg.diffusion_labels
+    if not labels:
+        every, fill = labels_to_fill(pcfg, balancer)
+        labels = (every if fill else []) if diffusion["conditional"] else fill
     cfgs = {"balance": balancer}
-    cfgs["diffusion"] = _build("diffusion", sections.get("diffusion", {}),
+    cfgs["diffusion"] = _build("diffusion", diffusion,
                                {"in_dir": str(layout.diffusion_data),
                                 "out_dir": str(layout.models), "labels": labels}, pcfg.seed)
     augmentation = dict(sections.get("augmentation", {}))

@@ -186,7 +186,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(data, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_pipeline.main(_argv(data, out, "--dry-run")) == 0
     printed = capsys.readouterr().out
-    assert "labels to fill with synthetic images: a, b" in printed
+    assert "labels stage 2 trains on: a, b, c, d" in printed  # one shared model
     assert "[balance] todo:" in printed and "train_all.py --config" in printed
     assert not out.exists()
 

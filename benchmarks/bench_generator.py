@@ -1,0 +1,243 @@
+"""Does the generator make images that look like their label? Per label, for two recipes.
+
+Datasets: a long-tail Fashion-MNIST arrangement built from Debian's package (grey; tops
+300/200/120, footwear 60/40/20; `python3 -m sample_data --arrangement longtail`) and the
+evidence benchmark's 6 classes of ../shared/data/custom_coco (read where they are).
+
+Recipes, at the same optimizer-step budget (the wall time of each is printed):
+    landed  the recipe before this benchmark existed: one conditional model on the labels
+            stage 3 fills, the condition concatenated once at the input, 3 channels.
+    new     one conditional model on every label, noise level + label + site + augmentation
+            modulating every residual block, grey data as 1 channel.
+
+Per label of the filled category it prints: KID of generated vs real test images beside
+KID of real training vs real test images (same features: InceptionV3 when its weights load,
+else a fixed random conv net, said in the header); GAN-test (a real-only classifier's accuracy
+on the generated images, beside its accuracy on real test images, and their ratio);
+GAN-train (a classifier trained on generated images only, tested on real test images);
+memorisation share (generated images closer to a training image than the 5th percentile of
+test-to-train distances). With several --steps, the new recipe is trained once and resumed
+from budget to budget: the table of quality vs steps.
+
+    .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --steps 1000 3000
+    .venv/bin/python benchmarks/bench_generator.py --dataset coco --steps 3000 --recipes new
+    .venv/bin/python benchmarks/bench_generator.py --quick        # smoke run, ~3 minutes
+    .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --model_dir RUN  # evaluate
+
+A --work_dir re-run reuses finished trainings (budgets already reached are not retrained).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+COCO = REPO.parent / "shared" / "data" / "custom_coco"
+COCO_FILLED = ["bicycle", "car", "motorcycle"]
+COCO_OTHER = ["bottle", "spoon", "knife"]
+FMNIST_FILLED = ["4", "5", "6"]   # sandal, sneaker, ankle boot: 60/40/20 training images
+FMNIST_NAMES = {"1": "t-shirt", "2": "pullover", "3": "shirt", "4": "sandal", "5": "sneaker",
+                "6": "ankle-boot"}
+COMMON = ["--batch_size", "32", "--kid_every", "0", "--sample_every", "5",
+          "--validation_split", "0.1"]
+NETWORK = {"fmnist": ["--image_size", "32", "32", "--widths", "32", "64", "96",
+                      "--block_depth", "2", "--attention_in_bottleneck"],
+           "coco": ["--image_size", "64", "64", "--widths", "32", "64", "96", "128",
+                    "--block_depth", "2", "--attention_in_bottleneck"]}
+
+
+def dataset(name: str, work: Path, quick: bool) -> tuple[Path, Path, list[str]]:
+    """(train folder, test folder, filled labels), linking custom_coco, never copying it."""
+    if name == "fmnist":
+        from sample_data.__main__ import build
+        root = work / "fmnist_longtail"
+        build(root, 32, 0, "longtail")
+        return root / "train", root / "test", FMNIST_FILLED
+    if not COCO.is_dir():
+        raise SystemExit(f"error: {COCO} not found")
+    for split in ("train", "test"):
+        for label in COCO_FILLED + COCO_OTHER:
+            link = work / "coco" / split / label
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(COCO / split / label, target_is_directory=True)
+    return work / "coco" / "train", work / "coco" / "test", COCO_FILLED
+
+
+def recipe_flags(recipe: str) -> list[str]:
+    if recipe == "landed":
+        return ["--no-block_conditioning", "--no-augment_conditioning", "--channels", "3",
+                "--no-site_conditioning"]
+    return ["--site_conditioning"]
+
+
+def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], steps: int, work: Path,
+          quick: bool) -> tuple[Path, float]:
+    """Trains (or resumes up to `steps`) a recipe's model; (run folder, seconds spent now)."""
+    out = work / "models" / f"{data}_{recipe}"
+    runs = sorted(out.glob("conditional_*")) if out.is_dir() else []
+    network = (["--image_size", "16", "16", "--widths", "16", "32", "--block_depth", "1"]
+               if quick else NETWORK[data])
+    start = time.time()
+    if runs:
+        run = runs[-1]
+        state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
+        if state.get("train_steps_done", 0) >= steps:
+            return run, 0.0
+        cmd = ["run_diffusion.py", "--load_and_train", "--model_dir", str(run),
+               "--train_steps", str(steps)]
+    else:
+        labels = filled if recipe == "landed" else []
+        cmd = ["train_all.py", "--in_dir", str(train_dir), "--out_dir", str(out),
+               "--conditional", "--train_steps", str(steps), *COMMON, *network,
+               *recipe_flags(recipe), *(["--labels", *labels] if labels else [])]
+    log = work / "logs" / f"{data}_{recipe}_{steps}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        code = subprocess.call([sys.executable, *cmd], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    if code:
+        raise SystemExit(f"error: training failed (exit {code}); log: {log}")
+    run = sorted(out.glob("conditional_*"))[-1]
+    return run, time.time() - start
+
+
+def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -> dict:
+    """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}."""
+    from dataset.images import save_rgb, to_uint8
+    from diffusion.inference import load_model
+    model, _, meta = load_model(run)
+    names = meta["_class_names"]
+    paths = {}
+    for label in labels:
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        images = model.generate(n, steps=50, seed=1, labels=names.index(label),
+                                guidance_scale=guidance, batch_size=64)
+        paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
+                        for k, img in enumerate(images)]
+    return paths
+
+
+def images_of(folder: Path, labels: list[str]) -> dict[str, list[Path]]:
+    from diffusion.data import find_label_images
+    return {lab: find_label_images(folder / lab) for lab in labels}
+
+
+def kid_per_label(extractor, generated: dict, train: dict, test: dict, size: int) -> dict:
+    from classifier.data import load_images
+    from diffusion.kid import kid_from_features
+    feats = lambda paths: extractor(load_images([str(p) for p in paths], size)[0] / 255.0)  # noqa: E731
+    out = {}
+    for label, gen in generated.items():
+        t = feats(test[label])
+        out[label] = (kid_from_features(t, feats(gen)), kid_from_features(t, feats(train[label])))
+    return out
+
+
+def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, work: Path,
+             size: int, quick: bool) -> list[dict]:
+    """Per-label KID, GAN-test, GAN-train and memorisation of one set of generated images."""
+    from config import ClassifierConfig
+    from diffusion.kid import build_feature_extractor
+    from quality.audit import audit_synthetic
+    from quality.features import kid_space
+    from quality.recognisability import gan_test, gan_train
+
+    pairs = lambda d: [(str(p), lab) for lab, ps in d.items() for p in ps]  # noqa: E731
+    kid = kid_per_label(build_feature_extractor("auto"), generated, train, test, size)
+    gt = gan_test(classifier_run, pairs(generated), pairs(test)).set_index("label")
+    base = ClassifierConfig(backbone="small_cnn", input_shape=size,
+                            number_epochs=3 if quick else 30, batch_size=32, seed=0,
+                            early_stop_patience=3 if quick else 8)
+    gtr, _ = gan_train(pairs(generated), pairs(train), pairs(test), base, work / "gan_train")
+    gtr = gtr.set_index("label")
+    audit = audit_synthetic([p for ps in generated.values() for p in ps], train,
+                            [p for ps in test.values() for p in ps], kid_space("auto"),
+                            synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
+    rows = []
+    for label in generated:
+        flags = audit[audit.label == label].flagged
+        rows.append({"label": label, "kid_gen": kid[label][0], "kid_train": kid[label][1],
+                     "gan_test": gt.loc[label, "gan_test_accuracy"],
+                     "real_test": gt.loc[label, "real_test_accuracy"],
+                     "gan_train": gtr.loc[label, "gan_train_accuracy"],
+                     "real_train": gtr.loc[label, "real_train_accuracy"],
+                     "memorised": float(flags.mean()) if len(flags) else float("nan")})
+    return rows
+
+
+def real_only_classifier(train_dir: Path, test_dir: Path, work: Path, size: int,
+                         quick: bool) -> Path:
+    from config import ClassifierConfig
+    from quality.recognisability import train_real_only
+    labels = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    pairs = lambda d: [(str(p), lab) for lab, ps in images_of(d, labels).items() for p in ps]  # noqa: E731
+    base = ClassifierConfig(backbone="small_cnn", input_shape=size,
+                            number_epochs=3 if quick else 30, batch_size=32, seed=0,
+                            early_stop_patience=3 if quick else 8)
+    return train_real_only(pairs(train_dir), pairs(test_dir), base, work / "real_only")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("fmnist", "coco"), default="fmnist")
+    parser.add_argument("--recipes", nargs="+", choices=("landed", "new"),
+                        default=["landed", "new"])
+    parser.add_argument("--steps", nargs="+", type=int, default=[1000, 3000],
+                        help="budgets; the new recipe is evaluated at each, landed at the last")
+    parser.add_argument("--images_per_label", type=int, default=100)
+    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
+    parser.add_argument("--work_dir", default="/tmp/bench_generator")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.images_per_label = [20], 8
+    work = Path(args.work_dir)
+    train_dir, test_dir, filled = dataset(args.dataset, work, args.quick)
+    size = 16 if args.quick else (32 if args.dataset == "fmnist" else 64)
+    train, test = images_of(train_dir, filled), images_of(test_dir, filled)
+    clf = real_only_classifier(train_dir, test_dir, work, size, args.quick)
+    from diffusion.kid import build_feature_extractor
+    print(f"dataset {args.dataset}: filled labels {', '.join(filled)} "
+          f"({', '.join(str(len(train[lab])) for lab in filled)} training images); KID features "
+          f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label")
+
+    jobs = []  # (recipe, steps, run, seconds)
+    if args.model_dir:
+        jobs.append(("given", 0, Path(args.model_dir), 0.0))
+    else:
+        for recipe in args.recipes:
+            spent = 0.0
+            budgets = args.steps if recipe == "new" else args.steps[-1:]
+            for steps in budgets:
+                run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work, args.quick)
+                spent += sec
+                jobs.append((recipe, steps, run, spent))
+    print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
+          "(ratio) | GAN-train (real train) | memorised")
+    for recipe, steps, run, sec in jobs:
+        gen = generate(run, filled, args.images_per_label,
+                       work / "generated" / f"{args.dataset}_{recipe}_{steps}", args.guidance)
+        rows = evaluate(gen, train, test, clf, work / "eval" / f"{args.dataset}_{recipe}_{steps}",
+                        size, args.quick)
+        for r in rows:
+            name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
+            ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
+            print(f"{recipe} | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
+                  f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
+                  f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
+                  f"{r['memorised']:.1%}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
