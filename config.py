@@ -94,11 +94,15 @@ class AugmentationConfig:
     link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
     sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
                           "generated).", min=1, max=32)
-    max_similarity: float | None = opt(None, "Quality gate: a generated image whose "
-                                       "similarity to a real image of its label (1 = a copy) "
-                                       "exceeds this is moved to rejected/ and listed. "
-                                       "Default: off (the score is still recorded).",
-                                       min=-1.0, max=1.0)
+    audit_features: str = opt("auto", "Memorisation audit features: InceptionV3 (ImageNet "
+                              "weights), or 'random' (a fixed-seed conv net, offline). auto = "
+                              "inception, else random.", choices=("auto", "inception", "random"))
+    audit_percentile: float = opt(5.0, "Memorisation audit: a generated image closer to a "
+                                  "training image than this percentile of the real images' "
+                                  "own nearest-neighbour distances is flagged.", min=0.0,
+                                  max=100.0)
+    memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
+                                  "rejected/ and list them; default: flag and record only.")
 
     def category_labels(self) -> list[list[str]]:
         """`categories` parsed into lists of label names."""

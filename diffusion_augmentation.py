@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.copied} original(s) into {cfg.out_dir} (manifest.csv, summary.txt, "
           f"contact_sheets/)")
     if result.rejected:
-        print(f"quality gate: {len(result.rejected)} image(s) moved to {cfg.out_dir}/rejected/ "
+        print(f"memorisation gate: {len(result.rejected)} flagged image(s) moved to "
+              f"{cfg.out_dir}/rejected/ "
               f"(see rejected.csv and summary.txt)")
     return 0
 

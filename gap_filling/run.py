@@ -24,7 +24,7 @@ from tqdm import tqdm
 from cli.flags import ConfigError, save_config_json
 from cli.tables import format_table
 from config import AugmentationConfig
-from dataset.atomic import atomic_write_text
+from dataset.atomic import atomic_path, atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import load_rgb, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
@@ -34,7 +34,8 @@ from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "seed", "site_regex",
-                "site_csv", "min_size", "max_similarity", "generator", "strength")
+                "site_csv", "min_size", "generator", "strength", "audit_features",
+                "audit_percentile", "memorisation_gate")
 
 
 @dataclass(frozen=True)
@@ -268,29 +269,49 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple
     return len(todo), reused
 
 
-def _score_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float], list[str]]:
-    """Scores every synthetic image against its label's real images; with the gate on, moves
-    images above `max_similarity` to out_dir/rejected/ (kept for inspection, never lost)."""
-    from gap_filling.similarity import max_similarity, signatures
+def _audit_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float], list[str]]:
+    """The memorisation audit of every synthetic image (`quality.audit`): its distance to the
+    nearest real image of any label, against the real images' own nearest-neighbour
+    distances; writes audit.csv, audit_summary.csv and closest_pairs.png. With the gate on,
+    flagged images move to out_dir/rejected/ (kept for inspection, never lost).
 
+    Returns:
+        ({name: distance / threshold, below 1 = flagged}, names now in rejected/).
+    """
+    from classifier.report import write_csv
+    from quality.audit import audit_synthetic, closest_pairs_sheet, summarise
+    from quality.features import kid_space
+
+    present = []
+    for s in plan.synthetic:
+        kept, aside = out_dir / s.name, out_dir / "rejected" / s.name
+        path = kept if kept.exists() else aside
+        if path.exists():
+            present.append((path, s))
+    if not present:
+        return {}, []
+    train: dict[str, list[Path]] = {}
+    for r in plan.scan.images:
+        train.setdefault(r.label, []).append(r.path)
+    table = audit_synthetic([str(p) for p, _ in present], train, None,
+                            kid_space(plan.cfg.audit_features),
+                            synthetic_labels=[s.label for _, s in present],
+                            percentile=plan.cfg.audit_percentile)
+    write_csv(out_dir / "audit.csv", table)
+    write_csv(out_dir / "audit_summary.csv", summarise(table))
+    with atomic_path(out_dir / "closest_pairs.png") as tmp:
+        closest_pairs_sheet(table, title="closest pairs: generated | nearest real").save(
+            tmp, format="PNG")
+    by_path = {Path(p).resolve(): s for p, s in present}
     scores, rejected = {}, []
-    limit = plan.cfg.max_similarity
-    for label in plan.gap.extra:
-        fakes = [s for s in plan.synthetic if s.label == label]
-        if not fakes:
-            continue
-        real = signatures(load_rgb(r.path) for r in plan.scan.images if r.label == label)
-        for s in fakes:
-            kept, aside = out_dir / s.name, out_dir / "rejected" / s.name
-            path = kept if kept.exists() else aside
-            if not path.exists():
-                continue
-            scores[s.name] = float(max_similarity(signatures([load_rgb(path)]), real)[0])
-            if limit is not None and path == kept and scores[s.name] > limit:
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(kept, aside)  # our own output: moved, not copied
-            if (out_dir / "rejected" / s.name).exists():
-                rejected.append(s.name)
+    for row in table.itertuples():
+        s = by_path[Path(row.path).resolve()]
+        scores[s.name] = float(row.ratio)
+        kept, aside = out_dir / s.name, out_dir / "rejected" / s.name
+        if plan.cfg.memorisation_gate and row.flagged and kept.exists():
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(kept, aside)  # our own output: moved, not copied
+    rejected = [s.name for _, s in present if (out_dir / "rejected" / s.name).exists()]
     return scores, rejected
 
 
@@ -318,8 +339,9 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
             if s.source is not None:
                 origin = (plan.scan.in_dir / s.source).resolve().as_posix()
                 params.update(strength=cfg.strength, source=s.source, image_seed=s.image_seed)
-            # quality: 1 - similarity to the closest real image (0 = a copy)
-            quality = 1.0 - scores[s.name] if s.name in scores else None
+            # quality: distance to the nearest real image / the audit's threshold (0 = a
+            # copy, below 1 = flagged as memorised)
+            quality = scores.get(s.name)
             rows.append(ManifestRow(prefix + s.name, s.label, s.site_id, origin, cfg.generator,
                                     s.seed, params, quality))
     return rows
@@ -345,14 +367,20 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
             copy_original(rec.path, dst, cfg.link_originals)
             result.copied += 1
     result.generated, result.reused = _generate_missing(plan, out_dir, progress)
-    scores, result.rejected = _score_and_gate(plan, out_dir)
+    scores, result.rejected = _audit_and_gate(plan, out_dir)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores))
     summary = format_gap_plan(plan)
+    flagged = sum(1 for v in scores.values() if v < 1.0)
+    if scores:
+        summary += (f"\nmemorisation audit: {flagged} of {len(scores)} generated image(s) "
+                    f"({flagged / len(scores):.1%}) closer to a real image than the "
+                    f"{cfg.audit_percentile:g}th percentile of the real images' own nearest "
+                    f"distances (audit.csv, closest_pairs.png)")
     if result.rejected:
         write_manifest(out_dir / "rejected.csv", _manifest_rows(plan, out_dir, scores, True))
-        summary += (f"\nquality gate: {len(result.rejected)} image(s) more similar than "
-                    f"{cfg.max_similarity} to a real image moved to rejected/ (listed in "
-                    f"rejected.csv); the labels concerned are short by that many")
+        summary += (f"\nmemorisation gate: {len(result.rejected)} flagged image(s) moved to "
+                    f"rejected/ (listed in rejected.csv); the labels concerned are short by "
+                    f"that many")
     atomic_write_text(out_dir / "summary.txt", summary + "\n")
     for label in plan.gap.extra:
         real = [out_dir / plan.originals[r.relpath] for r in plan.scan.images if r.label == label]

@@ -1,6 +1,7 @@
 """Stage 3 end to end with a real (tiny, briefly trained) DDIM model and real image files."""
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -119,27 +120,24 @@ def test_dry_run_and_balance_labels(original, model_dir, tmp_path, capsys):
     assert saved["_label"] == "1"
 
 
-def test_quality_gate_moves_images_aside_and_lists_them(original, model_dir, tmp_path, capsys):
+def test_memorisation_gate_moves_flagged_images_aside_and_lists_them(original, model_dir,
+                                                                     tmp_path, capsys):
     out = tmp_path / "gated"
-    args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--max_similarity", "-1")
-    assert augment(original, out, *args) == 0  # every image is "too similar": all set aside
-    assert "quality gate: 9 image(s) moved" in capsys.readouterr().out
-    assert sorted(p.parent.name for p in (out / "rejected").glob("*/*.png")) == ["1"] * 3 + ["2"] * 6
-    assert not list(out.glob("[12]/*_ddim_*"))
+    # the 100th percentile: every image nearer than the farthest real pair is flagged
+    args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--memorisation_gate",
+            "--audit_percentile", "100", "--audit_features", "random")
+    assert augment(original, out, *args) == 0
+    audit = {Path(r["path"]).name: r for r in csv.DictReader((out / "audit.csv").open())}
+    flagged = sorted(name for name, r in audit.items() if r["flagged"] == "True")
+    assert len(audit) == 9 and flagged, "the 100th percentile flags the generated images"
+    assert f"memorisation gate: {len(flagged)} flagged image(s) moved" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "rejected").glob("*/*.png")) == flagged
+    assert (out / "closest_pairs.png").is_file() and (out / "audit_summary.csv").is_file()
     rejected = read_manifest(out / "rejected.csv")
-    assert len(rejected) == 9 and all(r.path.startswith("rejected/") for r in rejected)
-    assert all(r.quality is not None for r in rejected)
-    assert Counter(r.generator for r in read_manifest(out / "manifest.csv")) == {"original": 27}
+    assert len(rejected) == len(flagged) and all(r.path.startswith("rejected/") for r in rejected)
+    assert all(r.quality is not None and r.quality < 1 for r in rejected)  # distance / threshold
+    kept = [r for r in read_manifest(out / "manifest.csv") if r.generator == "ddim"]
+    assert len(kept) == 9 - len(flagged) and all(r.quality >= 1 for r in kept)
     assert "short by that many" in (out / "summary.txt").read_text()
     assert augment(original, out, *args) == 0  # a re-run does not generate them again
     assert "generated 0 image(s) (9 already present)" in capsys.readouterr().out
-
-
-def test_similarity_flags_copies_not_other_images():
-    from gap_filling.similarity import max_similarity, signatures
-    rng = np.random.default_rng(0)
-    real = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(5)]
-    copy = np.clip(real[2].astype(int) * 0.8 + 20, 0, 255).astype(np.uint8)  # darker copy
-    other = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    sims = max_similarity(signatures([copy, other]), signatures(real))
-    assert sims[0] > 0.99 and sims[1] < 0.5
