@@ -112,10 +112,11 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
 def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -> dict:
     """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}."""
     from dataset.images import save_rgb, to_uint8
+    from diffusion.callbacks import image_grid
     from diffusion.inference import load_model
     model, _, meta = load_model(run)
     names = meta["_class_names"]
-    paths = {}
+    paths, rows = {}, []
     for label in labels:
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,11 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -
                                 guidance_scale=guidance, batch_size=64)
         paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
                         for k, img in enumerate(images)]
+        rows.append(images[:12])
+    # one row per label: what a reader looks at before any number
+    sheet = np.concatenate([np.pad(r, ((0, 12 - len(r)), (0, 0), (0, 0), (0, 0)))
+                            for r in rows])
+    save_rgb(out / "contact_sheet.png", image_grid(sheet, cols=12))
     return paths
 
 

@@ -90,6 +90,24 @@ def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
     return cfg, meta
 
 
+def kid_extractor(kind: str, state: dict):
+    """The KID feature extractor of a run: a resumed run with `kind` "auto" keeps the features
+    it started with, so its KID values (and best KID) stay comparable.
+
+    Raises:
+        ConfigError: the run used InceptionV3 features and their weights cannot be had now.
+    """
+    from diffusion.kid import build_feature_extractor
+    saved = state.get("kid_features")
+    if kind == "auto" and saved in ("inception", "random"):
+        kind = saved
+    try:
+        return build_feature_extractor(kind)
+    except RuntimeError as err:
+        raise ConfigError(f"{err}; this run's KID so far used {saved} features" if saved
+                          else str(err)) from None
+
+
 def epoch_budget(cfg: DiffusionConfig, n_train: int, batch_size: int) -> tuple[int, int | None]:
     """(epochs, steps per epoch or None for one pass) of a run.
 
@@ -233,7 +251,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     from diffusion import callbacks as cb
     from dataset.scan import natural_key
     from diffusion.data import image_conditions, load_training_data, resolve_channels
-    from diffusion.kid import KernelInceptionDistance, build_feature_extractor
+    from diffusion.kid import KernelInceptionDistance
 
     meta: dict = {}
     state: dict = {}
@@ -321,7 +339,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         if real is None or len(real) < 2:
             raise ConfigError("KID needs at least 2 validation images; raise "
                               "--validation_split or set --kid_every 0")
-        kid = KernelInceptionDistance(build_feature_extractor(cfg.kid_features), real)
+        kid = KernelInceptionDistance(kid_extractor(cfg.kid_features, state), real)
         kid_labels = None
         if num_classes:
             kid_labels = np.resize(np.asarray(data.val_labels, np.int32), cfg.kid_images)
@@ -332,8 +350,15 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
                                     kid_labels if kid else None, cfg.generate_batch_size))
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / cb.HISTORY_CSV),
                                                append=cfg.load_and_train))
-    checkpoint = cb.RunCheckpoint(run_dir, monitor, state.get("best_value"),
-                                  state.get("best_epoch"), {"precision": policy},
+    best_value, best_epoch = state.get("best_value"), state.get("best_epoch")
+    kid_kind = kid.extractor.kind if kid is not None else state.get("kid_features")
+    if monitor == "val_kid" and state.get("kid_features", kid_kind) != kid_kind:
+        # a best KID in other features is no yardstick: the best starts again
+        print(f"note: KID features changed from {state['kid_features']} to {kid_kind}; the "
+              f"best KID so far is forgotten")
+        best_value = best_epoch = None
+    checkpoint = cb.RunCheckpoint(run_dir, monitor, best_value, best_epoch,
+                                  {"precision": policy, "kid_features": kid_kind},
                                   steps_per_epoch or max(1, data.n_train // global_batch))
     callbacks.append(checkpoint)
     grid = cb.SampleGrid(run_dir, cfg.sample_every, 16, min(20, cfg.generate_diffusion_steps),

@@ -96,6 +96,19 @@ def test_resume_continues_epochs_and_optimizer(run_dir, tmp_path):
                                "--num_epochs", "3"]) == 1  # nothing left to do: clear error
 
 
+def test_a_resumed_run_keeps_its_kid_features(run_dir, tmp_path, capsys):
+    """Started with the offline random features, a resumed run with --kid_features auto
+    keeps them (its best KID stays comparable) instead of switching to InceptionV3."""
+    run = shutil.copytree(run_dir, tmp_path / "run_kid")
+    assert json.loads((run / "state.json").read_text())["kid_features"] == "random"
+    capsys.readouterr()
+    assert run_diffusion.main(["--load_and_train", "--model_dir", str(run), "--num_epochs", "3",
+                               "--kid_every", "1", "--kid_features", "auto"]) == 0
+    assert "InceptionV3" not in capsys.readouterr().out  # never tried the other features
+    state = json.loads((run / "state.json").read_text())
+    assert state["kid_features"] == "random" and state["epochs_done"] == 3
+
+
 def test_inference_writes_images_and_manifest(run_dir, tmp_path):
     out = tmp_path / "generated"
     argv = ["--runtime", "inference", "--model_dir", str(run_dir), "--out_dir", str(out),

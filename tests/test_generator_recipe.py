@@ -114,6 +114,15 @@ def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_p
     np.testing.assert_allclose(alone[0], varied[1], atol=1e-5)
 
 
+def test_img2img_starts_at_its_own_strength():
+    """10 steps at strength 0.9 start at t = 0.9, not at the grid level of strength 1."""
+    keras.config.set_dtype_policy("float32")
+    model = DiffusionModel(image_size=(8, 8), widths=[8, 16], block_depth=1, embedding_dims=8)
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    near, full = (model.img2img(images, strength=s, steps=10, seed=1) for s in (0.9, 1.0))
+    assert np.abs(near - full).mean() > 1e-3
+
+
 def test_sampling_asks_for_no_augmentation():
     """The compiled sampling step feeds a zero augmentation vector: its prediction is the
     network's with zeros, not the one for images that were flipped and rotated."""
