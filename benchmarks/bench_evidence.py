@@ -48,7 +48,7 @@ ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill",
 def settings(quick: bool, seeds: list[int], classic_fill_dir: str | None,
              ood_test_dirs: list[str]) -> dict:
     """The pipeline's JSON settings: CPU-sized, or tiny with `quick` (a smoke run)."""
-    epochs = 4 if quick else 300
+    steps = 20 if quick else 4000
     arms = ARMS if classic_fill_dir else [a for a in ARMS if not a.startswith("classic_fill")]
     compare = {"backbone": "small_cnn", "input_shape": 32 if quick else 64,
                "number_epochs": 3 if quick else 60, "early_stop_patience": 3 if quick else 15,
@@ -61,12 +61,14 @@ def settings(quick: bool, seeds: list[int], classic_fill_dir: str | None,
         compare["ood_test_dirs"] = ood_test_dirs
     return {
         "pipeline": {"categories": [",".join(c) for c in CATEGORIES]},
+        # The generator recipe: one conditional model on all 6 classes, a step budget
+        # (benchmarks/bench_generator.py measures quality against it).
         "diffusion": {"conditional": True, "image_size": [32, 32],
                       "widths": [16, 32] if quick else [32, 64, 96],
-                      "block_depth": 1 if quick else 2, "embedding_dims": 32, "batch_size": 8,
-                      "num_epochs": epochs, "learning_rate": 1e-3,
-                      "kid_every": 0 if quick else epochs // 5, "kid_images": 48,
-                      "kid_diffusion_steps": 10, "sample_every": 0 if quick else epochs // 5,
+                      "block_depth": 1 if quick else 2, "embedding_dims": 32, "batch_size": 16,
+                      "train_steps": steps, "learning_rate": 1e-3,
+                      "kid_every": 0 if quick else 5, "kid_images": 48,
+                      "kid_diffusion_steps": 10, "sample_every": 0 if quick else 5,
                       "early_stop_patience": 1000},
         "augmentation": {"generate_diffusion_steps": 5 if quick else 50},
         "compare": compare,
