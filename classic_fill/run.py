@@ -116,13 +116,7 @@ def plan_table(plan: ClassicFillPlan) -> list[dict]:
 def format_plan(plan: ClassicFillPlan) -> str:
     """The plan as a table, with category and label totals (as stage 3 prints them)."""
     lines = [format_table(plan_table(plan), ["label", "site_id", "real", "classic", "sources"])]
-    gap = plan.gap
-    if gap.balance == "categories":
-        for cat, (before, after) in zip(gap.categories, gap.category_totals()):
-            lines.append(f"category {{{','.join(cat)}}}: {before} real -> {after} images")
-    for label in gap.extra:
-        lines.append(f"label {label}: {sum(gap.counts[label].values())} real + "
-                     f"{gap.label_extra(label)} classic = {gap.total_after(label)}")
+    lines += plan.gap.totals_lines("classic")
     lines.append(f"pipeline: {plan.pipeline_name} (sha1 {plan.pipeline_sha[:12]})")
     lines.append(f"total: {len(plan.images)} augmented image(s) to write; "
                  f"{len(plan.scan.skipped)} file(s) skipped")

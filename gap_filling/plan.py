@@ -80,6 +80,22 @@ class GapPlan:
         return [(sum(sum(self.counts[lab].values()) for lab in cat),
                  sum(self.total_after(lab) for lab in cat)) for cat in self.categories]
 
+    def totals_lines(self, kind: str = "synthetic") -> list[str]:
+        """Category totals before and after, then each label's real + new = total.
+
+        Example:
+            >>> plan.totals_lines("classic")[-1]
+            'label 6: 60 real + 0 classic = 60'
+        """
+        lines = []
+        if self.balance == "categories":
+            for cat, (before, after) in zip(self.categories, self.category_totals()):
+                lines.append(f"category {{{','.join(cat)}}}: {before} real -> {after} images")
+        for label in self.extra:
+            lines.append(f"label {label}: {sum(self.counts[label].values())} real + "
+                         f"{self.label_extra(label)} {kind} = {self.total_after(label)}")
+        return lines
+
 
 def plan_gap(counts: dict[str, dict[str, int]], categories: list[list[str]],
              balance: str = "categories", split_sites: bool = True) -> GapPlan:

@@ -197,13 +197,7 @@ def plan_table(plan: GapFillPlan) -> list[dict]:
 def format_gap_plan(plan: GapFillPlan) -> str:
     """The plan as a table plus category totals before and after."""
     lines = [format_table(plan_table(plan), ["label", "site_id", "real", "synthetic", "model"])]
-    gap = plan.gap
-    if gap.balance == "categories":
-        for cat, (before, after) in zip(gap.categories, gap.category_totals()):
-            lines.append(f"category {{{','.join(cat)}}}: {before} real -> {after} images")
-    for label in gap.extra:
-        lines.append(f"label {label}: {sum(gap.counts[label].values())} real + "
-                     f"{gap.label_extra(label)} synthetic = {gap.total_after(label)}")
+    lines += plan.gap.totals_lines("synthetic")
     lines.append(f"total: {len(plan.synthetic)} synthetic images to generate; "
                  f"{len(plan.scan.skipped)} file(s) skipped")
     return "\n".join(lines)
