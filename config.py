@@ -544,16 +544,19 @@ class CompareConfig(ClassifierConfig):
             raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")
 
 
-PIPELINE_STAGES = ("balance", "diffusion", "augment", "classify", "report")
+# classic_fill sits between augment and classify: the comparison always gets the same gap
+# filled with classic augmentations at stage 3's counts (the fair baseline of the images).
+PIPELINE_STAGES = ("balance", "diffusion", "augment", "classic_fill", "classify", "report")
 
 
 @dataclass
 class PipelineConfig:
-    """The whole pipeline (python3 run_pipeline.py): stage 1 -> 2 -> 3 -> 4 -> report.html.
+    """The whole pipeline (run_pipeline.py): stage 1 -> 2 -> 3 -> classic fill -> 4 -> report.
 
     Settings of each stage come from the `--config` JSON's sections "balancer",
-    "diffusion", "augmentation" and "compare" (any field of BalancerConfig, TrainAllConfig,
-    AugmentationConfig, CompareConfig); the folders between the stages are set by the runner.
+    "diffusion", "augmentation", "classic_fill" and "compare" (any field of BalancerConfig,
+    TrainAllConfig, AugmentationConfig, classic_fill's ClassicFillConfig, CompareConfig); the
+    folders between the stages are set by the runner.
     """
 
     in_dir: str = opt("", "The original dataset: one sub-folder per label, site ids in the "

@@ -2,10 +2,11 @@
 
 Sections: the stages (status, time), counts per label and site before and after each stage,
 site balancing, diffusion training (curves, KID, samples), the stage-3 plan, real vs
-generated images with their KID, the classifier comparison (mean +- std over seeds, paired
-differences), confusion matrices, and the settings used. Every picture is inlined, so the
-page works from a file:// URL with no network. The PNGs and numbers behind it are kept in
-`report_assets/`.
+generated images, the generated images' quality per label (memorisation share, GAN-test
+beside real-test accuracy, KID, closest pairs; `pipeline.image_quality`), the classifier
+comparison (every arm with CIs, paired differences), confusion matrices, and the settings
+used. Every picture is inlined, so the page works from a file:// URL with no network. The
+PNGs and numbers behind it are kept in `report_assets/`, the GAN-test table in `quality/`.
 
 Example:
     >>> build_report(Layout("pipeline_run"), pcfg, state)
@@ -19,14 +20,15 @@ from pathlib import Path
 
 from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
 from dataset.scan import natural_key
-from pipeline import charts, evidence
+from pipeline import charts, evidence, image_quality
 from pipeline.stages import Layout
 from reporting.html import (figure_data_uri, html_table, img_tag, png_data_uri, render_page,
                             write_page)
 
 SECTIONS = [("stages", "Stages"), ("counts", "Counts"), ("balancing", "Site balancing"),
             ("diffusion", "Diffusion training"), ("plan", "Gap filling"),
-            ("generated", "Real vs generated"), ("comparison", "Classifier comparison"),
+            ("generated", "Real vs generated"), ("quality", "Image quality"),
+            ("comparison", "Classifier comparison"),
             ("confusion", "Confusion matrices"), ("config", "Settings")]
 _COMPARE_METRICS = ("balanced_accuracy", "macro_f1", "tail_recall")
 
@@ -152,25 +154,32 @@ def _diffusion_html(state: dict) -> str:
     return "".join(parts)
 
 
-def _generated_html(layout: Layout, pcfg: PipelineConfig, assets: Path) -> str:
+def _generated_html(layout: Layout) -> str:
     sheets = sorted((layout.balanced_data / "contact_sheets").glob("*.png"),
                     key=lambda p: natural_key(p.stem))
     if not sheets:
         return _missing("No synthetic images were generated in this run.")
-    parts = [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs generated (bottom)")
-             for p in sheets]
-    if pcfg.test_dir:
-        rows, kind = evidence.synthetic_kid(layout.balanced_data, pcfg.test_dir)
-        (assets / "kid.json").write_text(json.dumps({"features": kind, "rows": rows}, indent=2))
-        parts.append("<h3>KID against real test images (lower is closer)</h3>" +
-                     html_table(rows, digits=4) +
-                     f'<p class="note">Features: {html.escape(kind)}. "kid_real_train" is the '
-                     'KID of real training images of the label against the same test images: '
-                     'about what a perfect generator would get with this little data. '
-                     + ('The random-network features (offline fallback) compare colour and '
-                        'texture statistics; they are not comparable with published KID.'
-                        if kind == "random" else "") + "</p>")
-    return "".join(parts)
+    return "".join(img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs generated (bottom)")
+                   for p in sheets) + _missing("KID, memorisation and GAN-test per label: see "
+                                               "Generated image quality below.")
+
+
+def _kid(layout: Layout, pcfg: PipelineConfig, assets: Path) -> tuple[list[dict], str]:
+    """(KID rows per label, a sentence on the features used or why there are none); the rows
+    are also kept in report_assets/kid.json."""
+    if not pcfg.test_dir or not (layout.balanced_data / "manifest.csv").is_file() \
+            or not image_quality.generated_images(layout.balanced_data):
+        return [], ""  # the quality section says what is missing
+    rows, kind = evidence.synthetic_kid(layout.balanced_data, pcfg.test_dir)
+    (assets / "kid.json").write_text(json.dumps({"features": kind, "rows": rows}, indent=2))
+    if not rows:
+        return [], "KID: no label has 2 or more generated and real test images."
+    return rows, (f'KID against real test images, features: {kind}. "KID real train" is the '
+                  'KID of real training images of the label against the same test images: '
+                  'about what a perfect generator would get with this little data.'
+                  + (' The random-network features (offline fallback) compare colour and '
+                     'texture statistics; they are not comparable with published KID.'
+                     if kind == "random" else ""))
 
 
 def _arm_cell(r: dict, m: str) -> str:
@@ -254,7 +263,9 @@ def build_report(layout: Layout, pcfg: PipelineConfig, state: dict) -> Path:
                  if chart.is_file() else _missing("Stage 1 has not run.")),
         _section("diffusion", "Diffusion training (stage 2)", _diffusion_html(state)),
         _section("plan", "Gap filling plan (stage 3)", plan),
-        _section("generated", "Real vs generated images", _generated_html(layout, pcfg, assets)),
+        _section("generated", "Real vs generated images", _generated_html(layout)),
+        _section("quality", "Generated image quality",
+                 image_quality.quality_html(layout, pcfg.test_dir, *_kid(layout, pcfg, assets))),
         _section("comparison", "Classifier comparison (stage 4)", comparison),
         _section("confusion", "Confusion matrices", confusion),
         _section("config", "Settings used", settings or _missing("No settings recorded.")),

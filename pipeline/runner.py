@@ -29,7 +29,9 @@ from dataset.scan import DatasetError
 from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
                              outputs_present, stage_configs)
 
-_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",), "classify": ("augment",)}
+# classic_fill reads only the original data; classify compares both fills.
+_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",),
+          "classify": ("augment", "classic_fill")}
 
 
 def read_state(layout: Layout) -> dict:
@@ -185,7 +187,8 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
     # Before the first stage finishes there is no state file: only what a run writes before
     # that (its settings, logs and the stage folders, which guard themselves) can be ours.
     ours = {p.name for p in (layout.diffusion_data, layout.models, layout.balanced_data,
-                             layout.results, layout.configs, layout.logs)}
+                             layout.classic_fill_data, layout.results, layout.configs,
+                             layout.logs)}
     inputs = [Path(d).resolve() for d in (pcfg.in_dir, pcfg.test_dir) if d]
     foreign = sorted(p.name for p in out.iterdir()
                      if p.name not in ours and not p.name.startswith(".")

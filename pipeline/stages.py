@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from classic_fill.config import ClassicFillConfig
 from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_object,
                        validate_config)
 from config import (AugmentationConfig, BalancerConfig, CompareConfig, PipelineConfig,
@@ -30,6 +31,7 @@ STAGES = {
     "balance": ("balancer", BalancerConfig, ["site_id_balancer.py"]),
     "diffusion": ("diffusion", TrainAllConfig, ["train_all.py"]),
     "augment": ("augmentation", AugmentationConfig, ["diffusion_augmentation.py"]),
+    "classic_fill": ("classic_fill", ClassicFillConfig, ["-m", "classic_fill"]),
     "classify": ("compare", CompareConfig, ["-m", "classifier.compare"]),
 }
 SECTIONS = {section: cls for section, cls, _ in STAGES.values()}
@@ -39,8 +41,14 @@ RUNNER_KEYS = {
     "balance": ("in_dir", "out_dir"),
     "diffusion": ("in_dir", "out_dir", "labels", "load_and_train", "model_dir", "runtime"),
     "augment": ("in_dir", "out_dir", "weight_paths", "label_models", "categories"),
-    "classify": ("train_dir", "balanced_dir", "test_dir", "out_dir", "manifest"),
+    "classic_fill": ("in_dir", "out_dir", "categories"),
+    "classify": ("train_dir", "balanced_dir", "classic_fill_dir", "test_dir", "out_dir",
+                 "manifest"),
 }
+# Planning settings classic_fill takes from stage 3 unless its own section sets them: the
+# same plan (counts per label and site) and the same seeded source order, so the classic and
+# the generated images pair up.
+_SHARED_WITH_AUGMENT = ("balance", "split_sites", "min_size", "seed")
 
 
 class PipelineError(RuntimeError):
@@ -55,7 +63,9 @@ class Layout:
         self.diffusion_data = self.out_dir / "diffusion_data"   # stage 1
         self.models = self.out_dir / "models"                   # stage 2
         self.balanced_data = self.out_dir / "balanced_data"     # stage 3
+        self.classic_fill_data = self.out_dir / "classic_fill_data"  # stage 3's gap, classic
         self.results = self.out_dir / "results"                 # stage 4
+        self.quality = self.out_dir / "quality"                 # the report's GAN-test cache
         self.configs = self.out_dir / "configs"
         self.logs = self.out_dir / "logs"
         self.state = self.out_dir / "pipeline_state.json"
@@ -67,7 +77,8 @@ class Layout:
 
     def stage_output(self, stage: str) -> Path:
         return {"balance": self.diffusion_data, "diffusion": self.models,
-                "augment": self.balanced_data, "classify": self.results}[stage]
+                "augment": self.balanced_data, "classic_fill": self.classic_fill_data,
+                "classify": self.results}[stage]
 
 
 def read_sections(path: str | Path | None) -> dict[str, dict]:
@@ -135,6 +146,9 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
             label for the shared conditional model, the pipeline's default, or the labels
             stage 3 fills for per-label models; none when no label needs filling).
 
+    classic_fill plans with stage 3's site rule, balance, split_sites, min_size and seed
+    unless its own section sets them, so both fills have the same counts per label and site.
+
     Raises:
         ConfigError: a bad value, a typo in a section, a runner-owned key set by hand.
     """
@@ -161,10 +175,20 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
                              {"in_dir": pcfg.in_dir, "out_dir": str(layout.balanced_data),
                               "weight_paths": list(run_dirs) or None,
                               "categories": list(pcfg.categories)}, pcfg.seed)
+    classic = dict(sections.get("classic_fill", {}))
+    augment = cfgs["augment"]
+    if "site_regex" not in classic and "site_csv" not in classic:
+        classic.update(site_regex=augment.site_regex, site_csv=augment.site_csv)
+    for key in _SHARED_WITH_AUGMENT:
+        classic.setdefault(key, getattr(augment, key))
+    cfgs["classic_fill"] = _build(
+        "classic_fill", classic, {"in_dir": pcfg.in_dir, "out_dir": str(layout.classic_fill_data),
+                                  "categories": list(pcfg.categories)}, pcfg.seed)
     if pcfg.test_dir:
         cfgs["classify"] = _build("classify", sections.get("compare", {}),
                                   {"train_dir": pcfg.in_dir,
                                    "balanced_dir": str(layout.balanced_data),
+                                   "classic_fill_dir": str(layout.classic_fill_data),
                                    "test_dir": pcfg.test_dir, "out_dir": str(layout.results)},
                                   pcfg.seed)
     return cfgs
@@ -193,6 +217,8 @@ def outputs_present(stage: str, layout: Layout, run_dirs: list[str]) -> bool:
                    for d in run_dirs)
     if stage == "augment":
         return (layout.balanced_data / "manifest.csv").is_file()
+    if stage == "classic_fill":
+        return (layout.classic_fill_data / "manifest.csv").is_file()
     if stage == "classify":
         return (layout.results / "summary.csv").is_file()
     return False

@@ -1,9 +1,11 @@
-"""The one-command pipeline on a tiny real dataset: stages 1-4 with tiny real models, resume,
-settings changes, a failing stage, and report.html checked in a real headless Chromium."""
+"""The one-command pipeline on a tiny real dataset: stages 1-3, classic fill and stage 4 with
+tiny real models, resume, settings changes, a failing stage, and report.html checked in a real
+headless Chromium."""
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,14 @@ SETTINGS = {
                   "block_depth": 1, "embedding_dims": 8, "batch_size": 8, "num_epochs": 2,
                   "kid_every": 0, "sample_every": 0},
     "augmentation": {"generate_diffusion_steps": 2},
+    "classic_fill": {"preset": "light", "workers": 1},
     "compare": {"backbone": "small_cnn", "input_shape": 16, "number_epochs": 2,
                 "batch_size": 8, "seeds": [0, 1], "workers": 1},
 }
 SECTION_TITLES = ["Stages", "Images per label and site", "Site balancing (stage 1)",
                   "Diffusion training (stage 2)", "Gap filling plan (stage 3)",
-                  "Real vs generated images", "Classifier comparison (stage 4)",
+                  "Real vs generated images", "Generated image quality",
+                  "Classifier comparison (stage 4)",
                   "Confusion matrices", "Settings used"]
 
 
@@ -75,16 +79,29 @@ def test_pipeline_runs_every_stage_and_fills_the_gap(finished, data):
     out = finished["out"]
     assert finished["code"] == 0
     state = json.loads((out / "pipeline_state.json").read_text())
-    assert set(state) == {"balance", "diffusion", "augment", "classify"}
+    assert set(state) == {"balance", "diffusion", "augment", "classic_fill", "classify"}
     assert len(state["diffusion"]["run_dirs"]) == 1           # one conditional model
     rows = read_manifest(out / "balanced_data" / "manifest.csv")
     synthetic = {lab: sum(1 for r in rows if r.label == lab and r.generator == "ddim")
                  for lab in TRAIN}
     assert synthetic["c"] == synthetic["d"] == 0
     assert synthetic["a"] + synthetic["b"] == 10              # categories end equal: 20 and 20
+    # classic_fill fills the same gap at the same counts per label and site, with the
+    # preset of its section and stage 3's seed.
+    classic = read_manifest(out / "classic_fill_data" / "manifest.csv")
+    cells = Counter((r.label, r.site_id) for r in rows if r.generator == "ddim")
+    assert Counter((r.label, r.site_id) for r in classic if r.generator == "classic_fill") \
+        == cells
+    classic_cfg = json.loads((out / "configs" / "classic_fill.json").read_text())
+    assert classic_cfg["preset"] == "light"
+    assert classic_cfg["seed"] == json.loads((out / "configs" / "augment.json").read_text())[
+        "seed"]
+    compare_cfg = json.loads((out / "configs" / "classify.json").read_text())
+    assert compare_cfg["classic_fill_dir"] == str(out / "classic_fill_data")
     summary = pd.read_csv(out / "results" / "summary.csv")
     test_rows = summary[summary["set"] == "test"]
-    assert set(test_rows["variant"]) == {"original", "rebalanced", "classic", "diffusion_fill"}
+    assert set(test_rows["variant"]) == {"original", "rebalanced", "classic", "classic_fill",
+                                         "diffusion_fill"}
     assert set(test_rows["n"]) == {2}
     assert (out / "report.html").is_file()
     assert tree_hashes(data["train"]) == finished["inputs_before"]   # inputs untouched
@@ -102,6 +119,9 @@ def test_report_opens_in_headless_chromium_with_every_section(finished, tmp_path
         "titles": "[...document.querySelectorAll('section h2')].map(e => e.textContent)",
         "images": "[...document.images].map(i => [i.naturalWidth, i.src.slice(0, 11)])",
         "tables": "document.querySelectorAll('table').length",
+        "quality": "[...document.querySelectorAll('#quality table tr')].map("
+                   "r => [...r.cells].map(c => c.textContent))",
+        "quality_images": "document.querySelectorAll('#quality img').length",
         "height": "document.body.scrollHeight"})
     assert page.errors == []
     assert page.external_requests == []
@@ -110,6 +130,17 @@ def test_report_opens_in_headless_chromium_with_every_section(finished, tmp_path
     assert len(images) >= 6   # counts, stage-1 chart, contact sheets, comparison, confusions
     assert all(w > 0 and src == "data:image/" for w, src in images)
     assert page.values["tables"] >= 5
+    # Generated image quality: per filled label, memorisation share, GAN-test beside the
+    # real-test accuracy of the same classifier, and KID, all as numbers.
+    header, *rows = page.values["quality"]
+    by_label = {r[0]: dict(zip(header, r)) for r in rows}
+    assert set(by_label) == {"a", "b"}
+    memorised = [h for h in header if h.startswith("memorised (")]
+    assert memorised
+    for row in by_label.values():
+        for column in (*memorised, "GAN-test", "real test (same classifier)", "KID generated"):
+            assert 0.0 <= float(row[column]) <= 1.0 or column == "KID generated", column
+    assert page.values["quality_images"] == 1                  # the closest pairs
     shot = np.asarray(Image.open(page.screenshot).convert("L"))
     assert shot.shape[0] == page.values["height"] > 1500
     assert shot.std() > 20                                     # not a blank page
@@ -122,8 +153,9 @@ def test_rerun_skips_every_finished_stage_and_changes_nothing(finished, data, ca
     capsys.readouterr()
     assert run_pipeline.main(_argv(data, out)) == 0
     printed = capsys.readouterr().out
-    for stage in ("balance", "diffusion", "augment", "classify"):
+    for stage in ("balance", "diffusion", "augment", "classic_fill", "classify"):
         assert f"{stage}: done before, skipped" in printed
+    assert "GAN-test of" not in printed                       # read back from its cache
     assert f"report: {out / 'report.html'}" in printed
     assert tree_hashes(out / "balanced_data") == before
     assert (out / "pipeline_state.json").read_text() == state_before
@@ -249,3 +281,24 @@ def test_the_verdict_claims_an_effect_only_when_corrected_p_and_ci_agree():
     old = [{"variant": "diffusion_fill", "baseline": "rebalanced", "metric":
             "balanced_accuracy", "mean_diff": 0.05, "p_value": 0.001, "n": 3}]
     assert "no clear difference" in _verdict(summary, old)
+
+
+def test_gan_test_is_cached_and_missing_measurements_are_named(finished, data, tmp_path):
+    from pipeline.image_quality import gan_test_table, quality_html
+    from pipeline.stages import Layout
+    from quality.recognisability import GAN_TEST_COLUMNS
+    out = finished["out"]
+    cached = pd.read_csv(out / "quality" / "gan_test.csv")
+    assert list(cached.columns) == GAN_TEST_COLUMNS and set(cached["label"]) == {"a", "b"}
+    meta = json.loads((out / "quality" / "gan_test.json").read_text())
+    assert meta["seed"] == 0 and meta["classifier_run"].endswith("original/seed0")
+    layout = Layout(out)
+    table, note = gan_test_table(layout, data["test"])           # read back, not rerun
+    assert table.equals(cached) and "seed 0" in note
+    layout.results = tmp_path / "no_results"                         # stage 4 not run
+    layout.quality = tmp_path / "quality"
+    text = quality_html(layout, data["test"], [])
+    assert "GAN-test: stage 4 has not run" in text and "memorised (" in text
+    assert not layout.quality.exists()
+    layout.balanced_data = tmp_path / "no_stage3"
+    assert "Stage 3 has not run" in quality_html(layout, data["test"], [])
