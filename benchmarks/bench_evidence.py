@@ -1,8 +1,8 @@
 """The evidence benchmark: do generated images beat what the real images alone can give?
 
 Runs the whole pipeline (run_pipeline.py) on 6 classes of ../shared/data/custom_coco in two
-categories (the smaller one is filled), builds the same gap filled with classic augmentations
-(`python3 -m classic_fill`, same plan and counts as stage 3), and trains the same classifier
+categories (the smaller one is filled; the pipeline's classic_fill stage fills the same gap
+with classic augmentations, same plan and counts as stage 3), and trains the same classifier
 in every arm over the same seeds and step budget:
 
     original, rebalanced (class-balanced batches), classic (online augmentation, strength
@@ -45,18 +45,14 @@ ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill",
         "classic_fill+classic", "diffusion_fill+classic", "diffusion_fill+diagen"]
 
 
-def settings(quick: bool, seeds: list[int], classic_fill_dir: str | None,
-             ood_test_dirs: list[str]) -> dict:
+def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str]) -> dict:
     """The pipeline's JSON settings: CPU-sized, or tiny with `quick` (a smoke run)."""
     steps = 20 if quick else 4000
-    arms = ARMS if classic_fill_dir else [a for a in ARMS if not a.startswith("classic_fill")]
     compare = {"backbone": "small_cnn", "input_shape": 32 if quick else 64,
                "number_epochs": 3 if quick else 60, "early_stop_patience": 3 if quick else 15,
-               "batch_size": 32, "learning_rate": 1e-3, "seeds": seeds, "variants": arms,
+               "batch_size": 32, "learning_rate": 1e-3, "seeds": seeds, "variants": ARMS,
                "classic_strengths": [0.5, 1.0] if quick else [0.25, 0.5, 1.0],
                "bootstrap": 300 if quick else 2000}
-    if classic_fill_dir:
-        compare["classic_fill_dir"] = classic_fill_dir
     if ood_test_dirs:
         compare["ood_test_dirs"] = ood_test_dirs
     return {
@@ -71,6 +67,7 @@ def settings(quick: bool, seeds: list[int], classic_fill_dir: str | None,
                       "kid_diffusion_steps": 10, "sample_every": 0 if quick else 5,
                       "early_stop_patience": 1000},
         "augmentation": {"generate_diffusion_steps": 5 if quick else 50},
+        "classic_fill": {"preset": "upright"},   # vehicles and kitchen things have an up
         "compare": compare,
     }
 
@@ -89,23 +86,6 @@ def link_subset(work: Path) -> tuple[Path, Path]:
                                  f"another --work_dir")
             dst.symlink_to(src, target_is_directory=True)
     return work / "data" / "train", work / "data" / "test"
-
-
-def classic_fill(train: Path, out: Path, seed: int) -> str | None:
-    """The gap filled with classic augmentations (python3 -m classic_fill, upright preset);
-    None when that command is not available."""
-    try:
-        from classic_fill.__main__ import main as classic_fill_main
-    except ImportError as err:
-        print(f"note: no classic_fill command ({err}); the classic_fill arms are left out")
-        return None
-    if not (out / "manifest.csv").is_file() or not (out / "summary.txt").is_file():
-        code = classic_fill_main(["--in_dir", str(train), "--out_dir", str(out),
-                                  "--categories", *[",".join(c) for c in CATEGORIES],
-                                  "--preset", "upright", "--seed", str(seed)])
-        if code != 0:
-            raise SystemExit(f"error: classic_fill failed (exit {code})")
-    return str(out)
 
 
 def _ci(lo: float, hi: float, signed: bool = False) -> str:
@@ -173,10 +153,8 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     train, test = link_subset(work)
     start = time.time()
-    fill = classic_fill(train, work / "classic_fill", seed=42)
     config = work / "settings.json"
-    config.write_text(json.dumps(settings(args.quick, seeds, fill, args.ood_test_dirs),
-                                 indent=2))
+    config.write_text(json.dumps(settings(args.quick, seeds, args.ood_test_dirs), indent=2))
 
     import run_pipeline
     code = run_pipeline.main(["--in_dir", str(train), "--test_dir", str(test),
