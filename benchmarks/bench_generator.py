@@ -48,10 +48,14 @@ FMNIST_NAMES = {"1": "t-shirt", "2": "pullover", "3": "shirt", "4": "sandal", "5
                 "6": "ankle-boot"}
 COMMON = ["--batch_size", "32", "--kid_every", "0", "--sample_every", "5",
           "--validation_split", "0.1"]
-NETWORK = {"fmnist": ["--image_size", "32", "32", "--widths", "32", "64", "96",
-                      "--block_depth", "2", "--attention_in_bottleneck"],
-           "coco": ["--image_size", "64", "64", "--widths", "32", "64", "96", "128",
-                    "--block_depth", "2", "--attention_in_bottleneck"]}
+NETWORK = {("fmnist", "large"): ["--image_size", "32", "32", "--widths", "32", "64", "96",
+                                 "--block_depth", "2", "--attention_in_bottleneck"],
+           ("fmnist", "small"): ["--image_size", "32", "32", "--widths", "32", "64", "96",
+                                 "--block_depth", "1", "--embedding_dims", "32"],
+           ("coco", "large"): ["--image_size", "64", "64", "--widths", "32", "64", "96", "128",
+                               "--block_depth", "2", "--attention_in_bottleneck"],
+           ("coco", "small"): ["--image_size", "48", "48", "--widths", "32", "64", "96", "128",
+                               "--block_depth", "1"]}
 
 
 def dataset(name: str, work: Path, quick: bool) -> tuple[Path, Path, list[str]]:
@@ -79,13 +83,14 @@ def recipe_flags(recipe: str) -> list[str]:
     return ["--site_conditioning"]
 
 
-def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], steps: int, work: Path,
-          quick: bool) -> tuple[Path, float]:
+def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], steps: int,
+                 work: Path, quick: bool, network: str = "large", variant: str = "",
+                 flags: list[str] = ()) -> tuple[Path, float]:
     """Trains (or resumes up to `steps`) a recipe's model; (run folder, seconds spent now)."""
-    out = work / "models" / f"{data}_{recipe}"
+    out = work / "models" / f"{data}_{network}_{recipe}{variant}"
     runs = sorted(out.glob("conditional_*")) if out.is_dir() else []
-    network = (["--image_size", "16", "16", "--widths", "16", "32", "--block_depth", "1"]
-               if quick else NETWORK[data])
+    net = (["--image_size", "16", "16", "--widths", "16", "32", "--block_depth", "1"]
+           if quick else NETWORK[data, network])
     start = time.time()
     if runs:
         run = runs[-1]
@@ -97,9 +102,9 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
     else:
         labels = filled if recipe == "landed" else []
         cmd = ["train_all.py", "--in_dir", str(train_dir), "--out_dir", str(out),
-               "--conditional", "--train_steps", str(steps), *COMMON, *network,
-               *recipe_flags(recipe), *(["--labels", *labels] if labels else [])]
-    log = work / "logs" / f"{data}_{recipe}_{steps}.log"
+               "--conditional", "--train_steps", str(steps), *COMMON, *net,
+               *recipe_flags(recipe), *flags, *(["--labels", *labels] if labels else [])]
+    log = work / "logs" / f"{data}_{network}_{recipe}{variant}_{steps}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
         code = subprocess.call([sys.executable, *cmd], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
@@ -202,6 +207,11 @@ def main(argv=None) -> int:
     parser.add_argument("--images_per_label", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
+    parser.add_argument("--network", choices=("large", "small"), default="large",
+                        help="large: the benchmark's U-Net; small: the demo-sized one")
+    parser.add_argument("--train_flags", default="",
+                        help="extra train_all.py flags for the new recipe, e.g. "
+                             "'--prediction v --loss_weighting min_snr'")
     parser.add_argument("--work_dir", default="/tmp/bench_generator")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
@@ -225,16 +235,20 @@ def main(argv=None) -> int:
             spent = 0.0
             budgets = args.steps if recipe == "new" else args.steps[-1:]
             for steps in budgets:
-                run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work, args.quick)
+                flags = args.train_flags.split() if recipe == "new" else []
+                variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
+                run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work,
+                                        args.quick, args.network, variant, flags)
                 spent += sec
                 jobs.append((recipe, steps, run, spent))
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
     for recipe, steps, run, sec in jobs:
-        gen = generate(run, filled, args.images_per_label,
-                       work / "generated" / f"{args.dataset}_{recipe}_{steps}", args.guidance)
-        rows = evaluate(gen, train, test, clf, work / "eval" / f"{args.dataset}_{recipe}_{steps}",
-                        size, args.quick)
+        tag = f"{args.dataset}_{args.network}_{recipe}_{steps}_g{args.guidance:g}_{run.name}"
+        gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
+                       args.guidance)
+        print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
+        rows = evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick)
         for r in rows:
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
