@@ -89,7 +89,8 @@ def panel_html(audit=None, audit_summary=None, gan_test=None, gan_train=None,
     digits = 4 if kid_rows else 3
     parts = [html_table(rows, digits=digits), _note(
         "memorised: share of synthetic images closer to a real training image than the "
-        "threshold (a low percentile of how close real test images come); under 5% is the "
+        "threshold (a low percentile of how close real held-out images come to the training "
+        "images, or, in stage 3, the training images to each other); under 5% is the "
         "target. GAN-test: share of generated images a real-only classifier calls by their "
         "label, beside its accuracy on real test images of the label. GAN-train: accuracy "
         "on real test images of a classifier trained on synthetic images only, beside the "
