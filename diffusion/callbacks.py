@@ -144,19 +144,20 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """Saves a grid of samples (fixed seeds, so epochs compare) every `every` epochs."""
+    """Saves a grid of samples (fixed seeds, so epochs compare) every `every` epochs; for a
+    conditional model one row per label (`labels` repeated `cols` times each)."""
 
     def __init__(self, run_dir: Path, every: int, n_images: int = 16, steps: int = 20,
-                 seed: int = 0, labels=None):
+                 seed: int = 0, labels=None, cols: int | None = None):
         super().__init__()
         self.dir = Path(run_dir) / "samples"
         self.every, self.n_images, self.steps, self.seed = every, n_images, steps, seed
-        self.labels = labels
+        self.labels, self.cols = labels, cols
 
     def save(self, name: str) -> Path:
         images = self.model.generate(self.n_images, steps=self.steps, seed=self.seed,
                                      labels=self.labels)
-        return save_rgb(self.dir / f"{name}.png", image_grid(images))
+        return save_rgb(self.dir / f"{name}.png", image_grid(images, self.cols))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every and (epoch + 1) % self.every == 0:

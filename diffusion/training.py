@@ -331,7 +331,10 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
               "training loss")
         monitor = "n_loss"
     kid_every = 1 if monitor == "val_kid" else cfg.kid_every
-    sample_labels = (np.arange(16) % num_classes) if num_classes else None
+    # one row per label (8 images each, 4 beyond 8 labels, at most 16 rows)
+    per_label = 8 if num_classes <= 8 else 4
+    sample_labels = (np.repeat(np.arange(min(num_classes, 16)), per_label)
+                     if num_classes else None)
     callbacks = []
     kid = None
     if kid_every:
@@ -361,8 +364,10 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
                                   {"precision": policy, "kid_features": kid_kind},
                                   steps_per_epoch or max(1, data.n_train // global_batch))
     callbacks.append(checkpoint)
-    grid = cb.SampleGrid(run_dir, cfg.sample_every, 16, min(20, cfg.generate_diffusion_steps),
-                         cfg.seed, sample_labels)
+    grid = cb.SampleGrid(run_dir, cfg.sample_every,
+                         len(sample_labels) if num_classes else 16,
+                         min(20, cfg.generate_diffusion_steps), cfg.seed, sample_labels,
+                         per_label if num_classes else None)
     callbacks.append(grid)
     if cfg.early_stop_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
