@@ -90,6 +90,28 @@ def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
     return cfg, meta
 
 
+def training_conditions(cfg: DiffusionConfig, paths: list[Path],
+                        saved_sites: list[str] | None = None):
+    """(site names, site id per image, augmentation vectors) a run trains with.
+
+    Sites and augmentations come from the stage-1 manifest beside the images (else the file
+    names); each is None when its conditioning is off. A resumed run keeps `saved_sites`;
+    a site it never saw trains as "no site".
+    """
+    from dataset.scan import natural_key
+    from diffusion.data import image_conditions
+    if not (cfg.site_conditioning or cfg.augment_conditioning):
+        return [], None, None
+    sites_of, augment, source = image_conditions(paths)
+    site_names, site_ids = [], None
+    if cfg.site_conditioning:
+        site_names = saved_sites or sorted(set(sites_of), key=natural_key)
+        site_ids = [site_names.index(x) if x in site_names else len(site_names)
+                    for x in sites_of]
+        print(f"sites ({source}): {', '.join(site_names)}")
+    return site_names, site_ids, augment if cfg.augment_conditioning else None
+
+
 def kid_extractor(kind: str, state: dict):
     """The KID feature extractor of a run: a resumed run with `kind` "auto" keeps the features
     it started with, so its KID values (and best KID) stay comparable.
@@ -249,8 +271,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     import numpy as np
     import keras
     from diffusion import callbacks as cb
-    from dataset.scan import natural_key
-    from diffusion.data import image_conditions, load_training_data, resolve_channels
+    from diffusion.data import load_training_data, resolve_channels
     from diffusion.kid import KernelInceptionDistance
 
     meta: dict = {}
@@ -269,18 +290,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
                                                  if cfg.conditional and meta else None))
     if cfg.channels == "auto":
         cfg = dataclasses.replace(cfg, channels=str(resolve_channels(cfg.channels, plan.paths)))
-    site_ids = augment = None
-    site_names: list[str] = []
-    if cfg.site_conditioning or cfg.augment_conditioning:
-        sites_of, augment, source = image_conditions(plan.paths)
-        if cfg.site_conditioning:
-            site_names = meta.get("_site_names") or sorted(set(sites_of), key=natural_key)
-            # a site the resumed model never saw trains as "no site"
-            site_ids = [site_names.index(x) if x in site_names else len(site_names)
-                        for x in sites_of]
-            print(f"sites ({source}): {', '.join(site_names)}")
-        if not cfg.augment_conditioning:
-            augment = None
+    site_names, site_ids, augment = training_conditions(cfg, plan.paths,
+                                                        meta.get("_site_names"))
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     data = load_training_data(plan.paths, plan.label_ids, cfg.image_size, global_batch,
                               cfg.validation_split, cfg.seed, cfg.flip_augment,
