@@ -233,7 +233,10 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
         if num_sites > 0:
             sites = keras.Input(shape=(), dtype="int32", name="sites")
             inputs.append(sites)
-            parts.append(_null_embedding(num_sites, dims, "site_embedding")(sites))
+            # The same path as the label's, so neither starts out louder: with a direct
+            # 4E-wide embedding the site (a camera's tint, learnt first) drowned the label.
+            site_vec = _null_embedding(num_sites, embedding_dims, "site_embedding")(sites)
+            parts.append(layers.Dense(dims, name="site_projection")(site_vec))
         if augment_dims > 0:
             augment = keras.Input(shape=(augment_dims,), name="augment")
             inputs.append(augment)
