@@ -227,35 +227,35 @@ def main(argv=None) -> int:
           f"({', '.join(str(len(train[lab])) for lab in filled)} training images); KID features "
           f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label")
 
-    jobs = []  # (recipe, steps, run, seconds)
-    if args.model_dir:
-        jobs.append(("given", 0, Path(args.model_dir), 0.0))
-    else:
-        for recipe in args.recipes:
-            spent = 0.0
-            budgets = args.steps if recipe == "new" else args.steps[-1:]
-            for steps in budgets:
-                flags = args.train_flags.split() if recipe == "new" else []
-                variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
-                run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work,
-                                        args.quick, args.network, variant, flags)
-                spent += sec
-                jobs.append((recipe, steps, run, spent))
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
-    for recipe, steps, run, sec in jobs:
+
+    def report(recipe: str, steps: int, run: Path, sec: float) -> None:
+        # evaluated at once: the next budget resumes this run folder and moves its weights on
         tag = f"{args.dataset}_{args.network}_{recipe}_{steps}_g{args.guidance:g}_{run.name}"
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
                        args.guidance)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
-        rows = evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick)
-        for r in rows:
+        for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
             print(f"{recipe} | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
                   f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
                   f"{r['memorised']:.1%}", flush=True)
+
+    if args.model_dir:
+        report("given", 0, Path(args.model_dir), 0.0)
+        return 0
+    for recipe in args.recipes:
+        spent = 0.0
+        flags = args.train_flags.split() if recipe == "new" else []
+        variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
+        for steps in (args.steps if recipe == "new" else args.steps[-1:]):
+            run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work,
+                                    args.quick, args.network, variant, flags)
+            spent += sec
+            report(recipe, steps, run, spent)
     return 0
 
 
