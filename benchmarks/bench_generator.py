@@ -133,7 +133,9 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -
     # one row per label: what a reader looks at before any number
     sheet = np.concatenate([np.pad(r, ((0, 12 - len(r)), (0, 0), (0, 0), (0, 0)))
                             for r in rows])
-    save_rgb(out / "contact_sheet.png", image_grid(sheet, cols=12))
+    grid = image_grid(sheet, cols=12)
+    scale = max(1, 96 // sheet.shape[1])  # small images enlarged (nearest) for the eye
+    save_rgb(out / "contact_sheet.png", grid.repeat(scale, 0).repeat(scale, 1))
     return paths
 
 
