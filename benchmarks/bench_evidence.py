@@ -15,6 +15,15 @@ every arm to the strongest non-generative arm (best of original / rebalanced / c
 classic_fill by mean balanced accuracy) with their CIs and Holm-corrected p; and the KID of
 the generated images against real test images beside that of real training images.
 
+With --generator_seeds N the diffusion stage is trained N times with different seeds, so the
+generator's own variance enters the comparison: run/ is the full pipeline (generator seed
+42, the pipeline's seed), run_gen<k>/ for k = 1 .. N-1 the same pipeline with the diffusion
+seed 42 + k that trains only the generative arms (stage 3's plan and seed, the classic
+strength chosen in run/ and the classifier seeds stay the same). The tables are then pooled
+(pooled_results/): a generative arm's runs are (generator seed x classifier seed) pairs, its
+CI resamples generators and classifier seeds (crossed), and its paired difference to the
+reference is taken per classifier seed on its mean over the generators.
+
 The photos are read where they are (the work folder holds links to the 6 class folders,
 never copies). Sites: these photos come from no fixed camera, so each label is one site (the
 default rule: the file-name prefix before the first '_', the class name here).
@@ -23,6 +32,7 @@ default rule: the file-name prefix before the first '_', the class name here).
     .venv/bin/python benchmarks/bench_evidence.py --quick         # tiny smoke run, minutes
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
         --ood_test_dirs path/to/ood_set
+    .venv/bin/python benchmarks/bench_evidence.py --generator_seeds 2   # 2 generators x 5 seeds
 
 Re-running with the same --work_dir skips the finished stages and runs (--redo STAGE runs a
 stage whose settings or code changed, and the later ones, again).
@@ -43,6 +53,8 @@ DATA = REPO.parent / "shared" / "data" / "custom_coco"
 CATEGORIES = [["bicycle", "car", "motorcycle"], ["bottle", "spoon", "knife"]]
 ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill",
         "classic_fill+classic", "diffusion_fill+classic", "diffusion_fill+diagen"]
+# The pipeline's seed: stage 2 of run/ trains with it; run_gen<k>/ with GEN_SEED + k.
+GEN_SEED = 42
 
 
 def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str]) -> dict:
@@ -70,6 +82,53 @@ def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str]) -> dict:
         "classic_fill": {"preset": "upright"},   # vehicles and kitchen things have an up
         "compare": compare,
     }
+
+
+def generator_settings(base: dict, gen_seed: int, strength: float | None) -> dict:
+    """The settings of a run_gen<k>/ pipeline: `base` with the diffusion stage's seed set and
+    only the generative arms compared (the others do not depend on the generator), at the
+    classic strength run/ chose (no second strength search)."""
+    from classifier.arms import is_generative, uses_classic
+    out = json.loads(json.dumps(base))
+    out["diffusion"]["seed"] = gen_seed
+    arms = [a for a in base["compare"]["variants"] if is_generative(a)]
+    out["compare"]["variants"] = arms
+    if strength is not None and any(uses_classic(a) for a in arms):
+        out["compare"]["classic_strengths"] = [strength]
+    return out
+
+
+def chosen_strength(results: Path) -> float | None:
+    """The classic augmentation strength a finished comparison used (its classic arm's)."""
+    for config in sorted(results.glob("classic/seed*/config.json")):
+        return float(json.loads(config.read_text())["augm_strength"])
+    return None
+
+
+def pool(work: Path, runs: list[tuple[int, Path]], bootstrap: int) -> Path:
+    """Pools the comparisons of every generator seed into work/pooled_results (runs.csv,
+    summary.csv, paired.csv, compare.md) and returns that folder."""
+    import pandas as pd
+
+    from classifier.comparison import (compare_tables, markdown_table, paired_markdown,
+                                       pool_generator_runs, tail_labels_of)
+    from classifier.report import write_csv
+    from dataset.atomic import atomic_write_text
+    out = work / "pooled_results"
+    out.mkdir(parents=True, exist_ok=True)
+    rows, preds = pool_generator_runs([(g, d / "results") for g, d in runs])
+    tail = tail_labels_of(runs[0][1] / "results")
+    summary, paired = compare_tables(rows, preds, tail, bootstrap)
+    write_csv(out / "runs.csv", pd.DataFrame(rows))
+    write_csv(out / "summary.csv", summary)
+    write_csv(out / "paired.csv", paired)
+    atomic_write_text(out / "compare.md", (
+        f"# Classifier comparison pooled over generator seeds "
+        f"{', '.join(str(g) for g, _ in runs)}\n\nGenerative arms: n runs = generator seeds x "
+        f"classifier seeds; non-generative arms: classifier seeds (from {runs[0][1]}). "
+        f"Tail labels: {', '.join(tail)}.\n\n" + markdown_table(summary) + "\n\n"
+        + (paired_markdown(paired) if not paired.empty else "") + "\n"))
+    return out
 
 
 def link_subset(work: Path) -> tuple[Path, Path]:
@@ -100,6 +159,13 @@ def _cell(r: dict, m: str) -> str:
             + _ci(r.get(f"{m}_ci_low", float("nan")), r.get(f"{m}_ci_high", float("nan"))))
 
 
+def _runs_cell(r: dict) -> str:
+    """'5', or '10 (2 generators x 5 seeds)' for an arm pooled over generator seeds."""
+    n, g = int(r["n"]), r.get("generators", 1)
+    g = 1 if g != g or g is None else int(g)
+    return str(n) if g <= 1 else f"{n} ({g} generators x {n // g} seeds)"
+
+
 def print_tables(results: Path) -> None:
     """Per test set: the arms with CIs, then the paired differences to the reference."""
     import pandas as pd
@@ -110,11 +176,15 @@ def print_tables(results: Path) -> None:
     paired = pd.read_csv(paired_path) if paired_path.stat().st_size > 1 else pd.DataFrame()
     for test_set in [s for s in dict.fromkeys(summary["set"]) if s != "val"]:
         rows = [{"arm": r["variant"] + (" *" if r.get("reference") in (True, "True") else ""),
-                 "seeds": int(r["n"]), "balanced accuracy": _cell(r, "balanced_accuracy"),
+                 "runs": _runs_cell(r), "balanced accuracy": _cell(r, "balanced_accuracy"),
                  "macro-F1": _cell(r, "macro_f1"), "tail recall": _cell(r, "tail_recall")}
                 for r in summary[summary["set"] == test_set].to_dict("records")]
-        print(f"\n{test_set}: mean ± std over seeds [95% bootstrap CI over seeds and test "
-              f"images]; * = strongest non-generative arm (the reference)")
+        pooled = "generators" in summary and (summary["generators"] > 1).any()
+        print(f"\n{test_set}: mean ± std over runs [95% bootstrap CI over "
+              + ("generator seeds, classifier seeds" if pooled else "seeds")
+              + " and test images]; * = strongest non-generative arm (the reference)"
+              + ("; a generative arm's runs are (generator seed x classifier seed) pairs"
+                 if pooled else ""))
         print(format_table(rows, list(rows[0])))
         if paired.empty:
             continue
@@ -128,8 +198,9 @@ def print_tables(results: Path) -> None:
                    "Holm p": "n/a" if p["p_holm"] != p["p_holm"] else f"{p['p_holm']:.3g}",
                    "verdict": p["verdict"]} for p in sub.to_dict("records")]
         if p_rows:
-            print(f"\n{test_set}: paired differences to the reference (same seeds; Holm "
-                  f"across arms per metric)")
+            print(f"\n{test_set}: paired differences to the reference (same classifier "
+                  f"seeds{'; a pooled arm enters with its mean over its generators' if pooled else ''}"
+                  f"; Holm across arms per metric)")
             print(format_table(p_rows, list(p_rows[0])))
 
 
@@ -140,6 +211,10 @@ def main(argv=None) -> int:
                         help="classifier seeds (default: 0 1 2 3 4; --quick: 0 1)")
     parser.add_argument("--ood_test_dirs", nargs="+", default=[],
                         help="out-of-distribution test folders (one sub-folder per class)")
+    parser.add_argument("--generator_seeds", type=int, default=1, metavar="N",
+                        help="train the diffusion stage N times (seeds 42, 43, ...; run/, "
+                             "run_gen1/, ...) and pool: each generative arm's runs are then "
+                             "(generator seed x classifier seed) pairs (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
     parser.add_argument("--redo", default=None, metavar="STAGE",
@@ -149,36 +224,57 @@ def main(argv=None) -> int:
     if not DATA.is_dir():
         print(f"error: {DATA} not found (the shared custom_coco photos)", file=sys.stderr)
         return 2
+    if args.generator_seeds < 1:
+        parser.error("--generator_seeds must be at least 1")
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     work = Path(args.work_dir)
     train, test = link_subset(work)
     start = time.time()
-    config = work / "settings.json"
-    config.write_text(json.dumps(settings(args.quick, seeds, args.ood_test_dirs), indent=2))
+    base = settings(args.quick, seeds, args.ood_test_dirs)
 
     import run_pipeline
-    code = run_pipeline.main(["--in_dir", str(train), "--test_dir", str(test),
-                              "--out_dir", str(work / "run"), "--config", str(config)]
-                             + (["--redo", args.redo] if args.redo else []))
-    if code != 0:
-        return code
+    runs: list[tuple[int, Path]] = []
+    for k in range(args.generator_seeds):
+        # run/ first: it chooses the classic strength the other generators' runs reuse.
+        out = work / ("run" if k == 0 else f"run_gen{k}")
+        cfg = base if k == 0 else generator_settings(base, GEN_SEED + k,
+                                                     chosen_strength(work / "run" / "results"))
+        config = work / ("settings.json" if k == 0 else f"settings_gen{k}.json")
+        config.write_text(json.dumps(cfg, indent=2))
+        if args.generator_seeds > 1:
+            print(f"\n[bench_evidence] generator seed {GEN_SEED + k}: {out}", flush=True)
+        code = run_pipeline.main(["--in_dir", str(train), "--test_dir", str(test),
+                                  "--out_dir", str(out), "--config", str(config)]
+                                 + (["--redo", args.redo] if args.redo else []))
+        if code != 0:
+            return code
+        runs.append((GEN_SEED + k, out))
     minutes = (time.time() - start) / 60
-    print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), seeds {seeds}"
+    gens = (f", generator seeds {[g for g, _ in runs]} (generative arms: each generator x "
+            f"each classifier seed)" if len(runs) > 1 else "")
+    print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), classifier seeds "
+          f"{seeds}{gens}"
           f"{' (QUICK: tiny settings, the numbers mean nothing)' if args.quick else ''}, "
           f"{minutes:.1f} min (finished stages and runs are skipped)")
-    print_tables(work / "run" / "results")
-    kid_path = work / "run" / "report_assets" / "kid.json"
-    if kid_path.is_file():
-        from cli.tables import format_table
+    results = (pool(work, runs, base["compare"]["bootstrap"]) if len(runs) > 1
+               else work / "run" / "results")
+    print_tables(results)
+    from cli.tables import format_table
+    for gen, out in runs:
+        kid_path = out / "report_assets" / "kid.json"
+        if not kid_path.is_file():
+            continue
         kid = json.loads(kid_path.read_text())
-        print(f"\nKID against real test images ({kid['features']} features, 64x64):")
+        print(f"\nKID against real test images ({kid['features']} features, 64x64)"
+              + (f", generator seed {gen}" if len(runs) > 1 else "") + ":")
         kid_rows = [{"label": r["label"], "generated": r["n_generated"],
                      "KID generated": f"{r['kid_generated']:.4f}",
                      "KID real train": f"{r['kid_real_train']:.4f}"} for r in kid["rows"]]
         if kid_rows:
             print(format_table(kid_rows, list(kid_rows[0])))
-    print(f"\ntables: {work / 'run' / 'results' / 'compare.md'}; report: "
-          f"{work / 'run' / 'report.html'}")
+    print(f"\ntables: {results / 'compare.md'}; report"
+          + (f"s: {', '.join(str(out / 'report.html') for _, out in runs)}" if len(runs) > 1
+             else f": {work / 'run' / 'report.html'}"))
     return 0
 
 

@@ -4,6 +4,7 @@ budget, the classic augmentation's strength chosen on validation, and the eviden
     out_dir/classic_select/strength=<s>_seed<S>/   the strength search (first seed only)
     out_dir/<arm>/seed<S>/                         one run folder per arm and seed
     out_dir/runs.csv, summary.csv, paired.csv, compare.md
+    out_dir/tail_labels.json                       the tail labels and the real counts
 
 Fairness: every arm trains the same classifier for the same number of steps per epoch (one
 pass over the largest arm's training set) and epochs, with the same seeds; the classic
@@ -207,42 +208,71 @@ def _aligned(preds: dict[tuple, "object"]) -> tuple[list[str], np.ndarray, dict,
     return names, y_true, out, paths
 
 
+def _run_key(key: tuple) -> tuple:
+    """(arm, classifier seed, generator seed or None) of a predictions key: (arm, seed) or
+    (arm, seed, generator seed)."""
+    return (key[0], key[1], key[2] if len(key) > 2 else None)
+
+
+def _gen_order(g) -> tuple:
+    return (g is not None, 0 if g is None else g)
+
+
 def bootstrap_set(preds: dict[tuple, "object"], arms: Sequence[str], reference: str | None,
                   tail: Sequence[str], n_boot: int, seed: int = 0) -> tuple[dict, dict]:
-    """CIs of one test set from per-image predictions {(arm, seed): DataFrame}.
+    """CIs of one test set from per-image predictions {(arm, seed): DataFrame}, or
+    {(arm, seed, generator seed): DataFrame} for arms trained on several generators' images.
 
     Returns:
         ({arm: {metric: (low, high)}}, {arm: {metric: (low, high) of arm - reference}});
-        the same image resamples serve every arm, the same seed resamples every pair.
+        the same image resamples serve every arm, the same seed resamples every pair, and
+        the generators of an arm are resampled too (crossed with the classifier seeds), so a
+        generator's own variance widens the arm's CI.
     """
     if not preds or n_boot <= 0:
         return {}, {}
     names, y_true, y_pred, paths = _aligned(preds)
     if not paths:
         return {}, {}
-    keys = list(y_pred)
+    keys = [_run_key(k) for k in y_pred]
     tail_idx = [names.index(c) for c in tail if c in names]
-    boot = statistics.image_bootstrap(y_true, np.stack([y_pred[k] for k in keys]), len(names),
+    boot = statistics.image_bootstrap(y_true, np.stack(list(y_pred.values())), len(names),
                                       n_boot, seed, tail_idx)
     col = {k: i for i, k in enumerate(keys)}
-    seeds_of = {a: sorted(s for (arm, s) in keys if arm == a) for a in arms}
+    seeds_of = {a: sorted({s for (arm, s, _) in keys if arm == a}) for a in arms}
+    gens_of = {a: sorted({g for (arm, _, g) in keys if arm == a}, key=_gen_order)
+               for a in arms}
+
+    def scores(m: str, arm: str, seeds: Sequence[int]) -> np.ndarray:
+        out = np.full((n_boot, len(gens_of[arm]), len(seeds)), np.nan)
+        for gi, g in enumerate(gens_of[arm]):
+            for si, s in enumerate(seeds):
+                if (arm, s, g) in col:
+                    out[:, gi, si] = boot[m][:, col[(arm, s, g)]]
+        return out
+
+    def gen_counts(arm: str) -> np.ndarray:
+        n_gen = len(gens_of[arm])
+        # Shared by every arm with as many generators: they used the same generators.
+        return (np.ones((n_boot, 1), dtype=np.int64) if n_gen == 1
+                else statistics.seed_counts(n_boot, n_gen, seed + 2))
+
     per_arm, diffs = {}, {}
     for arm in arms:
         if not seeds_of[arm]:
             continue
         counts = statistics.seed_counts(n_boot, len(seeds_of[arm]), seed)
-        cols = [col[(arm, s)] for s in seeds_of[arm]]
-        per_arm[arm] = {m: statistics.percentile_interval(
-            statistics.seed_resampled_means(boot[m][:, cols], counts)) for m in boot}
+        per_arm[arm] = {m: statistics.percentile_interval(statistics.crossed_resampled_means(
+            scores(m, arm, seeds_of[arm]), gen_counts(arm), counts)) for m in boot}
         common = sorted(set(seeds_of[arm]) & set(seeds_of.get(reference, [])))
         if arm == reference or not common:
             continue
         counts = statistics.seed_counts(n_boot, len(common), seed + 1)
-        a = [col[(arm, s)] for s in common]
-        r = [col[(reference, s)] for s in common]
         diffs[arm] = {m: statistics.percentile_interval(
-            statistics.seed_resampled_means(boot[m][:, a], counts)
-            - statistics.seed_resampled_means(boot[m][:, r], counts)) for m in boot}
+            statistics.crossed_resampled_means(scores(m, arm, common), gen_counts(arm), counts)
+            - statistics.crossed_resampled_means(scores(m, reference, common),
+                                                 gen_counts(reference), counts))
+            for m in boot}
     return per_arm, diffs
 
 
@@ -252,19 +282,23 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
 
     Args:
         rows: one per run and evaluation set ({variant, seed, set, <metrics>}), as in
-            runs.csv; `tail_recall` is used when present.
-        predictions: {(set, arm, seed): DataFrame(path, label, predicted)} for the CIs.
+            runs.csv; `tail_recall` is used when present. Rows of an arm trained on the
+            images of several generators also carry `generator_seed` (see
+            `pool_generator_runs`): its runs are (generator seed x classifier seed) pairs.
+        predictions: {(set, arm, seed): DataFrame(path, label, predicted)} for the CIs
+            ({(set, arm, seed, generator seed): ...} for such arms).
         tail: the tail labels (for the bootstrap's tail recall).
         n_boot: bootstrap resamples (0: no CIs).
 
     Returns:
         summary: per set and arm: kind, reference (the strongest non-generative arm of the
-            set), n, <metric>_mean/_std, and <metric>_ci_low/_ci_high (95%) for
-            PAIRED_METRICS.
+            set), n (runs), <metric>_mean/_std over runs, and <metric>_ci_low/_ci_high (95%)
+            for PAIRED_METRICS; with `generator_seed` rows also `generators` (how many).
         paired: per test set, arm (other than the reference) and metric in PAIRED_METRICS:
-            baseline, mean/std/CI of the per-seed difference, wins/ties/losses, t, p_value,
-            test, p_holm (Holm across the arms of that set and metric) and verdict
-            ("better", "worse", "no clear difference").
+            baseline, mean/std/CI of the per-seed difference (an arm's score of a seed is
+            its mean over generators; the CI also resamples the generators), generators,
+            wins/ties/losses, t, p_value, test, p_holm (Holm across the arms of that set and
+            metric) and verdict ("better", "worse", "no clear difference").
 
     Example:
         >>> summary, paired = compare_tables(pd.read_csv("compare/runs.csv").to_dict("records"))
@@ -278,6 +312,10 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
     summary = pd.concat([summary[summary["set"] == s] for s in sets]).reset_index(drop=True)
     summary.insert(2, "kind", ["generative" if is_generative(v) else "non-generative"
                                for v in summary["variant"]])
+    if "generator_seed" in df:
+        n_gen = df.groupby(["set", "variant"], sort=False)["generator_seed"].nunique()
+        summary["generators"] = [max(1, int(n_gen.get((st, v), 0)))
+                                 for st, v in zip(summary["set"], summary["variant"])]
     summary["reference"] = False
     for m in PAIRED_METRICS:
         summary[f"{m}_ci_low"] = math.nan
@@ -290,8 +328,8 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
         reference = strongest_non_generative(sub.to_dict("records"))
         if reference is not None:
             summary.loc[in_set & (summary["variant"] == reference), "reference"] = True
-        preds = {(arm, s): v for (st, arm, s), v in (predictions or {}).items()
-                 if st == test_set and arm in arms}
+        preds = {key[1:]: v for key, v in (predictions or {}).items()
+                 if key[0] == test_set and key[1] in arms}
         per_arm, diffs = bootstrap_set(preds, arms, reference, tail, n_boot, seed)
         for arm, cis in per_arm.items():
             sel = in_set & (summary["variant"] == arm)
@@ -301,22 +339,30 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
         if reference is None:
             continue
         runs = df[df["set"] == test_set]
-        base = runs[runs["variant"] == reference].set_index("seed")
+        gen_col = "generator_seed" in runs
         block = []
         for arm in arms:
             if arm == reference:
                 continue
-            other = runs[runs["variant"] == arm].set_index("seed")
-            common = sorted(set(other.index) & set(base.index))
             for m in PAIRED_METRICS:
-                if m not in runs or not common:
+                if m not in runs:
                     continue
-                res = paired_comparison(base.loc[common, m].to_numpy(),
-                                        other.loc[common, m].to_numpy())
+                # Pairs are classifier seeds; an arm of several generators enters with its
+                # mean over them (its CI resamples the generators as well).
+                base = runs[runs["variant"] == reference].groupby("seed")[m].mean()
+                other = runs[runs["variant"] == arm].groupby("seed")[m].mean()
+                common = sorted(set(other.index) & set(base.index))
+                if not common:
+                    continue
+                res = paired_comparison(base.loc[common].to_numpy(),
+                                        other.loc[common].to_numpy())
                 lo, hi = diffs.get(arm, {}).get(m, (math.nan, math.nan))
+                n_gen = (runs.loc[runs["variant"] == arm, "generator_seed"].nunique()
+                         if gen_col else 0)
                 block.append({"set": test_set, "variant": arm, "kind": "generative"
                               if is_generative(arm) else "non-generative",
                               "baseline": reference, "metric": m, **res,
+                              "generators": max(1, int(n_gen)),
                               "ci_low": lo, "ci_high": hi})
         for m in PAIRED_METRICS:
             family = [r for r in block if r["metric"] == m]
@@ -325,6 +371,125 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
                 r["verdict"] = statistics.verdict(p, r["ci_low"], r["ci_high"], ALPHA)
         paired += block
     return summary, pd.DataFrame(paired)
+
+
+def recall_by_label(predictions: Mapping[tuple, "object"], arms: Sequence[str]) -> list[dict]:
+    """Per label of one test set: its test images and each arm's recall, the mean over the
+    arm's runs (seeds, or generator x classifier seed pairs).
+
+    Args:
+        predictions: {(arm, seed) or (arm, seed, generator seed): DataFrame(label,
+            predicted)}, the runs' predictions_<set>.csv.
+        arms: the columns, in this order (arms without predictions are left out).
+
+    Returns:
+        [{"label", "test images", <arm>: mean recall}], labels in natural order.
+
+    Example:
+        >>> df = pd.DataFrame({"label": ["a", "a", "b"], "predicted": ["a", "b", "b"]})
+        >>> recall_by_label({("original", 0): df}, ["original"])
+        [{'label': 'a', 'test images': 2, 'original': 0.5}, {'label': 'b', 'test images': 1, 'original': 1.0}]
+    """
+    from dataset.scan import natural_key
+    per_arm: dict[str, dict[str, list[float]]] = {}
+    support: dict[str, int] = {}
+    for key, df in predictions.items():
+        recalls = statistics.label_recalls(df["label"].astype(str), df["predicted"].astype(str))
+        for label, (recall, n) in recalls.items():
+            per_arm.setdefault(key[0], {}).setdefault(label, []).append(recall)
+            support[label] = max(support.get(label, 0), n)
+    shown = [a for a in arms if a in per_arm]
+    return [{"label": label, "test images": support[label],
+             **{a: (float(np.mean(per_arm[a][label])) if label in per_arm[a] else math.nan)
+                for a in shown}}
+            for label in sorted(support, key=natural_key)]
+
+
+def convergence_summary(runs: Sequence[dict]) -> list[dict]:
+    """Per arm, from its runs' {variant, best_epoch, epochs_run, max_epochs}: how many runs,
+    the best epoch (median, min, max), the median epochs run, how many stopped early, and
+    how many had their best validation epoch at the end of the budget (under-trained: the
+    curve may still rise, so the budget should grow).
+
+    Example:
+        >>> convergence_summary([{"variant": "original", "best_epoch": 20, "epochs_run": 20,
+        ...                       "max_epochs": 20}])[0]["best_is_last"]
+        1
+    """
+    out: dict[str, dict] = {}
+    for r in runs:
+        out.setdefault(r["variant"], []).append(r)
+    rows = []
+    for arm, rs in out.items():
+        best = [int(r["best_epoch"]) for r in rs]
+        ran = [int(r["epochs_run"]) for r in rs]
+        last = sum(int(r["best_epoch"]) >= int(r["epochs_run"]) for r in rs)
+        rows.append({"arm": arm, "runs": len(rs), "best_epoch_median": float(np.median(best)),
+                     "best_epoch_min": min(best), "best_epoch_max": max(best),
+                     "epochs_run_median": float(np.median(ran)),
+                     "max_epochs": max(int(r.get("max_epochs") or 0) for r in rs) or None,
+                     "stopped_early": sum(int(r["epochs_run"]) < int(r.get("max_epochs") or 0)
+                                          for r in rs),
+                     "best_is_last": last})
+    return rows
+
+
+def tail_labels_of(results_dir: str | Path) -> list[str]:
+    """The tail labels a comparison used: its tail_labels.json, else (comparisons older than
+    that file) recomputed from compare_config.json's --train_dir and --tail_fraction; [] when
+    neither can be read."""
+    results_dir = Path(results_dir)
+    path = results_dir / "tail_labels.json"
+    if path.is_file():
+        return list(json.loads(path.read_text())["tail"])
+    cfg_path = results_dir / "compare_config.json"
+    if not cfg_path.is_file():
+        return []
+    from classifier.data import samples_from_dir
+    cfg = json.loads(cfg_path.read_text())
+    try:
+        samples, _ = samples_from_dir(cfg["train_dir"])
+    except (DatasetError, KeyError):
+        return []
+    return statistics.tail_labels(Counter(s.label for s in samples),
+                                  cfg.get("tail_fraction", 0.33))
+
+
+def pool_generator_runs(results: Sequence[tuple[int, str | Path]]):
+    """Rows and predictions of comparisons that differ only in the generator's seed, pooled
+    so that each generative arm's runs are (generator seed x classifier seed) pairs.
+
+    Args:
+        results: (generator seed, comparison out_dir) pairs; the first comparison supplies
+            the non-generative arms (they do not depend on the generator), every one its
+            generative arms.
+
+    Returns:
+        (rows, predictions) for `compare_tables`: rows of runs.csv with `generator_seed` set
+        on generative arms (NaN on the others); predictions keyed (set, arm, seed) for
+        non-generative arms and (set, arm, seed, generator seed) for generative ones.
+
+    Example:
+        >>> rows, preds = pool_generator_runs([(42, "run/results"), (43, "run_gen43/results")])
+        >>> summary, paired = compare_tables(rows, preds, tail_labels_of("run/results"), 2000)
+    """
+    import pandas as pd
+    rows, preds = [], {}
+    for k, (gen, folder) in enumerate(results):
+        df = pd.read_csv(Path(folder) / "runs.csv")
+        for r in df.to_dict("records"):
+            generative = is_generative(r["variant"])
+            if k and not generative:
+                continue
+            r["generator_seed"] = gen if generative else math.nan
+            rows.append(r)
+            if r["set"] == "val":
+                continue
+            path = Path(r["run_dir"]) / f"predictions_{r['set']}.csv"
+            if path.is_file():
+                key = (r["set"], r["variant"], int(r["seed"])) + ((gen,) if generative else ())
+                preds[key] = pd.read_csv(path)
+    return rows, preds
 
 
 def _cell(r, m: str) -> str:
@@ -457,6 +622,10 @@ def run_compare(cfg, verbose: int = 2):
     tail = statistics.tail_labels(real_counts, cfg.tail_fraction)
     out.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out / "compare_config.json")
+    # The report marks these labels in its per-label recall table.
+    atomic_write_text(out / "tail_labels.json", json.dumps(
+        {"tail": tail, "tail_fraction": cfg.tail_fraction,
+         "real_counts": dict(sorted(real_counts.items()))}, indent=2) + "\n")
     selection = strength_jobs(cfg, steps)
     notes = fill_count_notes(counts)
     result = (pd.DataFrame(), pd.DataFrame())

@@ -130,6 +130,46 @@ def seed_resampled_means(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return (np.nan_to_num(scores) * w).sum(axis=1) / w.sum(axis=1)
 
 
+def crossed_resampled_means(scores: np.ndarray, gen_counts: np.ndarray,
+                            seed_counts_: np.ndarray) -> np.ndarray:
+    """(n_boot,) mean of `scores` (n_boot, G, S) of G generators x S classifier seeds, each
+    generator drawn gen_counts[b, g] times and each seed seed_counts_[b, s] times.
+
+    The design is crossed: generator g made the images every classifier seed of the arm
+    trained on, so generators and seeds are drawn apart and a cell's weight is the product.
+    G = 1 (an arm without a generator, all counts 1) gives `seed_resampled_means`. NaN
+    scores (a missing run, a tail label absent from a resample) are left out.
+
+    Example:
+        >>> s = np.array([[[0.5, 0.7], [0.6, 0.8]]])        # 1 resample, 2 generators, 2 seeds
+        >>> float(crossed_resampled_means(s, np.array([[2, 0]]), np.array([[1, 1]]))[0])
+        0.6
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    w = (np.asarray(gen_counts)[:, :, None] * np.asarray(seed_counts_)[:, None, :]
+         ).astype(np.float64)
+    w = np.where(np.isnan(scores), 0.0, w)
+    with np.errstate(invalid="ignore"):
+        return (np.nan_to_num(scores) * w).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+
+
+def label_recalls(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """{label: (recall, support)} of one run, for the labels present in `y_true`.
+
+    Example:
+        >>> label_recalls(["a", "a", "b"], ["a", "b", "b"])
+        {'a': (0.5, 2), 'b': (1.0, 1)}
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    out = {}
+    for label in dict.fromkeys(y_true.tolist()):
+        mask = y_true == label
+        out[label] = (float((y_pred[mask] == label).mean()), int(mask.sum()))
+    return out
+
+
 def percentile_interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """The central `level` percentile interval of bootstrap samples (NaN ones ignored).
 

@@ -3,6 +3,7 @@
 Example:
     >>> fig = counts_figure(rows)          # rows from pipeline.evidence
     >>> fig = comparison_figure(summary)
+    >>> fig = convergence_figure(curves, "val_macro_f1")   # curves: evidence.validation_curves
 """
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from dataset.scan import natural_key
 
 _KIND_STYLE = {"real": ("#2f6fba", None), "augmented": ("#7fb3e6", None),
                "synthetic": ("#e07b39", "//")}
+
+
+ARM_COLOURS = {"original": "#9aa5b1", "rebalanced": "#6b7785", "classic": "#2f6fba",
+               "classic_fill": "#5fa8d3", "diffusion_fill": "#e07b39", "synthetic": "#e07b39"}
 
 
 def _plt():
@@ -73,9 +78,7 @@ def comparison_figure(summary: list[dict], metrics=("balanced_accuracy", "macro_
     the 95% bootstrap CI where the summary has one, else +- std over seeds."""
     plt = _plt()
     arms = [r["variant"] for r in summary]
-    colours = {"original": "#9aa5b1", "rebalanced": "#6b7785", "classic": "#2f6fba",
-               "classic_fill": "#5fa8d3", "diffusion_fill": "#e07b39",
-               "synthetic": "#e07b39"}
+    colours = ARM_COLOURS
 
     def whisker(row, m):
         mean, lo, hi = row[f"{m}_mean"], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")
@@ -97,5 +100,56 @@ def comparison_figure(summary: list[dict], metrics=("balanced_accuracy", "macro_
         ax.set_ylim(0, 1)
         ax.set_ylabel("test score (mean over seeds)")
         ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+    return fig
+
+
+def convergence_figure(curves: list[dict], metric: str, arms: list[str] | None = None):
+    """One panel per arm: the validation metric per epoch of each seed (thin), their mean
+    over the seeds that ran that epoch (bold), each seed's best epoch (a dot on its curve)
+    and the epoch budget (dashed). A dot on the dashed line: that run was still improving
+    when the budget ended.
+
+    Args:
+        curves: {variant, seed, epochs, values, best_epoch, max_epochs} per run.
+        metric: the history column plotted (for the axis label).
+        arms: panel order (default: as the curves come).
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+    arms = [a for a in (arms or list(dict.fromkeys(c["variant"] for c in curves)))
+            if any(c["variant"] == a for c in curves)]
+    ncols = min(4, max(1, len(arms)))
+    nrows = -(-len(arms) // ncols)
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.4 * nrows + 0.3),
+                                 squeeze=False, sharey=True)
+        for ax in axes.flat[len(arms):]:
+            ax.axis("off")
+        for i, (ax, arm) in enumerate(zip(axes.flat, arms)):
+            colour = ARM_COLOURS.get(arm.split("+")[0], f"C{i}")
+            runs = [c for c in curves if c["variant"] == arm]
+            by_epoch: dict[int, list[float]] = {}
+            for c in runs:
+                ax.plot(c["epochs"], c["values"], color=colour, alpha=0.3, linewidth=0.8)
+                for e, v in zip(c["epochs"], c["values"]):
+                    by_epoch.setdefault(e, []).append(v)
+                if c["best_epoch"] in c["epochs"]:
+                    ax.plot(c["best_epoch"], c["values"][c["epochs"].index(c["best_epoch"])],
+                            "o", color=colour, markersize=4, markeredgecolor="black",
+                            markeredgewidth=0.5)
+            epochs = sorted(by_epoch)
+            ax.plot(epochs, [float(np.mean(by_epoch[e])) for e in epochs], color=colour,
+                    linewidth=2)
+            budget = max((c.get("max_epochs") or 0) for c in runs)
+            if budget:
+                ax.axvline(budget, color="#444", linestyle="--", linewidth=0.8)
+            ax.set_title(f"{arm} ({len(runs)} runs)", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            if i % ncols == 0:
+                ax.set_ylabel(metric.replace("_", " "), fontsize=8)
+            if i >= len(arms) - ncols:
+                ax.set_xlabel("epoch", fontsize=8)
         fig.tight_layout()
     return fig

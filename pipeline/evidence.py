@@ -1,7 +1,8 @@
 """Reads a pipeline run's folders back into the numbers the report and the benchmark show.
 
 Counts per label and site at each stage, the stage-3 plan, the classifier comparison
-(summary, paired differences, confusion matrices summed over seeds) and the KID of the
+(summary, paired differences, confusion matrices summed over seeds, per-run validation
+curves and test predictions) and the KID of the
 generated images against real test images, next to the KID of real training images against
 the same test images (the value a perfect generator would reach on this little data).
 
@@ -136,4 +137,61 @@ def summed_confusions(results_dir: str | Path, test_set: str = "test") -> dict[s
             out[arm]["seeds"] += 1
         else:
             out[arm] = {"matrix": cm, "class_names": m["class_names"], "seeds": 1}
+    return out
+
+
+# The history.csv column of each --evaluation_type (the metric that picked the best epoch).
+_HISTORY_COLUMN = {"f1": "val_macro_f1", "accuracy": "val_accuracy",
+                   "balanced_accuracy": "val_balanced_accuracy", "loss": "val_loss"}
+
+
+def _arm_runs(results_dir: Path):
+    """(arm, seed, run folder) of every finished run of the comparison, by arm then seed
+    (the strength search under classic_select/ is not an arm)."""
+    found = []
+    for metrics_path in Path(results_dir).glob("*/seed*/metrics.json"):
+        run = metrics_path.parent
+        seed = run.name[len("seed"):]
+        if seed.isdigit():
+            found.append((run.parent.name, int(seed), run))
+    return sorted(found, key=lambda t: (t[0], t[1]))
+
+
+def validation_curves(results_dir: str | Path) -> tuple[str, list[dict]]:
+    """Per finished run of stage 4: the validation metric that selected its best epoch, per
+    epoch (its history.csv), with the best epoch and the epoch budget.
+
+    Returns:
+        (history column plotted, e.g. "val_macro_f1";
+         [{variant, seed, epochs, values, best_epoch, epochs_run, max_epochs}]).
+    """
+    import pandas as pd
+    results_dir = Path(results_dir)
+    cfg_path = results_dir / "compare_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    column = _HISTORY_COLUMN.get(cfg.get("evaluation_type", "f1"), "val_macro_f1")
+    out = []
+    for arm, seed, run in _arm_runs(results_dir):
+        history = run / "history.csv"
+        if not history.is_file():
+            continue
+        df = pd.read_csv(history)
+        if column not in df or "epoch" not in df:
+            continue
+        m = json.loads((run / "metrics.json").read_text())
+        out.append({"variant": arm, "seed": seed, "epochs": df["epoch"].astype(int).tolist(),
+                    "values": df[column].astype(float).tolist(),
+                    "best_epoch": int(m["best_epoch"]), "epochs_run": int(m["epochs_run"]),
+                    "max_epochs": cfg.get("number_epochs")})
+    return column, out
+
+
+def run_predictions(results_dir: str | Path) -> dict[str, dict[tuple, "object"]]:
+    """{test set: {(arm, seed): DataFrame(path, label, predicted)}} from the finished runs'
+    predictions_<set>.csv."""
+    import pandas as pd
+    out: dict[str, dict] = {}
+    for arm, seed, run in _arm_runs(Path(results_dir)):
+        for path in sorted(run.glob("predictions_*.csv")):
+            out.setdefault(path.stem[len("predictions_"):], {})[(arm, seed)] = pd.read_csv(path)
     return out

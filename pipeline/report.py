@@ -4,9 +4,11 @@ Sections: the stages (status, time), counts per label and site before and after 
 site balancing, diffusion training (curves, KID, samples), the stage-3 plan, real vs
 generated images, the generated images' quality per label (memorisation share, GAN-test
 beside real-test accuracy, KID, closest pairs; `pipeline.image_quality`), the classifier
-comparison (every arm with CIs, paired differences), confusion matrices, and the settings
-used. Every picture is inlined, so the page works from a file:// URL with no network. The
-PNGs and numbers behind it are kept in `report_assets/`, the GAN-test table in `quality/`.
+comparison (every arm with CIs, paired differences, per-label recall per test set, the
+validation curves with the arms whose best epoch was the last named), confusion matrices,
+and the settings used. Every picture is inlined, so the page works from a file:// URL with
+no network. The PNGs and numbers behind it are kept in `report_assets/`, the GAN-test table
+in `quality/`.
 
 Example:
     >>> build_report(Layout("pipeline_run"), pcfg, state)
@@ -190,6 +192,78 @@ def _arm_cell(r: dict, m: str) -> str:
     return text + _ci(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))
 
 
+def _recall_html(layout: Layout, sets: list[str], references: dict[str, str],
+                 arms: list[str]) -> str:
+    """Per test set, side by side: per label (tail labels marked), each arm's test recall
+    averaged over seeds, and its difference to the set's reference arm."""
+    from classifier.comparison import recall_by_label, tail_labels_of
+    preds = evidence.run_predictions(layout.results)
+    tail = set(tail_labels_of(layout.results))
+    blocks = []
+    for test_set in [s for s in sets if s in preds]:
+        ref = references.get(test_set)
+        rows = []
+        for r in recall_by_label(preds[test_set], arms):
+            row = {"label": r["label"] + (" (tail)" if r["label"] in tail else ""),
+                   "test images": r["test images"]}
+            for arm in arms:
+                v, column = r.get(arm), arm + (" (reference)" if arm == ref else "")
+                if v is None or v != v:
+                    row[column] = ""
+                elif arm == ref or ref not in r or r[ref] != r[ref]:
+                    row[column] = f"{v:.3f}"
+                else:
+                    row[column] = f"{v:.3f} ({v - r[ref]:+.3f})"
+            rows.append(row)
+        title = "in-distribution test set" if test_set == "test" else f"test set {test_set}"
+        blocks.append(f'<div><h4>{html.escape(title)}</h4>{html_table(rows)}</div>')
+    if not blocks:
+        return _missing("No per-image test predictions (predictions_<set>.csv) in the runs.")
+    return ('<div style="display:flex;flex-wrap:wrap;column-gap:28px">' + "".join(blocks)
+            + '</div><p class="note">Test recall per label, mean over seeds; in brackets the '
+            'difference to the reference arm (the strongest non-generative arm of that test '
+            'set), so gains and losses per label show. "(tail)": the labels with the fewest '
+            'real training images, whose mean recall is the tail recall.</p>')
+
+
+def _convergence_html(layout: Layout, arms: list[str], assets: Path) -> str:
+    """Validation curves per arm (the metric that picked the best epoch) and a plain line
+    naming the arms whose best epoch was the last of the budget."""
+    from classifier.comparison import convergence_summary
+    metric, curves = evidence.validation_curves(layout.results)
+    if not curves:
+        return _missing("No per-epoch validation history (history.csv) in the runs.")
+    fig = charts.convergence_figure(curves, metric, arms)
+    fig.savefig(assets / "convergence.png", dpi=90)
+    chart = img_tag(figure_data_uri(fig), "validation curves per arm: thin = one seed, bold "
+                    "= mean over seeds, dots = each seed's best epoch, dashed = epoch budget")
+    rows = sorted(convergence_summary(curves),
+                  key=lambda r: arms.index(r["arm"]) if r["arm"] in arms else len(arms))
+    budget = max((r["max_epochs"] or 0) for r in rows)
+    table = html_table([{
+        "arm": r["arm"], "runs": r["runs"],
+        "best epoch (median, range)": f"{r['best_epoch_median']:g} "
+                                      f"({r['best_epoch_min']}-{r['best_epoch_max']})",
+        "epochs run (median)": f"{r['epochs_run_median']:g}",
+        "stopped early": f"{r['stopped_early']} of {r['runs']}",
+        "best epoch = last epoch": f"{r['best_is_last']} of {r['runs']}"} for r in rows])
+    under = [r for r in rows if r["best_is_last"]]
+    name = metric.replace("val_", "validation ").replace("_", " ")
+    if under:
+        listed = ", ".join(f"{html.escape(r['arm'])} ({r['best_is_last']} of {r['runs']} "
+                           f"runs)" for r in under)
+        line = (f'<p class="bad"><b>Under-trained:</b> the best epoch was the last one for '
+                f'{listed}: their {name} was still rising when the budget '
+                f'({budget} epochs) ended. Raise the budget (number_epochs or '
+                f'steps_per_epoch) before trusting a comparison that involves them.</p>')
+    else:
+        stopped = sum(r["stopped_early"] for r in rows)
+        line = (f'<p class="good">Converged: no run\'s best epoch was the last of the budget '
+                f'({budget} epochs); {stopped} of {sum(r["runs"] for r in rows)} runs stopped '
+                f'early when validation stopped improving.</p>')
+    return line + chart + table
+
+
 def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     """(comparison section, confusion section, verdict)."""
     if not (layout.results / "summary.csv").is_file():
@@ -199,8 +273,12 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     sets = [s for s in dict.fromkeys(pd.read_csv(layout.results / "summary.csv")["set"])
             if s != "val"]
     body, verdict = "", ""
+    references, arms = {}, []
     for test_set in sets:
         summary, paired = evidence.comparison(layout.results, test_set)
+        arms += [r["variant"] for r in summary if r["variant"] not in arms]
+        references.update({test_set: r["variant"] for r in summary
+                           if r.get("reference") in (True, "True")})
         rows = [{"arm": r["variant"] + (" (reference)" if r.get("reference") in (True, "True")
                                         else ""),
                  "kind": r.get("kind", ""), "seeds": r["n"],
@@ -227,6 +305,10 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
              'with Holm\'s correction across arms; "better"/"worse" only when the corrected '
              'p &lt; 0.05 and the CI excludes 0. Tail recall: mean recall of the labels with '
              'the fewest real training images (results/compare.md names them).</p>')
+    body += ("<h3>Per-label recall (mean over seeds)</h3>"
+             + _recall_html(layout, sets, references, arms))
+    body += ("<h3>Convergence: validation curves</h3>"
+             + _convergence_html(layout, arms, assets))
     from classifier.report import plot_confusion
     figures = []
     for arm, cm in evidence.summed_confusions(layout.results).items():

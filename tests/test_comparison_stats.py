@@ -292,3 +292,136 @@ def test_a_folder_and_a_manifest_of_the_same_images_validate_on_the_same_images(
         _, tr, val = prepare_data(cfg, np.random.default_rng(cfg.seed), [])
         held.append(sorted((s.label, s.path.rsplit("/", 1)[1]) for s in val.samples))
     assert held[0] == held[1] and len(held[0]) == 3
+
+
+# --- generator seeds, per-label recall, convergence --------------------------------------
+
+def test_crossed_means_weigh_generators_and_seeds_apart():
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 1, 4))
+    seeds = statistics.seed_counts(50, 4, 0)
+    ones = np.ones((50, 1), dtype=int)
+    # One generator: the plain seed resampling.
+    assert np.allclose(statistics.crossed_resampled_means(scores, ones, seeds),
+                       statistics.seed_resampled_means(scores[:, 0], seeds))
+    s = np.array([[[0.5, 0.7], [0.6, 0.8]]])
+    assert statistics.crossed_resampled_means(s, np.array([[2, 0]]), np.array([[1, 1]]))[0] \
+        == pytest.approx(0.6)
+    assert statistics.crossed_resampled_means(s, np.array([[1, 1]]), np.array([[0, 2]]))[0] \
+        == pytest.approx(0.75)
+    # A missing run (NaN) is left out of the mean, not counted as 0.
+    s = np.array([[[0.5, np.nan], [0.7, 0.9]]])
+    assert statistics.crossed_resampled_means(s, np.array([[1, 1]]), np.array([[1, 1]]))[0] \
+        == pytest.approx(0.7)
+
+
+def test_label_recalls():
+    assert statistics.label_recalls(["a", "a", "b", "c"], ["a", "b", "b", "a"]) == \
+        {"a": (0.5, 2), "b": (1.0, 1), "c": (0.0, 1)}
+    with pytest.raises(ValueError):
+        statistics.label_recalls(["a"], ["a", "b"])
+
+
+def test_recall_by_label_averages_each_arms_runs():
+    from classifier.comparison import recall_by_label
+
+    def df(true, pred):
+        return pd.DataFrame({"path": [f"{i}.png" for i in range(len(true))],
+                             "label": list(true), "predicted": list(pred)})
+    preds = {("original", 0): df("aab", "abb"), ("original", 1): df("aab", "aab"),
+             ("diffusion_fill", 0, 42): df("aab", "aaa"),
+             ("diffusion_fill", 1, 43): df("aab", "aba")}
+    rows = recall_by_label(preds, ["original", "diffusion_fill", "missing"])
+    assert rows == [{"label": "a", "test images": 2, "original": 0.75, "diffusion_fill": 0.75},
+                    {"label": "b", "test images": 1, "original": 1.0, "diffusion_fill": 0.0}]
+
+
+def test_convergence_summary_names_runs_whose_best_epoch_was_the_last():
+    from classifier.comparison import convergence_summary
+    runs = [{"variant": "original", "best_epoch": 10, "epochs_run": 10, "max_epochs": 10},
+            {"variant": "original", "best_epoch": 4, "epochs_run": 8, "max_epochs": 10},
+            {"variant": "classic", "best_epoch": 3, "epochs_run": 7, "max_epochs": 10}]
+    by = {r["arm"]: r for r in convergence_summary(runs)}
+    assert by["original"]["best_is_last"] == 1 and by["original"]["stopped_early"] == 1
+    assert by["original"]["best_epoch_median"] == 7 and by["original"]["best_epoch_max"] == 10
+    assert by["classic"]["best_is_last"] == 0 and by["classic"]["runs"] == 1
+
+
+def _two_generators(gains=(0.25, 0.0), n_seeds=5):
+    """The 4-arm runs of `_rows_and_predictions`, with diffusion_fill once per generator:
+    generator 42 with the first gain, 43 with the second."""
+    rows, preds = [], {}
+    for g, gain in zip((42, 43), gains):
+        r, p = _rows_and_predictions(gain, n_seeds)
+        if g == 42:
+            rows += [x for x in r if x["variant"] != "diffusion_fill"]
+            preds.update({k: v for k, v in p.items() if k[1] != "diffusion_fill"})
+        rows += [{**x, "generator_seed": g} for x in r if x["variant"] == "diffusion_fill"]
+        preds.update({(*k, g): v for k, v in p.items() if k[1] == "diffusion_fill"})
+    return rows, preds
+
+
+def test_generator_seeds_pool_into_one_arm_whose_ci_spans_the_generators():
+    from classifier.comparison import compare_tables
+    rows, preds = _two_generators()
+    summary, paired = compare_tables(rows, preds, tail=["d"], n_boot=400)
+    test = summary[summary["set"] == "test"].set_index("variant")
+    assert test.loc["diffusion_fill", "n"] == 10 and test.loc["diffusion_fill", "generators"] == 2
+    assert test.loc["classic", "n"] == 5 and test.loc["classic", "generators"] == 1
+    ba = paired[paired["metric"] == "balanced_accuracy"].set_index("variant")
+    fill = ba.loc["diffusion_fill"]
+    # Paired per classifier seed on the mean over the two generators.
+    assert fill["n"] == 5 and fill["generators"] == 2
+    per_gen = pd.DataFrame(rows).query("set == 'test' and variant == 'diffusion_fill'")
+    base = pd.DataFrame(rows).query("set == 'test' and variant == 'classic'")
+    expected = per_gen.groupby("seed")["balanced_accuracy"].mean().mean() \
+        - base["balanced_accuracy"].mean()
+    assert fill["mean_diff"] == pytest.approx(expected)
+    # A good and a useless generator: resampling the generators makes the difference's CI
+    # reach from about the useless one's gain to about the good one's.
+    assert fill["ci_low"] < 0.05 and fill["ci_high"] > 0.15
+    assert fill["verdict"] == "no clear difference"
+    # Two equally good generators give a narrow CI away from 0.
+    _, paired = compare_tables(*_two_generators((0.25, 0.25)), tail=["d"], n_boot=400)
+    same = paired.query("metric == 'balanced_accuracy'").set_index("variant").loc[
+        "diffusion_fill"]
+    assert same["ci_low"] > 0.1 and same["verdict"] == "better"
+
+
+def test_pool_generator_runs_reads_every_generators_comparison(tmp_path):
+    from classifier.comparison import pool_generator_runs
+    dirs = []
+    for g, gain in ((42, 0.25), (43, 0.0)):
+        results = tmp_path / f"results{g}"
+        rows, preds = _rows_and_predictions(gain, n_seeds=2)
+        for r in rows:
+            r["run_dir"] = str(results / r["variant"] / f"seed{r['seed']}")
+        for (test_set, arm, seed), df in preds.items():
+            run = results / arm / f"seed{seed}"
+            run.mkdir(parents=True, exist_ok=True)
+            df.to_csv(run / f"predictions_{test_set}.csv", index=False)
+        pd.DataFrame(rows).to_csv(results / "runs.csv", index=False)
+        dirs.append((g, results))
+    rows, preds = pool_generator_runs(dirs)
+    df = pd.DataFrame(rows)
+    # Non-generative arms once (from the first comparison), generative arms per generator.
+    assert (df.query("variant == 'classic'")["generator_seed"].isna()).all()
+    assert len(df.query("variant == 'classic' and set == 'test'")) == 2
+    assert sorted(df.query("variant == 'diffusion_fill' and set == 'test'")["generator_seed"]
+                  ) == [42, 42, 43, 43]
+    assert ("test", "classic", 0) in preds and ("test", "diffusion_fill", 1, 43) in preds
+    assert not any(k[1] == "classic" and len(k) == 4 for k in preds)
+
+
+def test_tail_labels_of_reads_the_file_or_recomputes(tmp_path):
+    import json
+    from classifier.comparison import tail_labels_of
+    results = tmp_path / "results"
+    results.mkdir()
+    assert tail_labels_of(results) == []
+    train = _folder(tmp_path / "train", {"a": 6, "b": 2, "c": 4})
+    (results / "compare_config.json").write_text(json.dumps(
+        {"train_dir": str(train), "tail_fraction": 0.33}))
+    assert tail_labels_of(results) == ["b"]
+    (results / "tail_labels.json").write_text(json.dumps({"tail": ["c"]}))
+    assert tail_labels_of(results) == ["c"]

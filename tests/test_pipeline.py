@@ -122,6 +122,12 @@ def test_report_opens_in_headless_chromium_with_every_section(finished, tmp_path
         "quality": "[...document.querySelectorAll('#quality table tr')].map("
                    "r => [...r.cells].map(c => c.textContent))",
         "quality_images": "document.querySelectorAll('#quality img').length",
+        "comparison_h3": "[...document.querySelectorAll('#comparison h3')].map("
+                         "e => e.textContent)",
+        "recall": "[...document.querySelectorAll('#comparison h4 + table tr')].map("
+                  "r => [...r.cells].map(c => c.textContent))",
+        "convergence": "[...document.querySelectorAll('#comparison p.bad, #comparison p.good')]"
+                       ".map(e => e.textContent)",
         "height": "document.body.scrollHeight"})
     assert page.errors == []
     assert page.external_requests == []
@@ -141,6 +147,25 @@ def test_report_opens_in_headless_chromium_with_every_section(finished, tmp_path
         for column in (*memorised, "GAN-test", "real test (same classifier)", "KID generated"):
             assert 0.0 <= float(row[column]) <= 1.0 or column == "KID generated", column
     assert page.values["quality_images"] == 1                  # the closest pairs
+    # Stage 4: per-label recall (tail labels marked) and the convergence line, which names
+    # exactly the arms with a run whose best epoch was the last of the budget.
+    assert page.values["comparison_h3"][-2:] == ["Per-label recall (mean over seeds)",
+                                                 "Convergence: validation curves"]
+    results = finished["out"] / "results"
+    tail = json.loads((results / "tail_labels.json").read_text())["tail"]
+    assert tail == ["b"]                                       # 4 real images, the fewest
+    header, *rows = page.values["recall"]
+    assert header[:2] == ["label", "test images"] and len(header) == 2 + 5   # 5 arms
+    assert [r[0] for r in rows] == ["a", "b (tail)", "c", "d"]
+    assert {r[1] for r in rows} == {"4"}
+    (line,) = page.values["convergence"]
+    late = sorted({p.parent.parent.name for p in results.glob("*/seed*/metrics.json")
+                   if json.loads(p.read_text())["best_epoch"]
+                   == json.loads(p.read_text())["epochs_run"]})
+    if late:
+        assert line.startswith("Under-trained:") and all(f"{a} (" in line for a in late)
+    else:
+        assert line.startswith("Converged:")
     shot = np.asarray(Image.open(page.screenshot).convert("L"))
     assert shot.shape[0] == page.values["height"] > 1500
     assert shot.std() > 20                                     # not a blank page
@@ -302,3 +327,115 @@ def test_gan_test_is_cached_and_missing_measurements_are_named(finished, data, t
     assert not layout.quality.exists()
     layout.balanced_data = tmp_path / "no_stage3"
     assert "Stage 3 has not run" in quality_html(layout, data["test"], [])
+
+
+def _fake_results(results: Path, train: Path) -> None:
+    """A finished stage 4 without training: arms x 2 seeds with history.csv, metrics.json
+    and predictions on the in-distribution and an OOD test set, and the tables
+    compare_tables makes of them. `classic` peaks at the last of 4 epochs in seed 1 (its
+    budget was too short); the others peak at epoch 2 and stop early."""
+    from classifier.comparison import compare_tables
+    from classifier.metrics import classification_metrics
+    names = ["a", "b", "c", "d"]
+    y = np.repeat(np.arange(4), 5)
+    acc = {"original": 0.5, "classic": 0.7, "diffusion_fill": 0.8}
+    rows, preds = [], {}
+    for arm, a in acc.items():
+        for seed in (0, 1):
+            run = results / arm / f"seed{seed}"
+            run.mkdir(parents=True)
+            tests = {}
+            for k, test_set in enumerate(("test", "new_site")):
+                r = np.random.default_rng(10 * seed + k).random(len(y))
+                # Label d (the tail) is always right with diffusion_fill, never without.
+                hit = (r < a) | ((y == 3) & (arm == "diffusion_fill"))
+                p = np.where(hit & ((y != 3) | (arm == "diffusion_fill")), y, (y + 1) % 4)
+                df = pd.DataFrame({"path": [f"{test_set}/{names[c]}/{i}.png"
+                                            for i, c in enumerate(y)],
+                                   "label": [names[c] for c in y],
+                                   "predicted": [names[c] for c in p]})
+                df.to_csv(run / f"predictions_{test_set}.csv", index=False)
+                preds[(test_set, arm, seed)] = df
+                tests[test_set] = classification_metrics(y, p, names)
+            last = arm == "classic" and seed == 1
+            epochs = 4 if last else 3
+            best = 4 if last else 2
+            values = [0.3 + 0.1 * e if e <= best else 0.45 for e in range(1, epochs + 1)]
+            pd.DataFrame({"epoch": range(1, epochs + 1), "loss": 1.0, "val_loss": 1.0,
+                          "val_macro_f1": values, "val_balanced_accuracy": values,
+                          "best": [int(e == best) for e in range(1, epochs + 1)]}
+                         ).to_csv(run / "history.csv", index=False)
+            (run / "metrics.json").write_text(json.dumps({
+                "class_names": names, "best_epoch": best, "epochs_run": epochs,
+                "seconds": 1.0, "val": tests["test"], "tests": tests}))
+            for test_set, m in [("val", tests["test"]), *tests.items()]:
+                rows.append({"variant": arm, "seed": seed, "set": test_set,
+                             "run_dir": str(run), "best_epoch": best, "epochs_run": epochs,
+                             **{k: m[k] for k in ("accuracy", "balanced_accuracy",
+                                                  "macro_f1", "weighted_f1")},
+                             "tail_recall": m["per_class"]["d"]["recall"]})
+    summary, paired = compare_tables(rows, preds, tail=["d"], n_boot=100)
+    summary.to_csv(results / "summary.csv", index=False)
+    paired.to_csv(results / "paired.csv", index=False)
+    pd.DataFrame(rows).to_csv(results / "runs.csv", index=False)
+    (results / "compare_config.json").write_text(json.dumps(
+        {"train_dir": str(train), "evaluation_type": "f1", "number_epochs": 4,
+         "tail_fraction": 0.25}))
+    (results / "tail_labels.json").write_text(json.dumps({"tail": ["d"]}))
+
+
+def test_report_shows_per_label_recall_side_by_side_and_names_under_trained_arms(
+        data, tmp_path):
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium (make test installs Debian's chromium)")
+        pytest.skip("no Chromium here: apt-get install chromium")
+    from config import PipelineConfig
+    from pipeline.report import build_report
+    from pipeline.stages import Layout
+    layout = Layout(tmp_path / "run")
+    _fake_results(layout.results, data["train"])
+    pcfg = PipelineConfig(in_dir=str(data["train"]), out_dir=str(layout.out_dir),
+                          categories=["a,b", "c,d"])
+    report = build_report(layout, pcfg, {})
+    page = load_page(report, evaluate={
+        "h3": "[...document.querySelectorAll('#comparison h3')].map(e => e.textContent)",
+        "h4": "[...document.querySelectorAll('#comparison h4')].map(e => e.textContent)",
+        # The two recall tables sit side by side: same top, the second to the right.
+        "boxes": "[...document.querySelectorAll('#comparison h4')].map(e => "
+                 "{const b = e.parentElement.getBoundingClientRect(); return [b.left, b.top]})",
+        "recall": "[...document.querySelectorAll('#comparison h4 + table')].map(t => "
+                  "[...t.rows].map(r => [...r.cells].map(c => c.textContent)))",
+        "verdict": "[...document.querySelectorAll('#comparison p.bad, #comparison p.good')]"
+                   ".map(e => e.textContent)",
+        "curves": "[...document.querySelectorAll('#comparison figure')].map("
+                  "f => [f.querySelector('img').naturalWidth, f.textContent])"})
+    assert page.errors == [] and page.external_requests == []
+    assert page.values["h3"] == ["in-distribution test set", "test set new_site",
+                                 "Per-label recall (mean over seeds)",
+                                 "Convergence: validation curves"]
+    assert page.values["h4"] == ["in-distribution test set", "test set new_site"]
+    (x1, y1), (x2, y2) = page.values["boxes"]
+    assert y1 == y2 and x2 > x1
+    for table in page.values["recall"]:
+        header, *rows = table
+        assert header[:2] == ["label", "test images"]
+        assert header[2:] == ["original", "classic (reference)", "diffusion_fill"]
+        assert [r[0] for r in rows] == ["a", "b", "c", "d (tail)"]
+        d = dict(zip(header, rows[3]))
+        # The tail label: always right with diffusion_fill, never with the others.
+        assert d["classic (reference)"] == "0.000" and d["original"] == "0.000 (+0.000)"
+        assert d["diffusion_fill"] == "1.000 (+1.000)"
+    (line,) = page.values["verdict"]
+    assert line.startswith("Under-trained:") and "classic (1 of 2 runs)" in line
+    assert "original" not in line and "diffusion_fill" not in line and "(4 epochs)" in line
+    (curves,) = [f for f in page.values["curves"] if "validation curves" in f[1]]
+    assert curves[0] > 0
+    assert (layout.assets / "convergence.png").is_file()
+    # With classic's best epoch before its last, every arm converged.
+    path = layout.results / "classic" / "seed1" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "best_epoch": 3}))
+    text = build_report(layout, pcfg, {}).read_text()
+    assert "Under-trained" not in text
+    assert ("Converged: no run's best epoch was the last of the budget (4 epochs); 5 of 6 "
+            "runs stopped early") in text.replace("&#39;", "'")
