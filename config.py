@@ -82,9 +82,11 @@ class AugmentationConfig:
     generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
                                         "of them).", min=1, max=1000)
     eta: float = opt(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like.", min=0.0, max=1.0)
-    guidance_scale: float = opt(1.0, "Classifier-free guidance for conditional models "
+    guidance_scale: float = opt(3.0, "Classifier-free guidance for conditional models "
                                 "(1 = plain conditional); on the label and, for "
-                                "site-conditioned models, the site.", min=0.0, max=20.0)
+                                "site-conditioned models, the site. 3 measured best for "
+                                "recognisable images (benchmarks/bench_generator.py).",
+                                min=0.0, max=20.0)
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
     site_regex: str | None = opt(None, "As for site_id_balancer.py.")
@@ -261,8 +263,9 @@ class DiffusionConfig:
     generate_batch_size: int = opt(32, "Images generated per network call.", min=1)
     generate_labels: list[str] | None = opt(None, "Conditional models: labels to generate "
                                             "(default: all).")
-    guidance_scale: float = opt(1.0, "Conditional models: classifier-free guidance "
-                                "(1 = none, 2-4 = closer to the label).", min=0.0, max=20.0)
+    guidance_scale: float = opt(3.0, "Conditional models: classifier-free guidance "
+                                "(1 = none, 2-4 = closer to the label; 3 measured best for "
+                                "recognisable images).", min=0.0, max=20.0)
     label_noise_std: float = opt(0.0, "Conditional models: Gaussian noise on the label "
                                  "embedding while sampling, for diversity.", min=0.0,
                                  max=10.0)
