@@ -98,7 +98,7 @@ def build(size: int, policy: str, seed: int = 0):
     d = DiffusionConfig()
     cfg = DiffusionConfig(image_size=(size, size), widths=[32, 64, 96, 128], block_depth=2,
                           embedding_dims=d.embedding_dims,
-                          attention_in_bottleneck=d.attention_in_bottleneck)
+                          attention_in_bottleneck=d.attention_in_bottleneck, channels="3")
     model = build_model(cfg)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     return model

@@ -38,7 +38,7 @@ def make_run(folder: Path, size: int, widths: list[int]) -> Path:
     from diffusion.training import build_model
 
     cfg = DiffusionConfig(image_size=(size, size), widths=widths, block_depth=2,
-                          embedding_dims=16, use_mix_precision=False)
+                          embedding_dims=16, use_mix_precision=False, channels="3")
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 0)

@@ -40,7 +40,8 @@ def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 3
     """A DDIM run folder (config.json + best.weights.h5) of a tiny untrained model."""
     from diffusion.training import build_model
     cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
-                          embedding_dims=8, conditional=conditional, use_mix_precision=False)
+                          embedding_dims=8, conditional=conditional, use_mix_precision=False,
+                          channels="3")
     keras.utils.set_random_seed(0)
     model = build_model(cfg, len(classes) if conditional else 0)
     folder.mkdir(parents=True)
