@@ -131,7 +131,7 @@ def reference_loop(model, n: int, steps: int) -> float:
             t = 1.0 - step / steps
             nr, sr = model.schedule(tf.fill((1, 1, 1, 1), t))
             nnr, nsr = model.schedule(tf.fill((1, 1, 1, 1), max(t - 1.0 / steps, 0.0)))
-            pn = tf.cast(model.ema_network([x, nr ** 2], training=False), "float32")
+            pn = tf.cast(model.ema_network(model._network_inputs(x, nr), training=False), "float32")
             pi = (x - nr * pn) / sr
             x = nsr * pi + nnr * pn
         pi.numpy()
