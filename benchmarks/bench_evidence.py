@@ -30,6 +30,7 @@ default rule: the file-name prefix before the first '_', the class name here).
 
     .venv/bin/python benchmarks/bench_evidence.py                 # 5 seeds; long on 2 cores
     .venv/bin/python benchmarks/bench_evidence.py --quick         # tiny smoke run, minutes
+    .venv/bin/python benchmarks/bench_evidence.py --dataset fmnist  # long-tail Fashion-MNIST
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
         --ood_test_dirs path/to/ood_set
     .venv/bin/python benchmarks/bench_evidence.py --generator_seeds 2   # 2 generators x 5 seeds
@@ -51,16 +52,19 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "custom_coco"
 # Vehicles (61 training photos) vs kitchen things (133): 72 new vehicle images close the gap.
 CATEGORIES = [["bicycle", "car", "motorcycle"], ["bottle", "spoon", "knife"]]
+# Long-tail Fashion-MNIST: tops (620 training images) vs footwear (120), footwear filled.
+FMNIST_CATEGORIES = [["1", "2", "3"], ["4", "5", "6"]]
 ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill",
         "classic_fill+classic", "diffusion_fill+classic", "diffusion_fill+diagen"]
 # The pipeline's seed: stage 2 of run/ trains with it; run_gen<k>/ with GEN_SEED + k.
 GEN_SEED = 42
 
 
-def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str]) -> dict:
+def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str],
+             categories: list[list[str]] = CATEGORIES, input_shape: int = 64) -> dict:
     """The pipeline's JSON settings: CPU-sized, or tiny with `quick` (a smoke run)."""
     steps = 20 if quick else 4000
-    compare = {"backbone": "small_cnn", "input_shape": 32 if quick else 64,
+    compare = {"backbone": "small_cnn", "input_shape": 32 if quick else input_shape,
                "number_epochs": 3 if quick else 60, "early_stop_patience": 3 if quick else 15,
                "batch_size": 32, "learning_rate": 1e-3, "seeds": seeds, "variants": ARMS,
                "classic_strengths": [0.5, 1.0] if quick else [0.25, 0.5, 1.0],
@@ -68,7 +72,7 @@ def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str]) -> dict:
     if ood_test_dirs:
         compare["ood_test_dirs"] = ood_test_dirs
     return {
-        "pipeline": {"categories": [",".join(c) for c in CATEGORIES]},
+        "pipeline": {"categories": [",".join(c) for c in categories]},
         # The generator recipe: one conditional model on all 6 classes, a step budget
         # (benchmarks/bench_generator.py measures quality against it).
         "diffusion": {"conditional": True, "image_size": [32, 32],
@@ -206,6 +210,10 @@ def print_tables(results: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("coco", "fmnist"), default="coco",
+                        help="coco: 6 classes of custom_coco (vehicles filled); fmnist: the "
+                             "long-tail Fashion-MNIST arrangement (grey; tops 300/200/120, "
+                             "footwear 60/40/20 filled)")
     parser.add_argument("--work_dir", default="/tmp/bench_evidence")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="classifier seeds (default: 0 1 2 3 4; --quick: 0 1)")
@@ -221,16 +229,23 @@ def main(argv=None) -> int:
                         help="run_pipeline.py --redo: run this stage and the later ones again "
                              "(after the code or settings of a stage changed)")
     args = parser.parse_args(argv)
-    if not DATA.is_dir():
+    if args.dataset == "coco" and not DATA.is_dir():
         print(f"error: {DATA} not found (the shared custom_coco photos)", file=sys.stderr)
         return 2
     if args.generator_seeds < 1:
         parser.error("--generator_seeds must be at least 1")
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     work = Path(args.work_dir)
-    train, test = link_subset(work)
+    if args.dataset == "coco":
+        categories, input_shape = CATEGORIES, 64
+        train, test = link_subset(work)
+    else:
+        from sample_data.__main__ import build
+        categories, input_shape = FMNIST_CATEGORIES, 32
+        build(work / "fmnist_longtail", 32, 0, "longtail")
+        train, test = work / "fmnist_longtail" / "train", work / "fmnist_longtail" / "test"
     start = time.time()
-    base = settings(args.quick, seeds, args.ood_test_dirs)
+    base = settings(args.quick, seeds, args.ood_test_dirs, categories, input_shape)
 
     import run_pipeline
     runs: list[tuple[int, Path]] = []
@@ -252,7 +267,9 @@ def main(argv=None) -> int:
     minutes = (time.time() - start) / 60
     gens = (f", generator seeds {[g for g, _ in runs]} (generative arms: each generator x "
             f"each classifier seed)" if len(runs) > 1 else "")
-    print(f"\nEvidence on custom_coco (6 classes, categories {CATEGORIES}), classifier seeds "
+    what = ("custom_coco (6 classes" if args.dataset == "coco"
+            else "long-tail Fashion-MNIST (grey")
+    print(f"\nEvidence on {what}, categories {categories}), classifier seeds "
           f"{seeds}{gens}"
           f"{' (QUICK: tiny settings, the numbers mean nothing)' if args.quick else ''}, "
           f"{minutes:.1f} min (finished stages and runs are skipped)")
