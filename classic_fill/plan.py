@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from classic_fill.replay import image_seed
 from dataset.scan import ImageRecord

@@ -26,7 +26,7 @@ from cli.tables import format_table
 from config import AugmentationConfig
 from dataset.atomic import atomic_path, atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
-from dataset.images import load_rgb, save_rgb, to_uint8
+from dataset.images import save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.out_dir import CONFIG_NAME, check_out_dir
 from dataset.scan import ScanResult, scan_labelled_dir, validate_images
