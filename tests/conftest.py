@@ -30,6 +30,33 @@ def make_dataset(root: Path, layout: dict[str, dict[str, int]], size=(24, 16),
     return root
 
 
+# Small coloured classes a classifier can learn in a few epochs: plain red, striped green,
+# blue with a bright square (purple: a label the test data does not have).
+CLASS_COLOURS = {"red": (200, 50, 50), "green": (50, 170, 60), "blue": (50, 70, 200),
+                 "purple": (150, 40, 160)}
+
+
+def class_image(label: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """A noisy (size, size, 3) uint8 image of one of CLASS_COLOURS' classes."""
+    img = np.array(CLASS_COLOURS[label], dtype=float)[None, None] + rng.normal(0, 35, (size, size, 3))
+    if label == "green":      # stripes
+        img[::4] *= 0.5
+    elif label == "blue":     # a bright square
+        img[4:10, 4:10] += 60
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_class_images(root: Path, per_class: dict[str, int], seed: int,
+                       suffix: str = ".png") -> Path:
+    """root/<label>/s_NNN<suffix> with per_class[label] images of `class_image`."""
+    rng = np.random.default_rng(seed)
+    for label, n in per_class.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(class_image(label, rng)).save(root / label / f"s_{i:03d}{suffix}")
+    return root
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file below root, by relative path."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -7,45 +7,26 @@ few epochs; trained models are shared through module-scoped fixtures.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cli.flags import parse_config
+from conftest import class_image, write_class_images
 from config import ClassifierConfig, GridSearchConfig
 from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError
 
 SIZE = 16
-BASE = {"red": (200, 50, 50), "green": (50, 170, 60), "blue": (50, 70, 200),
-        "purple": (150, 40, 160)}
-
-
-def _image(label: str, rng) -> np.ndarray:
-    img = np.array(BASE[label], dtype=float)[None, None] + rng.normal(0, 35, (SIZE, SIZE, 3))
-    if label == "green":      # stripes
-        img[::4] *= 0.5
-    elif label == "blue":     # a bright square
-        img[4:10, 4:10] += 60
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _write(root: Path, per_class: dict[str, int], seed: int, suffix=".png") -> Path:
-    rng = np.random.default_rng(seed)
-    for label, n in per_class.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(_image(label, rng)).save(root / label / f"s_{i:03d}{suffix}")
-    return root
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("clf")
-    train = _write(root / "train", {"red": 14, "green": 10, "blue": 8}, seed=1, suffix=".jpg")
-    test = _write(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
+    train = write_class_images(root / "train", {"red": 14, "green": 10, "blue": 8}, seed=1,
+                               suffix=".jpg")
+    test = write_class_images(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
     # Stage-3-like balanced folder: originals + synthetic ("ddim") images, with a manifest.
     bal = root / "balanced"
     rows = []
@@ -60,7 +41,7 @@ def data(tmp_path_factory):
         for i in range(n):
             name = f"{label}/ddim_{i}.png"
             # The last red synthetic image is really blue: DIAGen should weight it down.
-            Image.fromarray(_image("blue" if (label, i) == ("red", 1) else label, rng)).save(
+            Image.fromarray(class_image("blue" if (label, i) == ("red", 1) else label, rng)).save(
                 bal / name)
             rows.append(ManifestRow(name, label, "s", "", "ddim", i, {}, 0.5))
     write_manifest(bal / "manifest.csv", rows)
@@ -146,7 +127,7 @@ def test_saved_run_is_rebuilt_from_config_json_and_evaluates_the_same(trained, d
 def test_evaluate_on_a_folder_with_an_unknown_class_gives_a_clear_error(trained, data,
                                                                         tmp_path, capsys):
     from classifier.evaluate import evaluate_model, main
-    bad = _write(tmp_path / "bad", {"red": 2, "purple": 2}, seed=5)
+    bad = write_class_images(tmp_path / "bad", {"red": 2, "purple": 2}, seed=5)
     with pytest.raises(DatasetError, match="does not know: purple"):
         evaluate_model(trained.run_dir, bad, tmp_path / "ev")
     assert main(["--model", str(trained.run_dir), "--test_dir", str(bad),
@@ -305,7 +286,7 @@ def test_classic_strength_and_flips_reach_the_augmenter():
 
     from classifier.augment import make_batch_augmenter
     rng = np.random.default_rng(0)
-    batch = tf.constant(np.stack([_image(c, rng) for c in ("red", "green", "blue") * 4])
+    batch = tf.constant(np.stack([class_image(c, rng) for c in ("red", "green", "blue") * 4])
                         .astype(np.float32))
     assert make_batch_augmenter("flip", 1.0, strength=0.0, flip="none") is None
     # Strength 0 with vertical flips: each image is itself or turned upside down, never
@@ -326,7 +307,7 @@ def test_augmenters_keep_shape_and_range_and_respect_probability(augm_type):
 
     from classifier.augment import make_batch_augmenter
     rng = np.random.default_rng(0)
-    batch = tf.constant(np.stack([_image(c, rng) for c in ("red", "green", "blue") * 4])
+    batch = tf.constant(np.stack([class_image(c, rng) for c in ("red", "green", "blue") * 4])
                         .astype(np.float32))
     out = make_batch_augmenter(augm_type, 1.0, seed=3)(batch).numpy()
     assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255

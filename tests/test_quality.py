@@ -17,34 +17,15 @@ from PIL import Image
 
 from dataset.manifest import ManifestRow, write_manifest
 from quality import neighbours
-from conftest import tree_hashes
+from conftest import class_image, tree_hashes, write_class_images
 
 SIZE = 16
-BASE = {"red": (200, 50, 50), "green": (50, 170, 60), "blue": (50, 70, 200)}
-
-
-def _image(label: str, rng) -> np.ndarray:
-    img = np.array(BASE[label], dtype=float)[None, None] + rng.normal(0, 35, (SIZE, SIZE, 3))
-    if label == "green":      # stripes
-        img[::4] *= 0.5
-    elif label == "blue":     # a bright square
-        img[4:10, 4:10] += 60
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def _checkerboard() -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE]
     c = (((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)
     return np.stack([c, 255 - c, c // 2], -1)
-
-
-def _write(root: Path, per_class: dict[str, int], seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for label, n in per_class.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(_image(label, rng)).save(root / label / f"s_{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +35,9 @@ def data(tmp_path_factory):
     copy of the grey training image, a checkerboard unlike any real image, good red images,
     and 'blue' images that look green."""
     root = tmp_path_factory.mktemp("quality")
-    train = _write(root / "train", {"red": 10, "green": 10, "blue": 10}, seed=1)
-    test = _write(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
-    grey = _image("green", np.random.default_rng(7))[..., 1]
+    train = write_class_images(root / "train", {"red": 10, "green": 10, "blue": 10}, seed=1)
+    test = write_class_images(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
+    grey = class_image("green", np.random.default_rng(7))[..., 1]
     Image.fromarray(grey, mode="L").save(train / "green" / "grey_000.png")
     bal = root / "balanced"
     rows = []
@@ -69,8 +50,8 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(3)
     synthetic = {"red/ddim_copy.png": None, "green/ddim_grey_copy.png": None,
                  "red/ddim_checker.png": _checkerboard()}
-    synthetic.update({f"red/ddim_{i}.png": _image("red", rng) for i in range(4)})
-    synthetic.update({f"blue/ddim_{i}.png": _image("green", rng) for i in range(4)})
+    synthetic.update({f"red/ddim_{i}.png": class_image("red", rng) for i in range(4)})
+    synthetic.update({f"blue/ddim_{i}.png": class_image("green", rng) for i in range(4)})
     for name, arr in synthetic.items():
         if name == "red/ddim_copy.png":
             shutil.copyfile(train / "red" / "s_003.png", bal / name)
