@@ -549,7 +549,9 @@ class CompareConfig(ClassifierConfig):
 
 # classic_fill sits between augment and classify: the comparison always gets the same gap
 # filled with classic augmentations at stage 3's counts (the fair baseline of the images).
-PIPELINE_STAGES = ("balance", "diffusion", "augment", "classic_fill", "classify", "report")
+# sdedit (stage 3 again, --generator sdedit) runs only with --sdedit_fill.
+PIPELINE_STAGES = ("balance", "diffusion", "augment", "sdedit", "classic_fill", "classify",
+                   "report")
 
 
 @dataclass
@@ -557,9 +559,9 @@ class PipelineConfig:
     """The whole pipeline (run_pipeline.py): stage 1 -> 2 -> 3 -> classic fill -> 4 -> report.
 
     Settings of each stage come from the `--config` JSON's sections "balancer",
-    "diffusion", "augmentation", "classic_fill" and "compare" (any field of BalancerConfig,
-    TrainAllConfig, AugmentationConfig, classic_fill's ClassicFillConfig, CompareConfig); the
-    folders between the stages are set by the runner.
+    "diffusion", "augmentation", "sdedit", "classic_fill" and "compare" (any field of
+    BalancerConfig, TrainAllConfig, AugmentationConfig (both), classic_fill's
+    ClassicFillConfig, CompareConfig); the folders between the stages are set by the runner.
     """
 
     in_dir: str = opt("", "The original dataset: one sub-folder per label, site ids in the "
@@ -571,13 +573,18 @@ class PipelineConfig:
     categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels (as for "
                                 "diffusion_augmentation.py); the smaller groups are filled "
                                 "with synthetic images.")
-    stages: list[str] = opt(list(PIPELINE_STAGES), "Stages to run, in pipeline order.",
+    stages: list[str] = opt(list(PIPELINE_STAGES), "Stages to run, in pipeline order "
+                            "(sdedit only with --sdedit_fill).",
                             choices=PIPELINE_STAGES, min_len=1)
     diffusion_labels: list[str] | None = opt(None, "Labels to train diffusion models on. "
                                              "Default: every label (one shared conditional "
                                              "model, the pipeline's default; with "
                                              "\"conditional\": false in the diffusion section, "
                                              "one model per label that stage 3 fills).")
+    sdedit_fill: bool = opt(False, "Also fill the gap with SDEdit variations of real images "
+                            "(stage 3 again with --generator sdedit, same plan and counts; "
+                            "the 'sdedit' section overrides the 'augmentation' one) and "
+                            "compare them as the sdedit_fill arm.")
     redo: str | None = opt(None, "Run this stage and the ones after it again (their old "
                            "output folders are kept, renamed *_old_<time>).",
                            choices=PIPELINE_STAGES)

@@ -51,6 +51,8 @@ def _stage_config(layout: Layout, stage: str) -> dict:
 def _stages_html(state: dict, pcfg: PipelineConfig) -> str:
     rows = []
     for stage in PIPELINE_STAGES[:-1]:
+        if stage == "sdedit" and not pcfg.sdedit_fill:
+            continue
         rec = state.get(stage)
         rows.append({"stage": stage, "status": "done" if rec else
                      ("not run" if stage in pcfg.stages else "not selected"),
@@ -157,12 +159,16 @@ def _diffusion_html(state: dict) -> str:
 
 
 def _generated_html(layout: Layout) -> str:
-    sheets = sorted((layout.balanced_data / "contact_sheets").glob("*.png"),
-                    key=lambda p: natural_key(p.stem))
-    if not sheets:
+    parts = []
+    for folder, what in ((layout.balanced_data, "generated"),
+                         (layout.sdedit_fill_data, "SDEdit variations of real images")):
+        sheets = sorted((folder / "contact_sheets").glob("*.png"),
+                        key=lambda p: natural_key(p.stem))
+        parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what} (bottom)")
+                  for p in sheets]
+    if not parts:
         return _missing("No synthetic images were generated in this run.")
-    return "".join(img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs generated (bottom)")
-                   for p in sheets) + _missing("KID, memorisation and GAN-test per label: see "
+    return "".join(parts) + _missing("KID, memorisation and GAN-test per label: see "
                                                "Generated image quality below.")
 
 

@@ -29,8 +29,9 @@ from dataset.scan import DatasetError
 from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
                              outputs_present, stage_configs)
 
-# classic_fill reads only the original data; classify compares both fills.
-_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",),
+# classic_fill reads only the original data; classify compares the fills (and sdedit's, when
+# --sdedit_fill asks for it).
+_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",), "sdedit": ("diffusion",),
           "classify": ("augment", "classic_fill")}
 
 
@@ -187,7 +188,7 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
     # Before the first stage finishes there is no state file: only what a run writes before
     # that (its settings, logs and the stage folders, which guard themselves) can be ours.
     ours = {p.name for p in (layout.diffusion_data, layout.models, layout.balanced_data,
-                             layout.classic_fill_data, layout.results, layout.configs,
+                             layout.sdedit_fill_data, layout.classic_fill_data, layout.results, layout.configs,
                              layout.logs)}
     inputs = [Path(d).resolve() for d in (pcfg.in_dir, pcfg.test_dir) if d]
     foreign = sorted(p.name for p in out.iterdir()
@@ -218,7 +219,8 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
     layout = Layout(pcfg.out_dir)
     check_run_folder(pcfg, layout)
     state = read_state(layout)
-    wanted = [s for s in PIPELINE_STAGES if s in pcfg.stages]
+    wanted = [s for s in PIPELINE_STAGES if s in pcfg.stages
+              and (s != "sdedit" or pcfg.sdedit_fill)]
     if "classify" in wanted and not pcfg.test_dir:
         raise PipelineError("the classify stage needs --test_dir (real test images, one "
                             "sub-folder per label); or leave 'classify' out of --stages")
@@ -256,7 +258,9 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
             raise PipelineError(f"stage {stage} finished earlier with other settings "
                                 f"(changed: {', '.join(changed)}); add --redo {stage} to run "
                                 f"it and the stages after it again, or use a new --out_dir")
-        missing = [s for s in _NEEDS.get(stage, ()) if s not in state]
+        needs = _NEEDS.get(stage, ()) + (("sdedit",) if stage == "classify"
+                                         and pcfg.sdedit_fill else ())
+        missing = [s for s in needs if s not in state]
         if missing:
             raise PipelineError(f"stage {stage} needs stage {missing[0]} first; add it to "
                                 "--stages")

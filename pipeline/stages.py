@@ -31,6 +31,7 @@ STAGES = {
     "balance": ("balancer", BalancerConfig, ["site_id_balancer.py"]),
     "diffusion": ("diffusion", TrainAllConfig, ["train_all.py"]),
     "augment": ("augmentation", AugmentationConfig, ["diffusion_augmentation.py"]),
+    "sdedit": ("sdedit", AugmentationConfig, ["diffusion_augmentation.py"]),
     "classic_fill": ("classic_fill", ClassicFillConfig, ["-m", "classic_fill"]),
     "classify": ("compare", CompareConfig, ["-m", "classifier.compare"]),
 }
@@ -41,6 +42,7 @@ RUNNER_KEYS = {
     "balance": ("in_dir", "out_dir"),
     "diffusion": ("in_dir", "out_dir", "labels", "load_and_train", "model_dir", "runtime"),
     "augment": ("in_dir", "out_dir", "weight_paths", "label_models", "categories"),
+    "sdedit": ("in_dir", "out_dir", "weight_paths", "label_models", "categories", "generator"),
     "classic_fill": ("in_dir", "out_dir", "categories"),
     "classify": ("train_dir", "balanced_dir", "classic_fill_dir", "test_dir", "out_dir",
                  "manifest"),
@@ -63,6 +65,7 @@ class Layout:
         self.diffusion_data = self.out_dir / "diffusion_data"   # stage 1
         self.models = self.out_dir / "models"                   # stage 2
         self.balanced_data = self.out_dir / "balanced_data"     # stage 3
+        self.sdedit_fill_data = self.out_dir / "sdedit_fill_data"  # stage 3 again, sdedit
         self.classic_fill_data = self.out_dir / "classic_fill_data"  # stage 3's gap, classic
         self.results = self.out_dir / "results"                 # stage 4
         self.quality = self.out_dir / "quality"                 # the report's GAN-test cache
@@ -77,7 +80,8 @@ class Layout:
 
     def stage_output(self, stage: str) -> Path:
         return {"balance": self.diffusion_data, "diffusion": self.models,
-                "augment": self.balanced_data, "classic_fill": self.classic_fill_data,
+                "augment": self.balanced_data, "sdedit": self.sdedit_fill_data,
+                "classic_fill": self.classic_fill_data,
                 "classify": self.results}[stage]
 
 
@@ -171,10 +175,19 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
     if "site_regex" not in augmentation and "site_csv" not in augmentation:
         # One dataset, one site rule: stage 3 reads the sites as stage 1 did.
         augmentation.update(site_regex=balancer.site_regex, site_csv=balancer.site_csv)
+    stage3 = {"in_dir": pcfg.in_dir, "weight_paths": list(run_dirs) or None,
+              "categories": list(pcfg.categories)}
     cfgs["augment"] = _build("augment", augmentation,
-                             {"in_dir": pcfg.in_dir, "out_dir": str(layout.balanced_data),
-                              "weight_paths": list(run_dirs) or None,
-                              "categories": list(pcfg.categories)}, pcfg.seed)
+                             {**stage3, "out_dir": str(layout.balanced_data)}, pcfg.seed)
+    fills = list(sections.get("compare", {}).get("fill_dirs") or [])
+    if pcfg.sdedit_fill:
+        # The same plan, seed and models as stage 3; only the generator (and what the
+        # 'sdedit' section sets, e.g. strength) differs, so the two fills pair up.
+        own = {k: v for k, v in augmentation.items() if k != "generator"}
+        cfgs["sdedit"] = _build("sdedit", {**own, **sections.get("sdedit", {})},
+                                {**stage3, "out_dir": str(layout.sdedit_fill_data),
+                                 "generator": "sdedit"}, pcfg.seed)
+        fills.append(f"sdedit_fill={layout.sdedit_fill_data}")
     classic = dict(sections.get("classic_fill", {}))
     augment = cfgs["augment"]
     if "site_regex" not in classic and "site_csv" not in classic:
@@ -189,7 +202,8 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
                                   {"train_dir": pcfg.in_dir,
                                    "balanced_dir": str(layout.balanced_data),
                                    "classic_fill_dir": str(layout.classic_fill_data),
-                                   "test_dir": pcfg.test_dir, "out_dir": str(layout.results)},
+                                   "test_dir": pcfg.test_dir, "out_dir": str(layout.results),
+                                   "fill_dirs": fills or None},
                                   pcfg.seed)
     return cfgs
 
@@ -215,8 +229,8 @@ def outputs_present(stage: str, layout: Layout, run_dirs: list[str]) -> bool:
     if stage == "diffusion":
         return all(any((Path(d) / w).is_file() for w in ("best.weights.h5", "last.weights.h5"))
                    for d in run_dirs)
-    if stage == "augment":
-        return (layout.balanced_data / "manifest.csv").is_file()
+    if stage in ("augment", "sdedit"):
+        return (layout.stage_output(stage) / "manifest.csv").is_file()
     if stage == "classic_fill":
         return (layout.classic_fill_data / "manifest.csv").is_file()
     if stage == "classify":

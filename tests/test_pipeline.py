@@ -439,3 +439,34 @@ def test_report_shows_per_label_recall_side_by_side_and_names_under_trained_arms
     assert "Under-trained" not in text
     assert ("Converged: no run's best epoch was the last of the budget (4 epochs); 5 of 6 "
             "runs stopped early") in text.replace("&#39;", "'")
+
+
+def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
+    out = finished["out"]
+    settings = json.loads(data["config"].read_text())
+    settings["sdedit"] = {"strength": 0.5}
+    config = tmp_path / "sdedit.json"
+    config.write_text(json.dumps(settings))
+    argv = ["--in_dir", str(data["train"]), "--test_dir", str(data["test"]),
+            "--out_dir", str(out), "--config", str(config), "--sdedit_fill"]
+    # The comparison would change (a new arm), so a plain re-run stops and names fill_dirs.
+    assert run_pipeline.main(argv) == 2
+    assert run_pipeline.main([*argv, "--redo", "classify"]) == 0
+    stage3 = read_manifest(out / "balanced_data" / "manifest.csv")
+    sdedit = read_manifest(out / "sdedit_fill_data" / "manifest.csv")
+    added = [r for r in sdedit if r.generator == "sdedit"]
+    # The same plan as stage 3: the same cells, each image a variation of a real image of
+    # its own label and site, at the strength of the sdedit section.
+    assert Counter((r.label, r.site_id) for r in added) == Counter(
+        (r.label, r.site_id) for r in stage3 if r.generator == "ddim")
+    for r in added:
+        assert r.params["strength"] == 0.5
+        source = Path(r.params["source"])
+        assert source.parts[0] == r.label and source.name.startswith(r.site_id + "_")
+    cfg = json.loads((out / "configs" / "sdedit.json").read_text())
+    assert cfg["generator"] == "sdedit" and cfg["seed"] == json.loads(
+        (out / "configs" / "augment.json").read_text())["seed"]
+    summary = pd.read_csv(out / "results" / "summary.csv")
+    assert "sdedit_fill" in set(summary[summary["set"] == "test"]["variant"])
+    html = (out / "report.html").read_text()
+    assert "SDEdit variations of real images" in html
