@@ -81,7 +81,7 @@ def timed_run(cfg: ClassicFillConfig) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--extra", type=int, default=450, help="Images to write (about).")
     parser.add_argument("--repeats", type=int, default=2, help="Runs of each; best counts.")
     parser.add_argument("--preset", default="upright", choices=("upright", "light", "micro"))

@@ -104,7 +104,7 @@ def make_plain_loop(args, paths, labels, plan):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="small_cnn at 64 px, 3 epochs, 4 classes")
     p.add_argument("--backbone", default="mobilenetv3small")
     p.add_argument("--input_shape", type=int, default=96)

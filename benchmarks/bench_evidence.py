@@ -214,7 +214,7 @@ def print_tables(results: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dataset", choices=("coco", "fmnist"), default="coco",
                         help="coco: 6 classes of custom_coco (vehicles filled); fmnist: the "
                              "long-tail Fashion-MNIST arrangement (grey; tops 300/200/120, "

@@ -200,7 +200,7 @@ def real_only_classifier(train_dir: Path, test_dir: Path, work: Path, size: int,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dataset", choices=("fmnist", "coco"), default="fmnist")
     parser.add_argument("--recipes", nargs="+", choices=("landed", "new"),
                         default=["landed", "new"])

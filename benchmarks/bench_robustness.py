@@ -44,7 +44,7 @@ def images_for(n: int, size: int) -> tuple[np.ndarray, str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--quick", action="store_true", help="fewer ops and probes")
     ap.add_argument("--size", type=int, default=64, help="image side in pixels")
     ap.add_argument("--images", type=int, default=32, help="images probed")

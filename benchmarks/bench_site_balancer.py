@@ -112,7 +112,7 @@ def project_run(in_dir: Path, out_dir: Path, workers: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--images", type=int, default=2000, help="input images (large set)")
     parser.add_argument("--small", type=int, default=500, help="input images (memory check)")
     parser.add_argument("--workers", type=int, default=default_workers())

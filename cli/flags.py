@@ -101,8 +101,10 @@ def build_parser(cls, description: str | None = None, dry_run: bool = True,
     Flags default to argparse.SUPPRESS so that only flags the user typed override the
     dataclass defaults (and a `--config` JSON file).
     """
+    # No abbreviations: `--model gan` must not quietly mean `--model_dir gan`.
     parser = argparse.ArgumentParser(
-        prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0])
+        prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0],
+        allow_abbrev=False)
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp, optional = _unwrap_optional(hints[f.name])
@@ -160,11 +162,19 @@ def _coerce(cls, name: str, value: Any) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
+    original = value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             value = [value]
         elem = typing.get_args(tp)[0]
-        items = [elem(v) for v in value]
+        try:
+            if any(isinstance(v, (list, dict)) for v in value):
+                raise TypeError
+            items = [elem(v) for v in value]
+        except (TypeError, ValueError):
+            # e.g. "8,16" where [8, 16] is meant: say so rather than raise int()'s error
+            raise ConfigError(f"{name}: expected a list of {elem.__name__}, got {original!r}"
+                              ) from None
         return tuple(items) if origin is tuple else items
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

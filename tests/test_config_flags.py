@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from cli.flags import (ConfigError, config_to_dict, load_config_json, parse_config,
-                       save_config_json, validate_config)
+from cli.flags import (ConfigError, config_from_dict, config_to_dict, load_config_json,
+                       parse_config, save_config_json, validate_config)
 from config import BalancerConfig
 
 
@@ -62,6 +62,25 @@ def test_json_typos_and_wrong_types_are_errors(tmp_path):
         load_config_json(BalancerConfig, bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config_json(BalancerConfig, tmp_path / "missing.json")
+    bad.write_text(json.dumps({"in_dir": "x", "labels": [["1"]]}))
+    with pytest.raises(ConfigError, match="labels: expected a list of str"):
+        load_config_json(BalancerConfig, bad)
+
+
+def test_a_string_where_a_list_of_numbers_is_meant_is_a_one_line_error():
+    from config import DiffusionConfig
+    with pytest.raises(ConfigError, match=r"widths: expected a list of int, got '8,16'"):
+        config_from_dict(DiffusionConfig, {"in_dir": "x", "widths": "8,16"})
+    assert config_from_dict(DiffusionConfig, {"in_dir": "x", "widths": 8}).widths == [8]
+
+
+def test_flags_are_never_abbreviated(capsys):
+    from config import TrainAllConfig
+    # argparse would read --model as --model_dir and train the default model silently.
+    with pytest.raises(SystemExit) as exc:
+        parse_config(TrainAllConfig, ["--in_dir", "x", "--model", "gan"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --model gan" in capsys.readouterr().err
 
 
 def test_validate_checks_dataclass_built_in_code():
