@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {len(paths)} inpainted images to {cfg.out_dir}/inpainted")
     except (ConfigError, DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -29,7 +29,9 @@ def per_label_configs(cfg: TrainAllConfig) -> list[tuple[str, DiffusionConfig]]:
 
     A label folder without usable images fails when its turn comes (see --keep_going).
     """
+    from dataset.out_dir import check_outside_inputs
     from diffusion.data import find_label_folders, find_labelled_images
+    check_outside_inputs(cfg)
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DiffusionConfig)}
     if cfg.conditional:
         find_labelled_images(cfg.in_dir, cfg.labels)  # fail early on a bad layout
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         policy, strategy = setup_runtime(runs[0][1])  # devices can be set once per process
     except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
 
     import keras
     report = []

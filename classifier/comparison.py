@@ -615,7 +615,8 @@ def run_compare(cfg, verbose: int = 2):
     from classifier.data import samples_from_dir
     from cli.flags import save_config_json
     from dataset.atomic import atomic_write_text
-    out = Path(cfg.out_dir)
+    from dataset.out_dir import check_outside_inputs
+    out = check_outside_inputs(cfg)
     counts = source_counts(cfg)
     steps = step_budget(cfg, cfg.arms(), counts)
     real_counts = Counter(s.label for s in samples_from_dir(cfg.train_dir)[0])

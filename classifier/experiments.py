@@ -153,7 +153,8 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
         The summary DataFrame (mean and std per combination and evaluation set).
     """
     import pandas as pd
-    out = Path(cfg.out_dir)
+    from dataset.out_dir import check_outside_inputs
+    out = check_outside_inputs(cfg)
     jobs = grid_jobs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     from cli.flags import save_config_json

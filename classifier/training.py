@@ -35,6 +35,7 @@ from classifier.report import plot_confusion, write_csv, write_json
 from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir
 from cli.flags import save_config_json
 from dataset.atomic import save_weights_atomic
+from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key
 
 
@@ -331,6 +332,7 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
             raise DatasetError(f"{name} {d} is not a folder")
     rng = np.random.default_rng(cfg.seed)
     skipped: list[str] = []
+    check_outside_inputs(cfg)
     class_names, train, val = prepare_data(cfg, rng, skipped)
     run_dir = new_run_dir(cfg.out_dir, cfg.run_name, cfg.backbone)
     save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names)

@@ -29,6 +29,47 @@ def check_location(out_dir: str | Path, in_dir: str | Path, in_flag: str = "--in
     return out
 
 
+# Settings that name data a command reads (never written into): a command's out_dir must lie
+# outside every one, or its outputs (curves, grids, PNGs) become training images next time.
+INPUT_FIELDS = ("in_dir", "train_dir", "val_dir", "test_dir", "ood_test_dirs", "balanced_dir",
+                "classic_fill_dir", "fill_dirs", "manifest", "inpainting_dir")
+
+
+def input_folders(cfg) -> list[tuple[str, str]]:
+    """(flag, folder) of every input folder `cfg` names (a manifest file: its folder;
+    `fill_dirs` entries NAME=DIR: the DIR).
+
+    Example:
+        >>> input_folders(CompareConfig(train_dir="data/train", test_dir="data/test"))
+        [('--train_dir', 'data/train'), ('--test_dir', 'data/test')]
+    """
+    found = []
+    for name in INPUT_FIELDS:
+        value = getattr(cfg, name, None)
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            path = str(item or "")
+            if name == "fill_dirs":
+                path = path.split("=", 1)[-1]
+            if name == "manifest" and path.endswith(".csv"):
+                path = str(Path(path).parent)
+            if path:
+                found.append((f"--{name}", path))
+    return found
+
+
+def check_outside_inputs(cfg, out_dir: str | Path | None = None) -> Path:
+    """`check_location` of out_dir (default: `cfg.out_dir`) against every input folder
+    `cfg` names: the one output-location rule of stages 2 and 4. Returns the resolved out_dir.
+
+    Raises:
+        DatasetError: one line naming the input the out_dir lies in (nothing is changed).
+    """
+    out = cfg.out_dir if out_dir is None else out_dir
+    for flag, folder in input_folders(cfg):
+        check_location(out, folder, flag)
+    return Path(out).resolve()
+
+
 def saved_config(out_dir: Path) -> dict:
     """The config.json an earlier run left in out_dir ({} when there is none or it is damaged)."""
     try:

@@ -22,6 +22,7 @@ from cli.flags import ConfigError
 from config import DiffusionConfig
 from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
+from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
 from diffusion.training import read_run, safe_name, with_architecture_of
 
@@ -84,7 +85,7 @@ def generate_to_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path
     """
     from tqdm import tqdm
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
-    out_dir = Path(cfg.out_dir)
+    out_dir = check_outside_inputs(cfg)   # cfg.in_dir is now the model's training data
     run_name = safe_name(Path(cfg.model_dir).resolve().name)
     written = []
     existing = 0
@@ -153,6 +154,7 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
     """
     from tqdm import tqdm
     from diffusion.data import load_image, load_mask
+    check_outside_inputs(cfg)
     pairs = find_inpainting_pairs(cfg.inpainting_dir)
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
     images, masks, used, skipped = [], [], [], []

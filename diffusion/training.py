@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cli.flags import ConfigError, load_config_json, save_config_json
 from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
+from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
 
@@ -276,6 +277,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
 
     meta: dict = {}
     state: dict = {}
+    if not cfg.load_and_train:
+        check_outside_inputs(cfg)  # or the sample grids become training images next time
     if cfg.load_and_train:
         run_dir = Path(cfg.model_dir)
         saved, meta = read_run(run_dir)

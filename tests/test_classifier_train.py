@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli.flags import parse_config
-from conftest import class_image, write_class_images
+from conftest import class_image, tree_hashes, write_class_images
 from config import ClassifierConfig, GridSearchConfig
 from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError
@@ -326,3 +326,24 @@ def test_empty_training_folder_gives_a_one_line_error(tmp_path):
     assert main(["--train_dir", str(tmp_path / "empty"), "--out_dir", str(tmp_path / "o"),
                  "--backbone", "small_cnn", "--input_shape", "16"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_an_out_dir_inside_any_input_is_refused_before_any_work(data, capsys):
+    """Confusion PNGs written into a label folder would be read as training images."""
+    from classifier.compare import main as compare
+    from classifier.grid_search import main as grid_search
+    from classifier.train import main as train
+    before = tree_hashes(data["root"])
+    small = ["--backbone", "small_cnn", "--input_shape", "16", "--number_epochs", "1"]
+    for out in (data["train"] / "red", data["test"]):
+        assert train(["--train_dir", str(data["train"]), "--test_dir", str(data["test"]),
+                      "--out_dir", str(out), *small]) == 2
+        assert "is inside --" in capsys.readouterr().err
+    assert grid_search(["--train_dir", str(data["train"]), "--out_dir",
+                        str(data["train"] / "runs"), *small]) == 2
+    assert "is inside --train_dir" in capsys.readouterr().err
+    assert compare(["--train_dir", str(data["train"]), "--test_dir", str(data["test"]),
+                    "--fill_dirs", f"mine={data['balanced']}", "--variants", "original",
+                    "--out_dir", str(data["balanced"] / "compare"), *small]) == 2
+    assert "is inside --fill_dirs" in capsys.readouterr().err
+    assert tree_hashes(data["root"]) == before

@@ -16,6 +16,7 @@ keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
+from conftest import tree_hashes  # noqa: E402
 from dataset.images import load_rgb, save_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import load_image  # noqa: E402
@@ -93,7 +94,7 @@ def test_resume_continues_epochs_and_optimizer(run_dir, tmp_path):
     assert len({len(line.split(",")) for line in lines}) == 1  # same columns after resume
     assert _optimizer_iterations(run / "last.weights.h5") == steps_before * 3 // 2
     assert run_diffusion.main(["--load_and_train", "--model_dir", str(run),
-                               "--num_epochs", "3"]) == 1  # nothing left to do: clear error
+                               "--num_epochs", "3"]) == 2  # nothing left to do: clear error
 
 
 def test_a_resumed_run_keeps_its_kid_features(run_dir, tmp_path, capsys):
@@ -185,12 +186,12 @@ def test_dry_runs_write_nothing(data_dir, tmp_path, capsys):
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, capsys):
-    assert run_diffusion.main(["--in_dir", str(tmp_path / "missing")]) == 1
+    assert run_diffusion.main(["--in_dir", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert run_diffusion.main(["--in_dir", str(tmp_path / "empty")]) == 1
+    assert run_diffusion.main(["--in_dir", str(tmp_path / "empty")]) == 2
     assert "no images" in capsys.readouterr().err
-    assert run_diffusion.main(["--runtime", "inference", "--model_dir", str(tmp_path)]) == 1
+    assert run_diffusion.main(["--runtime", "inference", "--model_dir", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_diffusion.main(["--in_dir", "x", "--widths", "8", "20"])
@@ -227,3 +228,18 @@ def test_train_all_keep_going_mirrored_on_two_cpu_devices(data_dir, tmp_path):
     assert "2 replica(s)" in proc.stdout
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     assert (run / "best.weights.h5").exists()
+
+
+@pytest.mark.parametrize("command", ["run_diffusion", "train_all"])
+def test_an_out_dir_inside_the_training_data_is_refused(command, data_dir, tmp_path, capsys):
+    """Otherwise the sample grids and curves become training images of the next run."""
+    root = tmp_path / "data"
+    shutil.copytree(data_dir, root)
+    before = tree_hashes(root)
+    main = run_diffusion.main if command == "run_diffusion" else train_all.main
+    in_dir = root / "red" if command == "run_diffusion" else root
+    for out in (in_dir, in_dir / "models"):
+        assert main(["--in_dir", str(in_dir), "--out_dir", str(out), *TINY_FLAGS]) == 2
+        err = capsys.readouterr().err
+        assert f"--out_dir {out} is inside --in_dir {in_dir}" in err
+    assert tree_hashes(root) == before
