@@ -56,9 +56,15 @@ def find_label_images(in_dir: str | Path) -> list[Path]:
     if not in_dir.is_dir():
         raise DatasetError(f"input folder {in_dir} does not exist or is not a folder")
     direct = _images_in(in_dir)
+    nested = [p for sub in _subfolders(in_dir) for p in _images_in(sub)]
+    if direct and nested:
+        # A dataset root with a stray image: training on that one image alone is never meant.
+        raise DatasetError(f"{in_dir} holds {len(direct)} image(s) and sub-folders with "
+                           f"{len(nested)} more: give one label's folder as --in_dir, or "
+                           f"train on every label (--conditional, or train_all.py); move the "
+                           f"stray image(s) away first ({direct[0].name})")
     if direct:
         return direct
-    nested = [p for sub in _subfolders(in_dir) for p in _images_in(sub)]
     if not nested:
         raise DatasetError(f"no images in {in_dir} nor in its sub-folders (extensions: jpg, "
                            f"jpeg, png, bmp, tif, webp)")

@@ -198,6 +198,18 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert "multiple of the 8 GroupNorm groups" in capsys.readouterr().err
 
 
+def test_a_dataset_root_with_a_stray_image_is_not_trained_as_one_label(data_dir, tmp_path,
+                                                                        capsys):
+    root = tmp_path / "data"
+    shutil.copytree(data_dir, root)
+    shutil.copy(next((root / "red").iterdir()), root / "stray.png")
+    assert run_diffusion.main(["--in_dir", str(root), "--out_dir", str(tmp_path / "o"),
+                               *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 image(s) and sub-folders with" in err and "stray.png" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_train_all_stops_at_first_failure(data_dir, tmp_path, capsys):
     root = tmp_path / "data"
     shutil.copytree(data_dir, root)
