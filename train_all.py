@@ -41,6 +41,38 @@ def per_label_configs(cfg: TrainAllConfig) -> list[tuple[str, DiffusionConfig]]:
             for lab in labels]
 
 
+def reusable_run(cfg: DiffusionConfig, label: str, labels: list[str] | None
+                 ) -> tuple[Path, bool] | None:
+    """(run folder, finished) of an earlier run of `label` with the same settings in
+    cfg.out_dir, so a rerun keeps finished labels and resumes the interrupted one; None when
+    there is none.
+
+    Raises:
+        ConfigError: several finished runs match; the user says which to keep.
+    """
+    from diffusion.data import find_label_folders
+    from diffusion.training import earlier_runs
+    names = list(find_label_folders(cfg.in_dir, labels)) if cfg.conditional else None
+    runs = earlier_runs(cfg, label, names)
+    done = [run for run, finished in runs if finished]
+    if len(done) > 1:
+        raise ConfigError(f"{len(done)} finished runs of {label} with these settings in "
+                          f"{cfg.out_dir}: {', '.join(str(d) for d in done)}; move all but one "
+                          f"away (or use another --out_dir)")
+    if done:
+        return done[0], True
+    return (runs[-1][0], False) if runs else None
+
+
+def finished_row(label: str, run: Path) -> dict:
+    """The report row of a run that finished earlier (from its state.json and history)."""
+    import json
+    state = json.loads((run / "state.json").read_text())
+    return {"label": label, "status": "ok", "epochs": state.get("epochs_done"),
+            "monitor": state.get("monitor"), "best": state.get("best_value"),
+            "run_dir": str(run), "error": "finished earlier, kept"}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(TrainAllConfig, argv, prog="train_all.py")
     try:
@@ -62,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     for i, (label, dcfg) in enumerate(runs):
         print(f"=== {label} ({i + 1}/{len(runs)}) ===")
         try:
+            earlier = reusable_run(dcfg, label, cfg.labels)
+            if earlier is not None and earlier[1]:
+                report.append(finished_row(label, earlier[0]))
+                print(f"[{label}] finished earlier with the same settings: {earlier[0]}")
+                continue
+            if earlier is not None:
+                print(f"[{label}] resuming {earlier[0]} (interrupted earlier)")
+                dcfg = dataclasses.replace(dcfg, load_and_train=True, model_dir=str(earlier[0]))
             res = train(dcfg, labels=cfg.labels, strategy=strategy, policy=policy)
             report.append({"label": label, "status": "ok", "epochs": res.epochs_done,
                            "monitor": res.monitor, "best": res.best_value,

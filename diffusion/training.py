@@ -235,6 +235,50 @@ def new_run_dir(out_dir: str | Path, label: str) -> Path:
     return Path(out_dir) / f"{safe_name(label)}_{stamp}_{uuid.uuid4().hex[:4]}"
 
 
+# Settings that do not change what a run learns: a rerun that differs only in these may
+# reuse (or resume) the run.
+_RUN_ONLY = frozenset({"runtime", "load_and_train", "model_dir", "out_dir", "gpu_index",
+                       "distribute", "cpu_devices", "cache_images"})
+
+
+def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None = None
+                 ) -> list[tuple[Path, bool]]:
+    """Run folders in `cfg.out_dir` of `label` trained with the same settings, oldest first,
+    each with whether it finished; only those with weights to resume from.
+
+    Args:
+        cfg: this invocation's settings (channels "auto" matches any resolved value).
+        label: the run's label ("conditional" for the one shared model).
+        class_names: a conditional run's labels; a run on other labels does not count.
+
+    Example:
+        >>> earlier_runs(cfg, "conditional", ["1", "2"])
+        [(PosixPath('models/conditional_20261130-145641_31f2'), True)]
+    """
+    from diffusion.callbacks import LAST_WEIGHTS, STATE_JSON
+    from cli.flags import config_to_dict
+    now = {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_ONLY}
+    now["in_dir"] = str(Path(cfg.in_dir).resolve())
+    found = []
+    for config in Path(cfg.out_dir).glob(f"{safe_name(label)}_*/{CONFIG_JSON}"):
+        run = config.parent
+        try:
+            saved = json.loads(config.read_text())
+            state = json.loads((run / STATE_JSON).read_text()) \
+                if (run / STATE_JSON).is_file() else {}
+        except (OSError, ValueError):
+            continue  # a damaged folder is not ours to reuse
+        saved["in_dir"] = str(Path(str(saved.get("in_dir", ""))).resolve())
+        if now.get("channels") == "auto":
+            saved["channels"] = "auto"
+        same = all(saved.get(k) == v for k, v in now.items() if not k.startswith("_"))
+        if (saved.get("_label") != label or not same or not (run / LAST_WEIGHTS).is_file()
+                or (class_names is not None and saved.get("_class_names") != class_names)):
+            continue
+        found.append((config.stat().st_mtime, run, bool(state.get("finished"))))
+    return [(run, done) for _, run, done in sorted(found)]
+
+
 def describe_plan(cfg: DiffusionConfig, labels: list[str] | None = None) -> str:
     """What `train(cfg)` would do, for --dry-run (reads file names only)."""
     if cfg.load_and_train:

@@ -223,6 +223,36 @@ def test_train_all_stops_at_first_failure(data_dir, tmp_path, capsys):
     assert "a_bad,failed" in report.read_text()
 
 
+def test_train_all_rerun_keeps_finished_labels_and_resumes_the_interrupted_one(
+        data_dir, tmp_path, capsys):
+    out = tmp_path / "models"
+    argv = ["--in_dir", str(data_dir), "--out_dir", str(out), "--num_epochs", "2",
+            "--kid_every", "0", "--sample_every", "0", *TINY_FLAGS]
+    assert train_all.main(argv) == 0
+    runs = {p.name.split("_")[0]: p for p in out.iterdir() if p.is_dir()}
+    assert set(runs) == {"red", "blue"}
+    # As a kill during blue's second epoch leaves it.
+    state = json.loads((runs["blue"] / "state.json").read_text())
+    (runs["blue"] / "state.json").write_text(json.dumps({**state, "epochs_done": 1,
+                                                         "finished": False}))
+    red_before = tree_hashes(runs["red"])
+    capsys.readouterr()
+    assert train_all.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"[red] finished earlier with the same settings: {runs['red']}" in printed
+    assert f"[blue] resuming {runs['blue']}" in printed
+    assert {p for p in out.iterdir() if p.is_dir()} == set(runs.values())   # no new folder
+    assert tree_hashes(runs["red"]) == red_before
+    assert json.loads((runs["blue"] / "state.json").read_text())["finished"] is True
+    # Two finished runs of one label with the same settings: an error naming both.
+    shutil.copytree(runs["red"], out / (runs["red"].name + "x"))
+    assert train_all.main(argv) == 1
+    assert "2 finished runs of red with these settings" in capsys.readouterr().err
+    # Other settings: a new run, the old ones untouched.
+    assert train_all.main([*argv, "--labels", "blue", "--seed", "7"]) == 0
+    assert len([p for p in out.iterdir() if p.name.startswith("blue_")]) == 2
+
+
 def test_train_all_keep_going_mirrored_on_two_cpu_devices(data_dir, tmp_path):
     """A fresh process: logical CPU devices must be set before TensorFlow starts."""
     root = tmp_path / "data"
