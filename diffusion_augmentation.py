@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from config import AugmentationConfig
 from dataset.scan import DatasetError
 from gap_filling.run import format_gap_plan, plan_gap_fill, run_gap_fill
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(AugmentationConfig, argv, prog="diffusion_augmentation.py")
     try:

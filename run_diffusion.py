@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from config import DiffusionConfig
 from dataset.scan import DatasetError
@@ -36,6 +37,7 @@ def describe(cfg: DiffusionConfig) -> str:
             f"{cfg.jump_length}, jump_n_sample {cfg.jump_n_sample}) into {cfg.out_dir}/inpainted/")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(DiffusionConfig, argv, prog="run_diffusion.py")
     try:

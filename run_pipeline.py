@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, parse_config
 from config import PipelineConfig
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(PipelineConfig, argv, prog="run_pipeline.py", section="pipeline")
     from dataset.scan import DatasetError

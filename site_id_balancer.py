@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from balancing.run import check_out_dir, format_plan, plan_balance, run_balance
+from cli.errors import one_line_errors
 from cli.flags import format_config, parse_config
 from config import BalancerConfig
 from dataset.scan import DatasetError
@@ -25,6 +26,7 @@ def _print_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> None:
             print(f"  ... and {len(skipped) - limit} more (see skipped.csv)")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(BalancerConfig, argv, prog="site_id_balancer.py")
     try:

@@ -18,6 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from cli.errors import describe_os_error, one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from config import DiffusionConfig, TrainAllConfig
 from dataset.atomic import atomic_write_text
@@ -73,6 +74,7 @@ def finished_row(label: str, run: Path) -> dict:
             "run_dir": str(run), "error": "finished earlier, kept"}
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(TrainAllConfig, argv, prog="train_all.py")
     try:
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         except Exception as err:  # noqa: BLE001 - reported per label, then stop or go on
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if not isinstance(err, (ConfigError, DatasetError, ValueError)):
+            if isinstance(err, OSError):
+                first = describe_os_error(err)   # a full disk is not a bug
+            elif not isinstance(err, (ConfigError, DatasetError, ValueError)):
                 traceback.print_exc()
             report.append({"label": label, "status": "failed", "error": first})
             print(f"[{label}] failed: {first}", file=sys.stderr)

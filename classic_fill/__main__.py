@@ -13,11 +13,13 @@ import sys
 
 from classic_fill.config import ClassicFillConfig
 from classic_fill.run import check_output, format_plan, plan_classic_fill, run_classic_fill
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from dataset.scan import DatasetError
 from runtime.parallel import worker_pool
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(ClassicFillConfig, argv, prog="python3 -m classic_fill")
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cli.errors import one_line_errors
 from cli.flags import format_config, parse_config
 from dataset.scan import DatasetError
 
@@ -54,6 +55,7 @@ def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | 
     return metrics, out
 
 
+@one_line_errors
 def main(argv=None) -> int:
     from config import EvaluateConfig
     cfg, ns = parse_config(EvaluateConfig, argv, prog="python3 -m classifier.evaluate")

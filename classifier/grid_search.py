@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from dataset.scan import DatasetError
 
 
+@one_line_errors
 def main(argv=None) -> int:
     from config import GridSearchConfig
     cfg, ns = parse_config(GridSearchConfig, argv, prog="python3 -m classifier.grid_search")

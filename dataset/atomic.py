@@ -10,7 +10,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -51,9 +53,33 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def weights_file_bytes(model) -> int:
+    """A generous estimate of the size of `model.save_weights`' file: the values plus an
+    HDF5 header allowance per variable."""
+    total = 0
+    for v in model.weights:
+        n = 1
+        for d in v.shape:
+            n *= int(d)
+        total += n * (2 if "16" in str(v.dtype) else 8 if "64" in str(v.dtype) else 4)
+    return total + 4096 * len(model.weights) + (64 << 10)
+
+
 def save_weights_atomic(model, path: str | Path) -> Path:
     """`model.save_weights(path)` through a temp file + rename: a crash mid-save never leaves
-    a truncated `.weights.h5` where the last good one was."""
+    a truncated `.weights.h5` where the last good one was.
+
+    Raises:
+        OSError: ENOSPC before anything is written when the folder lacks the space (h5py
+            swallows a full disk's write errors and the process later crashes).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    need = weights_file_bytes(model)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device ({need >> 10} KiB needed, "
+                                    f"{free >> 10} KiB free)", str(path))
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
-    return Path(path)
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from dataset.scan import DatasetError
 
@@ -70,6 +71,7 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

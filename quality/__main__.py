@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
+
 USAGE = ("usage: python3 -m quality {audit,recognisability} [flags]\n"
          "       python3 -m quality audit --help")
 
@@ -32,6 +34,7 @@ def _plan(command: str, cfg) -> str:
     return f"{gt}{gtr}; tested on {cfg.test_dir}; write to {cfg.out_dir}"
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     from cli.flags import ConfigError, format_config, parse_config
     from dataset.scan import DatasetError

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import sys
 
+from cli.errors import one_line_errors
+
 USAGE = ("usage: python3 -m robustness {search,report,synthesize,evaluate,ops} [flags]\n"
          "       python3 -m robustness search --help")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     from cli.flags import ConfigError, format_config, parse_config
     from dataset.scan import DatasetError

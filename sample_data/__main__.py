@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from balancing.plan import largest_remainder
+from cli.errors import one_line_errors
 from dataset.atomic import atomic_write_text
 from dataset.images import save_rgb
 from sample_data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
@@ -92,6 +93,7 @@ def build(out_dir: Path, size: int = 32, seed: int = 0, arrangement: str = "demo
     return summary
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out_dir", default="demo_run/sample_dataset")

@@ -1,0 +1,76 @@
+"""One-line errors for every command: bad input and I/O faults exit 2, never a traceback.
+
+Each command's `main(argv) -> int` is wrapped once:
+
+    @one_line_errors
+    def main(argv=None) -> int:
+        ...
+
+Bad settings (`ConfigError`) and bad data (`DatasetError`) print `error: <why>`; an operating
+system fault (a full disk, a read-only or forbidden folder, a file that vanished) prints what
+happened and to which file. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import sys
+from typing import Callable
+
+from cli.flags import ConfigError
+from dataset.scan import DatasetError
+
+EXIT_BAD_INPUT = 2
+
+_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a path component is not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EIO: "input/output error",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line: what the operating system refused, and the file it was about.
+
+    Example:
+        >>> describe_os_error(OSError(errno.ENOSPC, "No space left", "out/a.png"))
+        'no space left on the device (writing out/a.png); free some space and run the same command again: finished work is kept'
+    """
+    reason = _REASONS.get(err.errno) or (err.strerror or str(err) or type(err).__name__)
+    # h5py and TensorFlow put the errno text in the message and no filename in the error
+    text = str(err)
+    if err.errno is None and "No space left on device" in text:
+        reason = _REASONS[errno.ENOSPC]
+    elif err.errno is None and "Read-only file system" in text:
+        reason = _REASONS[errno.EROFS]
+    elif err.errno is None and "Permission denied" in text:
+        reason = _REASONS[errno.EACCES]
+    where = err.filename or err.filename2
+    line = reason + (f" (writing {where})" if where and err.errno in (errno.ENOSPC,
+                                                                         errno.EDQUOT)
+                     else f": {where}" if where else "")
+    if reason in (_REASONS[errno.ENOSPC], _REASONS[errno.EDQUOT]):
+        line += "; free some space and run the same command again: finished work is kept"
+    return line.splitlines()[0]
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wraps a command's main: ConfigError, DatasetError and OSError become `error: ...` on
+    stderr and exit status 2."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (ConfigError, DatasetError) as err:
+            print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                  file=sys.stderr)
+        except OSError as err:
+            print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return wrapper

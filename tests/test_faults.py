@@ -1,0 +1,178 @@
+"""Fault catalogue: bad input and I/O faults through the commands, each a one-line error with
+exit status 2, the input's bytes unchanged and no half-written file left behind.
+
+Faults are injected in-process where the machine cannot make them (tests run as root, so a
+chmod'ed folder stays writable; a real full disk needs a mount): `os.replace`, the last step
+of every atomic write, raises ENOSPC, and `Path.mkdir` / `open` for writing below the out_dir
+raise EROFS.
+"""
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import make_dataset, tree_hashes
+
+TINY_DIFFUSION = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
+                  "--embedding_dims", "8", "--batch_size", "4", "--num_epochs", "1",
+                  "--kid_every", "0", "--sample_every", "0", "--kid_features", "random"]
+
+
+def _balancer(data, out):
+    from site_id_balancer import main
+    return main(["--in_dir", str(data["train"]), "--out_dir", str(out), "--workers", "1"])
+
+
+def _classic_fill(data, out):
+    from classic_fill.__main__ import main
+    return main(["--in_dir", str(data["train"]), "--out_dir", str(out), "--categories",
+                 "a,b", "c,d", "--workers", "1"])
+
+
+def _classifier(data, out):
+    from classifier.train import main
+    return main(["--train_dir", str(data["train"]), "--test_dir", str(data["test"]),
+                 "--out_dir", str(out), "--backbone", "small_cnn", "--input_shape", "16",
+                 "--number_epochs", "1", "--batch_size", "8", "--workers", "1"])
+
+
+def _diffusion(data, out):
+    from run_diffusion import main
+    return main(["--in_dir", str(data["train"] / "c"), "--out_dir", str(out),
+                 *TINY_DIFFUSION])
+
+
+COMMANDS = {"site_id_balancer": _balancer, "classic_fill": _classic_fill,
+            "classifier.train": _classifier, "run_diffusion": _diffusion}
+
+
+@pytest.fixture
+def data(tmp_path):
+    train = make_dataset(tmp_path / "train", {"a": {"S1": 3, "S2": 2}, "b": {"S1": 4},
+                                              "c": {"S1": 6, "S2": 4}, "d": {"S1": 8}})
+    test = make_dataset(tmp_path / "test", {lab: {"T": 2} for lab in "abcd"})
+    return {"train": train, "test": test, "root": tmp_path}
+
+
+def _full_disk(monkeypatch, out: Path):
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+    monkeypatch.setattr(os, "replace", replace)
+    return real
+
+
+def _read_only(monkeypatch, out: Path):
+    out = out.resolve()
+    real_mkdir, real_open = Path.mkdir, builtins.open
+
+    def below(path) -> bool:
+        p = Path(path).resolve()
+        return p == out or out in p.parents
+
+    def mkdir(self, *a, **k):
+        if below(self):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    def open_(file, mode="r", *a, **k):
+        if isinstance(file, (str, Path)) and any(c in mode for c in "wax+") and below(file):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def _assert_clean_failure(code, capsys, data, before, out: Path, expected: str):
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], err[-2000:]
+    assert tree_hashes(data["train"]) == before
+    leftovers = [p for p in out.rglob(".tmp-*")] if out.exists() else []
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_file(command, data, tmp_path,
+                                                                    monkeypatch, capsys):
+    out = tmp_path / "out"
+    before = tree_hashes(data["train"])
+    _full_disk(monkeypatch, out)
+    code = COMMANDS[command](data, out)
+    monkeypatch.undo()
+    _assert_clean_failure(code, capsys, data, before, out, "no space left on the device")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_read_only_out_dir_is_a_one_line_error(command, data, tmp_path, monkeypatch,
+                                                 capsys):
+    out = tmp_path / "out"
+    before = tree_hashes(data["train"])
+    _read_only(monkeypatch, out)
+    code = COMMANDS[command](data, out)
+    monkeypatch.undo()
+    _assert_clean_failure(code, capsys, data, before, out, "read-only file system")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_dir_inside_the_input_is_refused(command, data, capsys):
+    out = data["train"] / "c" / "out"
+    before = tree_hashes(data["train"])
+    code = COMMANDS[command](data, out)
+    _assert_clean_failure(code, capsys, data, before, out, "is inside --")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_input_folder_is_a_one_line_error(command, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = {"train": tmp_path / "nowhere", "test": data["test"], "root": tmp_path}
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere").rmdir()
+    before = tree_hashes(data["train"])
+    code = COMMANDS[command](missing, out)
+    _assert_clean_failure(code, capsys, data, before, out, "nowhere")
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KiB tmpfs (a real full disk), where the machine lets the tests mount one."""
+    import subprocess
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root in a machine that allows it)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_during_diffusion_training_is_an_error_not_a_crash(data, small_disk):
+    """h5py swallows write errors on a full disk and the process later segfaults (exit 139):
+    the weights' space is checked before they are written."""
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    before = tree_hashes(data["train"])
+    out = small_disk / "models"
+    proc = subprocess.run([sys.executable, "run_diffusion.py", "--in_dir",
+                           str(data["train"] / "c"), "--out_dir", str(out), *TINY_DIFFUSION],
+                          cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    # (the error line follows Keras' progress bar on the same terminal line)
+    errors = re.findall(r"\berror: (.*)", proc.stderr)
+    assert len(errors) == 1 and errors[0].startswith("no space left on the device")
+    assert "Traceback" not in proc.stderr
+    assert list(out.rglob(".tmp-*")) == [] and tree_hashes(data["train"]) == before
