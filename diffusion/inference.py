@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,19 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
         raise ConfigError(f"{model_dir} has no weights ({cb.BEST_WEIGHTS} / {cb.LAST_WEIGHTS})")
     setup_runtime(dataclasses.replace(cfg, distribute="none"))
     num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
-    model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
-    model.load_weights(weights)
+    try:
+        model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
+        with warnings.catch_warnings():
+            # Keras only warns when saved layers are missing and keeps their random values:
+            # a model that half-loads would generate noise without a word.
+            warnings.filterwarnings("error", message=".*(Skipping|freshly-initialized).*")
+            model.load_weights(weights)
+    except (OSError, ValueError, KeyError, TypeError, UserWarning) as err:
+        # truncated or empty files, pickles renamed .weights.h5, another architecture's weights
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"{weights} cannot be loaded into the model its config.json "
+                          f"describes ({first}); the file is damaged or from another run"
+                          ) from None
     return model, cfg, meta
 
 

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.flags import ConfigError, load_config_json, save_config_json
+from cli.flags import ConfigError, load_config_json, save_config_json, validate_config
 from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError
@@ -82,8 +82,18 @@ def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
     path = Path(model_dir) / CONFIG_JSON
     if not path.exists():
         raise ConfigError(f"{model_dir} is not a run folder (no {CONFIG_JSON})")
-    data = json.loads(path.read_text())
-    cfg = load_config_json(DiffusionConfig, path)
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is damaged ({err})") from None
+    try:
+        cfg = load_config_json(DiffusionConfig, path)
+        # the architecture and ranges; where it trained from may since have moved
+        validate_config(dataclasses.replace(cfg, runtime="inference", model_dir=str(model_dir)))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     legacy = {k: v for k, v in LEGACY_ARCHITECTURE.items() if k not in data}
     if legacy:  # written before these fields existed: that was their architecture
         cfg = dataclasses.replace(cfg, **legacy)

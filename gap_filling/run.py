@@ -218,13 +218,30 @@ def _runs(indices: list[int], batch: int) -> list[tuple[int, int]]:
     return chunks
 
 
-def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple[int, int]:
+def _missing(plan: GapFillPlan, out_dir: Path) -> list[SyntheticImage]:
+    """The synthetic images not generated yet (kept or moved aside by the gate)."""
+    return [s for s in plan.synthetic if not (out_dir / s.name).exists()
+            and not (out_dir / "rejected" / s.name).exists()]
+
+
+def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
+    """{model folder: model} of every model the missing images need, loaded (and so fully
+    checked: config, weights, architecture) before anything is written.
+
+    Raises:
+        ConfigError: a damaged model folder, named, with the reason.
+    """
+    from diffusion.inference import load_model  # Keras/TensorFlow only when generating
+    needed = {plan.models[s.label].model_dir for s in _missing(plan, out_dir)}
+    return {model_dir: load_model(model_dir)[0] for model_dir in sorted(needed)}
+
+
+def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: bool
+                      ) -> tuple[int, int]:
     import numpy as np
     from diffusion.data import load_image
-    from diffusion.inference import load_model  # Keras/TensorFlow only when generating
 
-    todo = [s for s in plan.synthetic if not (out_dir / s.name).exists()
-            and not (out_dir / "rejected" / s.name).exists()]
+    todo = _missing(plan, out_dir)
     reused = len(plan.synthetic) - len(todo)
     bar = tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo)
     by_model: dict[str, list[str]] = {}
@@ -235,7 +252,7 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, progress: bool) -> tuple
         pending = {lab: {s.index: s for s in todo if s.label == lab} for lab in labels}
         if not any(pending.values()):
             continue
-        model, _, _ = load_model(model_dir)
+        model = models[model_dir]
         for label in labels:
             items = pending[label]
             ref = plan.models[label]
@@ -352,6 +369,9 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
 
     cfg = plan.cfg
     out_dir = check_out_dir(cfg.out_dir, cfg.in_dir, cfg, _RESUME_KEYS, "diffusion_augmentation.py")
+    # A broken model folder must fail here: once out_dir holds the originals and config.json,
+    # a corrected rerun with other --label_models would be refused.
+    models = _load_models(plan, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
     result = GapFillResult()
@@ -360,7 +380,7 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
         if not dst.exists():
             copy_original(rec.path, dst, cfg.link_originals)
             result.copied += 1
-    result.generated, result.reused = _generate_missing(plan, out_dir, progress)
+    result.generated, result.reused = _generate_missing(plan, out_dir, models, progress)
     scores, result.rejected = _audit_and_gate(plan, out_dir)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores))
     summary = format_gap_plan(plan)

@@ -141,3 +141,40 @@ def test_memorisation_gate_moves_flagged_images_aside_and_lists_them(original, m
     assert "short by that many" in (out / "summary.txt").read_text()
     assert augment(original, out, *args) == 0  # a re-run does not generate them again
     assert "generated 0 image(s) (9 already present)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "pickle", "other_architecture",
+                                    "deeper", "config_nonsense", "config_not_json"])
+def test_a_broken_model_folder_fails_before_any_output_and_the_fix_reruns(
+        damage, original, model_dir, tmp_path, capsys):
+    import pickle
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    weights = [broken / n for n in ("best.weights.h5", "last.weights.h5")
+               if (broken / n).exists()]
+    config = json.loads((broken / "config.json").read_text())
+    if damage == "truncated":
+        for w in weights:
+            w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    elif damage == "empty":
+        for w in weights:
+            w.write_bytes(b"")
+    elif damage == "pickle":
+        for w in weights:
+            w.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    elif damage == "other_architecture":
+        (broken / "config.json").write_text(json.dumps({**config, "widths": [16, 32]}))
+    elif damage == "deeper":   # Keras would load the shared layers and only warn
+        (broken / "config.json").write_text(json.dumps({**config, "block_depth": 2}))
+    elif damage == "config_nonsense":
+        (broken / "config.json").write_text(json.dumps({**config, "widths": "8,16"}))
+    else:
+        (broken / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    argv = ["--label_models", f"1={broken}", f"2={model_dir}"]
+    assert augment(original, out, *argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(broken) in err
+    assert not out.exists()            # so the corrected rerun is not refused
+    assert augment(original, out, "--label_models", f"1={model_dir}", f"2={model_dir}") == 0
