@@ -87,6 +87,10 @@ class AugmentationConfig:
                                 "site-conditioned models, the site. 3 measured best for "
                                 "recognisable images (benchmarks/bench_generator.py).",
                                 min=0.0, max=20.0)
+    guidance_rescale: float = opt(0.0, "Pull each guided prediction back to the spread of "
+                                  "the conditional one (0 = off, 0.7 as in Lin et al.): "
+                                  "against over-exposed images at large guidance.",
+                                  min=0.0, max=1.0)
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
     site_regex: str | None = opt(None, "As for site_id_balancer.py.")

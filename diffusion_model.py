@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from diffusion.schedule import (ddim_step, diffusion_schedule, img2img_times, min_snr_weight,
-                                outputs_to_noise_and_image, renoise, repaint_schedule,
-                                sampling_times, training_target)
+from diffusion.schedule import (ddim_step, diffusion_schedule, guided_output, img2img_times,
+                                min_snr_weight, outputs_to_noise_and_image, renoise,
+                                repaint_schedule, sampling_times, training_target)
 from u_net_backbone import build_unet
 
 
@@ -320,7 +320,7 @@ class DiffusionModel(keras.Model):
 
     # -- sampling ------------------------------------------------------------------------
     def _predict(self, noisy, noise_rates, signal_rates, labels, sites, label_noise,
-                 guidance, guided):
+                 guidance, guided, rescale=0.0):
         """(noise, clean image) predicted by the EMA network; sampling asks for no augmentation."""
         net = self.ema_network
         labels = labels if self.num_classes > 0 else None
@@ -337,19 +337,20 @@ class DiffusionModel(keras.Model):
                 two(sites, tf.fill(tf.shape(noisy)[:1], self.num_sites)), None,
                 two(label_noise, tf.zeros_like(label_noise)))
             cond, uncond = tf.split(tf.cast(net(inputs, training=False), "float32"), 2, axis=0)
-            out = uncond + guidance * (cond - uncond)
+            out = guided_output(cond, uncond, guidance, rescale)
         return outputs_to_noise_and_image(out, noisy, noise_rates, signal_rates, self.prediction)
 
     def _step_fn(self, guided: bool):
         """A compiled DDIM step (network + update), cached per guidance mode."""
         if guided not in self._step_fns:
-            def step(noisy, t, t_next, eta, noise, labels, sites, label_noise, guidance):
+            def step(noisy, t, t_next, eta, noise, labels, sites, label_noise, guidance,
+                     rescale):
                 batch = tf.shape(noisy)[0]
                 noise_rates, signal_rates = self.schedule(tf.fill((batch, 1, 1, 1), t))
                 _, next_signal_rates = self.schedule(tf.fill((batch, 1, 1, 1), t_next))
                 pred_noises, pred_images = self._predict(
                     noisy, noise_rates, signal_rates, labels, sites, label_noise, guidance,
-                    guided)
+                    guided, rescale)
                 next_noisy = ddim_step(pred_images, pred_noises, signal_rates,
                                        next_signal_rates, eta, noise)
                 return next_noisy, pred_images
@@ -401,7 +402,7 @@ class DiffusionModel(keras.Model):
     def generate(self, n: int, steps: int = 50, eta: float = 0.0, seed: int = 0,
                  labels=None, guidance_scale: float = 1.0, label_noise_std: float = 0.0,
                  batch_size: int = 64, start_index: int = 0, progress=None,
-                 sites=None) -> np.ndarray:
+                 sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
         """Samples `n` images with DDIM, in batches, with the EMA weights.
 
         Args:
@@ -411,6 +412,8 @@ class DiffusionModel(keras.Model):
             seed: image k uses numpy.random.default_rng([seed, start_index + k]).
             labels: for a conditional model: one label for all or one per image.
             guidance_scale: classifier-free guidance (1 = plain conditional).
+            guidance_rescale: 0..1, how far each guided prediction is pulled back to the
+                spread of the conditional one (0.7 is the paper's choice; 0 = off).
             label_noise_std: std of Gaussian noise added to the label embedding (diversity).
             batch_size: images per network call.
             start_index: index of the first image (to regenerate image k alone).
@@ -440,7 +443,8 @@ class DiffusionModel(keras.Model):
                          if eta > 0 else np.zeros_like(noisy))
                 noisy, pred = fn(noisy, np.float32(t), np.float32(t_next), np.float32(eta),
                                  noise, labels_all[sl], sites_all[sl], label_noise,
-                                 np.float32(guidance_scale))
+                                 np.float32(guidance_scale),
+                                 np.float32(guidance_rescale))
             out[sl] = ops.convert_to_numpy(self.denormalize(pred))
             if progress is not None:
                 progress(sl.stop)
@@ -449,7 +453,7 @@ class DiffusionModel(keras.Model):
     def inpaint(self, images, masks, steps: int = 50, jump_length: int = 10,
                 jump_n_sample: int = 10, eta: float = 1.0, seed: int = 0, labels=None,
                 guidance_scale: float = 1.0, batch_size: int = 16, progress=None,
-                sites=None) -> np.ndarray:
+                sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
         """RePaint inpainting: regenerates the masked region so that it fits the rest.
 
         At every step the known region is noised to the current level and pasted in; the
@@ -459,7 +463,8 @@ class DiffusionModel(keras.Model):
         Args:
             images: (N, H, W, channels) floats in [0, 1] at the model's image size.
             masks: (N, H, W) or (N, H, W, 1); 1 (or True) = regenerate, 0 = keep.
-            steps, eta, labels, sites, guidance_scale, batch_size: as in `generate`.
+            steps, eta, labels, sites, guidance_scale, guidance_rescale, batch_size: as in
+                `generate`.
             seed: an int (image k draws from default_rng([seed, k])) or one seed per image
                 (image k draws from default_rng([seed[k], 0])).
             jump_length, jump_n_sample: the RePaint resampling schedule.
@@ -505,7 +510,8 @@ class DiffusionModel(keras.Model):
                     unknown_next, pred = fn(noisy, np.float32(t), np.float32(t_next),
                                             np.float32(eta), step_noise, labels_all[sl],
                                             sites_all[sl], label_noise,
-                                            np.float32(guidance_scale))
+                                            np.float32(guidance_scale),
+                                 np.float32(guidance_rescale))
                     noisy = keep_b * known_next + (1.0 - keep_b) * unknown_next.numpy()
                 else:
                     noisy = renoise(noisy, rate(t)[1], rate(t_next)[1], draw())
@@ -517,7 +523,7 @@ class DiffusionModel(keras.Model):
 
     def img2img(self, images, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
                 seed=0, labels=None, guidance_scale: float = 1.0, batch_size: int = 16,
-                progress=None, sites=None) -> np.ndarray:
+                progress=None, sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
         """SDEdit image-to-image: noises each image to time `strength`, then DDIM-denoises it.
 
         Sampling starts exactly at diffusion time `strength` and takes
@@ -528,7 +534,8 @@ class DiffusionModel(keras.Model):
         Args:
             images: (N, H, W, channels) floats in [0, 1] at the model's image size.
             strength: noise level to start from, in [0, 1]; 0 returns the images unchanged.
-            steps, eta, labels, sites, guidance_scale, batch_size, progress: as in `generate`.
+            steps, eta, labels, sites, guidance_scale, guidance_rescale, batch_size,
+                progress: as in `generate`.
             seed: an int (image k draws from default_rng([seed, k])) or one seed per image
                 (image k draws from default_rng([seed[k], 0])), as in `inpaint`.
 
@@ -567,7 +574,8 @@ class DiffusionModel(keras.Model):
                 step_noise = draw() if eta > 0 else np.zeros_like(noisy)
                 noisy, pred = fn(noisy, np.float32(t), np.float32(t_next), np.float32(eta),
                                  step_noise, labels_all[sl], sites_all[sl], label_noise,
-                                 np.float32(guidance_scale))
+                                 np.float32(guidance_scale),
+                                 np.float32(guidance_rescale))
             out[sl] = ops.convert_to_numpy(self.denormalize(pred))
             if progress is not None:
                 progress(sl.stop)

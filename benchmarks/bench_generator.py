@@ -114,7 +114,8 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
     return run, time.time() - start
 
 
-def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -> dict:
+def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
+             rescale: float = 0.0) -> dict:
     """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}."""
     from dataset.images import save_rgb, to_uint8
     from diffusion.callbacks import image_grid
@@ -126,7 +127,8 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float) -
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
         images = model.generate(n, steps=50, seed=1, labels=names.index(label),
-                                guidance_scale=guidance, batch_size=64)
+                                guidance_scale=guidance, guidance_rescale=rescale,
+                                batch_size=64)
         paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
                         for k, img in enumerate(images)]
         rows.append(images[:12])
@@ -207,7 +209,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", type=int, default=[1000, 3000],
                         help="budgets; the new recipe is evaluated at each, landed at the last")
     parser.add_argument("--images_per_label", type=int, default=100)
-    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0],
+                        help="guidance scales; each is evaluated")
+    parser.add_argument("--guidance_rescale", type=float, nargs="+", default=[0.0],
+                        help="guidance rescale values (0 = off); each is evaluated with each "
+                             "guidance scale above 1")
     parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
     parser.add_argument("--network", choices=("large", "small"), default="large",
                         help="large: the benchmark's U-Net; small: the demo-sized one")
@@ -232,16 +238,24 @@ def main(argv=None) -> int:
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
 
+    combos = [(g, r) for g in args.guidance for r in (args.guidance_rescale if g > 1 else [0.0])]
+
     def report(recipe: str, steps: int, run: Path, sec: float) -> None:
         # evaluated at once: the next budget resumes this run folder and moves its weights on
-        tag = f"{args.dataset}_{args.network}_{recipe}_{steps}_g{args.guidance:g}_{run.name}"
+        for guidance, rescale in dict.fromkeys(combos):
+            evaluate_one(recipe, steps, run, sec, guidance, rescale)
+
+    def evaluate_one(recipe, steps, run, sec, guidance, rescale) -> None:
+        tag = (f"{args.dataset}_{args.network}_{recipe}_{steps}_g{guidance:g}"
+               + (f"_r{rescale:g}" if rescale else "") + f"_{run.name}")
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
-                       args.guidance)
+                       guidance, rescale)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
-            print(f"{recipe} | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
+            print(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "")
+                  + f" | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
                   f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
                   f"{r['memorised']:.1%}", flush=True)

@@ -33,8 +33,8 @@ from dataset.scan import ScanResult, scan_labelled_dir, validate_images
 from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
-                "generate_diffusion_steps", "eta", "guidance_scale", "seed", "site_regex",
-                "site_csv", "min_size", "generator", "strength", "audit_features",
+                "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale", "seed",
+                "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
                 "audit_percentile", "memorisation_gate")
 
 
@@ -264,6 +264,7 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: 
                     sites = [len(ref.site_names) if i is None else i for i in sites]
                 common = dict(steps=cfg.generate_diffusion_steps, eta=cfg.eta,
                               labels=ref.class_index, guidance_scale=cfg.guidance_scale,
+                              guidance_rescale=cfg.guidance_rescale,
                               batch_size=cfg.batch_size, sites=sites)
                 if cfg.generator == "sdedit":
                     sources = np.stack([load_image(plan.scan.in_dir / s.source, model.image_size,
@@ -342,7 +343,8 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
             params = {"index": s.index, "steps": cfg.generate_diffusion_steps, "eta": cfg.eta,
                       "model": str(Path(ref.model_dir).resolve())}
             if ref.class_index is not None:
-                params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale)
+                params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale,
+                              guidance_rescale=cfg.guidance_rescale)
             if ref.site_names:  # the cell the image was generated for (None: any site)
                 params.update(site_index=ref.site_index(s.site_id),
                               guidance_scale=cfg.guidance_scale)

@@ -138,7 +138,7 @@ def test_sampling_step_variance_on_known_case():
     labels, lnoise = np.zeros(n, "int32"), np.zeros((n, 8), "float32")
     t, t_next, eta = 0.6, 0.5, 0.8
     nxt, pred = step(x_t, np.float32(t), np.float32(t_next), np.float32(eta), z, labels, labels,
-                     lnoise, np.float32(1))
+                     lnoise, np.float32(1), np.float32(0))
     _, s_t = diffusion_schedule(np.float64(t))
     _, s_next = diffusion_schedule(np.float64(t_next))
     sigma = ddim_sigma(s_t, s_next, eta)

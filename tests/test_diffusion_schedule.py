@@ -157,3 +157,18 @@ def test_precision_choice():
     assert resolve_precision("float32", use_gpu=True) == "float32"
     with pytest.raises(ValueError):
         resolve_precision("fp8")
+
+
+def test_guidance_rescale_restores_the_conditional_spread_per_image():
+    from diffusion.schedule import guided_output
+    rng = np.random.default_rng(0)
+    cond = rng.normal(0, 1, (3, 4, 4, 1)) * np.array([1.0, 2.0, 0.5])[:, None, None, None]
+    uncond = rng.normal(0, 1, (3, 4, 4, 1)) * 0.3
+    plain = guided_output(cond, uncond, 3.0)
+    np.testing.assert_allclose(plain, uncond + 3.0 * (cond - uncond))
+    np.testing.assert_allclose(guided_output(cond, uncond, 3.0, 0.0), plain)
+    full = guided_output(cond, uncond, 3.0, 1.0)
+    np.testing.assert_allclose(full.std(axis=(1, 2, 3)), cond.std(axis=(1, 2, 3)), rtol=1e-5)
+    half = guided_output(cond, uncond, 3.0, 0.5)
+    assert np.all(cond.std(axis=(1, 2, 3)) < half.std(axis=(1, 2, 3)))
+    assert np.all(half.std(axis=(1, 2, 3)) < plain.std(axis=(1, 2, 3)))

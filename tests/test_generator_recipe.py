@@ -144,7 +144,8 @@ def test_sampling_asks_for_no_augmentation():
     ids = np.zeros(2, "int32")
     _, pred = model._step_fn(False)(noisy, np.float32(t), np.float32(0.4), np.float32(0),
                                     np.zeros_like(noisy), ids, ids,
-                                    np.zeros((2, 8), "float32"), np.float32(1))
+                                    np.zeros((2, 8), "float32"), np.float32(1),
+                                    np.float32(0))
     np.testing.assert_allclose(pred.numpy(), predicted([0, 0, 0, 0]), rtol=1e-4, atol=1e-4)
     assert np.abs(pred.numpy() - predicted([1, 0.5, 0.1, 0.2])).mean() > 1e-2
 
