@@ -21,6 +21,8 @@ from budget to budget: the table of quality vs steps.
 
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --steps 1000 3000
     .venv/bin/python benchmarks/bench_generator.py --dataset coco --steps 3000 --recipes new
+    .venv/bin/python benchmarks/bench_generator.py --dataset coco --network medium \
+        --steps 1500 3000 --guidance 1 3                   # 32 px, about an hour on 2 cores
     .venv/bin/python benchmarks/bench_generator.py --quick        # smoke run, ~3 minutes
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --model_dir RUN  # evaluate
 
@@ -55,7 +57,10 @@ NETWORK = {("fmnist", "large"): ["--image_size", "32", "32", "--widths", "32", "
            ("coco", "large"): ["--image_size", "64", "64", "--widths", "32", "64", "96", "128",
                                "--block_depth", "2", "--attention_in_bottleneck"],
            ("coco", "small"): ["--image_size", "48", "48", "--widths", "32", "64", "96", "128",
-                               "--block_depth", "1"]}
+                               "--block_depth", "1"],
+           # the evidence benchmark's generator: 32 px, what 2 CPU cores train in ~20 min
+           ("coco", "medium"): ["--image_size", "32", "32", "--widths", "32", "64", "96",
+                                "--block_depth", "2", "--attention_in_bottleneck"]}
 
 
 def dataset(name: str, work: Path, quick: bool) -> tuple[Path, Path, list[str]]:
@@ -215,8 +220,9 @@ def main(argv=None) -> int:
                         help="guidance rescale values (0 = off); each is evaluated with each "
                              "guidance scale above 1")
     parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
-    parser.add_argument("--network", choices=("large", "small"), default="large",
-                        help="large: the benchmark's U-Net; small: the demo-sized one")
+    parser.add_argument("--network", choices=("large", "medium", "small"), default="large",
+                        help="large: the benchmark's U-Net (coco: 64 px); medium (coco): the "
+                             "evidence benchmark's 32 px one; small: the demo-sized one")
     parser.add_argument("--train_flags", default="",
                         help="extra train_all.py flags for the new recipe, e.g. "
                              "'--prediction v --loss_weighting min_snr'")
@@ -227,7 +233,13 @@ def main(argv=None) -> int:
         args.steps, args.images_per_label = [20], 8
     work = Path(args.work_dir)
     train_dir, test_dir, filled = dataset(args.dataset, work, args.quick)
-    size = 16 if args.quick else (32 if args.dataset == "fmnist" else 64)
+    if (args.dataset, args.network) not in NETWORK:
+        parser.error(f"--network {args.network} is defined for "
+                     f"{', '.join(d for d, n in NETWORK if n == args.network)} only")
+    # the classifiers look at the generator's resolution
+    size = 16 if args.quick else (64 if (args.dataset, args.network) == ("coco", "large")
+                                  else 48 if args.dataset == "coco" and args.network == "small"
+                                  else 32)
     train, test = images_of(train_dir, filled), images_of(test_dir, filled)
     clf = real_only_classifier(train_dir, test_dir, work, size, args.quick)
     from diffusion.kid import build_feature_extractor
