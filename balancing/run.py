@@ -27,7 +27,7 @@ from config import BalancerConfig
 from dataset.atomic import atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import ImageLoadError, load_rgb, save_rgb
-from dataset.out_dir import CONFIG_NAME
+from dataset.out_dir import CONFIG_NAME, remove_stale_temp_files
 from dataset.out_dir import check_out_dir as check_resumable
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, validate_images
@@ -207,6 +207,7 @@ def run_balance(plan: BalancePlan, progress: bool = True, pool=None) -> BalanceR
     """
     cfg = plan.cfg
     out_dir = check_out_dir(cfg)
+    remove_stale_temp_files(out_dir)  # what a killed run left half-written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
     jobs = [(str(out_dir), group, cfg.jpeg_quality, cfg.link_originals) for group in plan.jobs()]

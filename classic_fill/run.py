@@ -36,7 +36,7 @@ from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import ImageLoadError, save_rgb
 from dataset.manifest import (MANIFEST_NAME, ManifestRow, append_manifest, read_manifest,
                               write_manifest)
-from dataset.out_dir import CONFIG_NAME, check_out_dir, saved_config
+from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files, saved_config
 from dataset.scan import DatasetError, ScanResult, scan_labelled_dir, validate_images
 from gap_filling.plan import GapPlan, plan_gap
 from runtime.parallel import default_workers, parallel_imap, worker_pool
@@ -242,6 +242,7 @@ def run_classic_fill(plan: ClassicFillPlan, progress: bool = True,
     cfg = plan.cfg
     out_dir = check_output(cfg)
     _check_same_pipeline(out_dir, plan)
+    remove_stale_temp_files(out_dir)  # what a killed run left half-written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()),
                      pipeline_name=plan.pipeline_name, pipeline_sha=plan.pipeline_sha)

@@ -334,6 +334,9 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
     skipped: list[str] = []
     check_outside_inputs(cfg)
     class_names, train, val = prepare_data(cfg, rng, skipped)
+    for name, folder in _test_sets(cfg).items():  # an unknown test class fails before training
+        samples_from_dir(folder, class_names,
+                         "--test_dir" if name == "test" else "--ood_test_dirs")
     run_dir = new_run_dir(cfg.out_dir, cfg.run_name, cfg.backbone)
     save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names)
     diagen_info = None

@@ -70,6 +70,17 @@ def check_outside_inputs(cfg, out_dir: str | Path | None = None) -> Path:
     return Path(out).resolve()
 
 
+def remove_stale_temp_files(out_dir: str | Path) -> int:
+    """Deletes the `.tmp-*` files a killed run left in its own out_dir (atomic writes that never
+    reached their rename) and returns how many; call it only once the folder is known to be
+    this command's (after `check_out_dir`)."""
+    stale = [p for p in Path(out_dir).rglob(".tmp-*") if p.is_file()] \
+        if Path(out_dir).is_dir() else []
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 def saved_config(out_dir: Path) -> dict:
     """The config.json an earlier run left in out_dir ({} when there is none or it is damaged)."""
     try:

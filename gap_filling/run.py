@@ -28,7 +28,7 @@ from dataset.atomic import atomic_path, atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
-from dataset.out_dir import CONFIG_NAME, check_out_dir
+from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files
 from dataset.scan import ScanResult, scan_labelled_dir, validate_images
 from gap_filling.plan import GapPlan, plan_gap, source_order
 
@@ -374,6 +374,7 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
     # A broken model folder must fail here: once out_dir holds the originals and config.json,
     # a corrected rerun with other --label_models would be refused.
     models = _load_models(plan, out_dir)
+    remove_stale_temp_files(out_dir)  # what a killed run left half-written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
     result = GapFillResult()

@@ -347,3 +347,14 @@ def test_an_out_dir_inside_any_input_is_refused_before_any_work(data, capsys):
                     "--out_dir", str(data["balanced"] / "compare"), *small]) == 2
     assert "is inside --fill_dirs" in capsys.readouterr().err
     assert tree_hashes(data["root"]) == before
+
+
+def test_a_test_folder_with_an_unknown_class_fails_before_training(data, tmp_path, capsys):
+    from classifier.train import main
+    bad = tmp_path / "test"
+    write_class_images(bad, {"red": 2, "purple": 2}, seed=5)
+    out = tmp_path / "runs"
+    assert main(["--train_dir", str(data["train"]), "--test_dir", str(bad), "--out_dir",
+                 str(out), "--backbone", "small_cnn", "--input_shape", "16"]) == 2
+    assert "purple" in capsys.readouterr().err
+    assert not out.exists()                        # no run folder, no training spent

@@ -84,8 +84,11 @@ def test_resume_after_interruption_gives_the_same_result(small_dataset, tmp_path
     for p in sorted((resumed / "1").glob("*_r*"))[:4]:
         p.unlink()
     (resumed / "manifest.csv").unlink()
+    # a kill -9 in the middle of an atomic write leaves its temp file
+    (resumed / "1" / ".tmp-0badc0de-S1_r1.png").write_bytes(b"half")
     capsys.readouterr()
     assert run(small_dataset, resumed) == 0
+    assert list(resumed.rglob(".tmp-*")) == []
     assert "wrote 4 image(s), 20 already present" in capsys.readouterr().out
     assert image_hashes(resumed) == image_hashes(clean)
 
