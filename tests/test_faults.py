@@ -176,3 +176,51 @@ def test_a_really_full_disk_during_diffusion_training_is_an_error_not_a_crash(da
     assert len(errors) == 1 and errors[0].startswith("no space left on the device")
     assert "Traceback" not in proc.stderr
     assert list(out.rglob(".tmp-*")) == [] and tree_hashes(data["train"]) == before
+
+
+KILLABLE = {
+    "site_id_balancer": lambda d, o: ["site_id_balancer.py", "--in_dir", str(d), "--out_dir",
+                                      str(o), "--workers", "1"],
+    "classic_fill": lambda d, o: ["-m", "classic_fill", "--in_dir", str(d), "--out_dir",
+                                  str(o), "--categories", "a", "b", "--workers", "1"],
+}
+
+
+def _outputs(out: Path) -> dict[str, str]:
+    """What a finished run made (config.json names its out_dir; charts are pictures of the
+    counts, which summary.txt and the manifest hold)."""
+    return {k: v for k, v in tree_hashes(out).items()
+            if k != "config.json" and not k.endswith("_counts.png")}
+
+
+@pytest.mark.parametrize("command", KILLABLE)
+@pytest.mark.parametrize("after_files", [1, 12, 40])
+def test_kill_9_mid_run_then_rerun_gives_the_same_outputs(command, after_files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    repo = Path(__file__).resolve().parents[1]
+    data = make_dataset(tmp_path / "in", {"a": {"S1": 20, "S2": 4}, "b": {"S1": 6, "S2": 2}},
+                        size=(64, 48))
+    before = tree_hashes(data)
+    run = lambda out: subprocess.run([sys.executable, *KILLABLE[command](data, out)],  # noqa: E731
+                                     cwd=repo, capture_output=True, text=True, timeout=300)
+    clean = tmp_path / "clean"
+    assert run(clean).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, *KILLABLE[command](data, killed)], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if killed.is_dir() and sum(1 for p in killed.rglob("*") if p.is_file()) >= after_files:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    if after_files <= 12:     # the kill landed mid-run, not after the end
+        assert proc.returncode == -signal.SIGKILL
+    rerun = run(killed)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert _outputs(killed) == _outputs(clean)
+    assert tree_hashes(data) == before
