@@ -771,8 +771,8 @@ class RobustnessSearchConfig:
                      "(config.json + best.weights.h5).", required=True)
     images: str = opt("", "Images to probe: one sub-folder per label, or a folder of "
                       "unlabelled images.", required=True)
-    out_dir: str = opt("robustness", "search.json, curves.csv and the probe cache go here "
-                       "(a re-run resumes from the cache).")
+    out_dir: str = opt("robustness_search", "search.json, curves.csv and the probe cache go "
+                       "here (a re-run resumes from the cache).")
     ops: list[str] | None = opt(None, "Corruptions to use (default: all; python3 -m "
                                 "robustness ops lists them).")
     exclude_ops: list[str] | None = opt(None, "Corruptions to leave out.")
@@ -825,8 +825,8 @@ class RobustnessSynthesizeConfig(RobustnessSearchConfig):
 
     out_dir: str = opt("robustness_synthetic", "Synthetic images (<label>/), manifest.csv "
                        "and preview.html; a re-run with the same settings resumes.")
-    search_dir: str = opt("robustness", "The search's out_dir (its cache is reused; missing "
-                          "probes are made there).")
+    search_dir: str = opt("robustness_search", "The search's out_dir (its cache is reused; "
+                          "missing probes are made there).")
     count: int = opt(100, "Synthetic images to make.", min=1)
     realism: float = opt(0.5, "1 = only changes the model does not notice, 0 = up to the "
                          "edge of failure, < 0 = beyond it (-1: up to intensity 1).",
