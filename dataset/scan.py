@@ -162,6 +162,10 @@ def scan_labelled_dir(in_dir: str | Path, labels: Sequence[str] | None = None,
     skipped: list[tuple[str, str]] = []
     unmatched: list[str] = []
     used_labels: list[str] = []
+    # Images beside the label folders belong to no label: said, never silently dropped.
+    skipped += [(f.name, "image at the dataset root, in no label folder: not used")
+                for f in sorted(in_dir.iterdir(), key=lambda p: natural_key(p.name))
+                if f.is_file() and not f.name.startswith(".") and is_image_name(f)]
     for ldir in label_dirs:
         n_before = len(images)
         for path in sorted(ldir.rglob("*"), key=lambda p: natural_key(p.as_posix())):

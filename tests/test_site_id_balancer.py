@@ -140,6 +140,9 @@ def test_label_without_images(tmp_path, capsys):
     assert "label '2' has no images" in capsys.readouterr().err
     assert run(data, tmp_path / "o2") == 0
     assert "2/: label folder without images" in capsys.readouterr().out
+    write_image(data / "stray.png")
+    assert run(data, tmp_path / "o3") == 0
+    assert "stray.png: image at the dataset root, in no label folder" in capsys.readouterr().out
 
 
 def test_out_dir_guards_never_touch_user_files(small_dataset, tmp_path, capsys):
