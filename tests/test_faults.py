@@ -47,16 +47,42 @@ def _diffusion(data, out):
                  *TINY_DIFFUSION])
 
 
+def _gap_fill(data, out):
+    from diffusion_augmentation import main
+    return main(["--in_dir", str(data["train"]), "--out_dir", str(out), "--categories",
+                 "a,b", "c,d", "--weight_paths", str(data["model"]),
+                 "--generate_diffusion_steps", "2", "--batch_size", "8"])
+
+
+def _pipeline(data, out):
+    from run_pipeline import main
+    return main(["--in_dir", str(data["train"]), "--test_dir", str(data["test"]),
+                 "--out_dir", str(out), "--categories", "a,b", "c,d"])
+
+
 COMMANDS = {"site_id_balancer": _balancer, "classic_fill": _classic_fill,
-            "classifier.train": _classifier, "run_diffusion": _diffusion}
+            "classifier.train": _classifier, "run_diffusion": _diffusion,
+            "diffusion_augmentation": _gap_fill, "run_pipeline": _pipeline}
+LAYOUT = {"a": {"S1": 3, "S2": 2}, "b": {"S1": 4}, "c": {"S1": 6, "S2": 4}, "d": {"S1": 8}}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny conditional model of the four labels (stage 3 needs one)."""
+    import train_all
+    root = tmp_path_factory.mktemp("faults_model")
+    train = make_dataset(root / "train", LAYOUT)
+    assert train_all.main(["--in_dir", str(train), "--out_dir", str(root / "models"),
+                           "--conditional", *TINY_DIFFUSION]) == 0
+    (run,) = [p for p in (root / "models").iterdir() if p.is_dir()]
+    return run
 
 
 @pytest.fixture
-def data(tmp_path):
-    train = make_dataset(tmp_path / "train", {"a": {"S1": 3, "S2": 2}, "b": {"S1": 4},
-                                              "c": {"S1": 6, "S2": 4}, "d": {"S1": 8}})
+def data(tmp_path, model):
+    train = make_dataset(tmp_path / "train", LAYOUT)
     test = make_dataset(tmp_path / "test", {lab: {"T": 2} for lab in "abcd"})
-    return {"train": train, "test": test, "root": tmp_path}
+    return {"train": train, "test": test, "root": tmp_path, "model": model}
 
 
 def _full_disk(monkeypatch, out: Path):
@@ -135,7 +161,7 @@ def test_an_out_dir_inside_the_input_is_refused(command, data, capsys):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_missing_input_folder_is_a_one_line_error(command, data, tmp_path, capsys):
     out = tmp_path / "out"
-    missing = {"train": tmp_path / "nowhere", "test": data["test"], "root": tmp_path}
+    missing = {**data, "train": tmp_path / "nowhere"}
     (tmp_path / "nowhere").mkdir()
     (tmp_path / "nowhere").rmdir()
     before = tree_hashes(data["train"])
