@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from dataset.atomic import load_weights_checked
 from dataset.scan import DatasetError
 
 CONFIG_NAME = "config.json"
@@ -101,5 +102,5 @@ def load_run(model_path: str | Path, verbose: bool = False):
         model, _ = build_classifier(cfg.backbone, len(classes), cfg.input_shape, weights=None,
                                     mean=cfg.mean, std=cfg.std, dropout=cfg.dropout,
                                     verbose=verbose)
-        model.load_weights(weights)
+        load_weights_checked(model, weights)
     return model, cfg, list(classes)

@@ -83,3 +83,27 @@ def save_weights_atomic(model, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
     return path
+
+
+def load_weights_checked(model, path: str | Path) -> None:
+    """`model.load_weights(path)`, where any failure is one line naming the file.
+
+    Truncated or empty files, a pickle renamed `.weights.h5`, another architecture's weights,
+    and weights that only partly match (Keras loads what it can, warns, and keeps random
+    values for the rest: a model that then generates or predicts noise) all raise.
+
+    Raises:
+        DatasetError: the file cannot be loaded into `model`.
+    """
+    import warnings
+
+    from dataset.scan import DatasetError
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*(Skipping|freshly-initialized).*")
+            model.load_weights(path)
+    except (OSError, ValueError, KeyError, TypeError, UserWarning) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise DatasetError(f"{path} cannot be loaded into the model its config.json "
+                           f"describes ({first}); the file is damaged or from another run"
+                           ) from None

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cli.flags import ConfigError
 from config import DiffusionConfig
+from dataset.atomic import load_weights_checked
 from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
 from dataset.out_dir import check_outside_inputs
@@ -58,17 +58,10 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
     num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
     try:
         model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
-        with warnings.catch_warnings():
-            # Keras only warns when saved layers are missing and keeps their random values:
-            # a model that half-loads would generate noise without a word.
-            warnings.filterwarnings("error", message=".*(Skipping|freshly-initialized).*")
-            model.load_weights(weights)
-    except (OSError, ValueError, KeyError, TypeError, UserWarning) as err:
-        # truncated or empty files, pickles renamed .weights.h5, another architecture's weights
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"{weights} cannot be loaded into the model its config.json "
-                          f"describes ({first}); the file is damaged or from another run"
+    except ValueError as err:
+        raise ConfigError(f"{model_dir}/config.json describes no buildable model ({err})"
                           ) from None
+    load_weights_checked(model, weights)
     return model, cfg, meta
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cli.flags import ConfigError, load_config_json, save_config_json, validate_config
 from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
+from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
@@ -388,7 +389,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         if cfg.load_and_train:
             # The .weights.h5 holds the optimizer state too; it loads only into a built one.
             model.optimizer.build(model.network.trainable_variables)
-            model.load_weights(run_dir / cb.LAST_WEIGHTS)
+            load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
 

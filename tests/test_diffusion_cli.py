@@ -285,3 +285,14 @@ def test_an_out_dir_inside_the_training_data_is_refused(command, data_dir, tmp_p
         err = capsys.readouterr().err
         assert f"--out_dir {out} is inside --in_dir {in_dir}" in err
     assert tree_hashes(root) == before
+
+
+def test_resuming_from_damaged_weights_is_a_one_line_error(run_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    last = broken / "last.weights.h5"
+    last.write_bytes(last.read_bytes()[:1000])
+    assert run_diffusion.main(["--load_and_train", "--model_dir", str(broken),
+                               "--num_epochs", "9"]) == 2
+    err = capsys.readouterr().err
+    assert f"{last} cannot be loaded" in err and "Traceback" not in err
