@@ -267,6 +267,33 @@ def config_to_dict(cfg) -> dict[str, Any]:
     return data
 
 
+def changed_settings(saved: dict[str, Any], cfg, keys=None) -> list[str]:
+    """The settings of `cfg` (or only `keys`) whose value differs from a saved config dict.
+
+    A field missing from `saved` counts as unchanged while `cfg` holds its default: it was
+    added to config.py after the file was written, and its default is what that run did.
+
+    Example:
+        >>> changed_settings({"theta": 5.0}, BalancerConfig(in_dir="x", theta=7.0), ["theta"])
+        ['theta']
+    """
+    now = config_to_dict(cfg)
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
+                         else f.default_factory()) for f in dataclasses.fields(cfg)}
+    out = []
+    for key in (keys if keys is not None else now):
+        if key.startswith("_"):
+            continue
+        value = now.get(key)
+        if key not in saved:
+            default = defaults.get(key)
+            if value == (list(default) if isinstance(default, tuple) else default):
+                continue
+        if saved.get(key) != value:
+            out.append(key)
+    return sorted(out)
+
+
 def save_config_json(cfg, path: str | Path, **extra: Any) -> Path:
     """Writes the resolved config (plus `extra` metadata keys, prefixed `_`) atomically."""
     data = config_to_dict(cfg)

@@ -108,10 +108,9 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
         if saved.get("_in_dir_resolved") != str(src):
             raise DatasetError(f"--out_dir {out_dir} was made from another input "
                                f"({saved.get('_in_dir_resolved')}): choose a new folder")
-        for key in resume_keys:
-            now = getattr(cfg, key)
-            if saved.get(key) != now:
-                raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
-                                   f"now {now!r}: choose a new folder or the same settings to "
-                                   f"resume")
+        from cli.flags import changed_settings
+        for key in changed_settings(saved, cfg, resume_keys)[:1]:
+            raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
+                               f"now {getattr(cfg, key)!r}: choose a new folder or the same "
+                               f"settings to resume")
     return out

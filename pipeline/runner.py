@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from cli.flags import config_to_dict, format_config, save_config_json
+from cli.flags import changed_settings, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
 from dataset.atomic import atomic_write_text
 from dataset.scan import DatasetError
@@ -50,9 +50,6 @@ def _write_state(layout: Layout, state: dict) -> None:
     atomic_write_text(layout.state, json.dumps(state, indent=2) + "\n")
 
 
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new)
-                  if not k.startswith("_") and old.get(k) != new.get(k))
 
 
 def _cause(log_path: Path) -> tuple[list[str], list[str]]:
@@ -200,12 +197,21 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
                            f"{', ...' if len(foreign) > 3 else ''}): choose a new folder")
 
 
+def _saved_stage_config(layout: Layout, stage: str) -> dict:
+    path = layout.stage_config(stage)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _status(stage: str, cfg, state: dict, layout: Layout) -> str:
-    """'done', 'stale' (finished with other settings) or 'todo'."""
+    """'done', 'stale' (finished with other settings) or 'todo'. A setting added to
+    config.py since the stage ran does not make it stale while it holds its default."""
     rec = state.get(stage)
     if not rec or not outputs_present(stage, layout, rec.get("run_dirs", [])):
         return "todo"
-    return "done" if rec.get("fingerprint") == fingerprint(cfg) else "stale"
+    if rec.get("fingerprint") == fingerprint(cfg):
+        return "done"
+    saved = _saved_stage_config(layout, stage)
+    return "stale" if not saved or changed_settings(saved, cfg) else "done"
 
 
 def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool = False
@@ -252,9 +258,8 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
             print(f"[pipeline] {stage}: done before, skipped")
             continue
         if status == "stale":
-            saved = json.loads(layout.stage_config(stage).read_text()) \
-                if layout.stage_config(stage).is_file() else {}
-            changed = _changed_keys(saved, config_to_dict(cfg)) or ["(unknown)"]
+            changed = changed_settings(_saved_stage_config(layout, stage), cfg) \
+                or ["(unknown)"]
             raise PipelineError(f"stage {stage} finished earlier with other settings "
                                 f"(changed: {', '.join(changed)}); add --redo {stage} to run "
                                 f"it and the stages after it again, or use a new --out_dir")

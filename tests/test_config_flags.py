@@ -106,3 +106,14 @@ def test_optional_bool_flags_take_on_off_and_auto():
         assert cfg.use_mix_precision is expected, argv
     with pytest.raises(SystemExit):
         parse_config(DiffusionConfig, ["--in_dir", "x", "--use_mix_precision", "maybe"])
+
+
+def test_a_setting_added_later_changes_nothing_while_it_holds_its_default():
+    from cli.flags import changed_settings
+    cfg = BalancerConfig(in_dir="x", theta=3.0)
+    saved = config_to_dict(cfg)
+    assert changed_settings(saved, cfg) == []
+    older = {k: v for k, v in saved.items() if k != "fact"}     # written before 'fact' existed
+    assert changed_settings(older, cfg) == []
+    assert changed_settings(older, BalancerConfig(in_dir="x", theta=3.0, fact=1.3)) == ["fact"]
+    assert changed_settings(saved, BalancerConfig(in_dir="x", theta=4.0)) == ["theta"]
