@@ -99,7 +99,8 @@ def comparison_figure(summary: list[dict], metrics=("balanced_accuracy", "macro_
         ax.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics])
         ax.set_ylim(0, 1)
         ax.set_ylabel("test score (mean over seeds)")
-        ax.legend(fontsize=8, loc="lower right")
+        # beside the axes: with many arms a legend inside covers the bars
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
     return fig
 
