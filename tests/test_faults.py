@@ -60,9 +60,23 @@ def _pipeline(data, out):
                  "--out_dir", str(out), "--categories", "a,b", "c,d"])
 
 
+def _inpainting(data, out):
+    from inpainting.__main__ import main
+    return main(["generate", "--test_dir", str(data["train"]), "--out_dir", str(out),
+                 "--backend", "ddim", "--model_dir", str(data["model"]), "--mask_mode", "box",
+                 "--num_steps", "2", "--jump_length", "1", "--jump_n_sample", "1"])
+
+
+def _robustness(data, out):
+    from robustness.__main__ import main
+    return main(["search", "--model", str(data["classifier"]), "--images", str(data["train"]),
+                 "--out_dir", str(out), "--step", "0.5", "--ops", "brightness_up"])
+
+
 COMMANDS = {"site_id_balancer": _balancer, "classic_fill": _classic_fill,
             "classifier.train": _classifier, "run_diffusion": _diffusion,
-            "diffusion_augmentation": _gap_fill, "run_pipeline": _pipeline}
+            "diffusion_augmentation": _gap_fill, "run_pipeline": _pipeline,
+            "inpainting": _inpainting, "robustness": _robustness}
 LAYOUT = {"a": {"S1": 3, "S2": 2}, "b": {"S1": 4}, "c": {"S1": 6, "S2": 4}, "d": {"S1": 8}}
 
 
@@ -78,11 +92,25 @@ def model(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny classifier run of the four labels (robustness probes one)."""
+    from classifier.train import main
+    root = tmp_path_factory.mktemp("faults_classifier")
+    train = make_dataset(root / "train", LAYOUT)
+    assert main(["--train_dir", str(train), "--out_dir", str(root / "runs"), "--backbone",
+                 "small_cnn", "--input_shape", "16", "--number_epochs", "1", "--batch_size",
+                 "8", "--workers", "1"]) == 0
+    (run,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
+    return run
+
+
 @pytest.fixture
-def data(tmp_path, model):
+def data(tmp_path, model, classifier):
     train = make_dataset(tmp_path / "train", LAYOUT)
     test = make_dataset(tmp_path / "test", {lab: {"T": 2} for lab in "abcd"})
-    return {"train": train, "test": test, "root": tmp_path, "model": model}
+    return {"train": train, "test": test, "root": tmp_path, "model": model,
+            "classifier": classifier}
 
 
 def _full_disk(monkeypatch, out: Path):
