@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import json
 import os
 import re
 from pathlib import Path
@@ -278,3 +279,67 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_outputs(command, after_files, 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _outputs(killed) == _outputs(clean)
     assert tree_hashes(data) == before
+
+
+def _kill_when(cmd: list[str], repo: Path, ready) -> int:
+    """Starts `cmd`, SIGKILLs it once `ready()` holds; returns its exit status."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, *cmd], cwd=repo, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    return proc.wait()
+
+
+def test_kill_9_during_diffusion_training_then_rerun_resumes_the_same_run(tmp_path):
+    """train_all.py: the rerun finds the killed run (same settings) and continues it."""
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    data = make_dataset(tmp_path / "in", LAYOUT)
+    out = tmp_path / "models"
+    flags = list(TINY_DIFFUSION)
+    flags[flags.index("--num_epochs") + 1] = "3"
+    cmd = ["train_all.py", "--in_dir", str(data), "--out_dir", str(out), "--conditional",
+           *flags]
+    code = _kill_when(cmd, repo, lambda: any(out.glob("*/last.weights.h5")))
+    assert code == -9
+    done = subprocess.run([sys.executable, *cmd], cwd=repo, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stdout
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    state = json.loads((run / "state.json").read_text())
+    assert state["finished"] and state["epochs_done"] == 3
+    assert list(out.rglob(".tmp-*")) == []
+
+
+def test_kill_9_during_gap_filling_then_rerun_completes_the_plan(data, tmp_path):
+    import subprocess
+    import sys
+    from dataset.manifest import read_manifest
+    repo = Path(__file__).resolve().parents[1]
+    before = tree_hashes(data["train"])
+    args = lambda out: ["diffusion_augmentation.py", "--in_dir", str(data["train"]),  # noqa: E731
+                        "--out_dir", str(out), "--categories", "a,b", "c,d", "--weight_paths",
+                        str(data["model"]), "--generate_diffusion_steps", "2",
+                        "--batch_size", "2"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert subprocess.run([sys.executable, *args(clean)], cwd=repo, capture_output=True,
+                          timeout=300).returncode == 0
+    code = _kill_when(args(killed), repo, lambda: len(list(killed.rglob("*_ddim_*"))) >= 2)
+    assert code == -9
+    assert subprocess.run([sys.executable, *args(killed)], cwd=repo, capture_output=True,
+                          timeout=300).returncode == 0
+    rows = lambda out: sorted((r.path, r.label, r.site_id, r.seed)  # noqa: E731
+                              for r in read_manifest(out / "manifest.csv"))
+    assert rows(killed) == rows(clean)
+    assert all((killed / path).is_file() for path, *_ in rows(killed))
+    assert list(killed.rglob(".tmp-*")) == [] and tree_hashes(data["train"]) == before
