@@ -268,7 +268,8 @@ def config_to_dict(cfg) -> dict[str, Any]:
 
 
 def changed_settings(saved: dict[str, Any], cfg, keys=None) -> list[str]:
-    """The settings of `cfg` (or only `keys`) whose value differs from a saved config dict.
+    """The settings of `cfg` (or only `keys`, in their order) whose value differs from a saved
+    config dict (sorted by name without `keys`).
 
     A field missing from `saved` counts as unchanged while `cfg` holds its default: it was
     added to config.py after the file was written, and its default is what that run did.
@@ -291,7 +292,7 @@ def changed_settings(saved: dict[str, Any], cfg, keys=None) -> list[str]:
                 continue
         if saved.get(key) != value:
             out.append(key)
-    return sorted(out)
+    return out if keys is not None else sorted(out)   # `keys` order: the caller's priority
 
 
 def save_config_json(cfg, path: str | Path, **extra: Any) -> Path:
