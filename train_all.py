@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import datetime
 import io
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -66,8 +67,7 @@ def reusable_run(cfg: DiffusionConfig, label: str, labels: list[str] | None
 
 
 def finished_row(label: str, run: Path) -> dict:
-    """The report row of a run that finished earlier (from its state.json and history)."""
-    import json
+    """The report row of a run that finished earlier (from its state.json)."""
     state = json.loads((run / "state.json").read_text())
     return {"label": label, "status": "ok", "epochs": state.get("epochs_done"),
             "monitor": state.get("monitor"), "best": state.get("best_value"),

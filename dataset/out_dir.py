@@ -109,7 +109,9 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
             raise DatasetError(f"--out_dir {out_dir} was made from another input "
                                f"({saved.get('_in_dir_resolved')}): choose a new folder")
         from cli.flags import changed_settings
-        for key in changed_settings(saved, cfg, resume_keys)[:1]:
+        changed = changed_settings(saved, cfg, resume_keys)
+        if changed:
+            key = changed[0]
             raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
                                f"now {getattr(cfg, key)!r}: choose a new folder or the same "
                                f"settings to resume")

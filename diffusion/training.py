@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.flags import ConfigError, load_config_json, save_config_json, validate_config
+from cli.flags import (ConfigError, changed_settings, load_config_json, save_config_json,
+                       validate_config)
 from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs
@@ -267,9 +268,8 @@ def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None
         [(PosixPath('models/conditional_20261130-145641_31f2'), True)]
     """
     from diffusion.callbacks import LAST_WEIGHTS, STATE_JSON
-    from cli.flags import config_to_dict
-    now = {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_ONLY}
-    now["in_dir"] = str(Path(cfg.in_dir).resolve())
+    keys = [f.name for f in dataclasses.fields(cfg) if f.name not in _RUN_ONLY]
+    now = dataclasses.replace(cfg, in_dir=str(Path(cfg.in_dir).resolve()))
     found = []
     for config in Path(cfg.out_dir).glob(f"{safe_name(label)}_*/{CONFIG_JSON}"):
         run = config.parent
@@ -280,9 +280,9 @@ def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None
         except (OSError, ValueError):
             continue  # a damaged folder is not ours to reuse
         saved["in_dir"] = str(Path(str(saved.get("in_dir", ""))).resolve())
-        if now.get("channels") == "auto":
+        if now.channels == "auto":
             saved["channels"] = "auto"
-        same = all(saved.get(k) == v for k, v in now.items() if not k.startswith("_"))
+        same = not changed_settings(saved, now, keys)
         if (saved.get("_label") != label or not same or not (run / LAST_WEIGHTS).is_file()
                 or (class_names is not None and saved.get("_class_names") != class_names)):
             continue
