@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from diffusion.schedule import (ddim_step, diffusion_schedule, guided_output, img2img_times,
-                                min_snr_weight, outputs_to_noise_and_image, renoise,
-                                repaint_schedule, sampling_times, training_target)
+from diffusion.schedule import (clip_denoised, ddim_step, diffusion_schedule, guided_output,
+                                img2img_times, min_snr_weight, outputs_to_noise_and_image,
+                                renoise, repaint_schedule, sampling_times, training_target)
 from u_net_backbone import build_unet
 
 
@@ -321,7 +321,8 @@ class DiffusionModel(keras.Model):
     # -- sampling ------------------------------------------------------------------------
     def _predict(self, noisy, noise_rates, signal_rates, labels, sites, label_noise,
                  guidance, guided, rescale=0.0):
-        """(noise, clean image) predicted by the EMA network; sampling asks for no augmentation."""
+        """(noise, clean image) predicted by the EMA network, the image clipped into the data
+        range; sampling asks for no augmentation."""
         net = self.ema_network
         labels = labels if self.num_classes > 0 else None
         sites = sites if self.num_sites > 0 else None
@@ -338,7 +339,12 @@ class DiffusionModel(keras.Model):
                 two(label_noise, tf.zeros_like(label_noise)))
             cond, uncond = tf.split(tf.cast(net(inputs, training=False), "float32"), 2, axis=0)
             out = guided_output(cond, uncond, guidance, rescale)
-        return outputs_to_noise_and_image(out, noisy, noise_rates, signal_rates, self.prediction)
+        _, images = outputs_to_noise_and_image(out, noisy, noise_rates, signal_rates,
+                                               self.prediction)
+        # normalised images of pixel values 0 and 1: the range every clean image lies in
+        low = -self.pixel_mean / self.pixel_std
+        high = (1.0 - self.pixel_mean) / self.pixel_std
+        return clip_denoised(noisy, images, noise_rates, signal_rates, low, high)
 
     def _step_fn(self, guided: bool):
         """A compiled DDIM step (network + update), cached per guidance mode."""

@@ -129,11 +129,12 @@ def test_per_image_seeds_and_batching(trained):
 
 def test_sampling_step_variance_on_known_case():
     """An untrained model predicts exactly zero noise (zero-init output), so one compiled
-    DDIM step is x_next = (s_next / s_t) * x_t + sigma * z: check mean and std."""
+    DDIM step is x_next = (s_next / s_t) * x_t + sigma * z: check mean and std. (x_t / s_t
+    stays inside the data range [0, 1] of an unadapted normaliser, so nothing is clipped.)"""
     model = DiffusionModel(**TINY)
     step = model._step_fn(False)
     n = 64
-    x_t = np.full((n, 16, 16, 3), 0.7, "float32")
+    x_t = np.full((n, 16, 16, 3), 0.3, "float32")
     z = np.random.default_rng(0).standard_normal(x_t.shape).astype("float32")
     labels, lnoise = np.zeros(n, "int32"), np.zeros((n, 8), "float32")
     t, t_next, eta = 0.6, 0.5, 0.8
@@ -155,6 +156,26 @@ def test_sampling_step_variance_on_known_case():
     kr = keras.ops.convert_to_numpy(renoise(keras.ops.convert_to_tensor(x_t), np.float32(s_next),
                                             np.float32(s_t), keras.ops.convert_to_tensor(z)))
     np.testing.assert_allclose(kr, renoise(x_t, s_next, s_t, z), rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_clips_the_clean_estimate_into_the_data_range():
+    """x_t / s_t = 1.43 lies above pixel value 1: the step uses x0 = 1 and the noise that,
+    with it, explains x_t exactly (ADM's clip_denoised), so no over-exposure is carried on."""
+    model = DiffusionModel(**TINY)
+    n, t, t_next = 4, 0.6, 0.5
+    x_t = np.full((n, 16, 16, 3), 0.7, "float32")
+    zeros = np.zeros_like(x_t)
+    ids, lnoise = np.zeros(n, "int32"), np.zeros((n, 8), "float32")
+    nxt, pred = model._step_fn(False)(x_t, np.float32(t), np.float32(t_next), np.float32(0),
+                                      zeros, ids, ids, lnoise, np.float32(1), np.float32(0))
+    n_t, s_t = diffusion_schedule(np.float64(t))
+    _, s_next = diffusion_schedule(np.float64(t_next))
+    assert 0.7 / s_t > 1.2
+    np.testing.assert_allclose(pred.numpy(), 1.0)
+    eps = (0.7 - s_t * 1.0) / n_t
+    np.testing.assert_allclose(nxt.numpy(), ddim_step(1.0, eps, s_t, s_next, 0.0), rtol=1e-5)
+    samples = model.generate(2, steps=3, seed=0)
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
 
 
 def test_save_load_gives_identical_samples(trained, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion.kid import kid_from_features, polynomial_kernel
-from diffusion.schedule import (ddim_sigma, ddim_step, diffusion_schedule, renoise,
+from diffusion.schedule import (clip_denoised, ddim_sigma, ddim_step, diffusion_schedule, renoise,
                                 repaint_schedule, sampling_times)
 from diffusion.unet_rules import UNetConfigError, attention_levels, validate_unet_args
 
@@ -172,3 +172,15 @@ def test_guidance_rescale_restores_the_conditional_spread_per_image():
     half = guided_output(cond, uncond, 3.0, 0.5)
     assert np.all(cond.std(axis=(1, 2, 3)) < half.std(axis=(1, 2, 3)))
     assert np.all(half.std(axis=(1, 2, 3)) < plain.std(axis=(1, 2, 3)))
+
+
+def test_clip_denoised_clips_and_keeps_the_pair_consistent():
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(0, 2, (3, 4, 4, 1))
+    noisy = rng.normal(0, 1, x0.shape)
+    n, s = diffusion_schedule(np.array([0.2, 0.5, 0.9]).reshape(3, 1, 1, 1))
+    eps, clipped = clip_denoised(noisy, x0, n, s, -1.0, 1.5)
+    assert clipped.min() >= -1.0 and clipped.max() <= 1.5
+    inside = (x0 >= -1.0) & (x0 <= 1.5)
+    np.testing.assert_array_equal(clipped[inside], x0[inside])
+    np.testing.assert_allclose(s * clipped + n * eps, noisy, atol=1e-12)
