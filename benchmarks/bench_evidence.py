@@ -10,6 +10,9 @@ and step budget:
     chosen on validation), classic_fill, diffusion_fill, sdedit_fill, each fill +classic,
     diffusion_fill+diagen (DIAGen weights).
 
+Besides the test split, every arm is tested out of distribution on work_dir/ood_corrupted:
+the test split with one common corruption per image (robustness.shifted; --ood none skips it).
+
 It prints, per arm and test set: balanced accuracy, macro-F1 and tail-label recall (mean
 ± std over seeds, 95% bootstrap CI over seeds and test images); the paired differences of
 every arm to the strongest non-generative arm (best of original / rebalanced / classic /
@@ -33,7 +36,7 @@ default rule: the file-name prefix before the first '_', the class name here).
     .venv/bin/python benchmarks/bench_evidence.py --quick         # tiny smoke run, minutes
     .venv/bin/python benchmarks/bench_evidence.py --dataset fmnist  # long-tail Fashion-MNIST
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
-        --ood_test_dirs path/to/ood_set
+        --ood_test_dirs path/to/ood_set        # besides the built-in corrupted test copy
     .venv/bin/python benchmarks/bench_evidence.py --generator_seeds 2   # 2 generators x 5 seeds
 
 Re-running with the same --work_dir skips the finished stages and runs (--redo STAGE runs a
@@ -224,6 +227,10 @@ def main(argv=None) -> int:
                         help="classifier seeds (default: 0 1 2 3 4; --quick: 0 1)")
     parser.add_argument("--ood_test_dirs", nargs="+", default=[],
                         help="out-of-distribution test folders (one sub-folder per class)")
+    parser.add_argument("--ood", choices=("corrupted", "none"), default="corrupted",
+                        help="corrupted (default): also test on work_dir/ood_corrupted, the "
+                             "test split with one common corruption per image (fog, low "
+                             "light, blur, noise, JPEG, ...; ImageNet-C severity 3)")
     parser.add_argument("--generator_seeds", type=int, default=1, metavar="N",
                         help="train the diffusion stage N times (seeds 42, 43, ...; run/, "
                              "run_gen1/, ...) and pool: each generative arm's runs are then "
@@ -249,8 +256,12 @@ def main(argv=None) -> int:
         categories, input_shape = FMNIST_CATEGORIES, 32
         build(work / "fmnist_longtail", 32, 0, "longtail")
         train, test = work / "fmnist_longtail" / "train", work / "fmnist_longtail" / "test"
+    ood_dirs = list(args.ood_test_dirs)
+    if args.ood == "corrupted":
+        from robustness.shifted import build_shifted_set
+        ood_dirs.append(str(build_shifted_set(test, work / "ood_corrupted", severity=3)))
     start = time.time()
-    base = settings(args.quick, seeds, args.ood_test_dirs, categories, input_shape)
+    base = settings(args.quick, seeds, ood_dirs, categories, input_shape)
 
     import run_pipeline
     runs: list[tuple[int, Path]] = []
