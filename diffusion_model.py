@@ -405,6 +405,47 @@ class DiffusionModel(keras.Model):
                              f"{images.shape}")
         return images
 
+    def _sampler(self, n: int, labels, sites, guidance_scale: float,
+                 guidance_rescale: float, eta: float):
+        """The step every sampling loop takes: `step(noisy, t, t_next, sl, label_noise, draw)`
+        runs the compiled DDIM step for images `sl` of the call, drawing its fresh noise with
+        `draw` when eta > 0, and returns (next noisy images, predicted clean images)."""
+        labels_all = self._labels_array(labels, n)
+        sites_all = self._sites_array(sites, n)
+        fn = self._step_fn(self._guided(guidance_scale))
+        eta32, scale, rescale = (np.float32(v) for v in (eta, guidance_scale, guidance_rescale))
+
+        def step(noisy, t, t_next, sl, label_noise, draw):
+            noise = draw() if eta > 0 else np.zeros_like(noisy)
+            return fn(noisy, np.float32(t), np.float32(t_next), eta32, noise, labels_all[sl],
+                      sites_all[sl], label_noise, scale, rescale)
+        return step
+
+    def _batched(self, n: int, batch_size: int, seed, start_index: int, run_batch,
+                 progress) -> np.ndarray:
+        """The batch loop of every sampling method: `run_batch(sl, draw, rngs)` returns the
+        images `sl` of the call, `draw()` one standard normal image per image of the batch
+        from that image's own generator (`_image_rngs`), so an image's noise does not
+        depend on the batch it lands in."""
+        shape = (*self.image_size, self.channels)
+        out = np.empty((n, *shape), np.float32)
+        for b0 in range(0, n, batch_size):
+            sl = slice(b0, min(n, b0 + batch_size))
+            rngs = _image_rngs(seed, start_index + sl.start, start_index + sl.stop)
+            draw = lambda rngs=rngs: np.stack([r.standard_normal(shape, np.float32)  # noqa: E731
+                                               for r in rngs])
+            out[sl] = run_batch(sl, draw, rngs)
+            if progress is not None:
+                progress(sl.stop)
+        return out
+
+    def _denoise(self, step, noisy, times, sl, label_noise, draw) -> np.ndarray:
+        """DDIM along `times` from `noisy`; the last clean-image prediction, in [0, 1]."""
+        pred = None
+        for t, t_next in zip(times[:-1], times[1:]):
+            noisy, pred = step(noisy, t, t_next, sl, label_noise, draw)
+        return ops.convert_to_numpy(self.denormalize(pred))
+
     def generate(self, n: int, steps: int = 50, eta: float = 0.0, seed: int = 0,
                  labels=None, guidance_scale: float = 1.0, label_noise_std: float = 0.0,
                  batch_size: int = 64, start_index: int = 0, progress=None,
@@ -430,31 +471,15 @@ class DiffusionModel(keras.Model):
         Returns:
             float32 array (n, H, W, channels) in [0, 1].
         """
-        labels_all = self._labels_array(labels, n)
-        sites_all = self._sites_array(sites, n)
-        fn = self._step_fn(self._guided(guidance_scale))
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
         times = sampling_times(steps)
-        shape = (*self.image_size, self.channels)
-        out = np.empty((n, *shape), np.float32)
-        for b0 in range(0, n, batch_size):
-            idx = range(b0, min(n, b0 + batch_size))
-            rngs = [np.random.default_rng([seed, start_index + k]) for k in idx]
-            noisy = np.stack([r.standard_normal(shape, np.float32) for r in rngs])
+
+        def run_batch(sl, draw, rngs):
+            noisy = draw()
             label_noise = np.stack([r.standard_normal(self.embedding_dims, np.float32)
                                     for r in rngs]) * np.float32(label_noise_std)
-            sl = slice(b0, b0 + len(rngs))
-            pred = None
-            for t, t_next in zip(times[:-1], times[1:]):
-                noise = (np.stack([r.standard_normal(shape, np.float32) for r in rngs])
-                         if eta > 0 else np.zeros_like(noisy))
-                noisy, pred = fn(noisy, np.float32(t), np.float32(t_next), np.float32(eta),
-                                 noise, labels_all[sl], sites_all[sl], label_noise,
-                                 np.float32(guidance_scale),
-                                 np.float32(guidance_rescale))
-            out[sl] = ops.convert_to_numpy(self.denormalize(pred))
-            if progress is not None:
-                progress(sl.stop)
-        return out
+            return self._denoise(step, noisy, times, sl, label_noise, draw)
+        return self._batched(n, batch_size, seed, start_index, run_batch, progress)
 
     def inpaint(self, images, masks, steps: int = 50, jump_length: int = 10,
                 jump_n_sample: int = 10, eta: float = 1.0, seed: int = 0, labels=None,
@@ -489,21 +514,15 @@ class DiffusionModel(keras.Model):
         n = len(images)
         shape = (h, w, self.channels)
         keep = 1.0 - np.clip(masks, 0.0, 1.0)
-        labels_all = self._labels_array(labels, n)
-        sites_all = self._sites_array(sites, n)
-        fn = self._step_fn(self._guided(guidance_scale))
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
         mean = ops.convert_to_numpy(self.pixel_mean)
         std = ops.convert_to_numpy(self.pixel_std)
         path = repaint_schedule(steps, jump_length, jump_n_sample)
         rate = lambda t: [np.float32(v) for v in self.schedule(np.float64(t))]  # noqa: E731
-        out = np.empty_like(images)
-        for b0 in range(0, n, batch_size):
-            sl = slice(b0, min(n, b0 + batch_size))
+
+        def run_batch(sl, draw, rngs):
             known = (images[sl] - mean) / std
             keep_b = keep[sl]
-            rngs = _image_rngs(seed, sl.start, sl.stop)
-            draw = lambda: np.stack([r.standard_normal(shape, np.float32)  # noqa: E731
-                                     for r in rngs])
             noisy = draw()
             label_noise = np.zeros((len(rngs), self.embedding_dims), np.float32)
             pred = None
@@ -512,20 +531,13 @@ class DiffusionModel(keras.Model):
                 if nxt < cur:
                     noise_next, signal_next = rate(t_next)
                     known_next = signal_next * known + noise_next * draw()
-                    step_noise = draw() if eta > 0 else np.zeros_like(noisy)
-                    unknown_next, pred = fn(noisy, np.float32(t), np.float32(t_next),
-                                            np.float32(eta), step_noise, labels_all[sl],
-                                            sites_all[sl], label_noise,
-                                            np.float32(guidance_scale),
-                                 np.float32(guidance_rescale))
+                    unknown_next, pred = step(noisy, t, t_next, sl, label_noise, draw)
                     noisy = keep_b * known_next + (1.0 - keep_b) * unknown_next.numpy()
                 else:
                     noisy = renoise(noisy, rate(t)[1], rate(t_next)[1], draw())
             result = ops.convert_to_numpy(self.denormalize(pred))
-            out[sl] = keep_b * images[sl] + (1.0 - keep_b) * result
-            if progress is not None:
-                progress(sl.stop)
-        return out
+            return keep_b * images[sl] + (1.0 - keep_b) * result
+        return self._batched(n, batch_size, seed, 0, run_batch, progress)
 
     def img2img(self, images, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
                 seed=0, labels=None, guidance_scale: float = 1.0, batch_size: int = 16,
@@ -560,29 +572,13 @@ class DiffusionModel(keras.Model):
                 progress(n)
             return images.copy()
         times = img2img_times(steps, strength)
-        labels_all = self._labels_array(labels, n)
-        sites_all = self._sites_array(sites, n)
-        fn = self._step_fn(self._guided(guidance_scale))
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
         mean = ops.convert_to_numpy(self.pixel_mean)
         std = ops.convert_to_numpy(self.pixel_std)
         noise_rate, signal_rate = [np.float32(v) for v in self.schedule(np.float64(times[0]))]
-        shape = (*self.image_size, self.channels)
-        out = np.empty_like(images)
-        for b0 in range(0, n, batch_size):
-            sl = slice(b0, min(n, b0 + batch_size))
-            rngs = _image_rngs(seed, sl.start, sl.stop)
-            draw = lambda: np.stack([r.standard_normal(shape, np.float32)  # noqa: E731
-                                     for r in rngs])
+
+        def run_batch(sl, draw, rngs):
             noisy = signal_rate * (images[sl] - mean) / std + noise_rate * draw()
             label_noise = np.zeros((len(rngs), self.embedding_dims), np.float32)
-            pred = None
-            for t, t_next in zip(times[:-1], times[1:]):
-                step_noise = draw() if eta > 0 else np.zeros_like(noisy)
-                noisy, pred = fn(noisy, np.float32(t), np.float32(t_next), np.float32(eta),
-                                 step_noise, labels_all[sl], sites_all[sl], label_noise,
-                                 np.float32(guidance_scale),
-                                 np.float32(guidance_rescale))
-            out[sl] = ops.convert_to_numpy(self.denormalize(pred))
-            if progress is not None:
-                progress(sl.stop)
-        return out
+            return self._denoise(step, noisy, times, sl, label_noise, draw)
+        return self._batched(n, batch_size, seed, 0, run_batch, progress)
