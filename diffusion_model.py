@@ -512,7 +512,6 @@ class DiffusionModel(keras.Model):
             raise ValueError(f"inpaint needs masks (N, {h}, {w}) matching the images; got "
                              f"{masks.shape} for {images.shape}")
         n = len(images)
-        shape = (h, w, self.channels)
         keep = 1.0 - np.clip(masks, 0.0, 1.0)
         step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
         mean = ops.convert_to_numpy(self.pixel_mean)

@@ -5,7 +5,8 @@
     python3 -m inpainting compare --model classifier_runs/RUN --test_dir data/test \
         --ood_dir ood/inpaint_box_lower_third --out_dir ood_compare
 
-`generate` is the default command (flags first also run it). Defaults live in config.py
+`generate` is the default command (flags first also run it). Bad settings or data are one
+`error:` line and exit 2 (cli.errors). Defaults live in config.py
 (InpaintingConfig, InpaintingCompareConfig); `--help` after a command lists every flag.
 """
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import sys
 
 from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
-from dataset.scan import DatasetError
+from cli.flags import format_config, parse_config
+from cli.subcommands import dispatch
 
 USAGE = """usage: python3 -m inpainting {generate,compare} [flags]   (COMMAND --help lists them)
   generate  inpaint (or img2img) new content into test images: OUT/<augm_type>/ is a
@@ -28,23 +29,19 @@ def generate_main(argv: list[str]) -> int:
     from inpainting.backends import build_backend
 
     cfg, ns = parse_config(InpaintingConfig, argv, prog="python3 -m inpainting generate")
-    try:
-        plan = plan_inpainting(cfg)
-        print(format_config(plan.cfg))
-        print(format_plan(plan))
-        for note in plan.notes:
-            print(f"note: {note}")
-        for path, reason in plan.scan.skipped:
-            print(f"skipped {path}: {reason}")
-        if ns._dry_run:
-            print("dry run: nothing written")
-            return 0
-        # loaded before anything is written: an unreachable preset fails at once
-        backend = build_backend(plan.cfg, plan.models)
-        result = run_inpainting(plan, backend)
-    except (DatasetError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    plan = plan_inpainting(cfg)
+    print(format_config(plan.cfg))
+    print(format_plan(plan))
+    for note in plan.notes:
+        print(f"note: {note}")
+    for path, reason in plan.scan.skipped:
+        print(f"skipped {path}: {reason}")
+    if ns._dry_run:
+        print("dry run: nothing written")
+        return 0
+    # loaded before anything is written: an unreachable preset fails at once
+    backend = build_backend(plan.cfg, plan.models)
+    result = run_inpainting(plan, backend)
     print(f"generated {result.generated} image(s) ({result.reused} already present), copied "
           f"{result.copied} unchanged, into {result.out_dir}/{plan.cfg.augm_type}/ "
           f"(masks/, manifest.csv{', samples.png' if result.sheet else ''})")
@@ -61,11 +58,7 @@ def compare_main(argv: list[str]) -> int:
         print(f"would evaluate {cfg.model} on {cfg.test_dir} and on {cfg.ood_dir}; write "
               f"compare.csv, compare.md, samples.png to {cfg.out_dir}")
         return 0
-    try:
-        result = compare_ood(cfg)
-    except (DatasetError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = compare_ood(cfg)
     print(format_markdown(result.rows))
     print(f"written: {', '.join(str(p) for p in result.files)}")
     return 0
@@ -73,18 +66,8 @@ def compare_main(argv: list[str]) -> int:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] == "generate":
-        return generate_main(argv[1:])
-    if argv[0] == "compare":
-        return compare_main(argv[1:])
-    if argv[0].startswith("-"):
-        return generate_main(argv)
-    print(f"error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
-    return 2
+    return dispatch(argv, {"generate": generate_main, "compare": compare_main}, USAGE,
+                    default="generate")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from cli.errors import one_line_errors
+from cli.subcommands import dispatch, parse_or_plan
 
 USAGE = ("usage: python3 -m quality {audit,recognisability} [flags]\n"
          "       python3 -m quality audit --help")
@@ -34,26 +35,10 @@ def _plan(command: str, cfg) -> str:
     return f"{gt}{gtr}; tested on {cfg.test_dir}; write to {cfg.out_dir}"
 
 
-@one_line_errors
-def main(argv: list[str] | None = None) -> int:
-    from cli.flags import ConfigError, format_config, parse_config
-    from dataset.scan import DatasetError
-    from quality.config import AuditConfig, RecognisabilityConfig
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() if argv else USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    classes = {"audit": AuditConfig, "recognisability": RecognisabilityConfig}
-    if command not in classes:
-        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-        return 2
-    cfg, ns = parse_config(classes[command], rest, prog=f"python3 -m quality {command}")
-    if ns._dry_run:
-        print(format_config(cfg))
-        print(_plan(command, cfg))
-        print("dry run: nothing written")
+def _run(command: str, config_class, argv: list[str]) -> int:
+    cfg = parse_or_plan(config_class, argv, f"python3 -m quality {command}",
+                        lambda c: _plan(command, c))
+    if cfg is None:
         return 0
     from quality import run
     try:
@@ -78,11 +63,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"GAN-train not run: {res['gan_train_note']}")
             print(f"written to {res['out_dir']} (gan_test.csv, gan_train.csv, "
                   f"recognisability.json)")
-    except (DatasetError, ConfigError, ValueError) as err:
+    except ValueError as err:  # a bad combination the config classes cannot see
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    from quality.config import AuditConfig, RecognisabilityConfig
+    return dispatch(argv, {"audit": lambda a: _run("audit", AuditConfig, a),
+                           "recognisability": lambda a: _run("recognisability",
+                                                             RecognisabilityConfig, a)},
+                    USAGE, help_text=__doc__.strip())
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,39 +15,22 @@ from __future__ import annotations
 import sys
 
 from cli.errors import one_line_errors
+from cli.subcommands import dispatch, parse_or_plan
 
 USAGE = ("usage: python3 -m robustness {search,report,synthesize,evaluate,ops} [flags]\n"
          "       python3 -m robustness search --help")
 
 
-@one_line_errors
-def main(argv: list[str] | None = None) -> int:
-    from cli.flags import ConfigError, format_config, parse_config
-    from dataset.scan import DatasetError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() if argv else USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
+def _run(command: str, argv: list[str]) -> int:
     import config as C
     classes = {"search": C.RobustnessSearchConfig, "report": C.RobustnessReportConfig,
                "synthesize": C.RobustnessSynthesizeConfig,
                "evaluate": C.RobustnessEvaluateConfig}
-    if command == "ops":
-        from robustness.runs import describe_ops
-        print(describe_ops())
+    cfg = parse_or_plan(classes[command], argv, f"python3 -m robustness {command}",
+                        lambda c: _plan(command, c))
+    if cfg is None:
         return 0
-    if command not in classes:
-        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-        return 2
-    cfg, ns = parse_config(classes[command], rest, prog=f"python3 -m robustness {command}")
     from robustness import runs
-    if ns._dry_run:
-        print(format_config(cfg))
-        print(_plan(command, cfg))
-        print("dry run: nothing written")
-        return 0
     try:
         if command == "search":
             result, _, _ = runs.run_search_cmd(cfg)
@@ -80,11 +63,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: accuracy {acc}  error vs clean {o['error_vs_clean']:.4f}  "
                       f"label changed {o['label_changed']:.4f}  (n={o['n']})")
             print(f"written to {out}/metrics.json and evaluation.html")
-    except (DatasetError, ConfigError, ValueError) as err:
+    except ValueError as err:  # a bad combination the config classes cannot see
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
+
+def _ops(argv: list[str]) -> int:
+    from robustness.runs import describe_ops
+    print(describe_ops())
+    return 0
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    commands = {c: (lambda a, c=c: _run(c, a))
+                for c in ("search", "report", "synthesize", "evaluate")}
+    return dispatch(argv, {**commands, "ops": _ops}, USAGE, help_text=__doc__.strip())
 
 def _plan(command: str, cfg) -> str:
     from robustness.ops import resolve_ops

@@ -117,3 +117,24 @@ def test_a_setting_added_later_changes_nothing_while_it_holds_its_default():
     assert changed_settings(older, cfg) == []
     assert changed_settings(older, BalancerConfig(in_dir="x", theta=3.0, fact=1.3)) == ["fact"]
     assert changed_settings(saved, BalancerConfig(in_dir="x", theta=4.0)) == ["theta"]
+
+
+def test_every_command_family_follows_one_dispatch_rule(capsys):
+    """python3 -m quality / robustness / inpainting: no command = usage + exit 2, --help =
+    help + exit 0, an unknown command = one error line + usage, exit 2."""
+    from cli.subcommands import dispatch
+    from inpainting.__main__ import main as inpainting_main
+    from quality.__main__ import main as quality_main
+    from robustness.__main__ import main as robustness_main
+    for main in (quality_main, robustness_main, inpainting_main):
+        assert main([]) == 2 and "usage:" in capsys.readouterr().out
+        assert main(["--help"]) == 0 and capsys.readouterr().out.strip()
+        assert main(["frobnicate"]) == 2
+        assert "error: unknown command 'frobnicate'" in capsys.readouterr().err
+    seen = []
+    commands = {"a": lambda argv: seen.append(("a", argv)) or 0,
+                "b": lambda argv: seen.append(("b", argv)) or 3}
+    assert dispatch(["b", "--x"], commands, "usage: t") == 3
+    assert dispatch(["--x", "1"], commands, "usage: t", default="a") == 0
+    assert dispatch(["--x"], commands, "usage: t") == 2          # no default: an error
+    assert seen == [("b", ["--x"]), ("a", ["--x", "1"])]
