@@ -186,7 +186,7 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
                                    mean=cfg.mean, std=cfg.std, dropout=cfg.dropout)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=False)  # XLA is slower on this kind of CPU (DESIGN.md)
+                  jit_compile=False)  # XLA measured slower for these small nets on CPU
     rng = np.random.default_rng(cfg.seed + 1)
     plan = sampling.epoch_plan(train.labels, cfg.number_epochs, cfg.batch_size, rng,
                                class_balanced=cfg.class_balanced,
