@@ -25,24 +25,45 @@ from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
+from diffusion.model_folder import model_from_folder
 from diffusion.training import read_run, safe_name, with_architecture_of
 
 SYNTHETIC_SITE = "ddim"
 
 
+def sampling_runtime(model_dir: str | Path, cfg: DiffusionConfig | None = None) -> str:
+    """Chooses devices and precision for sampling, once, before any model is loaded:
+    `cfg`'s settings, else the ones the run folder trained with. Returns the dtype policy.
+
+    Example:
+        >>> sampling_runtime("models/run1")
+        'mixed_bfloat16'
+    """
+    from diffusion.training import setup_runtime
+    if Path(model_dir).is_file():
+        model_dir = Path(model_dir).parent
+    settings = cfg if cfg is not None else read_run(model_dir)[0]
+    policy, _ = setup_runtime(dataclasses.replace(settings, distribute="none"))
+    return policy
+
+
 def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig | None = None):
-    """Rebuilds a run folder's model from its config.json and loads its weights.
+    """Rebuilds a run folder's model and loads its weights; sets no global state.
+
+    The network comes from the folder's model.json (its own description), or, in folders
+    written before that existed, from the architecture settings in its config.json. Devices
+    and precision are the caller's: call `setup_runtime` first to choose them.
 
     Args:
         model_dir: the run folder, or one of its `.weights.h5` files (then that one loads).
         which: "best" (falls back to "last" when there is no best yet) or "last".
-        cfg: settings of this run (precision, gpu); the architecture comes from the folder.
+        cfg: settings of this run; the architecture comes from the folder.
 
     Returns:
         (model, cfg with the saved architecture, metadata dict with _label, _class_names).
     """
     from diffusion import callbacks as cb
-    from diffusion.training import build_model, setup_runtime
+    from diffusion.training import build_model
     weights = None
     if Path(model_dir).is_file():
         weights, model_dir = Path(model_dir), Path(model_dir).parent
@@ -54,13 +75,14 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
         weights = Path(model_dir) / cb.LAST_WEIGHTS
     if not weights.exists():
         raise ConfigError(f"{model_dir} has no weights ({cb.BEST_WEIGHTS} / {cb.LAST_WEIGHTS})")
-    setup_runtime(dataclasses.replace(cfg, distribute="none"))
-    num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
-    try:
-        model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
-    except ValueError as err:
-        raise ConfigError(f"{model_dir}/config.json describes no buildable model ({err})"
-                          ) from None
+    model = model_from_folder(model_dir)
+    if model is None:  # written before model.json
+        num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
+        try:
+            model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
+        except ValueError as err:
+            raise ConfigError(f"{model_dir}/config.json describes no buildable model ({err})"
+                              ) from None
     load_weights_checked(model, weights)
     return model, cfg, meta
 
@@ -89,6 +111,7 @@ def generate_to_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path
         The paths of all requested images, in order (existing identical ones included).
     """
     from tqdm import tqdm
+    sampling_runtime(cfg.model_dir, cfg)
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
     out_dir = check_outside_inputs(cfg)   # cfg.in_dir is now the model's training data
     run_name = safe_name(Path(cfg.model_dir).resolve().name)
@@ -161,6 +184,7 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
     from diffusion.data import load_image, load_mask
     check_outside_inputs(cfg)
     pairs = find_inpainting_pairs(cfg.inpainting_dir)
+    sampling_runtime(cfg.model_dir, cfg)
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
     images, masks, used, skipped = [], [], [], []
     for img_path, mask_path in pairs:

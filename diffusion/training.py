@@ -2,6 +2,7 @@
 
 A run folder holds:
     config.json          the resolved DiffusionConfig (+ _label, _class_names, _precision)
+    model.json           the network's own description (DiffusionModel.get_config())
     last.weights.h5      weights after the latest epoch (network, EMA network, pixel stats,
                          optimizer state for resuming)
     best.weights.h5      a copy of the weights with the best validation metric
@@ -32,6 +33,7 @@ from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
+from diffusion.model_folder import save_model_json
 
 CONFIG_JSON = "config.json"
 # With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
@@ -392,6 +394,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
+    save_model_json(model, run_dir)  # the folder describes its network (also old ones resumed)
 
     monitor = cfg.checkpoint_monitor
     has_val = data.val is not None

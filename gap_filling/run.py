@@ -231,9 +231,11 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
     Raises:
         ConfigError: a damaged model folder, named, with the reason.
     """
-    from diffusion.inference import load_model  # Keras/TensorFlow only when generating
-    needed = {plan.models[s.label].model_dir for s in _missing(plan, out_dir)}
-    return {model_dir: load_model(model_dir)[0] for model_dir in sorted(needed)}
+    from diffusion.inference import load_model, sampling_runtime  # Keras only when generating
+    needed = sorted({plan.models[s.label].model_dir for s in _missing(plan, out_dir)})
+    if needed:
+        sampling_runtime(needed[0])  # the precision the (first) model trained with
+    return {model_dir: load_model(model_dir)[0] for model_dir in needed}
 
 
 def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: bool

@@ -190,8 +190,10 @@ class DdimBackend:
     @classmethod
     def from_refs(cls, refs: dict, mode: str, **settings) -> "DdimBackend":
         """Loads every run folder of `refs` once (several classes may share one)."""
-        from diffusion.inference import load_model
+        from diffusion.inference import load_model, sampling_runtime
         models = {}
+        if refs:
+            sampling_runtime(next(iter(refs.values())).model_dir)
         for ref in refs.values():
             if ref.model_dir not in models:
                 models[ref.model_dir] = load_model(ref.model_dir)[0]

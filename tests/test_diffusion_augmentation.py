@@ -163,10 +163,12 @@ def test_a_broken_model_folder_fails_before_any_output_and_the_fix_reruns(
     elif damage == "pickle":
         for w in weights:
             w.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    elif damage == "other_architecture":
-        (broken / "config.json").write_text(json.dumps({**config, "widths": [16, 32]}))
-    elif damage == "deeper":   # Keras would load the shared layers and only warn
-        (broken / "config.json").write_text(json.dumps({**config, "block_depth": 2}))
+    elif damage in ("other_architecture", "deeper"):   # the network the folder describes
+        described = json.loads((broken / "model.json").read_text())
+        # deeper: Keras would load the shared layers and only warn
+        described["config"].update({"widths": [16, 32]} if damage == "other_architecture"
+                                   else {"block_depth": 2})
+        (broken / "model.json").write_text(json.dumps(described))
     elif damage == "config_nonsense":
         (broken / "config.json").write_text(json.dumps({**config, "widths": "8,16"}))
     else:

@@ -14,10 +14,11 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 
 import train_all  # noqa: E402
+from cli.flags import ConfigError  # noqa: E402
 from conftest import tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
-from diffusion.inference import load_model  # noqa: E402
+from diffusion.inference import load_model, sampling_runtime  # noqa: E402
 from diffusion.training import read_run  # noqa: E402
 from diffusion.schedule import diffusion_schedule, outputs_to_noise_and_image  # noqa: E402
 from diffusion_augmentation import main as augment_main  # noqa: E402
@@ -106,7 +107,8 @@ def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_p
     # strength > 0 changes the image, and each image can be made again alone (float32: bf16
     # rounding differs with the batch size)
     saved, _ = read_run(grey_model)
-    model, _, _ = load_model(grey_model, cfg=dataclasses.replace(saved, use_mix_precision=False))
+    sampling_runtime(grey_model, dataclasses.replace(saved, use_mix_precision=False))
+    model, _, _ = load_model(grey_model)
     src = np.stack([load_image(grey_data / rows[0].params["source"], (16, 16), 1)] * 2)
     varied = model.img2img(src, strength=0.8, steps=4, seed=[7, 8], labels=0)
     assert np.abs(varied - src).mean() > 1e-3
@@ -168,6 +170,31 @@ def test_a_model_folder_from_before_the_recipe_still_loads(tmp_path):
                 "prediction", "loss_weighting", "min_snr_gamma", "site_dropout", "train_steps"):
         cfg.pop(key)  # as written before these settings existed
     (run / "config.json").write_text(json.dumps(cfg))
+    (run / "model.json").unlink()  # and before folders described their network
     model = load_model(run)[0]
     assert not model.block_conditioning and model.channels == 3
     np.testing.assert_array_equal(model.generate(2, steps=2, seed=1), before)
+
+
+def test_a_model_folder_describes_its_network_and_loading_sets_no_policy(grey_model, tmp_path):
+    """model.json (the model's get_config) builds the network, whatever config.json's
+    architecture settings say; loading leaves the dtype policy and devices to the caller."""
+    import shutil
+    from diffusion.model_folder import MODEL_JSON
+    run = tmp_path / "run"
+    shutil.copytree(grey_model, run)
+    described = json.loads((run / MODEL_JSON).read_text())
+    assert described["class"] == "DiffusionModel"
+    assert described["config"]["channels"] == 1 and described["config"]["num_sites"] == 2
+    keras.config.set_dtype_policy("float32")
+    before = load_model(run)[0].generate(2, steps=2, seed=3, labels=[0, 1])
+    cfg = json.loads((run / "config.json").read_text())
+    cfg.update(widths=[64, 128, 256], block_depth=3, use_mix_precision=True)  # a renamed flag
+    (run / "config.json").write_text(json.dumps(cfg))
+    model = load_model(run)[0]
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.widths == described["config"]["widths"]
+    np.testing.assert_array_equal(model.generate(2, steps=2, seed=3, labels=[0, 1]), before)
+    (run / MODEL_JSON).write_text("{not json")
+    with pytest.raises(ConfigError, match="model.json is damaged"):
+        load_model(run)

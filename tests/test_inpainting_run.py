@@ -37,7 +37,8 @@ def test_dir(tmp_path_factory) -> Path:
 
 
 def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 32) -> Path:
-    """A DDIM run folder (config.json + best.weights.h5) of a tiny untrained model."""
+    """A DDIM run folder (config.json, model.json, best.weights.h5) of a tiny untrained model."""
+    from diffusion.model_folder import save_model_json
     from diffusion.training import build_model
     cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
                           embedding_dims=8, conditional=conditional, use_mix_precision=False,
@@ -47,6 +48,7 @@ def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 3
     folder.mkdir(parents=True)
     save_config_json(cfg, folder / "config.json", label="conditional" if conditional
                      else classes[0], class_names=classes, precision="float32")
+    save_model_json(model, folder)
     model.save_weights(folder / "best.weights.h5")
     return folder
 

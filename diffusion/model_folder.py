@@ -1,0 +1,56 @@
+"""A run folder that describes its own network: `model.json` beside the weights.
+
+`model.json` holds `DiffusionModel.get_config()`, the model's own description, so a folder
+loads without the command-line settings that trained it (renaming a flag cannot break old
+folders) and without any global state: the caller chooses devices and precision before
+loading. Folders written before model.json existed load through their config.json
+(`diffusion.training.build_model`).
+
+Example:
+    >>> save_model_json(model, "models/run1")
+    >>> twin = model_from_folder("models/run1")     # same architecture, weights not loaded
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli.flags import ConfigError
+from dataset.atomic import atomic_write_text
+
+MODEL_JSON = "model.json"
+# Chosen by whoever loads the model (name and dtype policy), not part of the architecture.
+_CALLER_KEYS = ("name", "trainable", "dtype")
+
+
+def save_model_json(model, run_dir: str | Path) -> Path:
+    """Writes run_dir/model.json (atomically) from `model.get_config()`."""
+    import keras
+    config = {k: v for k, v in model.get_config().items() if k not in _CALLER_KEYS}
+    text = json.dumps({"class": type(model).__name__, "keras_version": keras.__version__,
+                       "config": config}, indent=2) + "\n"
+    return atomic_write_text(Path(run_dir) / MODEL_JSON, text)
+
+
+def model_from_folder(run_dir: str | Path):
+    """The DiffusionModel that run_dir/model.json describes (weights not loaded), or None
+    when the folder predates model.json.
+
+    Raises:
+        ConfigError: model.json is damaged or describes no buildable model.
+    """
+    path = Path(run_dir) / MODEL_JSON
+    if not path.is_file():
+        return None
+    from diffusion_model import DiffusionModel
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("class") != DiffusionModel.__name__:
+            raise ValueError(f"not a {DiffusionModel.__name__} description")
+        config = dict(data["config"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is damaged ({err})") from None
+    try:
+        return DiffusionModel(**config)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path} describes no buildable model ({err})") from None
