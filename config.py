@@ -81,7 +81,9 @@ class AugmentationConfig:
                           max=1.0)
     generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
                                         "of them).", min=1, max=1000)
-    eta: float = opt(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like.", min=0.0, max=1.0)
+    eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like (fewer "
+                     "over-exposed pixels and lower KID on 3 of 3 sampling seeds; "
+                     "docs/benchmarks.md).", min=0.0, max=1.0)
     guidance_scale: float = opt(3.0, "Classifier-free guidance for conditional models "
                                 "(1 = plain conditional); on the label and, for "
                                 "site-conditioned models, the site. 3 measured best for "
@@ -262,8 +264,8 @@ class DiffusionConfig:
                                   "models).", min=1)
     generate_diffusion_steps: int = opt(50, "DDIM steps per generated image.", min=1,
                                         max=1000)
-    eta: float = opt(0.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like.",
-                     min=0.0, max=1.0)
+    eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like (the "
+                     "default, measured in docs/benchmarks.md).", min=0.0, max=1.0)
     generate_batch_size: int = opt(32, "Images generated per network call.", min=1)
     generate_labels: list[str] | None = opt(None, "Conditional models: labels to generate "
                                             "(default: all).")
