@@ -25,7 +25,7 @@ class BalancerConfig:
                           "one image yields up to 2*multiplier augmentations.", min=1, max=90)
     fact: float | None = opt(None, "Zoom after rotation. Default: computed per image from the "
                              "angle and aspect ratio, the least zoom that leaves no black "
-                             "corner (the reference fixed it at 1.3).", min=1.0, max=10.0)
+                             "corner (the original pipeline fixed it at 1.3).", min=1.0, max=10.0)
     seed: int = opt(42, "Seed of the plan (which images of a site are augmented first).",
                     min=0)
     site_regex: str | None = opt(None, "Regex searched in each file name; its group 'site' "
@@ -52,94 +52,8 @@ class BalancerConfig:
             raise ConfigError("give either --site_regex or --site_csv, not both")
 
 
-# Settings of the U-Net and its noise schedule: a model folder's config.json restores these,
-# whatever the flags of a later run say.
-@dataclass
-class AugmentationConfig:
-    """Stage 3 (diffusion_augmentation.py): close the category gap with synthetic images."""
-
-    in_dir: str = opt("", "The original dataset (one sub-folder per label).", required=True)
-    weight_paths: list[str] | None = opt(None, "Trained model folders (run folders of "
-                                         "train_all.py / run_diffusion.py); each one's "
-                                         "config.json says which label(s) it generates.")
-    label_models: list[str] | None = opt(None, "Explicit LABEL=MODEL_DIR pairs (several labels "
-                                         "may share a model); wins over --weight_paths.")
-    out_dir: str = opt("balanced_data", "Output folder: originals + synthetic images.")
-    categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels, each written as "
-                                "comma-separated labels; every category is filled up to the "
-                                "largest one.")
-    balance: str = opt("categories", "What to equalise: category totals, or every label.",
-                       choices=("categories", "labels"))
-    split_sites: bool = opt(True, "Give a label's synthetic images to its rarest sites first "
-                            "(the site is recorded in the name and manifest).")
-    generator: str = opt("ddim", "How a synthetic image is made: ddim samples from noise; "
-                         "sdedit varies a real image of its label (and site) at --strength "
-                         "(the source is recorded in the manifest).",
-                         choices=("ddim", "sdedit"))
-    strength: float = opt(0.6, "sdedit: how far each real image is noised before it is "
-                          "denoised again (0 = unchanged, 1 = a fresh sample).", min=0.0,
-                          max=1.0)
-    generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
-                                        "of them).", min=1, max=1000)
-    eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like (fewer "
-                     "over-exposed pixels and lower KID on 3 of 3 sampling seeds; "
-                     "docs/benchmarks.md).", min=0.0, max=1.0)
-    guidance_scale: float = opt(3.0, "Classifier-free guidance for conditional models "
-                                "(1 = plain conditional); on the label and, for "
-                                "site-conditioned models, the site. 3 measured best for "
-                                "recognisable images (benchmarks/bench_generator.py).",
-                                min=0.0, max=20.0)
-    guidance_rescale: float = opt(0.0, "Pull each guided prediction back to the spread of "
-                                  "the conditional one (0 = off, 0.7 as in Lin et al.): "
-                                  "against over-exposed images at large guidance.",
-                                  min=0.0, max=1.0)
-    batch_size: int = opt(32, "Images generated per network call.", min=1)
-    seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
-    site_regex: str | None = opt(None, "As for site_id_balancer.py.")
-    site_csv: str | None = opt(None, "As for site_id_balancer.py.")
-    min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",
-                        min=2)
-    link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
-    sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
-                          "generated).", min=1, max=32)
-    audit_features: str = opt("auto", "Memorisation audit features: InceptionV3 (ImageNet "
-                              "weights), or 'random' (a fixed-seed conv net, offline). auto = "
-                              "inception, else random.", choices=("auto", "inception", "random"))
-    audit_percentile: float = opt(5.0, "Memorisation audit: a generated image closer to a "
-                                  "training image than this percentile of the real images' "
-                                  "own nearest-neighbour distances is flagged.", min=0.0,
-                                  max=100.0)
-    memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
-                                  "rejected/ and list them; default: flag and record only.")
-
-    def category_labels(self) -> list[list[str]]:
-        """`categories` parsed into lists of label names."""
-        return [[lab.strip() for lab in cat.split(",") if lab.strip()] for cat in self.categories]
-
-    def label_model_pairs(self) -> list[tuple[str, str]]:
-        """`label_models` parsed into (label, model folder) pairs."""
-        pairs = []
-        for spec in self.label_models or []:
-            label, sep, path = spec.partition("=")
-            if not sep or not label.strip() or not path.strip():
-                raise ConfigError(f"--label_models expects LABEL=MODEL_DIR, got {spec!r}")
-            pairs.append((label.strip(), path.strip()))
-        return pairs
-
-    def validate(self) -> None:
-        cats = self.category_labels()
-        if self.balance == "categories":
-            if len(cats) < 2 or any(not c for c in cats):
-                raise ConfigError("--categories needs at least two non-empty groups, e.g. "
-                                  "--categories 1,2,3 4,5,6")
-            flat = [lab for c in cats for lab in c]
-            if len(flat) != len(set(flat)):
-                raise ConfigError("a label appears in two --categories")
-        self.label_model_pairs()
-        if self.site_regex and self.site_csv:
-            raise ConfigError("give either --site_regex or --site_csv, not both")
-
-
+# Settings of the U-Net and its noise schedule: a model folder restores these, whatever the
+# flags of a later run say.
 ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
                        "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
                        "min_signal_rate", "max_signal_rate", "conditional", "channels",
@@ -317,7 +231,93 @@ class TrainAllConfig(DiffusionConfig):
         super().validate()
 
 
-# Stage 4 (classifier/). The reference's key names are kept (mean, std, input_shape,
+@dataclass
+class AugmentationConfig:
+    """Stage 3 (diffusion_augmentation.py): close the category gap with synthetic images."""
+
+    in_dir: str = opt("", "The original dataset (one sub-folder per label).", required=True)
+    weight_paths: list[str] | None = opt(None, "Trained model folders (run folders of "
+                                         "train_all.py / run_diffusion.py); each one's "
+                                         "config.json says which label(s) it generates.")
+    label_models: list[str] | None = opt(None, "Explicit LABEL=MODEL_DIR pairs (several labels "
+                                         "may share a model); wins over --weight_paths.")
+    out_dir: str = opt("balanced_data", "Output folder: originals + synthetic images.")
+    categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels, each written as "
+                                "comma-separated labels; every category is filled up to the "
+                                "largest one.")
+    balance: str = opt("categories", "What to equalise: category totals, or every label.",
+                       choices=("categories", "labels"))
+    split_sites: bool = opt(True, "Give a label's synthetic images to its rarest sites first "
+                            "(the site is recorded in the name and manifest).")
+    generator: str = opt("ddim", "How a synthetic image is made: ddim samples from noise; "
+                         "sdedit varies a real image of its label (and site) at --strength "
+                         "(the source is recorded in the manifest).",
+                         choices=("ddim", "sdedit"))
+    strength: float = opt(0.6, "sdedit: how far each real image is noised before it is "
+                          "denoised again (0 = unchanged, 1 = a fresh sample).", min=0.0,
+                          max=1.0)
+    generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
+                                        "of them).", min=1, max=1000)
+    eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like (fewer "
+                     "over-exposed pixels and lower KID on 3 of 3 sampling seeds; "
+                     "docs/benchmarks.md).", min=0.0, max=1.0)
+    guidance_scale: float = opt(3.0, "Classifier-free guidance for conditional models "
+                                "(1 = plain conditional); on the label and, for "
+                                "site-conditioned models, the site. 3 measured best for "
+                                "recognisable images (benchmarks/bench_generator.py).",
+                                min=0.0, max=20.0)
+    guidance_rescale: float = opt(0.0, "Pull each guided prediction back to the spread of "
+                                  "the conditional one (0 = off, 0.7 as in Lin et al.): "
+                                  "against over-exposed images at large guidance.",
+                                  min=0.0, max=1.0)
+    batch_size: int = opt(32, "Images generated per network call.", min=1)
+    seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
+    site_regex: str | None = opt(None, "As for site_id_balancer.py.")
+    site_csv: str | None = opt(None, "As for site_id_balancer.py.")
+    min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",
+                        min=2)
+    link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
+    sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
+                          "generated).", min=1, max=32)
+    audit_features: str = opt("auto", "Memorisation audit features: InceptionV3 (ImageNet "
+                              "weights), or 'random' (a fixed-seed conv net, offline). auto = "
+                              "inception, else random.", choices=("auto", "inception", "random"))
+    audit_percentile: float = opt(5.0, "Memorisation audit: a generated image closer to a "
+                                  "training image than this percentile of the real images' "
+                                  "own nearest-neighbour distances is flagged.", min=0.0,
+                                  max=100.0)
+    memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
+                                  "rejected/ and list them; default: flag and record only.")
+
+    def category_labels(self) -> list[list[str]]:
+        """`categories` parsed into lists of label names."""
+        return [[lab.strip() for lab in cat.split(",") if lab.strip()] for cat in self.categories]
+
+    def label_model_pairs(self) -> list[tuple[str, str]]:
+        """`label_models` parsed into (label, model folder) pairs."""
+        pairs = []
+        for spec in self.label_models or []:
+            label, sep, path = spec.partition("=")
+            if not sep or not label.strip() or not path.strip():
+                raise ConfigError(f"--label_models expects LABEL=MODEL_DIR, got {spec!r}")
+            pairs.append((label.strip(), path.strip()))
+        return pairs
+
+    def validate(self) -> None:
+        cats = self.category_labels()
+        if self.balance == "categories":
+            if len(cats) < 2 or any(not c for c in cats):
+                raise ConfigError("--categories needs at least two non-empty groups, e.g. "
+                                  "--categories 1,2,3 4,5,6")
+            flat = [lab for c in cats for lab in c]
+            if len(flat) != len(set(flat)):
+                raise ConfigError("a label appears in two --categories")
+        self.label_model_pairs()
+        if self.site_regex and self.site_csv:
+            raise ConfigError("give either --site_regex or --site_csv, not both")
+
+
+# Stage 4 (classifier/). The original pipeline's key names are kept (mean, std, input_shape,
 # grayscale, number_epochs, batch_size, learning_rate, augm_type, augm_probability,
 # evaluation_type, train_dir, val_dir, test_dir).
 @dataclass
@@ -362,7 +362,7 @@ class ClassifierConfig:
                             "Default: train one inside the run folder.")
     # Images
     input_shape: int = opt(96, "Square input side in pixels (shorter side resized, centre "
-                           "crop). The reference used 224; 96-128 suits a CPU.", min=16,
+                           "crop). The original pipeline used 224; 96-128 suits a CPU.", min=16,
                            max=1024)
     grayscale: bool = opt(False, "Convert images to grey (kept as 3 channels).")
     mean: list[float] = opt([0.485, 0.456, 0.406], "Per-channel mean (fraction of 255) the "
@@ -392,7 +392,7 @@ class ClassifierConfig:
                                      choices=("reference", "light"))
     # Model and training
     backbone: str = opt("mobilenetv3small", "Network: mobilenetv3small (CPU default), "
-                        "efficientnetb0 (the reference's), small_cnn (trains in minutes).",
+                        "efficientnetb0 (the original pipeline's), small_cnn (trains in minutes).",
                         choices=("efficientnetb0", "mobilenetv3small", "small_cnn"))
     weights: str = opt("imagenet", "Backbone initialisation: ImageNet weights when they can "
                        "be loaded (offline: a one-line note, then none), or none.",
@@ -401,7 +401,7 @@ class ClassifierConfig:
     number_epochs: int = opt(30, "Maximum epochs (early stopping may end sooner).", min=1,
                              max=10000)
     batch_size: int = opt(32, "Images per training step.", min=1, max=4096)
-    learning_rate: float = opt(1e-3, "Adam learning rate (the reference used 1e-4 for "
+    learning_rate: float = opt(1e-3, "Adam learning rate (the original pipeline used 1e-4 for "
                                "fine-tuning ImageNet weights).", min=1e-7, max=1.0)
     evaluation_type: str = opt("f1", "Validation metric that picks the best epoch and drives "
                                "early stopping: f1 = macro-F1, accuracy, balanced_accuracy, "
@@ -650,7 +650,7 @@ class InpaintingConfig:
                            "of the image); the band blends, pixels of weight 0 stay exactly "
                            "as they were.", min=0.0, max=256.0)
     prompt_dir: str = opt("", "keras_hub: prompts, a JSON list (or {\"prompts\": [...]}, as "
-                          "the reference) or a CSV of class;prompt lines ('*' = every "
+                          "the original pipeline) or a CSV of class;prompt lines ('*' = every "
                           "class); each class's images take them in turn.")
     augm_type: str = opt("", "Name of the OOD set folder. Default from mode and mask: "
                          "inpaint_box, inpaint_lower_third, inpaint_mask, img2img, ...")

@@ -2,8 +2,8 @@
 
 Everything is measured in one process, so every ratio compares numbers taken side by side:
     train img/s        images per second in model.fit (cached in-memory tensors)
-    sample img/s       50-step DDIM, batched (compiled step function) vs the reference's loop
-                       (one image at a time, the network called eagerly)
+    sample img/s       50-step DDIM, batched (compiled step function) vs the original
+                       pipeline's loop (one image at a time, the network called eagerly)
     GFLOP/s            analytic FLOPs of a training step (3x forward: conv, dense, attention)
                        x steps/s, against a dense matmul of the same dtype timed here
     pipeline           step time reading real JPEG files (tf.data, parallel decode, prefetch;
@@ -121,7 +121,7 @@ def train_rate(model, ds, steps: int, warmup: int = 3) -> tuple[float, float]:
 
 
 def reference_loop(model, n: int, steps: int) -> float:
-    """The reference's generation: one image at a time, network called eagerly. img/s."""
+    """The original pipeline's generation: one image at a time, network called eagerly. img/s."""
     import tensorflow as tf
     h, w = model.image_size
     t0 = time.perf_counter()

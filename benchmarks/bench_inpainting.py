@@ -3,7 +3,7 @@
 Both are measured in one process on the same untrained DDIM model and the same images, so the
 ratio compares numbers taken side by side:
     model      DdimBackend.run on prepared crops: all images, `--batch_size` per network call,
-               vs a loop calling it with one image each (the reference's per-image loop)
+               vs a loop calling it with one image each (the original pipeline's per-image loop)
     pipeline   python3 -m inpainting generate's run_inpainting on a folder of JPEGs
                (load, mask, crop, RePaint, paste back, save PNG, manifest) with
                --batch_size N vs --batch_size 1

@@ -1,8 +1,8 @@
 """Benchmark of stage 1 (site_id_balancer): the project vs a plain single-process loop.
 
-Generates a dataset of 200x600 px JPEGs (the reference's image size), 2 labels x 5 sites of
+Generates a dataset of 200x600 px JPEGs (the original pipeline's image size), 2 labels x 5 sites of
 unequal size, then balances it twice in the same run:
-  * baseline: the same plan executed one image at a time in one process (the reference's
+  * baseline: the same plan executed one image at a time in one process (the original pipeline's
     loop: load, rotate+zoom, save; originals copied);
   * project:  `site_id_balancer.py` as users run it (scan + decode check + plan + parallel
     write + manifest + chart), in a fresh process, on all cores.

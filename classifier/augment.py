@@ -1,13 +1,13 @@
 """Online augmentation of training batches, each image augmented with `augm_probability`.
 
-`augm_type` (the reference's key):
-- `base`: none (resize + normalise only, as the reference's `base`).
+`augm_type` (the original pipeline's key):
+- `base`: none (resize + normalise only, as the original pipeline's `base`).
 - `flip`: classic geometry/photometry with Keras layers (flips, small rotation and zoom,
   contrast; magnitudes scaled by `augm_strength`, flip directions `augm_flip`): the
   "classic augmentation" arm of `classifier.compare`.
 - `autoaugment` / `randaugment`: Keras `RandAugment` (2 random ops per batch).
 - `augmix`: Keras `AugMix`.
-- `albumentations`: a named albumentations preset (`reference`: the reference's policy;
+- `albumentations`: a named albumentations preset (`reference`: the original pipeline's policy;
   `light`: flips + brightness/contrast), run per image in numpy.
 
 Pixels stay in [0, 255] float32 throughout: augmenting after normalisation gives wrong
@@ -31,7 +31,7 @@ def albumentations_preset(name: str, seed: int | None = None):
     """The albumentations Compose called `name` (see ALBUMENTATIONS_PRESETS)."""
     import albumentations as A
     if name == "reference":
-        # The reference's policy: each op has its own probability once an image is chosen.
+        # The original pipeline's policy: each op has its own probability once an image is chosen.
         ops = [A.HorizontalFlip(p=0.1), A.RandomBrightnessContrast(p=0.5),
                A.Rotate(limit=20, p=0.3), A.GaussianBlur(blur_limit=(3, 7), p=0.3),
                A.HueSaturationValue(hue_shift_limit=30, p=0.2),

@@ -3,7 +3,7 @@
 Every network takes RGB pixels in [0, 255] and returns float32 logits (the loss uses
 `from_logits=True`; temperature calibration needs logits). The Keras application backbones
 carry the input preprocessing their ImageNet weights were trained with; the small CNN
-normalises with the configured `mean`/`std` (fractions of 255, the reference's convention).
+normalises with the configured `mean`/`std` (fractions of 255, the original pipeline's convention).
 
 ImageNet weights are tried when asked for; when they cannot be had (offline), one line says
 so and the backbone is built with `weights=None`.

@@ -1,7 +1,7 @@
 """Grid search bookkeeping: parse and expand a parameter grid, name runs, summarise results.
 
 A grid is given as `NAME=V1,V2,...` strings over fields of `ClassifierConfig`; every value
-is checked by the field's type and range before any run starts (the reference's grid set a
+is checked by the field's type and range before any run starts (the original pipeline's grid set a
 batch size that training then ignored; here each combination becomes the run's config).
 
 Example:

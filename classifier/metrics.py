@@ -2,7 +2,7 @@
 
 Every number the classifier stage reports (per-epoch validation, final test, grid search,
 comparison tables) comes from `classification_metrics`, so early stopping, model selection
-and the report can never disagree about what "F1" means (the reference mixed percent and
+and the report can never disagree about what "F1" means (the original pipeline mixed percent and
 fraction scales).
 
 Example:
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-# evaluation_type (the reference's key) -> the metric it selects; "loss" is lower-is-better.
+# evaluation_type (the original pipeline's key) -> the metric it selects; "loss" is lower-is-better.
 MONITORS = {"f1": "macro_f1", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
             "loss": "loss"}
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")

@@ -10,7 +10,7 @@
 
 Model selection and early stopping use the validation metric `evaluation_type`, computed
 with the same code as the final metrics. The best weights are saved to disk when they occur
-and loaded back at the end (the reference kept the last weights and called them best).
+and loaded back at the end (the original pipeline kept the last weights and called them best).
 
 Example:
     >>> result = train_run(ClassifierConfig(train_dir="data/train", backbone="small_cnn"))

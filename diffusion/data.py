@@ -1,7 +1,7 @@
 """Image folders -> tf.data pipelines for the diffusion model.
 
 Layouts:
-    one label:   in_dir/*.jpg, or in_dir/<one or more sub-folders>/*.jpg (the reference's
+    one label:   in_dir/*.jpg, or in_dir/<one or more sub-folders>/*.jpg (the original pipeline's
                  diffusion_data/L2/2/ layout: images one folder down)
     all labels:  in_dir/<label>/... with each label folder in the one-label layout
 

@@ -1,6 +1,6 @@
 """How many synthetic images each label and site needs (pure: counts in, counts out).
 
-Categories are groups of labels (the reference problem: {1,2,3} vs {4,5,6}). Every category
+Categories are groups of labels (the original problem: {1,2,3} vs {4,5,6}). Every category
 is filled up to the largest category's total; inside a category the extra images go to the
 rarest labels first (water-filling: the smallest labels are raised to a common level), and
 inside a label to its rarest sites the same way. With `balance="labels"` every label is

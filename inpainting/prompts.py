@@ -1,7 +1,7 @@
 """Prompts: loaded from a JSON list or a `class;prompt` CSV, handed out in a fixed cycle.
 
 Formats:
-    JSON   ["a wooden log", "a red kayak"]  or  {"prompts": [...]}  (the reference's file)
+    JSON   ["a wooden log", "a red kayak"]  or  {"prompts": [...]}  (the original pipeline's file)
            or {"prompts": {"<class>": [...], "*": [...]}}
     CSV    one `class;prompt` per line (`*` = every class); blank lines and `#` comments
            are skipped, as is a first line `class;prompt`.

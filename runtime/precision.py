@@ -1,6 +1,6 @@
 """Chooses the dtype policy and the device, before any layer is built.
 
-A Keras dtype policy only affects layers created after it is set (the reference set it after
+A Keras dtype policy only affects layers created after it is set (the original pipeline set it after
 building the model, so it had no effect); call `set_precision` first thing.
 
 "auto" picks `mixed_float16` on a GPU (with loss scaling), `mixed_bfloat16` on a CPU with

@@ -1,6 +1,6 @@
 """Builds the demo dataset: `python3 -m sample_data --out_dir demo_run/sample_dataset`.
 
-It mirrors the reference problem (CT DEEP Rivers): six labels in two categories, {1,2,3}
+It mirrors the original problem (CT DEEP Rivers): six labels in two categories, {1,2,3}
 (clothes) and {4,5,6} (shoes and bags), imbalanced across labels and across four sites
 (cameras) whose colour cast differs, with the site in the file name (`S2_000123.png`).
 Images are real Fashion-MNIST photos, tinted per site and resized to 32x32 RGB:
