@@ -195,7 +195,7 @@ class DiffusionConfig:
     jump_n_sample: int = opt(10, "RePaint: resamplings per jump (1 = no jumps).", min=1)
 
     def validate(self) -> None:
-        from diffusion.unet_rules import UNetConfigError, validate_unet_args
+        from diffusion_maths.unet_rules import UNetConfigError, validate_unet_args
         try:
             validate_unet_args(self.image_size, self.widths, self.block_depth,
                                self.embedding_dims, self.groups, self.attention_in_bottleneck)

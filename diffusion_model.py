@@ -28,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from diffusion.schedule import (clip_denoised, ddim_step, diffusion_schedule, guided_output,
-                                img2img_times, min_snr_weight, outputs_to_noise_and_image,
-                                renoise, repaint_schedule, sampling_times, training_target)
+from diffusion_maths.schedule import (clip_denoised, ddim_step, diffusion_schedule,
+                                      guided_output, img2img_times, min_snr_weight,
+                                      outputs_to_noise_and_image, renoise, repaint_schedule,
+                                      sampling_times, training_target)
 from u_net_backbone import build_unet
 
 
@@ -544,8 +545,8 @@ class DiffusionModel(keras.Model):
         """SDEdit image-to-image: noises each image to time `strength`, then DDIM-denoises it.
 
         Sampling starts exactly at diffusion time `strength` and takes
-        `ceil(steps * strength)` equal steps to 0 (`diffusion.schedule.img2img_times`), so
-        `strength=1` is a fresh sample of `steps` steps and a small strength keeps the
+        `ceil(steps * strength)` equal steps to 0 (`diffusion_maths.schedule.img2img_times`),
+        so `strength=1` is a fresh sample of `steps` steps and a small strength keeps the
         layout and changes details.
 
         Args:

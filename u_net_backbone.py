@@ -37,7 +37,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from diffusion.unet_rules import (MAX_ATTENTION_POSITIONS, UNetConfigError,
+from diffusion_maths.unet_rules import (MAX_ATTENTION_POSITIONS, UNetConfigError,
                                   attention_levels, validate_unet_args)
 
 __all__ = ["build_unet", "SinusoidalEmbedding", "SpatialSelfAttention", "FeatureModulation",

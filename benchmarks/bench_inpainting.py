@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from cli.flags import parse_config
     from config import InpaintingConfig
     from dataset.images import load_rgb
-    from diffusion.schedule import repaint_schedule
+    from diffusion_maths.schedule import repaint_schedule
     from inpainting import crops
     from inpainting.backends import build_backend
     from inpainting.run import mask_weights, plan_inpainting, run_inpainting

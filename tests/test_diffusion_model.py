@@ -9,7 +9,8 @@ keras = pytest.importorskip("keras")
 
 from dataset.images import save_rgb  # noqa: E402
 from diffusion.data import find_label_images, load_image, make_dataset  # noqa: E402
-from diffusion.schedule import ddim_sigma, ddim_step, diffusion_schedule, renoise  # noqa: E402
+from diffusion_maths.schedule import (ddim_sigma, ddim_step, diffusion_schedule,  # noqa: E402
+                                      renoise)
 from diffusion_model import DiffusionModel  # noqa: E402
 from u_net_backbone import (SinusoidalEmbedding, SpatialSelfAttention, UNetConfigError,  # noqa: E402
                             build_unet)

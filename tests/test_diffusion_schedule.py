@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from diffusion.kid import kid_from_features, polynomial_kernel
-from diffusion.schedule import (clip_denoised, ddim_sigma, ddim_step, diffusion_schedule, renoise,
-                                repaint_schedule, sampling_times)
-from diffusion.unet_rules import UNetConfigError, attention_levels, validate_unet_args
+from diffusion_maths.schedule import (clip_denoised, ddim_sigma, ddim_step, diffusion_schedule,
+                                      renoise, repaint_schedule, sampling_times)
+from diffusion_maths.unet_rules import UNetConfigError, attention_levels, validate_unet_args
 
 MIN_S, MAX_S = 0.02, 0.95
 
@@ -160,7 +160,7 @@ def test_precision_choice():
 
 
 def test_guidance_rescale_restores_the_conditional_spread_per_image():
-    from diffusion.schedule import guided_output
+    from diffusion_maths.schedule import guided_output
     rng = np.random.default_rng(0)
     cond = rng.normal(0, 1, (3, 4, 4, 1)) * np.array([1.0, 2.0, 0.5])[:, None, None, None]
     uncond = rng.normal(0, 1, (3, 4, 4, 1)) * 0.3

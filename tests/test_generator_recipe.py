@@ -20,7 +20,7 @@ from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
 from diffusion.training import read_run  # noqa: E402
-from diffusion.schedule import diffusion_schedule, outputs_to_noise_and_image  # noqa: E402
+from diffusion_maths.schedule import diffusion_schedule, outputs_to_noise_and_image  # noqa: E402
 from diffusion_augmentation import main as augment_main  # noqa: E402
 from diffusion_model import DiffusionModel  # noqa: E402
 
