@@ -120,7 +120,7 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
 
 
 def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
-             rescale: float = 0.0) -> dict:
+             rescale: float = 0.0, eta: float = 1.0) -> dict:
     """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}."""
     from dataset.images import save_rgb, to_uint8
     from diffusion.callbacks import image_grid
@@ -131,7 +131,7 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
     for label in labels:
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
-        images = model.generate(n, steps=50, seed=1, labels=names.index(label),
+        images = model.generate(n, steps=50, eta=eta, seed=1, labels=names.index(label),
                                 guidance_scale=guidance, guidance_rescale=rescale,
                                 batch_size=64)
         paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
@@ -219,6 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance_rescale", type=float, nargs="+", default=[0.0],
                         help="guidance rescale values (0 = off); each is evaluated with each "
                              "guidance scale above 1")
+    parser.add_argument("--eta", type=float, default=1.0,
+                        help="sampling noise (stage 3's default 1; 0 = deterministic DDIM)")
     parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
     parser.add_argument("--network", choices=("large", "medium", "small"), default="large",
                         help="large: the benchmark's U-Net (coco: 64 px); medium (coco): the "
@@ -245,7 +247,8 @@ def main(argv=None) -> int:
     from diffusion.kid import build_feature_extractor
     print(f"dataset {args.dataset}: filled labels {', '.join(filled)} "
           f"({', '.join(str(len(train[lab])) for lab in filled)} training images); KID features "
-          f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label")
+          f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label, "
+          f"50 steps, eta {args.eta:g}")
 
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
@@ -261,7 +264,7 @@ def main(argv=None) -> int:
         tag = (f"{args.dataset}_{args.network}_{recipe}_{steps}_g{guidance:g}"
                + (f"_r{rescale:g}" if rescale else "") + f"_{run.name}")
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
-                       guidance, rescale)
+                       guidance, rescale, args.eta)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
