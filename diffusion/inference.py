@@ -52,7 +52,7 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
 
     The network comes from the folder's model.json (its own description), or, in folders
     written before that existed, from the architecture settings in its config.json. Devices
-    and precision are the caller's: call `setup_runtime` first to choose them.
+    and precision are the caller's: call `sampling_runtime` first to choose them.
 
     Args:
         model_dir: the run folder, or one of its `.weights.h5` files (then that one loads).
