@@ -172,6 +172,8 @@ class DiffusionConfig:
                             choices=("auto", "inception", "random"))
     sample_every: int = opt(10, "Save a grid of samples every N epochs (0 = only at the "
                             "end).", min=0)
+    tensorboard: bool = opt(True, "Also log the losses, KID and sample grids for TensorBoard "
+                            "in <run folder>/logs/ (tensorboard --logdir <run folder>/logs).")
 
     # Generation and inpainting
     images_to_generate: int = opt(5, "Images to generate (per label for conditional "
@@ -413,6 +415,8 @@ class ClassifierConfig:
     precision: str = opt("float32", "Dtype policy: float32, or mixed_bfloat16 (faster on "
                          "CPUs with bf16 units; output layer stays float32); auto picks.",
                          choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    tensorboard: bool = opt(True, "Also log the loss and validation metrics per epoch for "
+                            "TensorBoard in <run folder>/logs/.")
     # Runs
     out_dir: str = opt("classifier_runs", "Each run gets its own folder inside it.")
     run_name: str = opt("", "Run folder name. Default: <backbone>_<date>-<time>_<id>.")

@@ -551,7 +551,7 @@ def _convergence_notes(rows: Sequence[dict]) -> list[str]:
 
 # --- running ----------------------------------------------------------------------------
 
-_RUN_ONLY = {"out_dir", "run_name", "workers"}        # where and how fast, not what
+_RUN_ONLY = {"out_dir", "run_name", "workers", "tensorboard"}  # where and how, not what
 _PATHS = {"train_dir", "val_dir", "test_dir", "manifest", "filter_model"}
 
 

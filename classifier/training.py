@@ -199,8 +199,12 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
     ckpt = BestCheckpoint(val, class_names, cfg.evaluation_type, weights_path,
                           cfg.early_stop_patience, cfg.early_stop_min_delta,
                           max(cfg.batch_size, 64))
+    # after the checkpoint, which adds the validation metrics to the epoch logs
+    board = ([keras.callbacks.TensorBoard(log_dir=str(Path(weights_path).parent / "logs"),
+                                          write_graph=False, profile_batch=0)]
+             if cfg.tensorboard else [])
     model.fit(ds, epochs=cfg.number_epochs, steps_per_epoch=plan.shape[1] // cfg.batch_size,
-              callbacks=[ckpt, *extra_callbacks], verbose=verbose,
+              callbacks=[ckpt, *board, *extra_callbacks], verbose=verbose,
               shuffle=False)  # the plan already shuffles, reproducibly
     return model, ckpt, used
 

@@ -22,6 +22,7 @@ BEST_WEIGHTS = "best.weights.h5"
 STATE_JSON = "state.json"
 HISTORY_CSV = "history.csv"
 CURVES_PNG = "curves.png"
+TENSORBOARD_DIR = "logs"
 
 
 def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
@@ -143,22 +144,38 @@ class RunCheckpoint(keras.callbacks.Callback):
         plot_curves(self.run_dir / HISTORY_CSV, self.run_dir / CURVES_PNG)
 
 
+def tensorboard_callback(run_dir: Path) -> keras.callbacks.Callback:
+    """Keras' TensorBoard callback writing the epoch logs to run_dir/logs/ (no graph, no
+    profiling: only what a user watches)."""
+    return keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / TENSORBOARD_DIR),
+                                       write_graph=False, update_freq="epoch",
+                                       profile_batch=0)
+
+
 class SampleGrid(keras.callbacks.Callback):
     """Saves a grid of samples (fixed seeds, so epochs compare) every `every` epochs; for a
-    conditional model one row per label (`labels` repeated `cols` times each)."""
+    conditional model one row per label (`labels` repeated `cols` times each). With
+    `tensorboard`, each grid is also logged as an image in run_dir/logs/samples."""
 
     def __init__(self, run_dir: Path, every: int, n_images: int = 16, steps: int = 20,
-                 seed: int = 0, labels=None, cols: int | None = None):
+                 seed: int = 0, labels=None, cols: int | None = None,
+                 tensorboard: bool = False):
         super().__init__()
         self.dir = Path(run_dir) / "samples"
         self.every, self.n_images, self.steps, self.seed = every, n_images, steps, seed
         self.labels, self.cols = labels, cols
+        self.log_dir = Path(run_dir) / TENSORBOARD_DIR / "samples" if tensorboard else None
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str, step: int | None = None) -> Path:
         images = self.model.generate(self.n_images, steps=self.steps, seed=self.seed,
                                      labels=self.labels)
-        return save_rgb(self.dir / f"{name}.png", image_grid(images, self.cols))
+        grid = image_grid(images, self.cols)
+        if self.log_dir is not None and step is not None:
+            import tensorflow as tf
+            with tf.summary.create_file_writer(str(self.log_dir)).as_default():
+                tf.summary.image("samples", grid[None], step=step)
+        return save_rgb(self.dir / f"{name}.png", grid)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every and (epoch + 1) % self.every == 0:
-            self.save(f"epoch_{epoch + 1:04d}")
+            self.save(f"epoch_{epoch + 1:04d}", epoch + 1)

@@ -9,6 +9,7 @@ A run folder holds:
     state.json           epochs done, best metric and epoch
     history.csv          per-epoch losses and KID; curves.png plots them
     samples/             sample grids every --sample_every epochs and at the end
+    logs/                TensorBoard logs: losses, KID, sample grids (--no-tensorboard: none)
 
 Example:
     >>> cfg = DiffusionConfig(in_dir="diffusion_data/L2", num_epochs=50)
@@ -252,7 +253,7 @@ def new_run_dir(out_dir: str | Path, label: str) -> Path:
 # Settings that do not change what a run learns: a rerun that differs only in these may
 # reuse (or resume) the run.
 _RUN_ONLY = frozenset({"runtime", "load_and_train", "model_dir", "out_dir", "gpu_index",
-                       "distribute", "cpu_devices", "cache_images"})
+                       "distribute", "cpu_devices", "cache_images", "tensorboard"})
 
 
 def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None = None
@@ -439,8 +440,10 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     grid = cb.SampleGrid(run_dir, cfg.sample_every,
                          len(sample_labels) if num_classes else 16,
                          min(20, cfg.generate_diffusion_steps), cfg.seed, sample_labels,
-                         per_label if num_classes else None)
+                         per_label if num_classes else None, tensorboard=cfg.tensorboard)
     callbacks.append(grid)
+    if cfg.tensorboard:  # after KID and the checkpoint, so it logs what they add
+        callbacks.append(cb.tensorboard_callback(run_dir))
     if cfg.early_stop_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=cfg.early_stop_patience,

@@ -155,6 +155,9 @@ def _diffusion_html(state: dict) -> str:
                              ("samples/final.png", "samples after training")):
             if (run / png).is_file():
                 parts.append(img_tag(png_data_uri(run / png), caption, width=520))
+        if (run / "logs").is_dir():
+            parts.append(f"<p>Live curves and sample grids: <code>tensorboard --logdir "
+                         f"{html.escape(str(run / 'logs'))}</code></p>")
     return "".join(parts)
 
 
@@ -243,6 +246,8 @@ def _convergence_html(layout: Layout, arms: list[str], assets: Path) -> str:
     fig.savefig(assets / "convergence.png", dpi=90)
     chart = img_tag(figure_data_uri(fig), "validation curves per arm: thin = one seed, bold "
                     "= mean over seeds, dots = each seed's best epoch, dashed = epoch budget")
+    chart += (f"<p>Every run's loss and validation metrics per epoch, for TensorBoard: "
+              f"<code>tensorboard --logdir {html.escape(str(layout.results))}</code></p>")
     rows = sorted(convergence_summary(curves),
                   key=lambda r: arms.index(r["arm"]) if r["arm"] in arms else len(arms))
     budget = max((r["max_epochs"] or 0) for r in rows)

@@ -82,3 +82,17 @@ def restore_float32_policy():
     reset()
     yield
     reset()
+
+
+def tensorboard_tags(log_dir: Path) -> dict[str, int]:
+    """{"<sub-folder>/<tag>": number of events} over every TensorBoard event file below
+    `log_dir` (e.g. "validation/epoch_kid"), read as TensorBoard reads them."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+    tags: dict[str, int] = {}
+    for path in Path(log_dir).rglob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            for value in event_pb2.Event.FromString(record.numpy()).summary.value:
+                key = f"{path.parent.relative_to(log_dir)}/{value.tag}"
+                tags[key] = tags.get(key, 0) + 1
+    return tags

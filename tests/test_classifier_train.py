@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli.flags import parse_config
-from conftest import class_image, tree_hashes, write_class_images
+from conftest import class_image, tensorboard_tags, tree_hashes, write_class_images
 from config import ClassifierConfig, GridSearchConfig
 from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError
@@ -106,6 +106,8 @@ def test_small_cnn_trains_and_beats_chance(trained):
     # Validation is a stratified split of the training images: every class is in it.
     assert m["val"]["n"] == 7 and all(v["support"] >= 1 for v in m["val"]["per_class"].values())
     assert m["n_train"] + m["n_val"] == 32
+    tags = tensorboard_tags(run / "logs")         # loss and validation metrics, per epoch
+    assert tags["train/epoch_loss"] == 8 and tags["validation/epoch_macro_f1"] == 8
 
 
 def test_saved_run_is_rebuilt_from_config_json_and_evaluates_the_same(trained, data,

@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
-from conftest import tree_hashes  # noqa: E402
+from conftest import tensorboard_tags, tree_hashes  # noqa: E402
 from dataset.images import load_rgb, save_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import load_image  # noqa: E402
@@ -73,6 +73,9 @@ def test_training_fills_a_run_folder(run_dir):
     assert all(np.isfinite(kid))
     # best is a copy, not the same file
     assert not os.path.samefile(run_dir / "best.weights.h5", run_dir / "last.weights.h5")
+    tags = tensorboard_tags(run_dir / "logs")   # what TensorBoard shows: per epoch
+    assert tags["train/epoch_n_loss"] == 2 and tags["validation/epoch_n_loss"] == 2
+    assert tags["validation/epoch_kid"] == 2 and tags["samples/samples"] == 2
 
 
 def _optimizer_iterations(weights: Path) -> int:
