@@ -9,6 +9,13 @@ import pytest
 from PIL import Image
 
 
+# The tiny U-Net every stage-2 test trains in seconds on a CPU (16x16, widths 8-16, one
+# block per level), as DiffusionModel arguments and as the flags of the stage-2 commands.
+TINY_UNET = dict(image_size=(16, 16), widths=[8, 16], block_depth=1, embedding_dims=8)
+TINY_UNET_FLAGS = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
+                   "--embedding_dims", "8"]
+
+
 def write_image(path: Path, size=(24, 16), seed: int = 0, fmt: str | None = None) -> Path:
     """Writes a small random RGB image (width, height) = size; the suffix picks the format."""
     rng = np.random.default_rng(seed)

@@ -16,14 +16,13 @@ keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
-from conftest import tensorboard_tags, tree_hashes  # noqa: E402
+from conftest import TINY_UNET_FLAGS, tensorboard_tags, tree_hashes  # noqa: E402
 from dataset.images import load_rgb, save_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import load_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
-              "--embedding_dims", "8", "--batch_size", "8", "--kid_features", "random",
+TINY_FLAGS = [*TINY_UNET_FLAGS, "--batch_size", "8", "--kid_features", "random",
               "--kid_images", "8", "--kid_diffusion_steps", "3", "--sample_every", "1",
               "--generate_diffusion_steps", "4", "--learning_rate", "0.003"]
 

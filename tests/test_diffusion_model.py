@@ -7,6 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from conftest import TINY_UNET  # noqa: E402
 from dataset.images import save_rgb  # noqa: E402
 from diffusion.data import find_label_images, load_image, make_dataset  # noqa: E402
 from diffusion_maths.schedule import (ddim_sigma, ddim_step, diffusion_schedule,  # noqa: E402
@@ -15,8 +16,7 @@ from diffusion_model import DiffusionModel  # noqa: E402
 from u_net_backbone import (SinusoidalEmbedding, SpatialSelfAttention, UNetConfigError,  # noqa: E402
                             build_unet)
 
-TINY = dict(image_size=(16, 16), widths=[8, 16], block_depth=1, embedding_dims=8,
-            attention_in_bottleneck=True)
+TINY = dict(TINY_UNET, attention_in_bottleneck=True)
 COLOURS = {"red": (220, 40, 40), "blue": (30, 60, 210)}
 
 

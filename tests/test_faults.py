@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset, tree_hashes
+from conftest import TINY_UNET_FLAGS, make_dataset, tree_hashes
 
-TINY_DIFFUSION = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
-                  "--embedding_dims", "8", "--batch_size", "4", "--num_epochs", "1",
+TINY_DIFFUSION = [*TINY_UNET_FLAGS, "--batch_size", "4", "--num_epochs", "1",
                   "--kid_every", "0", "--sample_every", "0", "--kid_features", "random"]
 
 

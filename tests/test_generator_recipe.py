@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 
 import train_all  # noqa: E402
 from cli.flags import ConfigError  # noqa: E402
-from conftest import tree_hashes  # noqa: E402
+from conftest import TINY_UNET_FLAGS, tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
@@ -24,8 +24,7 @@ from diffusion_maths.schedule import diffusion_schedule, outputs_to_noise_and_im
 from diffusion_augmentation import main as augment_main  # noqa: E402
 from diffusion_model import DiffusionModel  # noqa: E402
 
-TINY = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
-        "--embedding_dims", "8", "--batch_size", "4", "--kid_every", "0", "--sample_every", "0",
+TINY = [*TINY_UNET_FLAGS, "--batch_size", "4", "--kid_every", "0", "--sample_every", "0",
         "--generate_diffusion_steps", "2"]
 # categories {1} (5 real) vs {2} (9 real): label 1 gains 4, given to its rarer sites first
 LAYOUT = {"1": {"S1": 4, "S2": 1}, "2": {"S1": 5, "S2": 4}}
