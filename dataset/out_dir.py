@@ -100,19 +100,40 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
     """
     out = check_location(out_dir, in_dir)
     src = Path(in_dir).resolve()
+    refuse_foreign(out, out_dir, (type(cfg).__name__,), tool)
     if out.exists() and any(out.iterdir()):
         saved = saved_config(out)
-        if saved.get("_config_class") != type(cfg).__name__:
-            raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
-                               f"{tool}: choose a new folder (nothing changed)")
         if saved.get("_in_dir_resolved") != str(src):
             raise DatasetError(f"--out_dir {out_dir} was made from another input "
                                f"({saved.get('_in_dir_resolved')}): choose a new folder")
-        from cli.flags import changed_settings
-        changed = changed_settings(saved, cfg, resume_keys)
-        if changed:
-            key = changed[0]
-            raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
-                               f"now {getattr(cfg, key)!r}: choose a new folder or the same "
-                               f"settings to resume")
+        refuse_changed(out_dir, saved, cfg, resume_keys)
     return out
+
+
+def refuse_foreign(out: Path, out_dir: str | Path, owners: Sequence[str], tool: str) -> None:
+    """A non-empty output folder must hold the config.json of one of `owners` (config class
+    names): it is then a run of this tool to resume, never somebody else's files.
+
+    Raises:
+        DatasetError: one line naming the folder and the tool.
+    """
+    if out.exists() and any(out.iterdir()) and \
+            saved_config(out).get("_config_class") not in owners:
+        raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
+                           f"{tool}: choose a new folder (nothing changed)")
+
+
+def refuse_changed(out_dir: str | Path, saved: dict, cfg, keys: Sequence[str]) -> None:
+    """A folder is resumed only with the settings `keys` it was made with (a field added to
+    config.py since then counts as unchanged at its default: `cli.flags.changed_settings`).
+
+    Raises:
+        DatasetError: naming the first changed setting, its old and its new value.
+    """
+    from cli.flags import changed_settings
+    changed = changed_settings(saved, cfg, keys)
+    if changed:
+        key = changed[0]
+        raise DatasetError(f"--out_dir {out_dir} was made with {key}={saved.get(key)!r}, "
+                           f"now {getattr(cfg, key)!r}: choose a new folder or the same "
+                           f"settings to resume")

@@ -13,10 +13,11 @@ import io
 import json
 from pathlib import Path
 
-from cli.flags import config_to_dict, save_config_json
+from cli.flags import save_config_json
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_manifest
-from dataset.out_dir import CONFIG_NAME, check_location, saved_config
+from dataset.out_dir import (CONFIG_NAME, check_location, refuse_changed, refuse_foreign,
+                             saved_config)
 from dataset.scan import DatasetError
 
 # Config classes whose runs write a search folder (search.json, curves.csv, cache/);
@@ -35,10 +36,7 @@ def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, .
         DatasetError: one line saying why (nothing is changed).
     """
     out = check_location(out_dir, images, "--images")
-    if out.exists() and any(out.iterdir()) and \
-            saved_config(out).get("_config_class") not in allowed:
-        raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
-                           f"{what}: choose a new folder (nothing changed)")
+    refuse_foreign(out, out_dir, allowed, what)
     return out
 
 
@@ -210,16 +208,11 @@ def _check_resume(out: Path, cfg, model_fp: str, images_root: Path, images_fp: s
     if not saved_path.is_file():
         return
     saved = json.loads(saved_path.read_text())
-    now = config_to_dict(cfg)
     if saved.get("_images_resolved", str(images_root)) != str(images_root):
         raise DatasetError(f"--out_dir {cfg.out_dir} was made from --images "
                            f"{saved['_images_resolved']}, now {images_root}: choose a new "
                            f"folder or the same images to resume")
-    for key in _SYNTH_RESUME:
-        if saved.get(key) != now.get(key):
-            raise DatasetError(f"--out_dir {cfg.out_dir} was made with {key}="
-                               f"{saved.get(key)!r}, now {now.get(key)!r}: choose a new "
-                               f"folder or the same settings to resume")
+    refuse_changed(cfg.out_dir, saved, cfg, _SYNTH_RESUME)
     if saved.get("_model_fingerprint") != model_fp:
         raise DatasetError(f"--out_dir {cfg.out_dir} was made with other model weights: "
                            f"choose a new folder")
