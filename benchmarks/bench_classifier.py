@@ -7,7 +7,10 @@ Uses ../shared/data/custom_coco/train (beside the repository) when present (firs
 otherwise writes random JPEGs to a temp folder.
 
     python3 benchmarks/bench_classifier.py [--quick] [--backbone mobilenetv3small]
-        [--input_shape 96] [--batch_size 32] [--epochs 2] [--augm_type flip]
+        [--input_shape 96] [--batch_size 32] [--epochs 2] [--augm_type flip] [--runs 10]
+
+A second table times a comparison's decoding: every run (arm x seed) decoding its images,
+against one cache the runs of the process share.
 """
 from __future__ import annotations
 
@@ -113,6 +116,8 @@ def main(argv=None) -> None:
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--augm_type", default="flip")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (best one counts)")
+    p.add_argument("--runs", type=int, default=10, help="runs sharing the decoded images "
+                   "(a comparison of 5 arms x 2 seeds)")
     args = p.parse_args(argv)
     if args.quick:
         args.backbone, args.input_shape, args.epochs, args.classes = "small_cnn", 64, 3, 4
@@ -141,6 +146,33 @@ def main(argv=None) -> None:
             ("tf.data incl. one-time decode", t_pipe + t_load)]
     for name, t in rows:
         print(f"{name:<44} {t:8.2f} {n_images / t:9.1f} {t_loop / t:6.2f}")
+    decode_table(args, paths)
+
+
+def decode_table(args, paths) -> None:
+    """A comparison's decoding: every run (arm x seed) decoding its images itself, against
+    one process cache shared by the runs (classifier.data.DecodedCache)."""
+    from classifier.data import DecodedCache
+    runs = args.runs
+    times = {"per run": [], "shared": []}
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            load_images(paths, args.input_shape, desc=None, cache=None)
+        times["per run"].append(time.perf_counter() - t0)
+        cache = DecodedCache()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            load_images(paths, args.input_shape, desc=None, cache=cache)
+        times["shared"].append(time.perf_counter() - t0)
+    n = runs * len(paths)
+    base = min(times["per run"])
+    print(f"\ndecoding for {runs} runs (arms x seeds) of {len(paths)} images at "
+          f"{args.input_shape} px; best of {args.repeats}; ratio = per-run time / time")
+    print(f"{'decoding':<44} {'seconds':>8} {'images/s':>9} {'ratio':>6}")
+    for name in ("per run", "shared"):
+        t = min(times[name])
+        print(f"{name + ' decode':<44} {t:8.2f} {n / t:9.1f} {base / t:6.2f}")
 
 
 if __name__ == "__main__":

@@ -108,19 +108,78 @@ def _load_one(job: tuple[int, str, int, bool]):
         return i, None, str(err)
 
 
+class DecodedCache:
+    """Decoded, resized images by (file, its size and mtime, size, grey), so that the runs of
+    one process (every arm and seed of a comparison, every trial of a grid search) decode
+    each file once. Least recently used images go first above `max_bytes`; a file that
+    changes on disk is decoded again.
+
+    Example:
+        >>> cache = DecodedCache(max_bytes=2 ** 30)
+        >>> images, ok, errors = load_images(paths, 96, cache=cache)
+    """
+
+    def __init__(self, max_bytes: int = 2 ** 31):
+        from collections import OrderedDict
+        self.max_bytes = max_bytes
+        self.items: OrderedDict = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def key(path: str, size: int, grey: bool) -> tuple | None:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None          # decoding reports it
+        return (str(path), st.st_size, st.st_mtime_ns, size, grey)
+
+    def get(self, key):
+        if key is None or key not in self.items:
+            return None
+        self.items.move_to_end(key)
+        return self.items[key]
+
+    def put(self, key, image: np.ndarray) -> None:
+        if key is None or key in self.items or image.nbytes > self.max_bytes:
+            return
+        self.items[key] = image
+        self.bytes += image.nbytes
+        while self.bytes > self.max_bytes:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+# This process's cache (the local executor runs every run in one process).
+PROCESS_CACHE = DecodedCache()
+
+
 def load_images(paths: Sequence[str], size: int, grayscale: bool = False,
-                workers: int | None = None, desc: str | None = "loading images"
+                workers: int | None = None, desc: str | None = "loading images",
+                cache: DecodedCache | None = PROCESS_CACHE
                 ) -> tuple[np.ndarray, list[int], list[str]]:
     """Decodes and resizes images into one uint8 array (N_ok, size, size, 3).
+
+    Args:
+        cache: images decoded earlier in this process are taken from it and new ones put
+            in; None decodes everything.
 
     Returns:
         (images, indices of the paths that loaded, one message per unreadable file).
     """
-    jobs = [(i, str(p), size, grayscale) for i, p in enumerate(paths)]
+    keys = [DecodedCache.key(str(p), size, grayscale) if cache is not None else None
+            for p in paths]
+    found = {i: cache.get(k) for i, k in enumerate(keys)} if cache is not None else {}
+    jobs = [(i, str(p), size, grayscale) for i, p in enumerate(paths)
+            if found.get(i) is None]
     # A process pool pays off only for larger sets (spawning costs ~0.5 s).
     results = list(parallel_imap(_load_one, jobs, workers=workers if len(jobs) > 200 else 1,
                                  desc=desc if len(jobs) > 200 else None, unit="img",
                                  chunksize=32))
+    if cache is not None:
+        for i, image, _ in results:
+            if image is not None:
+                cache.put(keys[i], image)
+    results += [(i, image, None) for i, image in found.items() if image is not None]
     results.sort(key=lambda r: r[0])
     ok = [r for r in results if r[2] is None]
     errors = [r[2] for r in results if r[2] is not None]

@@ -1,10 +1,14 @@
 """Robust image loading: every odd format becomes 8-bit RGB; bad files give one-line errors."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_image
 from dataset.images import ImageLoadError, load_rgb, probe_image, save_rgb
 
 
@@ -93,3 +97,31 @@ def test_save_is_atomic_and_lossless_for_png(tmp_path):
         save_rgb(tmp_path / "a.gif", arr)
     with pytest.raises(ValueError, match="uint8"):
         save_rgb(tmp_path / "b.png", arr.astype(np.float32))
+
+
+def test_decoded_images_are_shared_until_the_file_changes(tmp_path):
+    """The runs of one comparison decode each file once (classifier.data.DecodedCache)."""
+    from classifier.data import DecodedCache, load_images
+    paths = [str(write_image(tmp_path / f"{i}.png", seed=i)) for i in range(4)]
+    cache = DecodedCache()
+    first, ok, errors = load_images(paths[:3], 16, cache=cache)
+    assert ok == [0, 1, 2] and errors == [] and len(cache.items) == 3
+    again, _, _ = load_images(paths[:3], 16, cache=cache)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(load_images(paths[:3], 16, cache=None)[0], first)
+    # A file written again is decoded again; a missing one is reported as without a cache.
+    write_image(Path(paths[1]), seed=9)
+    os.utime(paths[1], ns=(1, 1))
+    changed, _, _ = load_images(paths[:3], 16, cache=cache)
+    assert not np.array_equal(changed[1], first[1])
+    np.testing.assert_array_equal(changed[0], first[0])
+    Path(paths[2]).unlink()
+    _, ok, errors = load_images(paths[:3], 16, cache=cache)
+    assert ok == [0, 1] and len(errors) == 1
+    # Bounded: the least recently used image goes first.
+    small = DecodedCache(max_bytes=2 * first[0].nbytes)
+    load_images(paths[:2], 16, cache=small)
+    load_images(paths[:1], 16, cache=small)          # 0 is now the most recent
+    load_images(paths[3:], 16, cache=small)
+    assert [k[0] for k in small.items] == [paths[0], paths[3]]
+    assert small.bytes == small.max_bytes
