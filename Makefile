@@ -35,7 +35,7 @@ chromium:
 	  echo "note: Chromium is missing and could not be installed; the report tests need it"
 
 test: setup chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/bench_site_balancer.py

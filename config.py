@@ -7,9 +7,30 @@ given with `--config` overrides the defaults, and the resolved settings are writ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from cli.flags import ConfigError, opt
+
+
+# Field groups shared by several stages, declared once.
+@dataclass
+class ExecutorConfig:
+    """Where a command's independent jobs run: here, or as Ray tasks (docs/cluster.md)."""
+
+    executor: str = opt("local", "Where the independent jobs go: here, one after another, or "
+                        "as Ray tasks in parallel on this machine or a cluster "
+                        "(docs/cluster.md).", choices=("local", "ray"))
+    ray_address: str = opt("", "--executor ray: '' starts a local Ray for this command; "
+                           "'auto' or 'ray://HOST:10001' joins a running cluster.")
+    task_cpus: float = opt(1.0, "--executor ray: CPU cores each job asks for (also its "
+                           "thread budget).", min=0.1, max=1024)
+    task_gpus: float | None = opt(None, "--executor ray: GPUs each job asks for (default: "
+                                  "1 when the cluster has GPUs, else 0; 0.5 shares one GPU "
+                                  "between two jobs).", min=0.0, max=64)
+
+
+# Where a command's jobs run, not what they compute: left out of every resume fingerprint.
+EXECUTOR_FIELDS = tuple(f.name for f in fields(ExecutorConfig))
 
 
 @dataclass
@@ -66,7 +87,7 @@ LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_condi
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(ExecutorConfig):
     """Stage 2 (run_diffusion.py): train a DDIM diffusion model, generate or inpaint with it."""
 
     # What to do and where
@@ -149,10 +170,15 @@ class DiffusionConfig:
                                          "GPUs and for CPUs with bf16 units.")
     gpu_index: int | None = opt(0, "The GPU to use ('auto': all, for --distribute "
                                 "mirrored); ignored without GPUs.", min=0)
-    distribute: str = opt("none", "Data-parallel training over the visible GPUs "
-                          "(MirroredStrategy).", choices=("none", "mirrored"))
+    distribute: str = opt("none", "Data-parallel training: 'mirrored' over the GPUs of this "
+                          "machine, 'multiworker' over several processes or machines "
+                          "(TF_CONFIG; docs/cluster.md).",
+                          choices=("none", "mirrored", "multiworker"))
     cpu_devices: int = opt(1, "Without GPUs: split the CPU into this many devices (to test "
                            "--distribute mirrored).", min=1, max=64)
+    num_workers: int = opt(2, "--distribute multiworker --executor ray: the worker processes "
+                           "Ray starts (each with --task_cpus and --task_gpus) and gives "
+                           "their TF_CONFIG.", min=1, max=1024)
     checkpoint_monitor: str = opt("val_n_loss", "Metric that picks best.weights.h5 and drives "
                                   "early stopping (val_kid computes KID every epoch).",
                                   choices=("val_n_loss", "val_kid"))
@@ -213,15 +239,22 @@ class DiffusionConfig:
 
 
 @dataclass
-class TrainAllConfig(DiffusionConfig):
+class ManyRunsConfig(ExecutorConfig):
+    """Settings of every command that runs many independent trainings (train_all.py, the
+    classifier's grid search and comparison)."""
+
+    keep_going: bool = opt(False, "Carry on after a failed run (default: stop at the first "
+                           "failure).")
+
+
+@dataclass
+class TrainAllConfig(ManyRunsConfig, DiffusionConfig):
     """Stage 2 for every label (train_all.py): one model per label folder, or one conditional."""
 
     in_dir: str = opt("diffusion_data", "Folder with one sub-folder of images per label.")
     out_dir: str = opt("models", "A run folder per label (or one conditional run) is made "
                        "inside it.")
     labels: list[str] | None = opt(None, "Label folders to train (default: all).")
-    keep_going: bool = opt(False, "Train the remaining labels after one fails (default: stop "
-                           "at the first failure).")
 
     def validate(self) -> None:
         if self.runtime != "training":
@@ -452,7 +485,7 @@ class EvaluateConfig:
 
 
 @dataclass
-class GridSearchConfig(ClassifierConfig):
+class GridSearchConfig(ManyRunsConfig, ClassifierConfig):
     """Stage 4 (python3 -m classifier.grid_search): a parameter grid x seeds x repeats."""
 
     out_dir: str = opt("grid_search", "Run folders, runs.csv, summary.csv and best/ go here; "
@@ -461,11 +494,10 @@ class GridSearchConfig(ClassifierConfig):
                                  "learning_rate=1e-3,1e-4 batch_size=16,32).")
     seeds: list[int] | None = opt(None, "Base seeds. Default: just --seed.", min=0)
     repeats: int = opt(1, "Runs per combination and seed (seed + 1000*r).", min=1, max=100)
-    keep_going: bool = opt(False, "Carry on after a failed run (default: stop).")
 
 
 @dataclass
-class CompareConfig(ClassifierConfig):
+class CompareConfig(ManyRunsConfig, ClassifierConfig):
     """Stage 4 (python3 -m classifier.compare): do generated images beat what real images,
     rebalancing and classic augmentation give? The same classifier, seeds and step budget in
     every arm; bootstrap CIs and Holm-corrected paired tests against the strongest
@@ -506,7 +538,6 @@ class CompareConfig(ClassifierConfig):
     tail_fraction: float = opt(0.33, "Share of the labels, those with the fewest real "
                                "training images, whose mean test recall is the tail recall.",
                                min=0.01, max=1.0)
-    keep_going: bool = opt(False, "Carry on after a failed run (default: stop).")
 
     def arms(self) -> list[str]:
         """The arms to run, canonically named (the default list when --variants is unset).
@@ -565,13 +596,15 @@ PIPELINE_STAGES = ("balance", "diffusion", "augment", "sdedit", "classic_fill", 
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(ExecutorConfig):
     """The whole pipeline (run_pipeline.py): stage 1 -> 2 -> 3 -> classic fill -> 4 -> report.
 
     Settings of each stage come from the `--config` JSON's sections "balancer",
     "diffusion", "augmentation", "sdedit", "classic_fill" and "compare" (any field of
     BalancerConfig, TrainAllConfig, AugmentationConfig (both), classic_fill's
     ClassicFillConfig, CompareConfig); the folders between the stages are set by the runner.
+    The executor flags reach stage 2 and 4 (train_all.py, classifier.compare) unless their
+    section sets its own.
     """
 
     in_dir: str = opt("", "The original dataset: one sub-folder per label, site ids in the "
@@ -767,7 +800,7 @@ class InpaintingCompareConfig:
 # Robustness analysis (python3 -m robustness). One dataclass per subcommand; synthesize and
 # report run the (cached) search first, so they take the search's settings too.
 @dataclass
-class RobustnessSearchConfig:
+class RobustnessSearchConfig(ExecutorConfig):
     """Robustness (python3 -m robustness search): where does the model's output change?
 
     Each corruption's intensity is raised step by step; the search records where the model's

@@ -49,6 +49,11 @@ def _image_rngs(seed, start: int, stop: int) -> list[np.random.Generator]:
 
 
 @keras.saving.register_keras_serializable(package="diffusion")
+def _multi_worker(strategy) -> bool:
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001
+
+
 class DiffusionModel(keras.Model):
     """A DDIM diffusion model on images in [0, 1] (1 channel for grey data, or 3).
 
@@ -282,7 +287,7 @@ class DiffusionModel(keras.Model):
         self.noise_loss_tracker.update_state(ops.mean(ops.abs(noises - pred_noises)))
         self.image_loss_tracker.update_state(ops.mean(ops.abs(images - pred_images)))
         self._update_ema()
-        return {m.name: m.result() for m in self.metrics}
+        return self._logs()
 
     def _update_ema(self):
         # Warm-up (as tf.train.ExponentialMovingAverage's num_updates): early on the EMA
@@ -317,7 +322,22 @@ class DiffusionModel(keras.Model):
             self.ema_network, inputs, noisy, noise_rates, signal_rates, training=False)
         self.noise_loss_tracker.update_state(ops.mean(ops.abs(noises - pred_noises)))
         self.image_loss_tracker.update_state(ops.mean(ops.abs(images - pred_images)))
-        return {m.name: m.result() for m in self.metrics}
+        return self._logs()
+
+    # Keras 3 cannot fit under MultiWorkerMirroredStrategy as it is (keras-team/keras#20585):
+    # it averages each worker's logs over axis 0, which scalars lack, and it reduces a first
+    # batch across workers eagerly to build the model. Logs of shape [1] and a model built
+    # before fit (its layers exist from __init__, the optimizer builds on its first step)
+    # get around both; other strategies keep Keras' own path.
+    def _logs(self) -> dict:
+        logs = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(tf.distribute.get_strategy()):
+            logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not _multi_worker(self.distribute_strategy):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # -- sampling ------------------------------------------------------------------------
     def _predict(self, noisy, noise_rates, signal_rates, labels, sites, label_noise,

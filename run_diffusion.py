@@ -4,12 +4,14 @@
     python3 run_diffusion.py --load_and_train --model_dir results/L2_20250101-120000_ab12 --num_epochs 200
     python3 run_diffusion.py --runtime inference --model_dir results/L2_... --images_to_generate 100 --out_dir generated
     python3 run_diffusion.py --runtime inpainting --model_dir results/L2_... --inpainting_dir inpainting_data --out_dir inpainted
+    python3 run_diffusion.py --in_dir /shared/data --distribute multiworker --executor ray --num_workers 4
 
 Defaults live in config.py (DiffusionConfig); `--help` lists every flag, `--dry-run` prints
 the resolved settings and the plan and writes nothing.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from cli.errors import one_line_errors
@@ -37,6 +39,16 @@ def describe(cfg: DiffusionConfig) -> str:
             f"{cfg.jump_length}, jump_n_sample {cfg.jump_n_sample}) into {cfg.out_dir}/inpainted/")
 
 
+def run_on_ray_workers(cfg: DiffusionConfig, argv: list[str]) -> int:
+    """This command again as cfg.num_workers Ray workers, each given its TF_CONFIG."""
+    from runtime.jobs import run_workers
+    print(f"starting {cfg.num_workers} workers on Ray for --distribute multiworker")
+    codes = run_workers([sys.executable, "run_diffusion.py", *argv], cfg.num_workers,
+                        cfg.ray_address, cfg.task_cpus, cfg.task_gpus)
+    print(f"workers' exit codes: {codes} (worker 0, the chief, wrote the run folder)")
+    return 0 if all(code == 0 for code in codes) else 1
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(DiffusionConfig, argv, prog="run_diffusion.py")
@@ -45,13 +57,17 @@ def main(argv: list[str] | None = None) -> int:
             print(format_config(cfg))
             print(describe(cfg))
             return 0
+        if cfg.runtime == "training" and cfg.distribute == "multiworker" \
+                and cfg.executor == "ray" and "TF_CONFIG" not in os.environ:
+            return run_on_ray_workers(cfg, sys.argv[1:] if argv is None else argv)
         if cfg.runtime == "training":
             from diffusion.training import train
             given = {k for k in vars(ns) if not k.startswith("_")}
             res = train(cfg, given=given)
             best = "n/a" if res.best_value is None else f"{res.best_value:.4g}"
             print(f"trained {res.label}: {res.epochs_done} epochs, best {res.monitor} {best} "
-                  f"(epoch {res.best_epoch}), precision {res.precision}; run folder {res.run_dir}")
+                  f"(epoch {res.best_epoch}), precision {res.precision}; run folder "
+                  f"{res.run_dir or 'written by the chief worker'}")
         elif cfg.runtime == "inference":
             from diffusion.inference import generate_to_folder
             paths = generate_to_folder(cfg)

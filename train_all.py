@@ -3,75 +3,41 @@
     python3 train_all.py --in_dir diffusion_data --out_dir models --num_epochs 100
     python3 train_all.py --in_dir diffusion_data --conditional          # one model, all labels
     python3 train_all.py --in_dir diffusion_data --distribute mirrored --gpu_index auto
+    python3 train_all.py --in_dir diffusion_data --executor ray --task_gpus 1   # a model per GPU
 
-Takes every flag of run_diffusion.py (training), plus --labels and --keep_going. Stops at the
+Takes every flag of run_diffusion.py (training), plus --labels, --keep_going and the
+executor flags: `--executor ray` trains the labels in parallel as Ray tasks, on this
+machine or a cluster (docs/cluster.md), with the same run folders and report. Stops at the
 first label that fails unless --keep_going; prints a table of every label's outcome and
 writes it to out_dir/train_all_<time>.csv.
 """
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import io
-import json
 import sys
 import traceback
 from pathlib import Path
 
 from cli.errors import describe_os_error, one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
-from config import DiffusionConfig, TrainAllConfig
+from config import TrainAllConfig
 from dataset.atomic import atomic_write_text
 from dataset.scan import DatasetError
+from diffusion.per_label import per_label_configs, train_label
+from runtime.jobs import Job, JobLost, Outcome, run_jobs
 
 
-def per_label_configs(cfg: TrainAllConfig) -> list[tuple[str, DiffusionConfig]]:
-    """(label, DiffusionConfig) for each run (a single "conditional" run with --conditional).
-
-    A label folder without usable images fails when its turn comes (see --keep_going).
-    """
-    from dataset.out_dir import check_outside_inputs
-    from diffusion.data import find_label_folders, find_labelled_images
-    check_outside_inputs(cfg)
-    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DiffusionConfig)}
-    if cfg.conditional:
-        find_labelled_images(cfg.in_dir, cfg.labels)  # fail early on a bad layout
-        return [("conditional", DiffusionConfig(**base))]
-    labels = list(find_label_folders(cfg.in_dir, cfg.labels))
-    return [(lab, DiffusionConfig(**{**base, "in_dir": str(Path(cfg.in_dir) / lab)}))
-            for lab in labels]
-
-
-def reusable_run(cfg: DiffusionConfig, label: str, labels: list[str] | None
-                 ) -> tuple[Path, bool] | None:
-    """(run folder, finished) of an earlier run of `label` with the same settings in
-    cfg.out_dir, so a rerun keeps finished labels and resumes the interrupted one; None when
-    there is none.
-
-    Raises:
-        ConfigError: several finished runs match; the user says which to keep.
-    """
-    from diffusion.data import find_label_folders
-    from diffusion.training import earlier_runs
-    names = list(find_label_folders(cfg.in_dir, labels)) if cfg.conditional else None
-    runs = earlier_runs(cfg, label, names)
-    done = [run for run, finished in runs if finished]
-    if len(done) > 1:
-        raise ConfigError(f"{len(done)} finished runs of {label} with these settings in "
-                          f"{cfg.out_dir}: {', '.join(str(d) for d in done)}; move all but one "
-                          f"away (or use another --out_dir)")
-    if done:
-        return done[0], True
-    return (runs[-1][0], False) if runs else None
-
-
-def finished_row(label: str, run: Path) -> dict:
-    """The report row of a run that finished earlier (from its state.json)."""
-    state = json.loads((run / "state.json").read_text())
-    return {"label": label, "status": "ok", "epochs": state.get("epochs_done"),
-            "monitor": state.get("monitor"), "best": state.get("best_value"),
-            "run_dir": str(run), "error": "finished earlier, kept"}
+def failure_row(label: str, err: BaseException) -> dict:
+    """The report row of a label whose training raised `err` (a traceback for bugs)."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, OSError):
+        first = describe_os_error(err)   # a full disk is not a bug
+    elif not isinstance(err, (ConfigError, DatasetError, ValueError, JobLost)):
+        traceback.print_exception(err)
+    print(f"[{label}] failed: {first}", file=sys.stderr)
+    return {"label": label, "status": "failed", "error": first}
 
 
 @one_line_errors
@@ -85,47 +51,31 @@ def main(argv: list[str] | None = None) -> int:
             for label, dcfg in runs:
                 print(f"[{label}] {describe_plan(dcfg, cfg.labels)}")
             return 0
-        from diffusion.training import setup_runtime, train
-        policy, strategy = setup_runtime(runs[0][1])  # devices can be set once per process
+        runtime = None
+        if cfg.executor == "local":
+            from diffusion.training import setup_runtime
+            runtime = setup_runtime(runs[0][1])  # devices can be set once per process
     except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    import keras
-    report = []
-    for i, (label, dcfg) in enumerate(runs):
-        print(f"=== {label} ({i + 1}/{len(runs)}) ===")
-        try:
-            earlier = reusable_run(dcfg, label, cfg.labels)
-            if earlier is not None and earlier[1]:
-                report.append(finished_row(label, earlier[0]))
-                print(f"[{label}] finished earlier with the same settings: {earlier[0]}")
-                continue
-            if earlier is not None:
-                print(f"[{label}] resuming {earlier[0]} (interrupted earlier)")
-                dcfg = dataclasses.replace(dcfg, load_and_train=True, model_dir=str(earlier[0]))
-            res = train(dcfg, labels=cfg.labels, strategy=strategy, policy=policy)
-            report.append({"label": label, "status": "ok", "epochs": res.epochs_done,
-                           "monitor": res.monitor, "best": res.best_value,
-                           "run_dir": str(res.run_dir), "error": ""})
-        except KeyboardInterrupt:
-            report.append({"label": label, "status": "interrupted", "error": "Ctrl-C"})
-            break
-        except Exception as err:  # noqa: BLE001 - reported per label, then stop or go on
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if isinstance(err, OSError):
-                first = describe_os_error(err)   # a full disk is not a bug
-            elif not isinstance(err, (ConfigError, DatasetError, ValueError)):
-                traceback.print_exc()
-            report.append({"label": label, "status": "failed", "error": first})
-            print(f"[{label}] failed: {first}", file=sys.stderr)
-            if not cfg.keep_going:
-                break
-        finally:
-            keras.backend.clear_session()
-    done = {r["label"] for r in report}
-    report += [{"label": lab, "status": "not run", "error": "stopped after a failure"}
-               for lab, _ in runs if lab not in done]
+    jobs = [Job(label, train_label, (label, dcfg, cfg.labels, runtime)) for label, dcfg in runs]
+    rows: dict[str, dict] = {}
+
+    def on_done(outcome: Outcome) -> None:
+        if outcome.status == "ok":
+            rows[outcome.name] = outcome.value
+        elif outcome.status == "failed":
+            rows[outcome.name] = failure_row(outcome.name, outcome.error)
+        print(f"=== {outcome.name}: {outcome.status} ({len(rows)}/{len(runs)} done) ===")
+
+    try:
+        run_jobs(jobs, cfg.executor, cfg.ray_address, cfg.task_cpus, cfg.task_gpus,
+                 cfg.keep_going, on_done)
+        missing = {"status": "not run", "error": "stopped after a failure"}
+    except KeyboardInterrupt:
+        missing = {"status": "interrupted", "error": "Ctrl-C"}
+    report = [rows.get(label) or {"label": label, **missing} for label, _ in runs]
     print_report(report, Path(cfg.out_dir))
     return 0 if all(r["status"] == "ok" for r in report) else 1
 

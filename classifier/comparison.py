@@ -667,7 +667,7 @@ def run_compare(cfg, verbose: int = 2):
         result = (summary, paired)
 
     check_finished_runs(selection)
-    failures = _execute(selection, cfg.keep_going, verbose, lambda: None)
+    failures = _execute(selection, cfg, verbose, lambda: None)
     strength = chosen_strength(cfg, selection)
     if strength is not None:
         _reuse_selected(cfg, selection, strength)
@@ -678,7 +678,7 @@ def run_compare(cfg, verbose: int = 2):
                         f"did not finish")
     check_finished_runs(jobs)
     state["jobs"] = jobs
-    failures += _execute(jobs, cfg.keep_going, verbose, tables)
+    failures += _execute(jobs, cfg, verbose, tables)
     tables()
     if failures:
         print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))

@@ -75,26 +75,44 @@ def _rows_from_runs(jobs: list[dict], tail: Sequence[str] | None = None) -> list
     return rows
 
 
-def _execute(jobs: list[dict], keep_going: bool, verbose: int,
+def _execute(jobs: list[dict], cfg, verbose: int,
              on_progress: Callable[[], None]) -> list[str]:
-    from classifier.training import train_run
-    failures = []
+    """Trains every unfinished job, here or as Ray tasks (`cfg.executor`); calls
+    `on_progress` after each. Returns the failures as lines; without `cfg.keep_going` the
+    first failure is raised instead (after Ray has cancelled the rest)."""
+    from runtime.jobs import Job, run_jobs
+    todo = []
     for k, job in enumerate(jobs, 1):
         run_dir = Path(job["run_dir"])
+        where = f"[{k}/{len(jobs)}] {run_dir.parent.name}/{run_dir.name}"
         if is_finished(run_dir):
-            print(f"[{k}/{len(jobs)}] {run_dir.parent.name}/{run_dir.name}: finished earlier, "
-                  "skipped")
-            continue
-        print(f"[{k}/{len(jobs)}] {run_dir.parent.name}/{run_dir.name}")
-        try:
-            train_run(job["cfg"], verbose=verbose)
-        except Exception as err:
-            if not keep_going:
-                raise
-            failures.append(f"{run_dir}: {err.__class__.__name__}: {err}")
+            print(f"{where}: finished earlier, skipped")
+        else:
+            todo.append(Job(str(run_dir), _train_announced, (where, job["cfg"], verbose)))
+    failures = []
+
+    def on_done(outcome) -> None:
+        if outcome.status == "failed":
+            failures.append(f"{outcome.name}: {outcome.error.__class__.__name__}: "
+                            f"{outcome.error}")
             print(f"  FAILED: {failures[-1]}")
-        on_progress()
+        if outcome.status != "not run":
+            on_progress()
+
+    outcomes = run_jobs(todo, cfg.executor, cfg.ray_address, cfg.task_cpus, cfg.task_gpus,
+                        cfg.keep_going, on_done)
+    if not cfg.keep_going:
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                raise outcome.error
     return failures
+
+
+def _train_announced(where: str, run_cfg, verbose: int) -> None:
+    # One job of `_execute`; it returns nothing: the run folder holds the results.
+    from classifier.training import train_run
+    print(where)
+    train_run(run_cfg, verbose=verbose)
 
 
 def grid_jobs(cfg) -> list[dict]:
@@ -172,7 +190,7 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
         _keep_best(jobs, rows, out, cfg.evaluation_type)
         return summary
 
-    failures = _execute(jobs, cfg.keep_going, verbose, tables)
+    failures = _execute(jobs, cfg, verbose, tables)
     summary = tables()
     if failures:
         print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))

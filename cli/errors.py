@@ -19,6 +19,7 @@ from typing import Callable
 
 from cli.flags import ConfigError
 from dataset.scan import DatasetError
+from runtime.jobs import ExecutorError
 
 EXIT_BAD_INPUT = 2
 
@@ -61,13 +62,13 @@ def describe_os_error(err: OSError) -> str:
 
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Wraps a command's main: ConfigError, DatasetError and OSError become `error: ...` on
-    stderr and exit status 2."""
+    """Wraps a command's main: ConfigError, DatasetError, ExecutorError (Ray missing or out of
+    reach) and OSError become `error: ...` on stderr and exit status 2."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
-        except (ConfigError, DatasetError) as err:
+        except (ConfigError, DatasetError, ExecutorError) as err:
             print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
                   file=sys.stderr)
         except OSError as err:

@@ -22,16 +22,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import re
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from cli.flags import (ConfigError, changed_settings, load_config_json, save_config_json,
                        validate_config)
-from config import ARCHITECTURE_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
+from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.atomic import load_weights_checked
-from dataset.out_dir import check_outside_inputs
+from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
 from diffusion.model_folder import save_model_json
@@ -44,8 +47,8 @@ EPOCHS_PER_BUDGET = 20
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
-    run_dir: Path
+    """What a training run produced (run_dir None on a non-chief worker: it wrote none)."""
+    run_dir: Path | None
     label: str
     epochs_done: int
     monitor: str
@@ -212,11 +215,30 @@ def setup_runtime(cfg: DiffusionConfig):
     import tensorflow as tf
     from runtime.precision import select_devices, set_precision
     mirrored = cfg.distribute == "mirrored"
+    if cfg.distribute == "multiworker" and "TF_CONFIG" not in os.environ:
+        raise ConfigError("--distribute multiworker needs the TF_CONFIG environment variable "
+                          "(the cluster and this worker's index; see docs/cluster.md)")
+    if cfg.distribute == "multiworker":
+        # First of all: it configures TensorFlow's collectives, starts this worker's server
+        # and waits for every worker. It uses all GPUs this process sees.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return set_precision(precision_mode(cfg)), strategy
     devices = select_devices(None if mirrored else cfg.gpu_index,
                              cfg.cpu_devices if mirrored else 1)
     policy = set_precision(precision_mode(cfg))
     strategy = tf.distribute.MirroredStrategy(devices) if mirrored else tf.distribute.get_strategy()
     return policy, strategy
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run folder: always, except the non-chief workers of
+    --distribute multiworker (worker 0 is the chief unless TF_CONFIG names one)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    kind, index = resolver.task_type, resolver.task_id
+    return kind == "chief" or (kind == "worker" and index == 0
+                               and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
@@ -253,7 +275,8 @@ def new_run_dir(out_dir: str | Path, label: str) -> Path:
 # Settings that do not change what a run learns: a rerun that differs only in these may
 # reuse (or resume) the run.
 _RUN_ONLY = frozenset({"runtime", "load_and_train", "model_dir", "out_dir", "gpu_index",
-                       "distribute", "cpu_devices", "cache_images", "tensorboard"})
+                       "distribute", "cpu_devices", "cache_images", "tensorboard",
+                       "num_workers", *EXECUTOR_FIELDS})
 
 
 def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None = None
@@ -327,11 +350,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     Raises:
         DatasetError, ConfigError: bad input folders or settings.
     """
-    import numpy as np
-    import keras
     from diffusion import callbacks as cb
     from diffusion.data import load_training_data, resolve_channels
-    from diffusion.kid import KernelInceptionDistance
 
     meta: dict = {}
     state: dict = {}
@@ -373,8 +393,32 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             print(f"  {reason}")
     if not cfg.load_and_train:
         run_dir = new_run_dir(cfg.out_dir, plan.label)
+    chief = is_chief(strategy)
+    # Every worker of --distribute multiworker runs the same callbacks; only the chief's
+    # files make the run folder, the others write into a temporary one.
+    write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="diffusion_worker_"))
+    if chief and not cfg.load_and_train:
         run_dir.mkdir(parents=True, exist_ok=False)
-    save_config_json(cfg, run_dir / CONFIG_JSON, label=plan.label, class_names=plan.class_names,
+    elif chief:
+        remove_stale_temp_files(run_dir)  # a weights file whose write a kill cut short
+    try:
+        return _fit(cfg, plan, data, state, policy, strategy, run_dir, write_dir,
+                    site_names, num_epochs, steps_per_epoch, global_batch, verbose)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Path,
+         site_names, num_epochs: int, steps_per_epoch: int | None, global_batch: int,
+         verbose) -> TrainResult:
+    """The model, its callbacks and fit: the second half of `train`. Reads from run_dir
+    (resuming), writes into write_dir (run_dir except on non-chief workers)."""
+    import numpy as np
+    import keras
+    from diffusion import callbacks as cb
+    from diffusion.kid import KernelInceptionDistance
+    save_config_json(cfg, write_dir / CONFIG_JSON, label=plan.label, class_names=plan.class_names,
                      precision=policy, num_train=data.n_train, num_val=data.n_val,
                      site_names=site_names, epochs=num_epochs, steps_per_epoch=steps_per_epoch)
 
@@ -395,7 +439,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
-    save_model_json(model, run_dir)  # the folder describes its network (also old ones resumed)
+    save_model_json(model, write_dir)  # the folder describes its network (also old ones resumed)
 
     monitor = cfg.checkpoint_monitor
     has_val = data.val is not None
@@ -424,7 +468,7 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     callbacks.append(cb.KIDCallback(kid, kid_every if kid else 0, cfg.kid_images,
                                     cfg.kid_diffusion_steps, cfg.seed,
                                     kid_labels if kid else None, cfg.generate_batch_size))
-    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / cb.HISTORY_CSV),
+    callbacks.append(keras.callbacks.CSVLogger(str(write_dir / cb.HISTORY_CSV),
                                                append=cfg.load_and_train))
     best_value, best_epoch = state.get("best_value"), state.get("best_epoch")
     kid_kind = kid.extractor.kind if kid is not None else state.get("kid_features")
@@ -433,17 +477,17 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         print(f"note: KID features changed from {state['kid_features']} to {kid_kind}; the "
               f"best KID so far is forgotten")
         best_value = best_epoch = None
-    checkpoint = cb.RunCheckpoint(run_dir, monitor, best_value, best_epoch,
+    checkpoint = cb.RunCheckpoint(write_dir, monitor, best_value, best_epoch,
                                   {"precision": policy, "kid_features": kid_kind},
                                   steps_per_epoch or max(1, data.n_train // global_batch))
     callbacks.append(checkpoint)
-    grid = cb.SampleGrid(run_dir, cfg.sample_every,
+    grid = cb.SampleGrid(write_dir, cfg.sample_every,
                          len(sample_labels) if num_classes else 16,
                          min(20, cfg.generate_diffusion_steps), cfg.seed, sample_labels,
                          per_label if num_classes else None, tensorboard=cfg.tensorboard)
     callbacks.append(grid)
     if cfg.tensorboard:  # after KID and the checkpoint, so it logs what they add
-        callbacks.append(cb.tensorboard_callback(run_dir))
+        callbacks.append(cb.tensorboard_callback(write_dir))
     if cfg.early_stop_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=cfg.early_stop_patience,
@@ -463,7 +507,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     epochs_done = initial_epoch + len(history.history.get("n_loss", []))
     checkpoint.write_state(epochs_done, finished=True)
     grid.save("final")
-    return TrainResult(run_dir, plan.label, epochs_done, monitor, checkpoint.best_value,
+    wrote = run_dir if write_dir == run_dir else None
+    return TrainResult(wrote, plan.label, epochs_done, monitor, checkpoint.best_value,
                        checkpoint.best_epoch, data.n_train, data.n_val, policy)
 
 

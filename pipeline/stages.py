@@ -21,8 +21,8 @@ from pathlib import Path
 from classic_fill.config import ClassicFillConfig
 from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_object,
                        validate_config)
-from config import (AugmentationConfig, BalancerConfig, CompareConfig, PipelineConfig,
-                    TrainAllConfig)
+from config import (EXECUTOR_FIELDS, AugmentationConfig, BalancerConfig, CompareConfig,
+                    PipelineConfig, TrainAllConfig)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,15 +119,19 @@ def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> tuple[list
     return list(scan.labels), [lab for lab in scan.labels if gap.label_extra(lab) > 0]
 
 
-def _build(stage: str, section: dict, runner_values: dict, seed: int):
+def _build(stage: str, section: dict, runner_values: dict, shared: dict):
+    """A stage's config: its section, then `shared` (seed, executor) where the section is
+    silent and the stage has the field, then what the runner sets."""
     name, cls, _ = STAGES[stage]
     taken = sorted(k for k in section if k in RUNNER_KEYS[stage])
     if taken:
         raise ConfigError(f"section {name!r}: {', '.join(taken)} set by the pipeline runner; "
                           f"remove them (use run_pipeline.py's own flags)")
     values = dict(section)
-    if "seed" in {f.name for f in dataclasses.fields(cls)}:
-        values.setdefault("seed", seed)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key, value in shared.items():
+        if key in fields:
+            values.setdefault(key, value)
     values.update(runner_values)
     try:
         cfg = config_from_dict(cls, values)
@@ -156,8 +160,9 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
     Raises:
         ConfigError: a bad value, a typo in a section, a runner-owned key set by hand.
     """
+    shared = {"seed": pcfg.seed, **{k: getattr(pcfg, k) for k in EXECUTOR_FIELDS}}
     balancer = _build("balance", sections.get("balancer", {}),
-                      {"in_dir": pcfg.in_dir, "out_dir": str(layout.diffusion_data)}, pcfg.seed)
+                      {"in_dir": pcfg.in_dir, "out_dir": str(layout.diffusion_data)}, shared)
     diffusion = dict(sections.get("diffusion", {}))
     # One model over every label (and site): the large labels teach the framing, background
     # and texture the rare ones share, and stage 3 asks it for exact (label, site) cells.
@@ -170,7 +175,7 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
     cfgs = {"balance": balancer}
     cfgs["diffusion"] = _build("diffusion", diffusion,
                                {"in_dir": str(layout.diffusion_data),
-                                "out_dir": str(layout.models), "labels": labels}, pcfg.seed)
+                                "out_dir": str(layout.models), "labels": labels}, shared)
     augmentation = dict(sections.get("augmentation", {}))
     if "site_regex" not in augmentation and "site_csv" not in augmentation:
         # One dataset, one site rule: stage 3 reads the sites as stage 1 did.
@@ -178,7 +183,7 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
     stage3 = {"in_dir": pcfg.in_dir, "weight_paths": list(run_dirs) or None,
               "categories": list(pcfg.categories)}
     cfgs["augment"] = _build("augment", augmentation,
-                             {**stage3, "out_dir": str(layout.balanced_data)}, pcfg.seed)
+                             {**stage3, "out_dir": str(layout.balanced_data)}, shared)
     fills = list(sections.get("compare", {}).get("fill_dirs") or [])
     if pcfg.sdedit_fill:
         # The same plan, seed and models as stage 3; only the generator (and what the
@@ -186,7 +191,7 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
         own = {k: v for k, v in augmentation.items() if k != "generator"}
         cfgs["sdedit"] = _build("sdedit", {**own, **sections.get("sdedit", {})},
                                 {**stage3, "out_dir": str(layout.sdedit_fill_data),
-                                 "generator": "sdedit"}, pcfg.seed)
+                                 "generator": "sdedit"}, shared)
         fills.append(f"sdedit_fill={layout.sdedit_fill_data}")
     classic = dict(sections.get("classic_fill", {}))
     augment = cfgs["augment"]
@@ -196,7 +201,7 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
         classic.setdefault(key, getattr(augment, key))
     cfgs["classic_fill"] = _build(
         "classic_fill", classic, {"in_dir": pcfg.in_dir, "out_dir": str(layout.classic_fill_data),
-                                  "categories": list(pcfg.categories)}, pcfg.seed)
+                                  "categories": list(pcfg.categories)}, shared)
     if pcfg.test_dir:
         cfgs["classify"] = _build("classify", sections.get("compare", {}),
                                   {"train_dir": pcfg.in_dir,
@@ -204,13 +209,15 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
                                    "classic_fill_dir": str(layout.classic_fill_data),
                                    "test_dir": pcfg.test_dir, "out_dir": str(layout.results),
                                    "fill_dirs": fills or None},
-                                  pcfg.seed)
+                                  shared)
     return cfgs
 
 
 def fingerprint(cfg) -> str:
     """A short hash of a stage's settings: a finished stage with other settings is stale."""
-    data = {k: v for k, v in config_to_dict(cfg).items() if not k.startswith("_")}
+    # Where the jobs run is not what they compute: a run moved to Ray resumes, and back.
+    data = {k: v for k, v in config_to_dict(cfg).items()
+            if not k.startswith("_") and k not in EXECUTOR_FIELDS}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -184,6 +184,9 @@ def test_rerun_skips_every_finished_stage_and_changes_nothing(finished, data, ca
     assert f"report: {out / 'report.html'}" in printed
     assert tree_hashes(out / "balanced_data") == before
     assert (out / "pipeline_state.json").read_text() == state_before
+    # Where the jobs run is not what they compute: moving the run to Ray keeps every stage.
+    assert run_pipeline.main(_argv(data, out, "--executor", "ray", "--task_cpus", "2")) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 5
 
 
 def test_changed_settings_stop_with_the_changed_key_and_redo_keeps_the_old_folder(
