@@ -79,11 +79,12 @@ ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
                        "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
                        "min_signal_rate", "max_signal_rate", "conditional", "channels",
                        "block_conditioning", "site_conditioning", "augment_conditioning",
-                       "prediction")
+                       "prediction", "residual_block")
 # What a model folder's config.json meant when it was written before a field existed (the
 # architecture of that time), so old folders keep loading.
 LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_conditioning": False,
-                       "augment_conditioning": False, "prediction": "eps"}
+                       "augment_conditioning": False, "prediction": "eps",
+                       "residual_block": "postnorm"}
 
 
 @dataclass
@@ -145,6 +146,10 @@ class DiffusionConfig(ExecutorConfig):
                                      "each training image went through (EDM's augmentation "
                                      "conditioning); sampling asks for none, so they do not "
                                      "leak into the samples.")
+    residual_block: str = opt("prenorm", "U-Net block: prenorm = one GroupNorm (conditioning "
+                              "folded in) before two convolutions (1.3-1.4x faster training "
+                              "steps on CPU); postnorm = the original two-GroupNorm block.",
+                              choices=("prenorm", "postnorm"))
     prediction: str = opt("eps", "What the network predicts: the noise (eps) or v.",
                           choices=("eps", "v"))
     loss_weighting: str = opt("none", "Loss weight per noise level: none, or min_snr "

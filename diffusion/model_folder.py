@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from cli.flags import ConfigError
+from config import LEGACY_ARCHITECTURE
 from dataset.atomic import atomic_write_text
 
 MODEL_JSON = "model.json"
@@ -50,6 +51,8 @@ def model_from_folder(run_dir: str | Path):
         config = dict(data["config"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is damaged ({err})") from None
+    # Written before the block could be chosen: the network then had the original block.
+    config.setdefault("residual_block", LEGACY_ARCHITECTURE["residual_block"])
     try:
         return DiffusionModel(**config)
     except (TypeError, ValueError) as err:

@@ -253,6 +253,7 @@ def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
         raise ConfigError(f"channels must be resolved to 1 or 3 before building, got "
                           f"{cfg.channels!r}")
     return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
+                          residual_block=cfg.residual_block,
                           num_sites=num_sites if cfg.site_conditioning else 0,
                           augment_dims=AUGMENT_DIMS if cfg.augment_conditioning else 0,
                           site_dropout=cfg.site_dropout, prediction=cfg.prediction,

@@ -91,6 +91,44 @@ def test_unet_and_layers_roundtrip_through_config():
     assert emb.embedding_dims == 8 and emb(np.ones((1, 1, 1, 1))).shape == (1, 1, 1, 8)
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_modulated_group_norm_is_group_norm_then_scale_and_shift(policy):
+    """The fused layer of the prenorm block computes what GroupNormalization followed by
+    FeatureModulation computes (float32 statistics, also under bf16)."""
+    from u_net_backbone import FeatureModulation, ModulatedGroupNorm
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (3, 8, 8, 32)).astype("float32")
+    params = rng.normal(0.0, 0.5, (3, 1, 1, 64)).astype("float32")
+    gamma, beta = rng.normal(1, .3, 32).astype("float32"), rng.normal(0, .3, 32).astype("float32")
+    norm = keras.layers.GroupNormalization(groups=8)
+    norm.build(x.shape)
+    norm.set_weights([gamma, beta])
+    expected = np.asarray(FeatureModulation()([norm(x), params]))
+    keras.config.set_dtype_policy(policy)
+    try:
+        fused = ModulatedGroupNorm(groups=8)
+        fused([x, params])
+        fused.set_weights([gamma, beta])
+        got = np.asarray(keras.ops.cast(fused([x, params]), "float32"))
+        plain = np.asarray(keras.ops.cast(fused(x), "float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # bf16 rounds the output (8 bits of mantissa): about 1% of values near 5.
+    np.testing.assert_allclose(got, expected, atol=1e-4 if policy == "float32" else 0.08)
+    np.testing.assert_allclose(plain, np.asarray(norm(x)), atol=1e-4 if policy == "float32" else 0.08)
+
+
+def test_both_residual_blocks_build_and_differ_in_their_norms():
+    prenorm = build_unet((16, 16), [8, 16], 1, embedding_dims=8, num_classes=2)
+    postnorm = build_unet((16, 16), [8, 16], 1, embedding_dims=8, num_classes=2,
+                          residual_block="postnorm")
+    kinds = lambda net: {type(layer).__name__ for layer in net.layers}  # noqa: E731
+    assert "ModulatedGroupNorm" in kinds(prenorm) and "GroupNormalization" not in kinds(prenorm)
+    assert "GroupNormalization" in kinds(postnorm)
+    with pytest.raises(UNetConfigError, match="residual_block"):
+        build_unet((16, 16), [8, 16], 1, residual_block="fast")
+
+
 def test_unet_rejects_bad_shapes():
     with pytest.raises(UNetConfigError, match="multiple of the 8"):
         build_unet((16, 16), [8, 12], 1)

@@ -161,17 +161,24 @@ def test_a_model_folder_from_before_the_recipe_still_loads(tmp_path):
     out = tmp_path / "models"
     assert train_all.main(["--in_dir", str(data), "--out_dir", str(out), "--num_epochs", "1",
                            "--channels", "3", "--no-block_conditioning",
-                           "--no-augment_conditioning", *TINY]) == 0
+                           "--no-augment_conditioning", "--residual_block", "postnorm",
+                           *TINY]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     before = load_model(run)[0].generate(2, steps=2, seed=1)
+    described = json.loads((run / "model.json").read_text())
+    described["config"].pop("residual_block")   # a model.json from before the block choice
+    (run / "model.json").write_text(json.dumps(described))
+    assert load_model(run)[0].residual_block == "postnorm"
     cfg = json.loads((run / "config.json").read_text())
     for key in ("channels", "block_conditioning", "site_conditioning", "augment_conditioning",
-                "prediction", "loss_weighting", "min_snr_gamma", "site_dropout", "train_steps"):
+                "prediction", "loss_weighting", "min_snr_gamma", "site_dropout", "train_steps",
+                "residual_block"):
         cfg.pop(key)  # as written before these settings existed
     (run / "config.json").write_text(json.dumps(cfg))
     (run / "model.json").unlink()  # and before folders described their network
     model = load_model(run)[0]
     assert not model.block_conditioning and model.channels == 3
+    assert model.residual_block == "postnorm"
     np.testing.assert_array_equal(model.generate(2, steps=2, seed=1), before)
 
 
