@@ -1,19 +1,25 @@
-"""Stage 2 speed: training and sampling throughput, precision, batching, FLOP/s, input pipeline.
+"""Stage 2 speed: ours against the keras.io DDIM recipe, per step and to a quality target.
 
 Everything is measured in one process, so every ratio compares numbers taken side by side:
-    train img/s        images per second in model.fit (cached in-memory tensors)
-    sample img/s       50-step DDIM, batched (compiled step function) vs the original
-                       pipeline's loop (one image at a time, the network called eagerly)
-    GFLOP/s            analytic FLOPs of a training step (3x forward: conv, dense, attention)
-                       x steps/s, against a dense matmul of the same dtype timed here
-    pipeline           step time reading real JPEG files (tf.data, parallel decode, prefetch;
-                       streamed, and with the default auto cache) against cached tensors;
-                       peak RSS while streaming N vs 4N files
-    loss               mean noise MAE of the timed steps (same seeds and data per precision)
+    training       ms per fit step (batch 16) of our U-Net (the prenorm block, and the
+                   original postnorm block) and of the keras.io recipe re-implemented at equal
+                   widths and depth (benchmarks/keras_io_ddim.py), float32 and bf16, at 32 and
+                   64 px: rounds of a few steps per model in turn (interleaved, so a busy
+                   machine slows all alike), min/median/max over every step of every round
+    GFLOP/s        analytic FLOPs of a training step (3x forward: conv, dense, attention)
+                   x steps/s, against a dense matmul of the same dtype timed here
+    sampling       images/s of 50-step DDIM, batched: our compiled step function against the
+                   keras.io recipe's loop (the network called eagerly at each step)
+    pipeline       step time reading real JPEG files (tf.data, parallel decode, prefetch;
+                   streamed, and with the default auto cache) against cached tensors;
+                   peak RSS while streaming N vs 4N files
+    time to quality  wall time until each recipe's samples reach the keras.io recipe's best
+                   quality (benchmarks/time_to_quality.py)
 
 Usage:
-    python3 benchmarks/bench_diffusion.py            # 32 and 64 px, about 6 minutes
-    python3 benchmarks/bench_diffusion.py --quick    # 32 px, about 2 minutes
+    python3 benchmarks/bench_diffusion.py                 # everything, about 40 minutes
+    python3 benchmarks/bench_diffusion.py --no_quality    # speed only, about 10 minutes
+    python3 benchmarks/bench_diffusion.py --quick         # 32 px, short runs, a smoke test
 """
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # keras_io_ddim, time_to_quality
+WIDTHS, DEPTH = [32, 64, 96, 128], 2
+MODELS = ("keras.io", "postnorm", "prenorm")
 
 
 def rss_mb() -> float:
@@ -89,56 +99,71 @@ def matmul_gflops(dtype: str, n: int = 2048, reps: int = 10) -> float:
     return 2.0 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def build(size: int, policy: str, seed: int = 0):
+def build(size: int, policy: str, seed: int = 0, model: str = "prenorm"):
+    """One of the compared models, compiled: ours ("prenorm", "postnorm") or "keras.io"."""
     import keras
     from config import DiffusionConfig
     from diffusion.training import build_model
+    from keras_io_ddim import KerasIoDDIM
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(seed)
-    d = DiffusionConfig()
-    cfg = DiffusionConfig(image_size=(size, size), widths=[32, 64, 96, 128], block_depth=2,
-                          embedding_dims=d.embedding_dims,
-                          attention_in_bottleneck=d.attention_in_bottleneck, channels="3")
-    model = build_model(cfg)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
-    return model
+    if model == "keras.io":
+        net = KerasIoDDIM((size, size), WIDTHS, DEPTH)
+    else:
+        d = DiffusionConfig()
+        net = build_model(DiffusionConfig(
+            image_size=(size, size), widths=WIDTHS, block_depth=DEPTH,
+            embedding_dims=d.embedding_dims, attention_in_bottleneck=d.attention_in_bottleneck,
+            channels="3", residual_block=model))
+    net.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
+    keras.config.set_dtype_policy("float32")
+    return net
 
 
-def train_rate(model, ds, steps: int, warmup: int = 3) -> tuple[float, float]:
-    """(images per second, loss) over `steps` fit steps after `warmup` steps (compilation,
-    shuffle buffer, thread pools), timed batch to batch inside one fit call."""
+def adapt(model, images) -> None:
+    if hasattr(model, "adapt_normalizer"):
+        model.adapt_normalizer(images)
+    else:
+        model.normalizer.adapt(images)
+
+
+def step_times(model, ds, steps: int) -> list[float]:
+    """Seconds of each of `steps` fit steps (batch begin to end: data, step, EMA)."""
     import keras
-    marks = []
+    times, begin = [], []
 
     class Clock(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            begin.append(time.perf_counter())
+
         def on_train_batch_end(self, batch, logs=None):
-            marks.append(time.perf_counter())
+            times.append(time.perf_counter() - begin[-1])
 
-    hist = model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0,
-                     callbacks=[Clock()])
-    batch = int(next(iter(ds)).shape[0])
-    return steps * batch / (marks[-1] - marks[warmup - 1]), float(hist.history["n_loss"][-1])
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
+    return times
 
 
-def reference_loop(model, n: int, steps: int) -> float:
-    """The original pipeline's generation: one image at a time, network called eagerly. img/s."""
-    import tensorflow as tf
-    h, w = model.image_size
-    t0 = time.perf_counter()
-    for _ in range(n):
-        x = tf.random.normal((1, h, w, 3))
-        for step in range(steps):
-            t = 1.0 - step / steps
-            nr, sr = model.schedule(tf.fill((1, 1, 1, 1), t))
-            nnr, nsr = model.schedule(tf.fill((1, 1, 1, 1), max(t - 1.0 / steps, 0.0)))
-            pn = tf.cast(model.ema_network(model._network_inputs(x, nr), training=False), "float32")
-            pi = (x - nr * pn) / sr
-            x = nsr * pi + nnr * pn
-        pi.numpy()
-    return n / (time.perf_counter() - t0)
+def interleaved(models: dict, ds, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Rounds of `steps` steps per model in turn (order rotated each round); ms per step."""
+    names = list(models)
+    for name in names:                       # compile + warm up, untimed
+        step_times(models[name], ds, 3)
+    out = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name] += [1000 * t for t in step_times(models[name], ds, steps)]
+    return out
 
 
 def sample_rate(model, n: int, steps: int, batch: int) -> float:
+    """Images per second of `steps`-step DDIM in batches of `batch`, after a trace."""
+    from keras_io_ddim import KerasIoDDIM
+    if isinstance(model, KerasIoDDIM):
+        model.generate(min(n, batch), steps=2)
+        t = time.perf_counter()
+        for start in range(0, n, batch):
+            model.generate(min(batch, n - start), steps=steps)
+        return n / (time.perf_counter() - t)
     model.generate(min(n, batch), steps=2, batch_size=batch)  # trace
     t = time.perf_counter()
     model.generate(n, steps=steps, batch_size=batch)
@@ -157,11 +182,20 @@ def write_jpegs(folder: Path, n: int, size=(300, 200)) -> list[Path]:
     return paths
 
 
+def pipeline_rate(model, ds, steps: int, warmup: int = 3) -> float:
+    """Images per second from the median step after `warmup` steps."""
+    times = step_times(model, ds, warmup + steps)[warmup:]
+    return int(next(iter(ds)).shape[0]) / float(np.median(times))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="32 px only, fewer steps")
+    parser.add_argument("--quick", action="store_true", help="32 px only, short runs")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps when sampling")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved training rounds")
+    parser.add_argument("--no_quality", action="store_true", help="skip time to quality")
+    parser.add_argument("--quality_steps", type=int, default=1200)
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -169,38 +203,43 @@ def main(argv=None) -> int:
     from diffusion.data import make_dataset
 
     sizes = [32] if args.quick else [32, 64]
-    train_steps = 6 if args.quick else 10
-    n_sample = args.batch_size
-    n_ref = 1 if args.quick else 2
+    rounds, per_round = (2, 3) if args.quick else (args.rounds, 5)
     auto = resolve_precision("auto")
     precisions = ["float32"] + (["mixed_bfloat16"] if cpu_has_bf16() else [])
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s), bf16 units: {cpu_has_bf16()}, "
-          f"auto precision: {auto}, batch {args.batch_size}, {args.steps} DDIM steps")
+          f"auto precision: {auto}, batch {args.batch_size}, widths {WIDTHS}, depth {DEPTH}, "
+          f"{rounds} interleaved rounds of {per_round} steps per model")
     mm = {p: matmul_gflops("float32" if p == "float32" else "bfloat16") for p in precisions}
     print("dense 2048^3 matmul GFLOP/s: " + ", ".join(f"{p} {v:.0f}" for p, v in mm.items()))
 
-    rows = []
+    rows, samples = [], []
     rng = np.random.default_rng(0)
     for size in sizes:
         images = rng.random((64, size, size, 3)).astype("float32") * 0.5 + 0.25
         cached = (tf.data.Dataset.from_tensor_slices(images).repeat()
                   .batch(args.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        models = {}
         for policy in precisions:
-            model = build(size, policy)
-            model.adapt_normalizer(images)
-            fwd = forward_flops(model.network)
-            tr, loss = train_rate(model, cached, train_steps)
-            gflops = 3 * fwd * tr / 1e9
-            batched = sample_rate(model, n_sample, args.steps, args.batch_size)
-            ref = reference_loop(model, n_ref, args.steps)
-            rows.append(dict(size=size, policy=policy, train=tr, loss=loss, gflops=gflops,
-                             mm=mm[policy], batched=batched, ref=ref))
-            print(f"  {size}px {policy}: train {tr:.1f} img/s, sample {batched:.2f} img/s "
-                  f"(ref loop {ref:.3f})", flush=True)
+            for name in MODELS:
+                models[(name, policy)] = build(size, policy, model=name)
+                adapt(models[(name, policy)], images)
+        times = interleaved(models, cached, rounds, per_round)
+        for (name, policy), ms in times.items():
+            net = models[(name, policy)].network
+            med = float(np.median(ms))
+            gflops = 3 * forward_flops(net) * args.batch_size / med * 1000 / 1e9
+            rows.append(dict(size=size, policy=policy, model=name, min=min(ms), med=med,
+                             max=max(ms), gflops=gflops, mm=mm[policy]))
+        for policy in precisions:
+            rates = {name: sample_rate(models[(name, policy)], args.batch_size, args.steps,
+                                       args.batch_size) for name in ("keras.io", "prenorm")}
+            samples.append(dict(size=size, policy=policy, **rates))
+        print(f"  {size} px measured", flush=True)
 
     # Input pipeline: real JPEG files vs cached tensors, at the largest size, auto precision.
     size = sizes[-1]
     policy = auto if auto in precisions else "float32"
+    steps = 6 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         n_files = 64 if args.quick else 128
         paths = write_jpegs(Path(tmp) / "small", n_files)
@@ -216,10 +255,9 @@ def main(argv=None) -> int:
         # memory: after the first epoch (the warm-up here) no file is decoded again.
         auto_ds = make_dataset(paths, None, (size, size), args.batch_size, True, flip=True,
                                cache=None).repeat()
-        t_cached, _ = train_rate(model, cached, train_steps)
-        t_files, _ = train_rate(model, files_ds, train_steps)
-        t_auto, _ = train_rate(model, auto_ds, train_steps,
-                               warmup=n_files // args.batch_size + 1)
+        t_cached = pipeline_rate(model, cached, steps)
+        t_files = pipeline_rate(model, files_ds, steps)
+        t_auto = pipeline_rate(model, auto_ds, steps, warmup=n_files // args.batch_size + 1)
         peaks = []
         for ps in (paths, big):
             ds = make_dataset(ps, None, (size, size), args.batch_size, True, cache=False)
@@ -229,14 +267,24 @@ def main(argv=None) -> int:
             peaks.append(mem.peak)
 
     print()
-    print("| size | precision | train img/s | vs f32 | loss | train GFLOP/s | % of matmul "
-          "| sample img/s (batched) | ref loop img/s | batched / ref |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("Training step, ms (min / median / max over every interleaved step):")
+    print("| size | precision | model | ms/step min | median | max | speed vs keras.io "
+          "(median) | train GFLOP/s | % of matmul rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        f32 = next(x for x in rows if x["size"] == r["size"] and x["policy"] == "float32")
-        print(f"| {r['size']} | {r['policy']} | {r['train']:.1f} | {r['train'] / f32['train']:.2f}x "
-              f"| {r['loss']:.3f} | {r['gflops']:.1f} | {100 * r['gflops'] / r['mm']:.0f}% "
-              f"| {r['batched']:.2f} | {r['ref']:.3f} | {r['batched'] / r['ref']:.0f}x |")
+        ref = next(x for x in rows if x["size"] == r["size"] and x["policy"] == r["policy"]
+                   and x["model"] == "keras.io")
+        print(f"| {r['size']} | {r['policy']} | {r['model']} | {r['min']:.0f} | {r['med']:.0f} "
+              f"| {r['max']:.0f} | {ref['med'] / r['med']:.2f}x | {r['gflops']:.1f} "
+              f"| {100 * r['gflops'] / r['mm']:.0f}% |")
+    print()
+    print(f"Sampling, {args.steps} DDIM steps, batches of {args.batch_size}, images/s:")
+    print("| size | precision | keras.io loop (eager network calls) | ours (compiled step) "
+          "| ours / keras.io |")
+    print("|---|---|---|---|---|")
+    for r in samples:
+        print(f"| {r['size']} | {r['policy']} | {r['keras.io']:.2f} | {r['prenorm']:.2f} "
+              f"| {r['prenorm'] / r['keras.io']:.2f}x |")
     print()
     print(f"input pipeline at {size}px ({policy}): cached tensors {t_cached:.1f} img/s; real "
           f"JPEG files streamed {t_files:.1f} img/s -> step time ratio {t_cached / t_files:.2f}; "
@@ -244,6 +292,13 @@ def main(argv=None) -> int:
           f"{t_cached / t_auto:.2f} (target <= 1.10)")
     print(f"peak RSS streaming {n_files} files: {peaks[0]:.0f} MB, {4 * n_files} files: "
           f"{peaks[1]:.0f} MB (flat = no growth with dataset size)")
+    if not args.no_quality:
+        import time_to_quality
+        print()
+        lines = time_to_quality.measure(200 if args.quick else args.quality_steps,
+                                        100 if args.quick else 200,
+                                        n_eval=64 if args.quick else 200)
+        print("\n".join(lines))
     return 0
 
 

@@ -4,8 +4,9 @@ A Keras dtype policy only affects layers created after it is set (the original p
 building the model, so it had no effect); call `set_precision` first thing.
 
 "auto" picks `mixed_float16` on a GPU (with loss scaling), `mixed_bfloat16` on a CPU with
-bf16 units (measured on 2 cores, issue 18: training steps 1.0x at 32 px and 1.37x at 64 px,
-sampling 0.88x at 32 px; so a gain only for larger images) and `float32` elsewhere.
+bf16 units and `float32` elsewhere. On 2 cores with AMX (benchmarks/bench_diffusion.py,
+2026-12-01): training steps 1.32x faster than float32 at 32 px and 1.45x at 64 px, sampling
+1.44x and 1.7x; an earlier 2-core machine without AMX gave 1.0x and 1.37x for training.
 
 Example:
     >>> policy = set_precision("auto")      # before building the model
