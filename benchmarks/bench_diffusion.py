@@ -20,6 +20,7 @@ Usage:
     python3 benchmarks/bench_diffusion.py                 # everything, about 40 minutes
     python3 benchmarks/bench_diffusion.py --no_quality    # speed only, about 10 minutes
     python3 benchmarks/bench_diffusion.py --quick         # 32 px, short runs, a smoke test
+On a GPU the mixed rows are mixed_float16 (the script is the GPU check as it is).
 """
 from __future__ import annotations
 
@@ -199,17 +200,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import tensorflow as tf
-    from runtime.precision import cpu_has_bf16, resolve_precision
+    from runtime.precision import cpu_has_bf16, has_gpu, resolve_precision
     from diffusion.data import make_dataset
 
     sizes = [32] if args.quick else [32, 64]
     rounds, per_round = (2, 3) if args.quick else (args.rounds, 5)
     auto = resolve_precision("auto")
-    precisions = ["float32"] + (["mixed_bfloat16"] if cpu_has_bf16() else [])
+    # On a GPU the mixed policy is float16 (with loss scaling), on a CPU with bf16 units bf16.
+    mixed = ("mixed_float16" if has_gpu() else "mixed_bfloat16" if cpu_has_bf16() else None)
+    precisions = ["float32"] + ([mixed] if mixed else [])
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s), bf16 units: {cpu_has_bf16()}, "
           f"auto precision: {auto}, batch {args.batch_size}, widths {WIDTHS}, depth {DEPTH}, "
           f"{rounds} interleaved rounds of {per_round} steps per model")
-    mm = {p: matmul_gflops("float32" if p == "float32" else "bfloat16") for p in precisions}
+    mm = {p: matmul_gflops(p.removeprefix("mixed_")) for p in precisions}
     print("dense 2048^3 matmul GFLOP/s: " + ", ".join(f"{p} {v:.0f}" for p, v in mm.items()))
 
     rows, samples = [], []
