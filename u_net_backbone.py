@@ -177,10 +177,10 @@ class ModulatedGroupNorm(layers.Layer):
         mean = ops.mean(ops.reshape(mean_c, per_group), axis=-1, keepdims=True)
         sq = ops.mean(ops.reshape(sq_c, per_group), axis=-1, keepdims=True)
         inv = ops.rsqrt(ops.maximum(sq - ops.square(mean), 0.0) + self.epsilon)
-        inv = ops.reshape(ops.broadcast_to(inv, ops.shape(ops.reshape(mean_c, per_group))),
-                          (-1, channels))
-        mean = ops.reshape(ops.broadcast_to(mean, ops.shape(ops.reshape(mean_c, per_group))),
-                           (-1, channels))
+        # (B, G, 1) -> (B, C): each group's statistics for each of its channels.
+        per_channel = lambda v: ops.reshape(  # noqa: E731
+            ops.repeat(v, channels // self.groups, axis=-1), (-1, channels))
+        inv, mean = per_channel(inv), per_channel(mean)
         a = inv * ops.cast(self.gamma, "float32")
         b = ops.cast(self.beta, "float32") - mean * a
         if params is not None:
