@@ -13,8 +13,8 @@ Everything is measured in one process, so every ratio compares numbers taken sid
     pipeline       step time reading real JPEG files (tf.data, parallel decode, prefetch;
                    streamed, and with the default auto cache) against cached tensors;
                    peak RSS while streaming N vs 4N files
-    time to quality  wall time until each recipe's samples reach the keras.io recipe's best
-                   quality (benchmarks/time_to_quality.py)
+    time to quality  wall time until each recipe's samples reach a fixed quality target
+                   (benchmarks/time_to_quality.py)
 
 Usage:
     python3 benchmarks/bench_diffusion.py                 # everything, about 40 minutes
@@ -121,13 +121,6 @@ def build(size: int, policy: str, seed: int = 0, model: str = "prenorm"):
     return net
 
 
-def adapt(model, images) -> None:
-    if hasattr(model, "adapt_normalizer"):
-        model.adapt_normalizer(images)
-    else:
-        model.normalizer.adapt(images)
-
-
 def step_times(model, ds, steps: int) -> list[float]:
     """Seconds of each of `steps` fit steps (batch begin to end: data, step, EMA)."""
     import keras
@@ -158,13 +151,6 @@ def interleaved(models: dict, ds, rounds: int, steps: int) -> dict[str, list[flo
 
 def sample_rate(model, n: int, steps: int, batch: int) -> float:
     """Images per second of `steps`-step DDIM in batches of `batch`, after a trace."""
-    from keras_io_ddim import KerasIoDDIM
-    if isinstance(model, KerasIoDDIM):
-        model.generate(min(n, batch), steps=2)
-        t = time.perf_counter()
-        for start in range(0, n, batch):
-            model.generate(min(batch, n - start), steps=steps)
-        return n / (time.perf_counter() - t)
     model.generate(min(n, batch), steps=2, batch_size=batch)  # trace
     t = time.perf_counter()
     model.generate(n, steps=steps, batch_size=batch)
@@ -225,7 +211,7 @@ def main(argv=None) -> int:
         for policy in precisions:
             for name in MODELS:
                 models[(name, policy)] = build(size, policy, model=name)
-                adapt(models[(name, policy)], images)
+                models[(name, policy)].adapt_normalizer(images)
         times = interleaved(models, cached, rounds, per_round)
         for (name, policy), ms in times.items():
             net = models[(name, policy)].network

@@ -16,7 +16,7 @@ kept here only as a yardstick, not used by the product:
 
 Example:
     >>> model = KerasIoDDIM((32, 32), widths=[32, 64, 96, 128], block_depth=2)
-    >>> model.normalizer.adapt(images)
+    >>> model.adapt_normalizer(images)
     >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     >>> model.fit(dataset, epochs=1, steps_per_epoch=100)
     >>> samples = model.generate(16, steps=20)          # floats in [0, 1]
@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -125,7 +126,19 @@ class KerasIoDDIM(keras.Model):
             ema_w.assign(decay * ema_w + (1.0 - decay) * w)
         return {"n_loss": self.noise_loss_tracker.result()}
 
-    def generate(self, n: int, steps: int = 20, seed: int = 0):
+    def adapt_normalizer(self, images) -> None:
+        """The per-channel statistics of the training images (our model's call, so the
+        benchmarks treat both models alike)."""
+        self.normalizer.adapt(images)
+
+    def generate(self, n: int, steps: int = 20, seed: int = 0, batch_size: int | None = None):
+        """`n` images in [0, 1], `batch_size` at a time (default: all at once)."""
+        batch_size = batch_size or n
+        return np.concatenate([self._generate_batch(min(batch_size, n - start), steps,
+                                                    seed + start)
+                               for start in range(0, n, batch_size)])
+
+    def _generate_batch(self, n: int, steps: int, seed: int):
         noisy = tf.random.normal((n, *self.image_size, self.channels), seed=seed)
         step = 1.0 / steps
         for k in range(steps):

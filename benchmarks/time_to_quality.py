@@ -85,7 +85,7 @@ def keras_io(train, seed: int = 0, ema_warmup: bool = False):
     from keras_io_ddim import KerasIoDDIM
     keras.utils.set_random_seed(seed)
     model = KerasIoDDIM((SIZE, SIZE), WIDTHS, DEPTH, channels=1, ema_warmup=ema_warmup)
-    model.normalizer.adapt(train)
+    model.adapt_normalizer(train)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     return model
 
@@ -99,13 +99,6 @@ def ours(train, seed: int = 0, **settings):
     model.adapt_normalizer(train)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     return model
-
-
-def _samples(model, n: int) -> np.ndarray:
-    from diffusion_model import DiffusionModel
-    if isinstance(model, DiffusionModel):
-        return np.asarray(model.generate(n, steps=20, seed=1, batch_size=n))
-    return model.generate(n, steps=20, seed=1)
 
 
 def run(recipes: list[Recipe], train, test, predict, embed, steps: int, chunk: int,
@@ -133,7 +126,7 @@ def run(recipes: list[Recipe], train, test, predict, embed, steps: int, chunk: i
             r.seconds += time.perf_counter() - t
             r.steps += chunk
         for r in recipes:
-            gen = _samples(models[r.name], n_eval)
+            gen = models[r.name].generate(n_eval, steps=20, seed=1, batch_size=n_eval)
             kid = kid_from_features(real, embed(gen))
             recognised = float(np.mean(predict(gen).argmax(1) == LABEL))
             r.curve.append((r.steps, r.seconds, kid, recognised))

@@ -18,7 +18,7 @@ def test_keras_io_recipe_trains_its_ema_copy_and_samples_in_range():
     keras.utils.set_random_seed(0)
     images = np.random.default_rng(0).random((16, 16, 16, 1)).astype("float32")
     model = KerasIoDDIM((16, 16), [8, 16], 1, channels=1)
-    model.normalizer.adapt(images)
+    model.adapt_normalizer(images)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     before = [w.copy() for w in model.ema_network.get_weights()]
     hist = model.fit(images, epochs=3, batch_size=8, verbose=0)
@@ -27,6 +27,7 @@ def test_keras_io_recipe_trains_its_ema_copy_and_samples_in_range():
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
     samples = model.generate(3, steps=4)
     assert samples.shape == (3, 16, 16, 1) and 0.0 <= samples.min() <= samples.max() <= 1.0
+    assert model.generate(3, steps=4, batch_size=2).shape == (3, 16, 16, 1)
     # The example's network: one BatchNorm per residual block, nothing conditions it.
     net = build_network((16, 16), [8, 16], 2)
     norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
