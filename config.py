@@ -291,20 +291,36 @@ class AugmentationConfig:
                             "(the site is recorded in the name and manifest).")
     generator: str = opt("ddim", "How a synthetic image is made: ddim samples from noise; "
                          "sdedit varies a real image of its label (and site) at --strength "
-                         "(the source is recorded in the manifest).",
-                         choices=("ddim", "sdedit"))
-    strength: float = opt(0.6, "sdedit: how far each real image is noised before it is "
-                          "denoised again (0 = unchanged, 1 = a fresh sample).", min=0.0,
+                         "with your model; sd_img2img edits it with Stable Diffusion 3 and a "
+                         "class prompt (DA-Fusion; needs --sd_preset). The source is recorded "
+                         "in the manifest.", choices=("ddim", "sdedit", "sd_img2img"))
+    strength: float = opt(0.6, "sdedit, sd_img2img: how far each real image is noised before "
+                          "it is denoised again (0 = unchanged, 1 = a fresh sample).", min=0.0,
                           max=1.0)
-    generate_diffusion_steps: int = opt(50, "DDIM steps per image (sdedit takes that share "
-                                        "of them).", min=1, max=1000)
+    generate_diffusion_steps: int = opt(50, "Diffusion steps per image (sdedit and sd_img2img "
+                                        "take --strength of them).", min=1, max=1000)
+    sd_preset: str = opt("stable_diffusion_3_medium", "sd_img2img: a KerasHub Stable Diffusion "
+                         "3 preset name (downloaded: gated, several GB) or a local preset "
+                         "folder.")
+    sd_image_size: int | None = opt(None, "sd_img2img: square size the model works at, a "
+                                    "multiple of 64 (default: the preset's).", min=64)
+    sd_dtype: str | None = opt(None, "sd_img2img: dtype of the weights (default: the "
+                               "preset's).", choices=("float32", "float16", "bfloat16"))
+    prompt_template: str = opt("a photo of a {label}", "sd_img2img: the prompt of every image "
+                               "of a class ({label}, {site}), unless --prompt_file is given.")
+    prompt_file: str = opt("", "sd_img2img: a class;prompt CSV ('*' = every class; written by "
+                           "python3 -m pretrained prompts): image k of a class takes prompt "
+                           "k mod n of its lines.")
+    prompt_noise_std: float = opt(0.0, "sd_img2img: Gaussian noise on the encoded prompt, "
+                                  "relative to its size (DIAGen; 0 = off).", min=0.0, max=2.0)
     eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like (fewer "
                      "over-exposed pixels and lower KID on 3 of 3 sampling seeds; "
                      "docs/benchmarks.md).", min=0.0, max=1.0)
     guidance_scale: float = opt(3.0, "Classifier-free guidance for conditional models "
                                 "(1 = plain conditional); on the label and, for "
                                 "site-conditioned models, the site. 3 measured best for "
-                                "recognisable images (benchmarks/bench_generator.py).",
+                                "recognisable images (benchmarks/bench_generator.py); "
+                                "Stable Diffusion is usually run at 5-7.5.",
                                 min=0.0, max=20.0)
     guidance_rescale: float = opt(0.0, "Pull each guided prediction back to the spread of "
                                   "the conditional one (0 = off, 0.7 as in Lin et al.): "
@@ -646,6 +662,21 @@ MASK_REGIONS = ("all", "top", "bottom", "left", "right", "upper_third", "middle_
                 "lower_third", "left_third", "right_third", "center")
 _REGION_SHARE = {"all": 1.0, "top": 0.5, "bottom": 0.5, "left": 0.5, "right": 0.5,
                  "center": 0.25}
+
+
+@dataclass
+class PromptsConfig:
+    """Prompt file (python3 -m pretrained prompts): class;prompt lines for Stable Diffusion."""
+
+    labels: list[str] = opt([], "Class names (as the label folders are named).", required=True)
+    out: str = opt("prompts.csv", "The CSV to write (never overwritten).")
+    per_class: int = opt(8, "Prompts per class.", min=1, max=1000)
+    template: str = opt("a photo of a {label}", "What every prompt starts with ({label}).")
+    seed: int = opt(0, "Which variations (background, viewpoint, weather, time of day) are "
+                    "drawn.", min=0)
+    lm_preset: str = opt("", "A KerasHub causal language model preset (name or local folder) "
+                         "that writes the variations instead of the fixed lists.")
+    max_length: int = opt(48, "--lm_preset: tokens per generated prompt.", min=8, max=512)
 
 
 @dataclass

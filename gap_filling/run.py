@@ -5,7 +5,9 @@ The plan (and the label -> model mapping, with its errors) is complete before an
 same noise (seed derived from `--seed` and the label) and the same file name, so a re-run
 skips what exists and an interrupted run resumes; each model is loaded once and samples in
 batches. A site-conditioned model generates each image for the (label, site) cell the plan
-credits it to; `--generator sdedit` makes each image a variation of a real image of its cell.
+credits it to; `--generator sdedit` makes each image a variation of a real image of its cell,
+and `--generator sd_img2img` an edit of it by Stable Diffusion 3 with a class prompt
+(DA-Fusion), optionally with DIAGen's noise on the encoded prompt.
 
 Example:
     >>> plan = plan_gap_fill(AugmentationConfig(in_dir="data", weight_paths=["models/1_..."]))
@@ -35,7 +37,12 @@ from gap_filling.plan import GapPlan, plan_gap, source_order
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
-                "audit_percentile", "memorisation_gate")
+                "audit_percentile", "memorisation_gate", "sd_preset", "sd_image_size", "sd_dtype",
+                "prompt_template", "prompt_file", "prompt_noise_std")
+# Stage 3's generators that vary a real image of the cell (the manifest names the source).
+EDITING_GENERATORS = ("sdedit", "sd_img2img")
+SD_FALLBACK = (", or use --generator sdedit, which varies the real images with your own DDIM "
+               "model offline")
 
 
 @dataclass(frozen=True)
@@ -54,17 +61,19 @@ class ModelRef:
 @dataclass(frozen=True)
 class SyntheticImage:
     """One planned synthetic image: image `index` of `label`, credited to `site_id`; with
-    sdedit, `source` is the real image (relative to in_dir) it varies."""
+    sdedit / sd_img2img, `source` is the real image (relative to in_dir) it varies, and with
+    sd_img2img `prompt` the text it follows."""
     name: str
     label: str
     site_id: str
     index: int
     seed: int
     source: str | None = None
+    prompt: str | None = None
 
     @property
     def image_seed(self) -> int:
-        """This image's own seed (sdedit), so it can be regenerated alone."""
+        """This image's own seed (sdedit, sd_img2img), so it can be regenerated alone."""
         return (self.seed + self.index) % 2**63
 
 
@@ -85,6 +94,12 @@ class GapFillResult:
     copied: int = 0
     rejected: list[str] = field(default_factory=list)   # names moved to rejected/
     sheets: list[Path] = field(default_factory=list)
+
+
+def model_id(ref: ModelRef) -> str:
+    """What the manifest names as the model: a folder's absolute path, or a preset name."""
+    path = Path(ref.model_dir)
+    return str(path.resolve()) if path.exists() else ref.model_dir
 
 
 def label_seed(seed: int, label: str) -> int:
@@ -137,26 +152,53 @@ def resolve_label_models(cfg: AugmentationConfig, needed: list[str]) -> dict[str
     return {lab: mapping[lab] for lab in needed}
 
 
+def _prompt_table(cfg: AugmentationConfig, labels: list[str]) -> dict[str, list[str]] | None:
+    """sd_img2img's prompts from --prompt_file (every label must have one), else None (the
+    template); checked before any work.
+
+    Raises:
+        ConfigError: a missing or unusable prompt file, a label without a prompt, or a
+            template with an unknown field.
+    """
+    from pretrained.prompts import check_classes, format_template, load_prompts
+    if not cfg.prompt_file:
+        format_template(cfg.prompt_template, "label", "site")
+        return None
+    table = load_prompts(cfg.prompt_file)
+    check_classes(table, labels, cfg.prompt_file)
+    return table
+
+
 def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan, models: dict[str, ModelRef],
                       scan: ScanResult) -> list[SyntheticImage]:
+    from pretrained.prompts import format_template, prompt_for
     out = []
-    sdedit = cfg.generator == "sdedit"
+    edits = cfg.generator in EDITING_GENERATORS
+    sd = cfg.generator == "sd_img2img"
+    table = _prompt_table(cfg, list(models)) if sd else None
     for label, sites in gap.extra.items():
         if label not in models:
             continue
         seed = label_seed(cfg.seed, label)
-        settings = (f"|{cfg.generator}|{cfg.strength}" if sdedit else "")
-        tag = short_hash(f"{Path(models[label].model_dir).resolve()}|{seed}|"
+        settings = f"|{cfg.generator}|{cfg.strength}" if edits else ""
+        if sd:  # the prompts themselves are in the manifest; their source sets the names
+            settings += (f"|{cfg.sd_image_size}|{cfg.sd_dtype}|{cfg.prompt_noise_std}|"
+                         f"{prompt_for(table, label, 0) if table else cfg.prompt_template}")
+        tag = short_hash(f"{model_id(models[label])}|{seed}|"
                          f"{cfg.generate_diffusion_steps}|{cfg.eta}|{cfg.guidance_scale}"
                          f"{settings}")
         k = 0
         for site, count in sites.items():
             pool = (source_order([r for r in scan.images if r.label == label], cfg.seed,
-                                 label, site) if sdedit and count else [])
+                                 label, site) if edits and count else [])
             for j in range(count):
                 source = pool[j % len(pool)].relpath if pool else None
+                prompt = None
+                if sd:
+                    prompt = (prompt_for(table, label, k) if table
+                              else format_template(cfg.prompt_template, label, site))
                 out.append(SyntheticImage(f"{label}/{site}_{cfg.generator}_{k:05d}_{tag}.png",
-                                          label, site, k, seed, source))
+                                          label, site, k, seed, source, prompt))
                 k += 1
     return out
 
@@ -169,6 +211,10 @@ def plan_gap_fill(cfg: AugmentationConfig, progress: bool = True, pool=None) -> 
         DatasetError: unusable input folder.
         ConfigError: categories or models that do not fit the data.
     """
+    if cfg.generator == "sd_img2img":  # known before the images are read
+        from pretrained.sd3 import check_preset_folder
+        check_preset_folder(cfg.sd_preset, SD_FALLBACK)
+        _prompt_table(cfg, [])
     scan = scan_labelled_dir(cfg.in_dir, None, cfg.site_regex, cfg.site_csv)
     scan = validate_images(scan, min_size=cfg.min_size, progress=progress, pool=pool)
     try:
@@ -176,7 +222,10 @@ def plan_gap_fill(cfg: AugmentationConfig, progress: bool = True, pool=None) -> 
     except ValueError as err:
         raise ConfigError(f"--categories: {err}") from None
     needed = [lab for lab in gap.extra if gap.label_extra(lab) > 0]
-    models = resolve_label_models(cfg, needed)
+    if cfg.generator == "sd_img2img":  # one pretrained model for every label
+        models = {lab: ModelRef(cfg.sd_preset, None) for lab in needed}
+    else:
+        models = resolve_label_models(cfg, needed)
     names = original_names(scan.images)
     return GapFillPlan(cfg, scan, gap, models, names,
                        _synthetic_images(cfg, gap, models, scan))
@@ -231,11 +280,32 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
     Raises:
         ConfigError: a damaged model folder, named, with the reason.
     """
-    from diffusion.inference import load_model, sampling_runtime  # Keras only when generating
     needed = sorted({plan.models[s.label].model_dir for s in _missing(plan, out_dir)})
+    cfg = plan.cfg
+    if cfg.generator == "sd_img2img":
+        from pretrained.sd3 import load_sd3_task
+        return {preset: load_sd3_task(preset, "img2img", cfg.sd_image_size, cfg.sd_dtype,
+                                      SD_FALLBACK) for preset in needed}
+    from diffusion.inference import load_model, sampling_runtime  # Keras only when generating
     if needed:
         sampling_runtime(needed[0])  # the precision the (first) model trained with
     return {model_dir: load_model(model_dir)[0] for model_dir in needed}
+
+
+def _edit_with_sd3(plan: GapFillPlan, out_dir: Path, tasks: dict, todo: list, bar) -> None:
+    """sd_img2img: one Stable Diffusion 3 edit per image, each from its own seed (KerasHub
+    draws a whole call's noise from one seed, so batching would tie images together)."""
+    from diffusion.data import load_image
+    from pretrained.sd3 import image_size_of, sd3_img2img
+    cfg = plan.cfg
+    for s in todo:
+        task = tasks[plan.models[s.label].model_dir]
+        source = load_image(plan.scan.in_dir / s.source, image_size_of(task), 3)
+        image = sd3_img2img(task, source, s.prompt, s.image_seed, cfg.strength,
+                            cfg.generate_diffusion_steps, cfg.guidance_scale,
+                            cfg.prompt_noise_std)
+        save_rgb(out_dir / s.name, to_uint8(image))
+        bar.update(1)
 
 
 def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: bool
@@ -246,6 +316,10 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: 
     todo = _missing(plan, out_dir)
     reused = len(plan.synthetic) - len(todo)
     bar = tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo)
+    if plan.cfg.generator == "sd_img2img":
+        _edit_with_sd3(plan, out_dir, models, todo, bar)
+        bar.close()
+        return len(todo), reused
     by_model: dict[str, list[str]] = {}
     for label, ref in plan.models.items():
         by_model.setdefault(ref.model_dir, []).append(label)
@@ -343,7 +417,7 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
         if (out_dir / prefix / s.name).exists():
             ref = plan.models[s.label]
             params = {"index": s.index, "steps": cfg.generate_diffusion_steps, "eta": cfg.eta,
-                      "model": str(Path(ref.model_dir).resolve())}
+                      "model": model_id(ref)}
             if ref.class_index is not None:
                 params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale,
                               guidance_rescale=cfg.guidance_rescale)
@@ -354,6 +428,10 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
             if s.source is not None:
                 origin = (plan.scan.in_dir / s.source).resolve().as_posix()
                 params.update(strength=cfg.strength, source=s.source, image_seed=s.image_seed)
+            if s.prompt is not None:
+                params.update(prompt=s.prompt, guidance_scale=cfg.guidance_scale,
+                              prompt_noise_std=cfg.prompt_noise_std)
+                params.pop("eta")  # SD3's flow-matching sampler has none
             # quality: distance to the nearest real image / the audit's threshold (0 = a
             # copy, below 1 = flagged as memorised)
             quality = scores.get(s.name)

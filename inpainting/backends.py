@@ -10,12 +10,13 @@ seed per image. `image_size_for(label)` is the (h, w) the pipeline crops and res
 
 - `KerasHubBackend`: `keras_hub.models.StableDiffusion3Inpaint` / `...ImageToImage` (KerasHub
   carries KerasCV's Stable Diffusion; KerasCV 0.9 has no inpainting any more). Built from a
-  preset by `load_keras_hub_task`, or from any task object (tests pass a tiny random one).
+  preset by `pretrained.sd3.load_sd3_task`, or from any task object (tests pass a tiny random
+  one).
 - `DdimBackend`: the project's DDIM runs; RePaint (`DiffusionModel.inpaint`) or SDEdit
   (`DiffusionModel.img2img`), batched, each image with its own seed.
 
 Example:
-    >>> backend = KerasHubBackend(load_keras_hub_task("path/to/sd3_preset", "inpaint"),
+    >>> backend = KerasHubBackend(load_sd3_task("path/to/sd3_preset", "inpaint"),
     ...                           "inpaint", num_steps=28, guidance_scale=7.0, strength=1.0)
     >>> out = backend.run(images, masks, ["a red kayak"] * 2, ["1", "1"], [11, 12])
 """
@@ -28,63 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli.flags import ConfigError
+from pretrained.sd3 import load_sd3_task
 
 GENERATORS = {("keras_hub", "inpaint"): "sd3_inpaint", ("keras_hub", "img2img"): "sd3_img2img",
               ("ddim", "inpaint"): "repaint", ("ddim", "img2img"): "sdedit"}
-OFFLINE_HINT = ("Stable Diffusion 3 presets download from Kaggle / Hugging Face (gated, several "
-                "GB): pass a local preset folder with --sd_preset, or use --backend ddim, which "
-                "works offline with your own DDIM runs (--model_dir)")
-
-
-class BackendError(ConfigError):
-    """A generator cannot be set up; the message says why and what works instead."""
-
-
-def _looks_like_folder(preset: str) -> bool:
-    return "://" not in preset and ("/" in preset or "\\" in preset or preset.startswith("."))
-
-
-def check_preset_folder(preset: str) -> None:
-    """Fails at once when `preset` names a local folder that does not exist (checked before
-    planning; a preset name is only known to be reachable once it loads).
-
-    Raises:
-        BackendError: naming the ddim backend as the one that works offline.
-    """
-    if _looks_like_folder(preset) and not Path(preset).is_dir():
-        raise BackendError(f"--sd_preset {preset}: no such folder. {OFFLINE_HINT}")
-
-
-def load_keras_hub_task(preset: str, mode: str, image_size: int | None = None,
-                        dtype: str | None = None):
-    """Loads `StableDiffusion3Inpaint` (mode inpaint) or `StableDiffusion3ImageToImage`.
-
-    Args:
-        preset: a KerasHub preset name (downloaded) or a local preset folder.
-        mode: "inpaint" or "img2img".
-        image_size: square size the model works at (default: the preset's).
-        dtype: weights' dtype, e.g. "float16" (default: the preset's).
-
-    Raises:
-        BackendError: at once, in one line naming the ddim backend, when the preset cannot
-            be loaded (no such folder, offline, gated, not an SD3 preset).
-    """
-    check_preset_folder(preset)
-    import keras_hub
-
-    cls = (keras_hub.models.StableDiffusion3Inpaint if mode == "inpaint"
-           else keras_hub.models.StableDiffusion3ImageToImage)
-    kwargs = {}
-    if image_size:
-        kwargs["image_shape"] = (int(image_size), int(image_size), 3)
-    if dtype:
-        kwargs["dtype"] = dtype
-    try:
-        return cls.from_preset(preset, **kwargs)
-    except Exception as err:  # network, auth, file and format errors all mean "cannot load"
-        text = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-        raise BackendError(f"--sd_preset {preset} could not be loaded ({type(err).__name__}: "
-                           f"{text}). {OFFLINE_HINT}") from None
+DDIM_FALLBACK = (", or use --backend ddim, which works offline with your own DDIM runs "
+                 "(--model_dir)")
 
 
 def latent_aligned(mask: np.ndarray, factor: int = 8) -> np.ndarray:
@@ -264,7 +214,8 @@ def build_backend(cfg, refs: dict | None = None):
         refs: for ddim, class -> ModelRef from `resolve_ddim_models`.
     """
     if cfg.backend == "keras_hub":
-        task = load_keras_hub_task(cfg.sd_preset, cfg.mode, cfg.sd_image_size, cfg.sd_dtype)
+        task = load_sd3_task(cfg.sd_preset, cfg.mode, cfg.sd_image_size, cfg.sd_dtype,
+                             DDIM_FALLBACK)
         return KerasHubBackend(task, cfg.mode, cfg.num_steps, cfg.guidance_scale, cfg.strength,
                                model_name=cfg.sd_preset)
     return DdimBackend.from_refs(refs or {}, cfg.mode, num_steps=cfg.num_steps, eta=cfg.eta,

@@ -44,9 +44,9 @@ from dataset.out_dir import CONFIG_NAME, check_out_dir, saved_config
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, \
     validate_images
 from inpainting import crops, masks as mk
-from inpainting.backends import (GENERATORS, build_backend, check_preset_folder,
-                                 resolve_ddim_models)
-from inpainting.prompts import PromptError, check_classes, load_prompts, prompt_for
+from inpainting.backends import DDIM_FALLBACK, GENERATORS, build_backend, resolve_ddim_models
+from pretrained.sd3 import check_preset_folder
+from pretrained.prompts import PromptError, check_classes, load_prompts, prompt_for
 
 TOOL = "python3 -m inpainting generate"
 # Settings that change what is written: a folder made with other values is not resumed.
@@ -281,7 +281,8 @@ def plan_inpainting(cfg: InpaintingConfig, progress: bool = True) -> InpaintPlan
             table = load_prompts(cfg.prompt_dir)
         except PromptError as err:
             raise ConfigError(str(err)) from None
-        check_preset_folder(cfg.sd_preset)  # the model loads after planning, this now
+        # the model loads after planning; a missing folder is known now
+        check_preset_folder(cfg.sd_preset, DDIM_FALLBACK)
     check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
     scan = scan_labelled_dir(cfg.test_dir)
     scan = validate_images(scan, min_size=cfg.min_size, progress=progress)
@@ -446,7 +447,7 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
 
     Raises:
         DatasetError: the output folder is unusable.
-        BackendError: the backend cannot be loaded.
+        PresetError: the Stable Diffusion preset cannot be loaded.
     """
     from inpainting.sheet import write_triples
 

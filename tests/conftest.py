@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,39 @@ def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file below root, by relative path."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tiny_sd3(kind: str = "img2img"):
+    """A Stable Diffusion 3 task with random weights at 32 px: character-level CLIP
+    tokenizers, 2-layer text encoders, a 1-layer MMDiT, a small VAE."""
+    import keras
+    import keras_hub
+    from keras_hub.src.models.clip.clip_preprocessor import CLIPPreprocessor
+    from keras_hub.src.models.clip.clip_text_encoder import CLIPTextEncoder
+    from keras_hub.src.models.clip.clip_tokenizer import CLIPTokenizer
+    from keras_hub.src.models.vae.vae_backbone import VAEBackbone
+
+    chars = string.ascii_lowercase + string.digits + ".,;!?'-"
+    vocab = list(chars) + [c + "</w>" for c in chars] + ["ai", "<|endoftext|>",
+                                                         "<|startoftext|>"]
+    vocab = {t: i for i, t in enumerate(vocab)}
+    merges = ["a i"]  # the tokenizer needs at least one merge rule
+    pre = keras_hub.models.StableDiffusion3TextToImagePreprocessor(
+        CLIPPreprocessor(CLIPTokenizer(vocab, merges, pad_with_end_token=True),
+                         sequence_length=16),
+        CLIPPreprocessor(CLIPTokenizer(vocab, merges), sequence_length=16))
+    keras.utils.set_random_seed(1)
+    backbone = keras_hub.models.StableDiffusion3Backbone(
+        mmdit_patch_size=2, mmdit_hidden_dim=32, mmdit_num_layers=1, mmdit_num_heads=2,
+        mmdit_position_size=32, mmdit_qk_norm=None, mmdit_dual_attention_indices=None,
+        vae=VAEBackbone([32, 32, 32, 32], [1, 1, 1, 1], [32, 32, 32, 32], [1, 1, 1, 1],
+                        sampler_method="mode", name="vae"),
+        clip_l=CLIPTextEncoder(len(vocab), 16, 16, 2, 2, 32, "quick_gelu", -2, name="clip_l"),
+        clip_g=CLIPTextEncoder(len(vocab), 32, 32, 2, 2, 64, "gelu", -2, name="clip_g"),
+        image_shape=(32, 32, 3))
+    cls = (keras_hub.models.StableDiffusion3Inpaint if kind == "inpaint"
+           else keras_hub.models.StableDiffusion3ImageToImage)
+    return cls(backbone=backbone, preprocessor=pre)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dataset.scan import scan_labelled_dir
 from inpainting import crops
 from inpainting import masks as mk
 from inpainting.compare import drop_table, format_markdown
-from inpainting.prompts import (PromptError, check_classes, load_prompts, parse_prompt_csv,
+from pretrained.prompts import (PromptError, check_classes, load_prompts, parse_prompt_csv,
                                 prompt_for)
 from inpainting.run import choose_images, image_seed
 

@@ -5,7 +5,6 @@ that the command line loads), the comparison with a tiny classifier run."""
 from __future__ import annotations
 
 import json
-import string
 from collections import Counter
 from pathlib import Path
 
@@ -16,11 +15,12 @@ keras = pytest.importorskip("keras")
 
 from cli.flags import parse_config, save_config_json  # noqa: E402
 from config import DiffusionConfig, InpaintingConfig  # noqa: E402
-from conftest import make_dataset, tree_hashes, write_image  # noqa: E402
+from conftest import make_dataset, tiny_sd3, tree_hashes, write_image  # noqa: E402
 from dataset.images import load_rgb, save_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from inpainting.__main__ import main  # noqa: E402
-from inpainting.backends import BackendError, KerasHubBackend, load_keras_hub_task  # noqa: E402
+from inpainting.backends import DDIM_FALLBACK, KerasHubBackend  # noqa: E402
+from pretrained.sd3 import PresetError, load_sd3_task  # noqa: E402
 from inpainting.run import plan_inpainting, run_inpainting  # noqa: E402
 
 DDIM_FAST = ["--num_steps", "3", "--jump_length", "2", "--jump_n_sample", "2"]
@@ -61,43 +61,11 @@ def ddim_runs(tmp_path_factory) -> dict[str, Path]:
             "only1": _ddim_run(root / "only1", False, ["1"])}
 
 
-def _tiny_sd3(kind: str):
-    """A Stable Diffusion 3 task with random weights at 32 px: character-level CLIP
-    tokenizers, 2-layer text encoders, a 1-layer MMDiT, a small VAE."""
-    import keras_hub
-    from keras_hub.src.models.clip.clip_preprocessor import CLIPPreprocessor
-    from keras_hub.src.models.clip.clip_text_encoder import CLIPTextEncoder
-    from keras_hub.src.models.clip.clip_tokenizer import CLIPTokenizer
-    from keras_hub.src.models.vae.vae_backbone import VAEBackbone
-
-    chars = string.ascii_lowercase + string.digits + ".,;!?'-"
-    vocab = list(chars) + [c + "</w>" for c in chars] + ["ai", "<|endoftext|>",
-                                                         "<|startoftext|>"]
-    vocab = {t: i for i, t in enumerate(vocab)}
-    merges = ["a i"]  # the tokenizer needs at least one merge rule
-    pre = keras_hub.models.StableDiffusion3TextToImagePreprocessor(
-        CLIPPreprocessor(CLIPTokenizer(vocab, merges, pad_with_end_token=True),
-                         sequence_length=16),
-        CLIPPreprocessor(CLIPTokenizer(vocab, merges), sequence_length=16))
-    keras.utils.set_random_seed(1)
-    backbone = keras_hub.models.StableDiffusion3Backbone(
-        mmdit_patch_size=2, mmdit_hidden_dim=32, mmdit_num_layers=1, mmdit_num_heads=2,
-        mmdit_position_size=32, mmdit_qk_norm=None, mmdit_dual_attention_indices=None,
-        vae=VAEBackbone([32, 32, 32, 32], [1, 1, 1, 1], [32, 32, 32, 32], [1, 1, 1, 1],
-                        sampler_method="mode", name="vae"),
-        clip_l=CLIPTextEncoder(len(vocab), 16, 16, 2, 2, 32, "quick_gelu", -2, name="clip_l"),
-        clip_g=CLIPTextEncoder(len(vocab), 32, 32, 2, 2, 64, "gelu", -2, name="clip_g"),
-        image_shape=(32, 32, 3))
-    cls = (keras_hub.models.StableDiffusion3Inpaint if kind == "inpaint"
-           else keras_hub.models.StableDiffusion3ImageToImage)
-    return cls(backbone=backbone, preprocessor=pre)
-
-
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory) -> dict:
     keras.config.set_dtype_policy("float32")
     root = tmp_path_factory.mktemp("sd3")
-    tasks = {kind: _tiny_sd3(kind) for kind in ("inpaint", "img2img")}
+    tasks = {kind: tiny_sd3(kind) for kind in ("inpaint", "img2img")}
     for kind, task in tasks.items():
         task.save_to_preset(str(root / kind))
     return {"tasks": tasks, "presets": {k: root / k for k in tasks}}
@@ -382,8 +350,8 @@ def test_missing_prompt_file_and_unloadable_presets_fail_at_once(test_dir, tmp_p
     assert not out.exists()
     empty = tmp_path / "empty_preset"
     empty.mkdir()
-    with pytest.raises(BackendError, match="could not be loaded.*--backend ddim"):
-        load_keras_hub_task(str(empty), "inpaint")
+    with pytest.raises(PresetError, match="could not be loaded.*--backend ddim"):
+        load_sd3_task(str(empty), "inpaint", fallback=DDIM_FALLBACK)
     assert tree_hashes(test_dir) == before
 
 
