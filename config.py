@@ -79,12 +79,12 @@ ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
                        "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
                        "min_signal_rate", "max_signal_rate", "conditional", "channels",
                        "block_conditioning", "site_conditioning", "augment_conditioning",
-                       "prediction", "residual_block")
+                       "prediction", "residual_block", "model", "gan_latent_dim")
 # What a model folder's config.json meant when it was written before a field existed (the
 # architecture of that time), so old folders keep loading.
 LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_conditioning": False,
                        "augment_conditioning": False, "prediction": "eps",
-                       "residual_block": "postnorm"}
+                       "residual_block": "postnorm", "model": "ddim"}
 
 
 @dataclass
@@ -155,6 +155,16 @@ class DiffusionConfig(ExecutorConfig):
     loss_weighting: str = opt("none", "Loss weight per noise level: none, or min_snr "
                               "(min-SNR-gamma).", choices=("none", "min_snr"))
     min_snr_gamma: float = opt(5.0, "Gamma of --loss_weighting min_snr.", min=0.1, max=100.0)
+    model: str = opt("ddim", "Generator family: ddim (the diffusion U-Net) or gan (a small "
+                     "class-conditional GAN with DiffAugment and R1, gan_model.py; uses "
+                     "--widths, --image_size, --channels, --conditional, --ema; stage 3 "
+                     "samples it like a DDIM model, SDEdit excepted).",
+                     choices=("ddim", "gan"))
+    gan_latent_dim: int = opt(64, "gan: size of the noise vector.", min=2, max=1024)
+    gan_r1_gamma: float = opt(0.1, "gan: weight of the R1 penalty on real images.", min=0.0,
+                              max=100.0)
+    gan_learning_rate: float = opt(2e-4, "gan: Adam learning rate of both networks.",
+                                   min=1e-7, max=1.0)
 
     # Training
     num_epochs: int = opt(300, "Epochs (early stopping may end sooner); ignored when "
@@ -611,9 +621,10 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
 
 # classic_fill sits between augment and classify: the comparison always gets the same gap
 # filled with classic augmentations at stage 3's counts (the fair baseline of the images).
-# sdedit (stage 3 again, --generator sdedit) runs only with --sdedit_fill.
-PIPELINE_STAGES = ("balance", "diffusion", "augment", "sdedit", "classic_fill", "classify",
-                   "report")
+# sdedit and sd (stage 3 again, --generator sdedit / sd_img2img) run only with --sdedit_fill
+# / --sd_fill.
+PIPELINE_STAGES = ("balance", "diffusion", "augment", "sdedit", "sd", "classic_fill",
+                   "classify", "report")
 
 
 @dataclass
@@ -621,7 +632,7 @@ class PipelineConfig(ExecutorConfig):
     """The whole pipeline (run_pipeline.py): stage 1 -> 2 -> 3 -> classic fill -> 4 -> report.
 
     Settings of each stage come from the `--config` JSON's sections "balancer",
-    "diffusion", "augmentation", "sdedit", "classic_fill" and "compare" (any field of
+    "diffusion", "augmentation", "sdedit", "sd", "classic_fill" and "compare" (any field of
     BalancerConfig, TrainAllConfig, AugmentationConfig (both), classic_fill's
     ClassicFillConfig, CompareConfig); the folders between the stages are set by the runner.
     The executor flags reach stage 2 and 4 (train_all.py, classifier.compare) unless their
@@ -638,7 +649,7 @@ class PipelineConfig(ExecutorConfig):
                                 "diffusion_augmentation.py); the smaller groups are filled "
                                 "with synthetic images.")
     stages: list[str] = opt(list(PIPELINE_STAGES), "Stages to run, in pipeline order "
-                            "(sdedit only with --sdedit_fill).",
+                            "(sdedit only with --sdedit_fill, sd with --sd_fill).",
                             choices=PIPELINE_STAGES, min_len=1)
     diffusion_labels: list[str] | None = opt(None, "Labels to train diffusion models on. "
                                              "Default: every label (one shared conditional "
@@ -649,6 +660,10 @@ class PipelineConfig(ExecutorConfig):
                             "(stage 3 again with --generator sdedit, same plan and counts; "
                             "the 'sdedit' section overrides the 'augmentation' one) and "
                             "compare them as the sdedit_fill arm.")
+    sd_fill: bool = opt(False, "Also fill the gap with Stable Diffusion 3 edits of real images "
+                        "and class prompts (stage 3 again with --generator sd_img2img; needs "
+                        "the weights: the 'sd' section sets sd_preset, prompt_file, ...) and "
+                        "compare them as the sd_fill arm.")
     redo: str | None = opt(None, "Run this stage and the ones after it again (their old "
                            "output folders are kept, renamed *_old_<time>).",
                            choices=PIPELINE_STAGES)

@@ -33,9 +33,15 @@ def save_model_json(model, run_dir: str | Path) -> Path:
     return atomic_write_text(Path(run_dir) / MODEL_JSON, text)
 
 
+def _model_classes() -> dict:
+    from diffusion_model import DiffusionModel
+    from gan_model import ConditionalGan
+    return {cls.__name__: cls for cls in (DiffusionModel, ConditionalGan)}
+
+
 def model_from_folder(run_dir: str | Path):
-    """The DiffusionModel that run_dir/model.json describes (weights not loaded), or None
-    when the folder predates model.json.
+    """The model (DiffusionModel or ConditionalGan) that run_dir/model.json describes
+    (weights not loaded), or None when the folder predates model.json.
 
     Raises:
         ConfigError: model.json is damaged or describes no buildable model.
@@ -43,17 +49,19 @@ def model_from_folder(run_dir: str | Path):
     path = Path(run_dir) / MODEL_JSON
     if not path.is_file():
         return None
-    from diffusion_model import DiffusionModel
+    classes = _model_classes()
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("class") != DiffusionModel.__name__:
-            raise ValueError(f"not a {DiffusionModel.__name__} description")
+        if not isinstance(data, dict) or data.get("class") not in classes:
+            raise ValueError(f"not a description of a {' or '.join(classes)}")
         config = dict(data["config"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is damaged ({err})") from None
-    # Written before the block could be chosen: the network then had the original block.
-    config.setdefault("residual_block", LEGACY_ARCHITECTURE["residual_block"])
+    cls = classes[data["class"]]
+    if cls.__name__ == "DiffusionModel":
+        # Written before the block could be chosen: the network then had the original block.
+        config.setdefault("residual_block", LEGACY_ARCHITECTURE["residual_block"])
     try:
-        return DiffusionModel(**config)
+        return cls(**config)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{path} describes no buildable model ({err})") from None

@@ -242,16 +242,23 @@ def is_chief(strategy) -> bool:
 
 
 def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
-    """A DiffusionModel with the architecture of `cfg` (policy must already be set).
+    """A DiffusionModel (or, with `cfg.model == "gan"`, a ConditionalGan) with the
+    architecture of `cfg` (policy must already be set).
 
     `cfg.channels` must be resolved ('1' or '3'); `num_sites` counts when
-    `cfg.site_conditioning` is on.
+    `cfg.site_conditioning` is on (DDIM only).
     """
     from diffusion.data import AUGMENT_DIMS
     from diffusion_model import DiffusionModel
     if cfg.channels not in ("1", "3"):
         raise ConfigError(f"channels must be resolved to 1 or 3 before building, got "
                           f"{cfg.channels!r}")
+    if cfg.model == "gan":
+        from gan_model import ConditionalGan
+        return ConditionalGan(image_size=cfg.image_size, channels=int(cfg.channels),
+                              num_classes=num_classes, widths=cfg.widths,
+                              latent_dim=cfg.gan_latent_dim, r1_gamma=cfg.gan_r1_gamma,
+                              learning_rate=cfg.gan_learning_rate, ema=cfg.ema, seed=cfg.seed)
     return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
                           residual_block=cfg.residual_block,
                           num_sites=num_sites if cfg.site_conditioning else 0,
@@ -436,7 +443,8 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
         model.compile(optimizer=optimizer)
         if cfg.load_and_train:
             # The .weights.h5 holds the optimizer state too; it loads only into a built one.
-            model.optimizer.build(model.network.trainable_variables)
+            if not model.optimizer.built:
+                model.optimizer.build(model.network.trainable_variables)
             load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
@@ -444,6 +452,12 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
 
     monitor = cfg.checkpoint_monitor
     has_val = data.val is not None
+    gan = cfg.model == "gan"
+    if gan and monitor != "val_kid":
+        # a GAN's losses say nothing about its images: only KID picks its best weights
+        print("note: a GAN keeps the weights of its best KID (--kid_every) as best, else the "
+              "last; early stopping is off")
+        monitor = "val_kid"
     if not has_val and monitor == "val_n_loss":
         print("note: no validation images (--validation_split 0): best weights follow the "
               "training loss")
@@ -489,7 +503,7 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
     callbacks.append(grid)
     if cfg.tensorboard:  # after KID and the checkpoint, so it logs what they add
         callbacks.append(cb.tensorboard_callback(write_dir))
-    if cfg.early_stop_patience:
+    if cfg.early_stop_patience and not gan:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=cfg.early_stop_patience,
             min_delta=cfg.early_stop_min_delta, start_from_epoch=cfg.early_stop_start_epoch,

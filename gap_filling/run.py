@@ -289,7 +289,12 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
     from diffusion.inference import load_model, sampling_runtime  # Keras only when generating
     if needed:
         sampling_runtime(needed[0])  # the precision the (first) model trained with
-    return {model_dir: load_model(model_dir)[0] for model_dir in needed}
+    models = {model_dir: load_model(model_dir)[0] for model_dir in needed}
+    for model_dir, model in models.items():
+        if cfg.generator == "sdedit" and not hasattr(model, "img2img"):
+            raise ConfigError(f"model {model_dir} is a {type(model).__name__}, which cannot "
+                              f"vary real images: use --generator ddim with it")
+    return models
 
 
 def _edit_with_sd3(plan: GapFillPlan, out_dir: Path, tasks: dict, todo: list, bar) -> None:
