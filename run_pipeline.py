@@ -1,15 +1,16 @@
 """Runs the whole pipeline: site balancing -> diffusion training -> gap filling (and, with
---sdedit_fill, the same gap filled with SDEdit variations of real images) -> the same gap
-filled with classic augmentations (classic_fill) -> classifier comparison -> report.html.
+--sdedit_fill / --sd_fill, the same gap filled with SDEdit variations of real images / with
+Stable Diffusion 3 edits of them) -> the same gap filled with classic augmentations
+(classic_fill) -> classifier comparison -> report.html.
 
     python3 run_pipeline.py --in_dir data/train --test_dir data/test --out_dir run1
     python3 run_pipeline.py --in_dir data/train --test_dir data/test --config settings.json
     python3 run_pipeline.py ... --dry-run          # the stages, their commands and settings
 
 `--config` is one JSON file with a "pipeline" section (these flags) and one section per
-stage: "balancer", "diffusion", "augmentation", "sdedit", "classic_fill", "compare" (any
-setting of that stage's command). Re-running skips the stages already done; a failing stage stops the
-run with its cause. Prints the path of report.html at the end.
+stage: "balancer", "diffusion", "augmentation", "sdedit", "sd", "classic_fill", "compare"
+(any setting of that stage's command). Re-running skips the stages already done; a failing
+stage stops the run with its cause. Prints the path of report.html at the end.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
 from dataset.scan import natural_key
 from pipeline import charts, evidence, image_quality
-from pipeline.stages import Layout
+from pipeline.stages import EXTRA_FILLS, Layout, extra_fills
 from reporting.html import (figure_data_uri, html_table, img_tag, png_data_uri, render_page,
                             write_page)
 
@@ -51,7 +51,7 @@ def _stage_config(layout: Layout, stage: str) -> dict:
 def _stages_html(state: dict, pcfg: PipelineConfig) -> str:
     rows = []
     for stage in PIPELINE_STAGES[:-1]:
-        if stage == "sdedit" and not pcfg.sdedit_fill:
+        if stage in EXTRA_FILLS and stage not in extra_fills(pcfg):
             continue
         rec = state.get(stage)
         rows.append({"stage": stage, "status": "done" if rec else
@@ -164,7 +164,7 @@ def _diffusion_html(state: dict) -> str:
 def _generated_html(layout: Layout) -> str:
     parts = []
     for folder, what in ((layout.balanced_data, "generated"),
-                         (layout.sdedit_fill_data, "SDEdit variations of real images")):
+                         *((layout.fill_data[s], f.caption) for s, f in EXTRA_FILLS.items())):
         sheets = sorted((folder / "contact_sheets").glob("*.png"),
                         key=lambda p: natural_key(p.stem))
         parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what} (bottom)")

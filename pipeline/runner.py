@@ -26,12 +26,13 @@ from cli.flags import changed_settings, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
 from dataset.atomic import atomic_write_text
 from dataset.scan import DatasetError
-from pipeline.stages import (REPO, Layout, PipelineError, command, fingerprint,
-                             outputs_present, stage_configs)
+from pipeline.stages import (EXTRA_FILLS, REPO, Layout, PipelineError, command, extra_fills,
+                             fingerprint, outputs_present, stage_configs)
 
-# classic_fill reads only the original data; classify compares the fills (and sdedit's, when
-# --sdedit_fill asks for it).
-_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",), "sdedit": ("diffusion",),
+# classic_fill reads only the original data; classify compares the fills (and the extra
+# fills the flags ask for); sd edits with a pretrained model, not stage 2's.
+_NEEDS = {"diffusion": ("balance",), "augment": ("diffusion",),
+          **{s: ("diffusion",) for s, fill in EXTRA_FILLS.items() if fill.needs_models},
           "classify": ("augment", "classic_fill")}
 
 
@@ -185,8 +186,8 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
     # Before the first stage finishes there is no state file: only what a run writes before
     # that (its settings, logs and the stage folders, which guard themselves) can be ours.
     ours = {p.name for p in (layout.diffusion_data, layout.models, layout.balanced_data,
-                             layout.sdedit_fill_data, layout.classic_fill_data, layout.results, layout.configs,
-                             layout.logs)}
+                             *layout.fill_data.values(), layout.classic_fill_data,
+                             layout.results, layout.configs, layout.logs)}
     inputs = [Path(d).resolve() for d in (pcfg.in_dir, pcfg.test_dir) if d]
     foreign = sorted(p.name for p in out.iterdir()
                      if p.name not in ours and not p.name.startswith(".")
@@ -226,7 +227,7 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
     check_run_folder(pcfg, layout)
     state = read_state(layout)
     wanted = [s for s in PIPELINE_STAGES if s in pcfg.stages
-              and (s != "sdedit" or pcfg.sdedit_fill)]
+              and (s not in EXTRA_FILLS or s in extra_fills(pcfg))]
     if "classify" in wanted and not pcfg.test_dir:
         raise PipelineError("the classify stage needs --test_dir (real test images, one "
                             "sub-folder per label); or leave 'classify' out of --stages")
@@ -263,8 +264,8 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
             raise PipelineError(f"stage {stage} finished earlier with other settings "
                                 f"(changed: {', '.join(changed)}); add --redo {stage} to run "
                                 f"it and the stages after it again, or use a new --out_dir")
-        needs = _NEEDS.get(stage, ()) + (("sdedit",) if stage == "classify"
-                                         and pcfg.sdedit_fill else ())
+        needs = _NEEDS.get(stage, ()) + (tuple(extra_fills(pcfg)) if stage == "classify"
+                                         else ())
         missing = [s for s in needs if s not in state]
         if missing:
             raise PipelineError(f"stage {stage} needs stage {missing[0]} first; add it to "

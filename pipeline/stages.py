@@ -17,6 +17,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from classic_fill.config import ClassicFillConfig
 from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_object,
@@ -32,6 +33,7 @@ STAGES = {
     "diffusion": ("diffusion", TrainAllConfig, ["train_all.py"]),
     "augment": ("augmentation", AugmentationConfig, ["diffusion_augmentation.py"]),
     "sdedit": ("sdedit", AugmentationConfig, ["diffusion_augmentation.py"]),
+    "sd": ("sd", AugmentationConfig, ["diffusion_augmentation.py"]),
     "classic_fill": ("classic_fill", ClassicFillConfig, ["-m", "classic_fill"]),
     "classify": ("compare", CompareConfig, ["-m", "classifier.compare"]),
 }
@@ -43,6 +45,7 @@ RUNNER_KEYS = {
     "diffusion": ("in_dir", "out_dir", "labels", "load_and_train", "model_dir", "runtime"),
     "augment": ("in_dir", "out_dir", "weight_paths", "label_models", "categories"),
     "sdedit": ("in_dir", "out_dir", "weight_paths", "label_models", "categories", "generator"),
+    "sd": ("in_dir", "out_dir", "weight_paths", "label_models", "categories", "generator"),
     "classic_fill": ("in_dir", "out_dir", "categories"),
     "classify": ("train_dir", "balanced_dir", "classic_fill_dir", "test_dir", "out_dir",
                  "manifest"),
@@ -51,6 +54,26 @@ RUNNER_KEYS = {
 # same plan (counts per label and site) and the same seeded source order, so the classic and
 # the generated images pair up.
 _SHARED_WITH_AUGMENT = ("balance", "split_sites", "min_size", "seed")
+
+
+class ExtraFill(NamedTuple):
+    """Stage 3 run again with another generator, on the same plan, as one more arm."""
+    flag: str         # the PipelineConfig switch that asks for it
+    generator: str    # stage 3's --generator
+    needs_models: bool  # whether it samples stage 2's models
+    caption: str      # what the report calls its images
+
+
+# stage -> its fill; the arm and its folder are named after the flag (sdedit_fill_data/)
+EXTRA_FILLS = {
+    "sdedit": ExtraFill("sdedit_fill", "sdedit", True, "SDEdit variations of real images"),
+    "sd": ExtraFill("sd_fill", "sd_img2img", False, "Stable Diffusion 3 edits of real images"),
+}
+
+
+def extra_fills(pcfg: PipelineConfig) -> list[str]:
+    """The extra-fill stages this run asks for."""
+    return [stage for stage, fill in EXTRA_FILLS.items() if getattr(pcfg, fill.flag)]
 
 
 class PipelineError(RuntimeError):
@@ -65,7 +88,9 @@ class Layout:
         self.diffusion_data = self.out_dir / "diffusion_data"   # stage 1
         self.models = self.out_dir / "models"                   # stage 2
         self.balanced_data = self.out_dir / "balanced_data"     # stage 3
-        self.sdedit_fill_data = self.out_dir / "sdedit_fill_data"  # stage 3 again, sdedit
+        # stage 3 again with another generator (EXTRA_FILLS), e.g. sdedit_fill_data/
+        self.fill_data = {stage: self.out_dir / f"{fill.flag}_data"
+                          for stage, fill in EXTRA_FILLS.items()}
         self.classic_fill_data = self.out_dir / "classic_fill_data"  # stage 3's gap, classic
         self.results = self.out_dir / "results"                 # stage 4
         self.quality = self.out_dir / "quality"                 # the report's GAN-test cache
@@ -80,9 +105,8 @@ class Layout:
 
     def stage_output(self, stage: str) -> Path:
         return {"balance": self.diffusion_data, "diffusion": self.models,
-                "augment": self.balanced_data, "sdedit": self.sdedit_fill_data,
-                "classic_fill": self.classic_fill_data,
-                "classify": self.results}[stage]
+                "augment": self.balanced_data, "classic_fill": self.classic_fill_data,
+                "classify": self.results, **self.fill_data}[stage]
 
 
 def read_sections(path: str | Path | None) -> dict[str, dict]:
@@ -185,14 +209,15 @@ def stage_configs(pcfg: PipelineConfig, sections: dict[str, dict], layout: Layou
     cfgs["augment"] = _build("augment", augmentation,
                              {**stage3, "out_dir": str(layout.balanced_data)}, shared)
     fills = list(sections.get("compare", {}).get("fill_dirs") or [])
-    if pcfg.sdedit_fill:
-        # The same plan, seed and models as stage 3; only the generator (and what the
-        # 'sdedit' section sets, e.g. strength) differs, so the two fills pair up.
+    for stage in extra_fills(pcfg):
+        # The same plan and seed as stage 3; only the generator (and what the stage's own
+        # section sets, e.g. strength) differs, so the fills pair up image by image.
+        fill = EXTRA_FILLS[stage]
         own = {k: v for k, v in augmentation.items() if k != "generator"}
-        cfgs["sdedit"] = _build("sdedit", {**own, **sections.get("sdedit", {})},
-                                {**stage3, "out_dir": str(layout.sdedit_fill_data),
-                                 "generator": "sdedit"}, shared)
-        fills.append(f"sdedit_fill={layout.sdedit_fill_data}")
+        cfgs[stage] = _build(stage, {**own, **sections.get(stage, {})},
+                             {**stage3, "out_dir": str(layout.fill_data[stage]),
+                              "generator": fill.generator}, shared)
+        fills.append(f"{fill.flag}={layout.fill_data[stage]}")
     classic = dict(sections.get("classic_fill", {}))
     augment = cfgs["augment"]
     if "site_regex" not in classic and "site_csv" not in classic:
@@ -236,7 +261,7 @@ def outputs_present(stage: str, layout: Layout, run_dirs: list[str]) -> bool:
     if stage == "diffusion":
         return all(any((Path(d) / w).is_file() for w in ("best.weights.h5", "last.weights.h5"))
                    for d in run_dirs)
-    if stage in ("augment", "sdedit"):
+    if stage == "augment" or stage in EXTRA_FILLS:
         return (layout.stage_output(stage) / "manifest.csv").is_file()
     if stage == "classic_fill":
         return (layout.classic_fill_data / "manifest.csv").is_file()

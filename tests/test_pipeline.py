@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import tree_hashes
+from conftest import tiny_sd3, tree_hashes
 from dataset.manifest import read_manifest
 from reporting.browser import find_chromium, load_page
 import run_pipeline
@@ -473,3 +473,25 @@ def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
     assert "sdedit_fill" in set(summary[summary["set"] == "test"]["variant"])
     html = (out / "report.html").read_text()
     assert "SDEdit variations of real images" in html
+
+
+def test_sd_fill_edits_the_same_plan_with_a_pretrained_model(data, tmp_path):
+    import keras
+    keras.config.set_dtype_policy("float32")
+    preset = tmp_path / "tiny_sd3"
+    tiny_sd3("img2img").save_to_preset(str(preset))
+    settings = json.loads(data["config"].read_text())
+    settings["sd"] = {"sd_preset": str(preset), "generate_diffusion_steps": 2,
+                      "prompt_template": "a {label} at {site}"}
+    config = tmp_path / "sd.json"
+    config.write_text(json.dumps(settings))
+    out = tmp_path / "run"
+    # no stage-2 model needed: the sd fill runs alone
+    assert run_pipeline.main(["--in_dir", str(data["train"]), "--out_dir", str(out),
+                              "--config", str(config), "--sd_fill", "--stages", "sd"]) == 0
+    rows = read_manifest(out / "sd_fill_data" / "manifest.csv")
+    edits = [r for r in rows if r.generator == "sd_img2img"]
+    assert len(edits) == 10 and {r.label for r in edits} == {"a", "b"}  # the gap of stage 3
+    assert all(r.params["prompt"] == f"a {r.label} at {r.site_id}" for r in edits)
+    assert json.loads((out / "configs" / "sd.json").read_text())["generator"] == "sd_img2img"
+    assert set(json.loads((out / "pipeline_state.json").read_text())) == {"sd"}
