@@ -62,8 +62,9 @@ def augment(original: Path, out: Path, *extra) -> int:
 def test_sd3_edit_is_reproducible_per_seed_and_prompt_noise_varies_it(sd3):
     task = sd3["task"]
     image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
-    edit = lambda **kw: sd3_img2img(task, image, "a log", **{"seed": 3, "strength": 0.5,  # noqa: E731
-                                                            "num_steps": 4, **kw})
+    def edit(**kw):
+        return sd3_img2img(task, image, "a log", **{"seed": 3, "strength": 0.5,
+                                                   "num_steps": 4, **kw})
     first = edit()
     assert first.shape == (32, 32, 3) and first.dtype == np.float32
     assert 0.0 <= first.min() and first.max() <= 1.0
