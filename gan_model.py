@@ -1,7 +1,7 @@
 """A small class-conditional GAN for small data: the other generator family (FibreAug).
 
-Generator: noise (and the label's embedding) -> dense -> nearest upsampling + 3x3 convs ->
-tanh. Discriminator: strided 3x3 convs -> global sum -> a score plus the projection of the
+Generator: noise (and the label's embedding) -> dense -> nearest upsampling + 3x3 convs
+with GroupNorm (no running statistics, so the EMA generator needs none) -> tanh. Discriminator: strided 3x3 convs -> global sum -> a score plus the projection of the
 label's embedding (Miyato & Koyama's projection discriminator). Trained with the
 non-saturating logistic loss, R1 gradient penalty on real images, and DiffAugment (the same
 random colour, translation and cutout on real and generated images before the
@@ -79,7 +79,8 @@ def build_generator(image_size: Sequence[int], channels: int, widths: Sequence[i
         x = layers.UpSampling2D(2, interpolation="nearest")(x)
         for _ in range(2):
             x = layers.Conv2D(width, 3, padding="same")(x)
-            x = layers.BatchNormalization()(x)
+            # no running statistics: they would not match the EMA generator's weights
+            x = layers.GroupNormalization(groups=min(8, width))(x)
             x = layers.LeakyReLU(_LEAK)(x)
     out = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32")(x)
     return keras.Model(inputs, out, name=name)
@@ -96,6 +97,12 @@ def build_discriminator(image_size: Sequence[int], channels: int, widths: Sequen
         if k < len(widths) - 1:
             x = layers.Conv2D(width, 4, strides=2, padding="same")(x)
             x = layers.LeakyReLU(_LEAK)(x)
+    # minibatch standard deviation (StyleGAN): a batch of near-identical images is easy to
+    # tell apart from a real one, which discourages mode collapse
+    spread = ops.mean(ops.sqrt(ops.var(x, axis=0) + 1e-8))
+    x = layers.Concatenate()([x, ops.ones_like(x[..., :1]) * spread])
+    x = layers.Conv2D(widths[-1], 3, padding="same")(x)
+    x = layers.LeakyReLU(_LEAK)(x)
     features = layers.GlobalAveragePooling2D()(x)
     score = layers.Dense(1, dtype="float32")(features)
     if num_classes:
@@ -224,9 +231,12 @@ class ConditionalGan(keras.Model):
             g_loss = ops.mean(ops.softplus(-score))
         g_vars = self.network.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        # EMA warm-up (as the diffusion model's): early on the EMA follows the weights, so a
+        # short run does not sample from its random initialisation
+        step = ops.cast(self.optimizer.iterations, "float32")
+        decay = ops.minimum(self.ema, (1.0 + step) / (10.0 + step))
         for e, w in zip(self.ema_network.weights, self.network.weights):
-            # BatchNorm's moving statistics are copied, the weights averaged
-            e.assign(w if not w.trainable else self.ema * e + (1.0 - self.ema) * w)
+            e.assign(decay * e + (1.0 - decay) * w)
         self._step.assign_add(1)
         self.g_loss_tracker.update_state(g_loss)
         self.d_loss_tracker.update_state(d_loss)
