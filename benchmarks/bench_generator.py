@@ -9,6 +9,9 @@ Recipes, at the same optimizer-step budget (the wall time of each is printed):
             stage 3 fills, the condition concatenated once at the input, 3 channels.
     new     one conditional model on every label, noise level + label + site + augmentation
             modulating every residual block, grey data as 1 channel.
+    gan     the other family (train_all.py --model gan): a class-conditional GAN with
+            DiffAugment and R1 on every label, same widths; give it --gan_steps that take
+            the DDIM's wall time (the train seconds are printed).
 
 Per label of the filled category it prints: KID of generated vs real test images beside
 KID of real training vs real test images (same features: InceptionV3 when its weights load,
@@ -23,6 +26,8 @@ from budget to budget: the table of quality vs steps.
     .venv/bin/python benchmarks/bench_generator.py --dataset coco --steps 3000 --recipes new
     .venv/bin/python benchmarks/bench_generator.py --dataset coco --network medium \
         --steps 1500 3000 --guidance 1 3                   # 32 px, about an hour on 2 cores
+    .venv/bin/python benchmarks/bench_generator.py --dataset coco --network medium \
+        --steps 1500 --guidance 3 --strength 1 0.8 0.6     # and SDEdit of the training photos
     .venv/bin/python benchmarks/bench_generator.py --quick        # smoke run, ~3 minutes
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --model_dir RUN  # evaluate
 
@@ -85,6 +90,8 @@ def recipe_flags(recipe: str) -> list[str]:
     if recipe == "landed":
         return ["--no-block_conditioning", "--no-augment_conditioning", "--channels", "3",
                 "--no-site_conditioning"]
+    if recipe == "gan":  # the other family: the same data, widths and run folder
+        return ["--model", "gan", "--kid_every", "5"]
     return ["--site_conditioning"]
 
 
@@ -120,10 +127,16 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
 
 
 def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
-             rescale: float = 0.0, eta: float = 1.0) -> dict:
-    """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}."""
+             rescale: float = 0.0, eta: float = 1.0, strength: float = 1.0,
+             sources: dict | None = None) -> dict:
+    """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}.
+
+    With `strength` < 1 (SDEdit, stage 3's `--generator sdedit`), image k of a label varies
+    the label's real image `sources[label][k % len]`, with seed k.
+    """
     from dataset.images import save_rgb, to_uint8
     from diffusion.callbacks import image_grid
+    from diffusion.data import load_image
     from diffusion.inference import load_model
     model, _, meta = load_model(run)
     names = meta["_class_names"]
@@ -131,9 +144,15 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
     for label in labels:
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
-        images = model.generate(n, steps=50, eta=eta, seed=1, labels=names.index(label),
-                                guidance_scale=guidance, guidance_rescale=rescale,
-                                batch_size=64)
+        common = dict(steps=50, eta=eta, labels=names.index(label), guidance_scale=guidance,
+                      guidance_rescale=rescale, batch_size=64)
+        if strength < 1.0:
+            real = sources[label]
+            start = np.stack([load_image(real[k % len(real)], model.image_size, model.channels)
+                              for k in range(n)])
+            images = model.img2img(start, strength=strength, seed=list(range(n)), **common)
+        else:
+            images = model.generate(n, seed=1, **common)
         paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
                         for k, img in enumerate(images)]
         rows.append(images[:12])
@@ -209,8 +228,11 @@ def real_only_classifier(train_dir: Path, test_dir: Path, work: Path, size: int,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dataset", choices=("fmnist", "coco"), default="fmnist")
-    parser.add_argument("--recipes", nargs="+", choices=("landed", "new"),
+    parser.add_argument("--recipes", nargs="+", choices=("landed", "new", "gan"),
                         default=["landed", "new"])
+    parser.add_argument("--gan_steps", type=int, nargs="+", default=None,
+                        help="the GAN's budgets (default: --steps); give it the steps that "
+                             "take the DDIM's wall time, its steps are cheaper")
     parser.add_argument("--steps", nargs="+", type=int, default=[1000, 3000],
                         help="budgets; the new recipe is evaluated at each, landed at the last")
     parser.add_argument("--images_per_label", type=int, default=100)
@@ -219,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance_rescale", type=float, nargs="+", default=[0.0],
                         help="guidance rescale values (0 = off); each is evaluated with each "
                              "guidance scale above 1")
+    parser.add_argument("--strength", type=float, nargs="+", default=[1.0],
+                        help="1 = sampling from noise (ddim); below 1 = SDEdit variations of the "
+                             "label's training images at that strength; each is evaluated")
     parser.add_argument("--eta", type=float, default=1.0,
                         help="sampling noise (stage 3's default 1; 0 = deterministic DDIM)")
     parser.add_argument("--model_dir", default="", help="evaluate this run folder only")
@@ -253,23 +278,26 @@ def main(argv=None) -> int:
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
 
-    combos = [(g, r) for g in args.guidance for r in (args.guidance_rescale if g > 1 else [0.0])]
+    combos = [(g, r, s) for s in args.strength for g in args.guidance
+              for r in (args.guidance_rescale if g > 1 else [0.0])]
 
     def report(recipe: str, steps: int, run: Path, sec: float) -> None:
         # evaluated at once: the next budget resumes this run folder and moves its weights on
-        for guidance, rescale in dict.fromkeys(combos):
-            evaluate_one(recipe, steps, run, sec, guidance, rescale)
+        for guidance, rescale, strength in dict.fromkeys(combos):
+            evaluate_one(recipe, steps, run, sec, guidance, rescale, strength)
 
-    def evaluate_one(recipe, steps, run, sec, guidance, rescale) -> None:
+    def evaluate_one(recipe, steps, run, sec, guidance, rescale, strength) -> None:
+        sdedit = f" sdedit s{strength:g}" if strength < 1 else ""
         tag = (f"{args.dataset}_{args.network}_{recipe}_{steps}_g{guidance:g}"
-               + (f"_r{rescale:g}" if rescale else "") + f"_{run.name}")
+               + (f"_r{rescale:g}" if rescale else "") + sdedit.replace(" ", "_")
+               + f"_{run.name}")
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
-                       guidance, rescale, args.eta)
+                       guidance, rescale, args.eta, strength, train)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
-            print(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "")
+            print(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "") + sdedit
                   + f" | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
                   f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
@@ -282,7 +310,8 @@ def main(argv=None) -> int:
         spent = 0.0
         flags = args.train_flags.split() if recipe == "new" else []
         variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
-        for steps in (args.steps if recipe == "new" else args.steps[-1:]):
+        budgets = {"new": args.steps, "gan": args.gan_steps or args.steps}
+        for steps in budgets.get(recipe, args.steps[-1:]):
             run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work,
                                     args.quick, args.network, variant, flags)
             spent += sec
