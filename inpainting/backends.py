@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli.flags import ConfigError
-from pretrained.sd3 import load_sd3_task
+from pretrained.sd3 import load_sd3_task, sd3_img2img
 
 GENERATORS = {("keras_hub", "inpaint"): "sd3_inpaint", ("keras_hub", "img2img"): "sd3_img2img",
               ("ddim", "inpaint"): "repaint", ("ddim", "img2img"): "sdedit"}
@@ -100,14 +100,16 @@ class KerasHubBackend:
         guidance = max(self.guidance_scale, 1.0 + 1e-6)
         out = np.empty(np.shape(images), np.float32)
         for k, (image, mask, prompt, seed) in enumerate(zip(images, masks, prompts, seeds)):
-            inputs = {"images": np.asarray(image, np.float32)[None] * 2.0 - 1.0,
-                      "prompts": [prompt]}
-            if self.mode == "inpaint":
-                inputs["masks"] = latent_aligned(mask)[None]
-            result = self.task.generate(inputs, num_steps=self.num_steps,
-                                        strength=self.strength, guidance_scale=guidance,
-                                        seed=int(seed))
-            out[k] = np.asarray(result, np.float32).reshape(out[k].shape) / 255.0
+            if self.mode == "img2img":  # the same edit as stage 3's sd_img2img
+                out[k] = sd3_img2img(self.task, image, prompt, int(seed), self.strength,
+                                     self.num_steps, self.guidance_scale)
+            else:
+                inputs = {"images": np.asarray(image, np.float32)[None] * 2.0 - 1.0,
+                          "prompts": [prompt], "masks": latent_aligned(mask)[None]}
+                result = self.task.generate(inputs, num_steps=self.num_steps,
+                                            strength=self.strength, guidance_scale=guidance,
+                                            seed=int(seed))
+                out[k] = np.asarray(result, np.float32).reshape(out[k].shape) / 255.0
             if progress is not None:
                 progress(k + 1)
         return out
