@@ -7,8 +7,13 @@ plan and counts as stage 3), and trains the same classifier in every arm over th
 and step budget:
 
     original, rebalanced (class-balanced batches), classic (online augmentation, strength
-    chosen on validation), classic_fill, diffusion_fill, sdedit_fill, each fill +classic,
-    diffusion_fill+diagen (DIAGen weights).
+    chosen on validation), classic_fill, diffusion_fill, sdedit_fill, gan_fill, each fill
+    +classic, diffusion_fill+diagen (DIAGen weights).
+
+gan_fill is the other generator family: a conditional GAN (train_all.py --model gan) trained
+on the same data at the same image size, widths, batch and step budget as the diffusion
+stage (about its wall time on CPU), sampled by stage 3 with the pipeline's plan and seed into
+work_dir/gan_fill_data and compared through the pipeline's fill_dirs (--no_gan skips it).
 
 Besides the test split, every arm is tested out of distribution on work_dir/ood_corrupted:
 the test split with one common corruption per image (robustness.shifted; --ood none skips it).
@@ -61,6 +66,7 @@ FMNIST_CATEGORIES = [["1", "2", "3"], ["4", "5", "6"]]
 ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill", "sdedit_fill",
         "classic_fill+classic", "diffusion_fill+classic", "sdedit_fill+classic",
         "diffusion_fill+diagen"]
+GAN_ARMS = ["gan_fill", "gan_fill+classic"]
 # The pipeline's seed: stage 2 of run/ trains with it; run_gen<k>/ with GEN_SEED + k.
 GEN_SEED = 42
 
@@ -96,6 +102,31 @@ def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str],
     }
 
 
+def gan_fill(work: Path, train: Path, base: dict) -> Path:
+    """The gan_fill arm's images: a conditional GAN with the diffusion stage's data, size,
+    widths, batch and step budget, sampled by stage 3 with the pipeline's plan and seed.
+    Finished work is kept (train_all.py keeps a finished run with the same settings, stage 3
+    resumes its folder)."""
+    import diffusion_augmentation
+    import train_all
+    d = base["diffusion"]
+    models, out = work / "gan_models", work / "gan_fill_data"
+    flags = ["--in_dir", str(train), "--out_dir", str(models), "--conditional", "--model", "gan",
+             "--image_size", *map(str, d["image_size"]), "--widths", *map(str, d["widths"]),
+             "--batch_size", str(d["batch_size"]), "--train_steps", str(d["train_steps"]),
+             "--kid_every", str(d["kid_every"]), "--kid_images", str(d["kid_images"]),
+             "--sample_every", str(d["sample_every"]), "--seed", str(GEN_SEED)]
+    if train_all.main(flags) != 0:
+        raise SystemExit("error: the GAN did not train (see above)")
+    run = sorted(models.glob("conditional_*"))[-1]
+    code = diffusion_augmentation.main(
+        ["--in_dir", str(train), "--out_dir", str(out), "--weight_paths", str(run),
+         "--categories", *base["pipeline"]["categories"], "--seed", str(GEN_SEED)])
+    if code != 0:
+        raise SystemExit("error: stage 3 could not sample the GAN (see above)")
+    return out
+
+
 def generator_settings(base: dict, gen_seed: int, strength: float | None) -> dict:
     """The settings of a run_gen<k>/ pipeline: `base` with the diffusion stage's seed set and
     only the generative arms compared (the others do not depend on the generator), at the
@@ -103,7 +134,9 @@ def generator_settings(base: dict, gen_seed: int, strength: float | None) -> dic
     from classifier.arms import is_generative, uses_classic
     out = json.loads(json.dumps(base))
     out["diffusion"]["seed"] = gen_seed
-    arms = [a for a in base["compare"]["variants"] if is_generative(a)]
+    out["compare"].pop("fill_dirs", None)  # the GAN is trained once, in run/'s arms only
+    arms = [a for a in base["compare"]["variants"]
+            if is_generative(a) and a.split("+")[0] != "gan_fill"]
     out["compare"]["variants"] = arms
     if strength is not None and any(uses_classic(a) for a in arms):
         out["compare"]["classic_strengths"] = [strength]
@@ -235,6 +268,8 @@ def main(argv=None) -> int:
                         help="train the diffusion stage N times (seeds 42, 43, ...; run/, "
                              "run_gen1/, ...) and pool: each generative arm's runs are then "
                              "(generator seed x classifier seed) pairs (default 1)")
+    parser.add_argument("--no_gan", action="store_true",
+                        help="leave out the gan_fill arms (a conditional GAN's fill)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
     parser.add_argument("--redo", default=None, metavar="STAGE",
@@ -262,6 +297,9 @@ def main(argv=None) -> int:
         ood_dirs.append(str(build_shifted_set(test, work / "ood_corrupted", severity=3)))
     start = time.time()
     base = settings(args.quick, seeds, ood_dirs, categories, input_shape)
+    if not args.no_gan:
+        base["compare"]["fill_dirs"] = [f"gan_fill={gan_fill(work, train, base)}"]
+        base["compare"]["variants"] = [*base["compare"]["variants"], *GAN_ARMS]
 
     import run_pipeline
     runs: list[tuple[int, Path]] = []
