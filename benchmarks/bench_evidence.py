@@ -14,6 +14,9 @@ gan_fill is the other generator family: a conditional GAN (train_all.py --model 
 on the same data at the same image size, widths, batch and step budget as the diffusion
 stage (about its wall time on CPU), sampled by stage 3 with the pipeline's plan and seed into
 work_dir/gan_fill_data and compared through the pipeline's fill_dirs (--no_gan skips it).
+sd_fill (and +classic) joins when Stable Diffusion 3 weights load (--sd_preset: the
+pipeline's --sd_fill, "a photo of a {label}", strength 0.6, guidance 7); otherwise the output
+says in one line why that arm is absent.
 
 Besides the test split, every arm is tested out of distribution on work_dir/ood_corrupted:
 the test split with one common corruption per image (robustness.shifted; --ood none skips it).
@@ -67,6 +70,7 @@ ARMS = ["original", "rebalanced", "classic", "classic_fill", "diffusion_fill", "
         "classic_fill+classic", "diffusion_fill+classic", "sdedit_fill+classic",
         "diffusion_fill+diagen"]
 GAN_ARMS = ["gan_fill", "gan_fill+classic"]
+SD_ARMS = ["sd_fill", "sd_fill+classic"]
 # The pipeline's seed: stage 2 of run/ trains with it; run_gen<k>/ with GEN_SEED + k.
 GEN_SEED = 42
 
@@ -127,6 +131,16 @@ def gan_fill(work: Path, train: Path, base: dict) -> Path:
     return out
 
 
+def sd_absent_reason(preset: str) -> str | None:
+    """None when the Stable Diffusion 3 preset loads (the sd_fill arm can run), else why not."""
+    from pretrained.sd3 import PresetError, load_sd3_task
+    try:
+        load_sd3_task(preset, "img2img")
+    except PresetError as err:
+        return str(err)
+    return None
+
+
 def generator_settings(base: dict, gen_seed: int, strength: float | None) -> dict:
     """The settings of a run_gen<k>/ pipeline: `base` with the diffusion stage's seed set and
     only the generative arms compared (the others do not depend on the generator), at the
@@ -135,8 +149,9 @@ def generator_settings(base: dict, gen_seed: int, strength: float | None) -> dic
     out = json.loads(json.dumps(base))
     out["diffusion"]["seed"] = gen_seed
     out["compare"].pop("fill_dirs", None)  # the GAN is trained once, in run/'s arms only
+    out["pipeline"]["sd_fill"] = False     # so are the pretrained model's edits
     arms = [a for a in base["compare"]["variants"]
-            if is_generative(a) and a.split("+")[0] != "gan_fill"]
+            if is_generative(a) and a.split("+")[0] not in ("gan_fill", "sd_fill")]
     out["compare"]["variants"] = arms
     if strength is not None and any(uses_classic(a) for a in arms):
         out["compare"]["classic_strengths"] = [strength]
@@ -270,6 +285,9 @@ def main(argv=None) -> int:
                              "(generator seed x classifier seed) pairs (default 1)")
     parser.add_argument("--no_gan", action="store_true",
                         help="leave out the gan_fill arms (a conditional GAN's fill)")
+    parser.add_argument("--sd_preset", default="stable_diffusion_3_medium",
+                        help="Stable Diffusion 3 preset (name or local folder) of the sd_fill "
+                             "arms; they run when it loads")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
     parser.add_argument("--redo", default=None, metavar="STAGE",
@@ -300,6 +318,14 @@ def main(argv=None) -> int:
     if not args.no_gan:
         base["compare"]["fill_dirs"] = [f"gan_fill={gan_fill(work, train, base)}"]
         base["compare"]["variants"] = [*base["compare"]["variants"], *GAN_ARMS]
+    sd_absent = sd_absent_reason(args.sd_preset)
+    if sd_absent is None:
+        base["pipeline"]["sd_fill"] = True
+        base["sd"] = {"sd_preset": args.sd_preset, "strength": 0.6, "guidance_scale": 7.0,
+                      "generate_diffusion_steps": 28}
+        base["compare"]["variants"] = [*base["compare"]["variants"], *SD_ARMS]
+    else:
+        print(f"[bench_evidence] sd_fill arms absent: {sd_absent}", flush=True)
 
     import run_pipeline
     runs: list[tuple[int, Path]] = []
@@ -330,6 +356,8 @@ def main(argv=None) -> int:
     results = (pool(work, runs, base["compare"]["bootstrap"]) if len(runs) > 1
                else work / "run" / "results")
     print_tables(results)
+    if sd_absent is not None:
+        print(f"\nsd_fill arms absent: {sd_absent}")
     from cli.tables import format_table
     for gen, out in runs:
         kid_path = out / "report_assets" / "kid.json"

@@ -12,6 +12,10 @@ Recipes, at the same optimizer-step budget (the wall time of each is printed):
     gan     the other family (train_all.py --model gan): a class-conditional GAN with
             DiffAugment and R1 on every label, same widths; give it --gan_steps that take
             the DDIM's wall time (the train seconds are printed).
+    sd      pretrained Stable Diffusion 3 (--sd_preset), each image an img2img edit of a
+            training photo of its label with "a photo of a {label}" at each --strength below
+            1 (stage 3's --generator sd_img2img); without loadable weights its row says why
+            it is absent.
 
 Per label of the filled category it prints: KID of generated vs real test images beside
 KID of real training vs real test images (same features: InceptionV3 when its weights load,
@@ -165,6 +169,26 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
     return paths
 
 
+def generate_sd(task, labels: list[str], names: dict, n: int, out: Path, strength: float,
+                sources: dict, steps: int = 28, guidance: float = 7.0) -> dict:
+    """n Stable Diffusion 3 edits per label into out/<label>/: image k varies the label's
+    training photo k mod len with "a photo of a <name>" and seed k; {label: paths}."""
+    from dataset.images import save_rgb, to_uint8
+    from diffusion.data import load_image
+    from pretrained.sd3 import image_size_of, sd3_img2img
+    paths = {}
+    for label in labels:
+        real = sources[label]
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        paths[label] = [
+            save_rgb(folder / f"{k:04d}.png", to_uint8(sd3_img2img(
+                task, load_image(real[k % len(real)], image_size_of(task), 3),
+                f"a photo of a {names.get(label, label)}", k, strength, steps, guidance)))
+            for k in range(n)]
+    return paths
+
+
 def images_of(folder: Path, labels: list[str]) -> dict[str, list[Path]]:
     from diffusion.data import find_label_images
     return {lab: find_label_images(folder / lab) for lab in labels}
@@ -228,7 +252,10 @@ def real_only_classifier(train_dir: Path, test_dir: Path, work: Path, size: int,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dataset", choices=("fmnist", "coco"), default="fmnist")
-    parser.add_argument("--recipes", nargs="+", choices=("landed", "new", "gan"),
+    parser.add_argument("--sd_preset", default="stable_diffusion_3_medium",
+                        help="the sd recipe's KerasHub Stable Diffusion 3 preset (name or "
+                             "local folder)")
+    parser.add_argument("--recipes", nargs="+", choices=("landed", "new", "gan", "sd"),
                         default=["landed", "new"])
     parser.add_argument("--gan_steps", type=int, nargs="+", default=None,
                         help="the GAN's budgets (default: --steps); give it the steps that "
@@ -294,19 +321,38 @@ def main(argv=None) -> int:
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
                        guidance, rescale, args.eta, strength, train)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
+        print_rows(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "") + sdedit,
+                   str(steps), f"{sec:.0f}", gen, tag)
+
+    def print_rows(what: str, steps: str, sec: str, gen: dict, tag: str) -> None:
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
-            print(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "") + sdedit
-                  + f" | {steps} | {sec:.0f} | {name} | {r['kid_gen']:.4f} "
+            print(f"{what} | {steps} | {sec} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
                   f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
                   f"{r['memorised']:.1%}", flush=True)
 
+    def evaluate_sd() -> None:
+        from pretrained.sd3 import PresetError, load_sd3_task
+        try:
+            task = load_sd3_task(args.sd_preset, "img2img")
+        except PresetError as err:
+            print(f"sd | absent | - | all | no usable Stable Diffusion 3 weights: {err}")
+            return
+        names = FMNIST_NAMES if args.dataset == "fmnist" else {}
+        for strength in [s for s in args.strength if s < 1] or [0.6]:
+            tag = f"{args.dataset}_sd_s{strength:g}"
+            gen = generate_sd(task, filled, names, args.images_per_label,
+                              work / "generated" / tag, strength, train)
+            print_rows(f"sd s{strength:g}", "-", "-", gen, tag)
+
     if args.model_dir:
         report("given", 0, Path(args.model_dir), 0.0)
         return 0
-    for recipe in args.recipes:
+    if "sd" in args.recipes:
+        evaluate_sd()
+    for recipe in (r for r in args.recipes if r != "sd"):
         spent = 0.0
         flags = args.train_flags.split() if recipe == "new" else []
         variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""

@@ -76,11 +76,12 @@ def test_a_string_where_a_list_of_numbers_is_meant_is_a_one_line_error():
 
 def test_flags_are_never_abbreviated(capsys):
     from config import TrainAllConfig
-    # argparse would read --model as --model_dir and train the default model silently.
+    # argparse would read --model_d as --model_dir and load some other folder silently.
     with pytest.raises(SystemExit) as exc:
-        parse_config(TrainAllConfig, ["--in_dir", "x", "--model", "gan"])
+        parse_config(TrainAllConfig, ["--in_dir", "x", "--model_d", "runs/a"])
     assert exc.value.code == 2
-    assert "unrecognized arguments: --model gan" in capsys.readouterr().err
+    assert "unrecognized arguments: --model_d runs/a" in capsys.readouterr().err
+    assert parse_config(TrainAllConfig, ["--in_dir", "x", "--model", "gan"])[0].model == "gan"
 
 
 def test_validate_checks_dataclass_built_in_code():
