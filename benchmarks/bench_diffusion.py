@@ -39,7 +39,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # keras_io_ddim, time_to_quality
 WIDTHS, DEPTH = [32, 64, 96, 128], 2
-MODELS = ("keras.io", "postnorm", "prenorm")
+# the GAN (train_all.py --model gan, same widths) is the other generator family's step:
+# generator + discriminator + R1, so its GFLOP/s are not counted
+MODELS = ("keras.io", "postnorm", "prenorm", "gan")
 
 
 def rss_mb() -> float:
@@ -101,7 +103,8 @@ def matmul_gflops(dtype: str, n: int = 2048, reps: int = 10) -> float:
 
 
 def build(size: int, policy: str, seed: int = 0, model: str = "prenorm"):
-    """One of the compared models, compiled: ours ("prenorm", "postnorm") or "keras.io"."""
+    """One of the compared models, compiled: ours ("prenorm", "postnorm", "gan") or
+    "keras.io"."""
     import keras
     from config import DiffusionConfig
     from diffusion.training import build_model
@@ -115,7 +118,8 @@ def build(size: int, policy: str, seed: int = 0, model: str = "prenorm"):
         net = build_model(DiffusionConfig(
             image_size=(size, size), widths=WIDTHS, block_depth=DEPTH,
             embedding_dims=d.embedding_dims, attention_in_bottleneck=d.attention_in_bottleneck,
-            channels="3", residual_block=model))
+            channels="3", residual_block="prenorm" if model == "gan" else model,
+            model="gan" if model == "gan" else "ddim"))
     net.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
     keras.config.set_dtype_policy("float32")
     return net
@@ -216,7 +220,8 @@ def main(argv=None) -> int:
         for (name, policy), ms in times.items():
             net = models[(name, policy)].network
             med = float(np.median(ms))
-            gflops = 3 * forward_flops(net) * args.batch_size / med * 1000 / 1e9
+            gflops = (float("nan") if name == "gan"
+                      else 3 * forward_flops(net) * args.batch_size / med * 1000 / 1e9)
             rows.append(dict(size=size, policy=policy, model=name, min=min(ms), med=med,
                              max=max(ms), gflops=gflops, mm=mm[policy]))
         for policy in precisions:
@@ -264,8 +269,9 @@ def main(argv=None) -> int:
         ref = next(x for x in rows if x["size"] == r["size"] and x["policy"] == r["policy"]
                    and x["model"] == "keras.io")
         print(f"| {r['size']} | {r['policy']} | {r['model']} | {r['min']:.0f} | {r['med']:.0f} "
-              f"| {r['max']:.0f} | {ref['med'] / r['med']:.2f}x | {r['gflops']:.1f} "
-              f"| {100 * r['gflops'] / r['mm']:.0f}% |")
+              f"| {r['max']:.0f} | {ref['med'] / r['med']:.2f}x | "
+              + (f"{r['gflops']:.1f} | {100 * r['gflops'] / r['mm']:.0f}% |"
+                 if np.isfinite(r["gflops"]) else "- | - |"))
     print()
     print(f"Sampling, {args.steps} DDIM steps, batches of {args.batch_size}, images/s:")
     print("| size | precision | keras.io loop (eager network calls) | ours (compiled step) "
