@@ -87,6 +87,18 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
     return model, cfg, meta
 
 
+def require_method(model, method: str, model_dir, what: str) -> None:
+    """Fails in one line when a loaded model cannot do `method` (a GAN neither inpaints nor
+    varies real images).
+
+    Raises:
+        ConfigError: naming the folder, the model's kind and what it cannot do.
+    """
+    if not hasattr(model, method):
+        raise ConfigError(f"model {model_dir} is a {type(model).__name__}, which cannot "
+                          f"{what}: use a diffusion model's folder")
+
+
 def _content_hash(image: np.ndarray) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()[:10]
 
@@ -186,6 +198,7 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
     pairs = find_inpainting_pairs(cfg.inpainting_dir)
     sampling_runtime(cfg.model_dir, cfg)
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
+    require_method(model, "inpaint", cfg.model_dir, "inpaint")
     images, masks, used, skipped = [], [], [], []
     for img_path, mask_path in pairs:
         try:

@@ -286,14 +286,13 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
         from pretrained.sd3 import load_sd3_task
         return {preset: load_sd3_task(preset, "img2img", cfg.sd_image_size, cfg.sd_dtype,
                                       SD_FALLBACK) for preset in needed}
-    from diffusion.inference import load_model, sampling_runtime  # Keras only when generating
+    from diffusion.inference import load_model, require_method, sampling_runtime
     if needed:
         sampling_runtime(needed[0])  # the precision the (first) model trained with
     models = {model_dir: load_model(model_dir)[0] for model_dir in needed}
     for model_dir, model in models.items():
-        if cfg.generator == "sdedit" and not hasattr(model, "img2img"):
-            raise ConfigError(f"model {model_dir} is a {type(model).__name__}, which cannot "
-                              f"vary real images: use --generator ddim with it")
+        if cfg.generator == "sdedit":
+            require_method(model, "img2img", model_dir, "vary real images (sdedit)")
     return models
 
 

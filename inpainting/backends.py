@@ -142,13 +142,15 @@ class DdimBackend:
     @classmethod
     def from_refs(cls, refs: dict, mode: str, **settings) -> "DdimBackend":
         """Loads every run folder of `refs` once (several classes may share one)."""
-        from diffusion.inference import load_model, sampling_runtime
+        from diffusion.inference import load_model, require_method, sampling_runtime
         models = {}
         if refs:
             sampling_runtime(next(iter(refs.values())).model_dir)
         for ref in refs.values():
             if ref.model_dir not in models:
                 models[ref.model_dir] = load_model(ref.model_dir)[0]
+                require_method(models[ref.model_dir], "inpaint" if mode == "inpaint"
+                               else "img2img", ref.model_dir, "inpaint or vary real images")
         return cls(refs, models, mode, **settings)
 
     def _model(self, label: str):

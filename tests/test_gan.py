@@ -89,4 +89,14 @@ def test_stage3_samples_a_gan_with_the_same_plan_and_manifest(gan_run, original,
     assert augment(["--in_dir", str(original), "--out_dir", str(tmp_path / "s"),
                     "--categories", "1,2", "3,4", "--weight_paths", str(gan_run),
                     "--generator", "sdedit"]) == 2
-    assert "cannot vary real images" in capsys.readouterr().err
+    assert "cannot vary real images (sdedit)" in capsys.readouterr().err
+
+
+def test_inpainting_with_a_gan_folder_is_one_clear_error(gan_run, original, tmp_path, capsys):
+    from inpainting.__main__ import main as inpainting
+    out = tmp_path / "ood"
+    assert inpainting(["generate", "--test_dir", str(original), "--out_dir", str(out),
+                       "--backend", "ddim", "--model_dir", str(gan_run)]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "ConditionalGan, which cannot inpaint" in errors[0]
+    assert not (out / "manifest.csv").exists()
