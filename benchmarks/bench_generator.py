@@ -278,7 +278,7 @@ def main(argv=None) -> int:
                         help="large: the benchmark's U-Net (coco: 64 px); medium (coco): the "
                              "evidence benchmark's 32 px one; small: the demo-sized one")
     parser.add_argument("--train_flags", default="",
-                        help="extra train_all.py flags for the new recipe, e.g. "
+                        help="extra train_all.py flags for the new and gan recipes, e.g. "
                              "'--prediction v --loss_weighting min_snr'")
     parser.add_argument("--work_dir", default="/tmp/bench_generator")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
         evaluate_sd()
     for recipe in (r for r in args.recipes if r != "sd"):
         spent = 0.0
-        flags = args.train_flags.split() if recipe == "new" else []
+        flags = args.train_flags.split() if recipe in ("new", "gan") else []
         variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
         budgets = {"new": args.steps, "gan": args.gan_steps or args.steps}
         for steps in budgets.get(recipe, args.steps[-1:]):
