@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from dataset.atomic import atomic_path, atomic_write_text
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
-from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files
-from dataset.scan import ScanResult, scan_labelled_dir, validate_images
+from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files, saved_config
+from dataset.scan import DatasetError, ScanResult, scan_labelled_dir, validate_images
 from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
@@ -171,7 +172,7 @@ def _prompt_table(cfg: AugmentationConfig, labels: list[str]) -> dict[str, list[
 
 def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan, models: dict[str, ModelRef],
                       scan: ScanResult) -> list[SyntheticImage]:
-    from pretrained.prompts import format_template, prompt_for
+    from pretrained.prompts import format_template, prompt_for, prompts_of
     out = []
     edits = cfg.generator in EDITING_GENERATORS
     sd = cfg.generator == "sd_img2img"
@@ -181,9 +182,10 @@ def _synthetic_images(cfg: AugmentationConfig, gap: GapPlan, models: dict[str, M
             continue
         seed = label_seed(cfg.seed, label)
         settings = f"|{cfg.generator}|{cfg.strength}" if edits else ""
-        if sd:  # the prompts themselves are in the manifest; their source sets the names
+        if sd:  # the label's prompts are part of its images' names
+            prompts = prompts_of(table, label) if table else [cfg.prompt_template]
             settings += (f"|{cfg.sd_image_size}|{cfg.sd_dtype}|{cfg.prompt_noise_std}|"
-                         f"{prompt_for(table, label, 0) if table else cfg.prompt_template}")
+                         + "\n".join(prompts))
         tag = short_hash(f"{model_id(models[label])}|{seed}|"
                          f"{cfg.generate_diffusion_steps}|{cfg.eta}|{cfg.guidance_scale}"
                          f"{settings}")
@@ -455,12 +457,20 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
 
     cfg = plan.cfg
     out_dir = check_out_dir(cfg.out_dir, cfg.in_dir, cfg, _RESUME_KEYS, "diffusion_augmentation.py")
+    # The prompt file's content counts as a setting: edited prompts are another run.
+    prompts = sorted({(s.label, s.prompt) for s in plan.synthetic if s.prompt is not None})
+    digest = short_hash(json.dumps(prompts)) if prompts else None
+    saved = saved_config(out_dir).get("_prompts_digest", digest) if out_dir.is_dir() else digest
+    if saved != digest:
+        raise DatasetError(f"--out_dir {cfg.out_dir} was made with other prompts (the prompt "
+                           f"file changed): choose a new folder (nothing changed)")
     # A broken model folder must fail here: once out_dir holds the originals and config.json,
     # a corrected rerun with other --label_models would be refused.
     models = _load_models(plan, out_dir)
     remove_stale_temp_files(out_dir)  # what a killed run left half-written
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()))
+    save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()),
+                     prompts_digest=digest)
     result = GapFillResult()
     for rec in plan.scan.images:
         dst = out_dir / plan.originals[rec.relpath]

@@ -116,6 +116,11 @@ def test_stage3_sd_img2img_prompts_manifest_audit_and_resume(original, sd3, tmp_
     # other prompt settings are another run: refused, nothing changed
     assert augment(original, out, *flags[:4], "--prompt_noise_std", 0.2) == 2
     assert "prompt_noise_std" in capsys.readouterr().err
+    # an edited prompt file is another run too: refused, nothing changed
+    before = tree_hashes(out)
+    prompts.write_text("class;prompt\n1;a log\n1;a tyre\n2;a grey heron\n")
+    assert augment(original, out, *flags) == 2
+    assert "other prompts" in capsys.readouterr().err and tree_hashes(out) == before
 
 
 def test_template_prompts_name_label_and_site(original, sd3, tmp_path):
