@@ -155,8 +155,6 @@ class ConditionalGan(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.r1_tracker = keras.metrics.Mean(name="r1")
         self.d_optimizer = None
-        self._step = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                     dtype="int64", name="gan_step")
         self.built = True
 
     def get_config(self):
@@ -190,22 +188,28 @@ class ConditionalGan(keras.Model):
     def _inputs(self, x, labels):
         return [x, labels] if self.num_classes else [x]
 
+    def _unpack(self, data):
+        """(images, int32 labels or None) from what the dataset yields."""
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        cond = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
+        labels = cond.get("labels") if isinstance(cond, dict) else cond
+        if self.num_classes and labels is None:
+            raise ValueError("a conditional GAN trains on (images, labels)")
+        return images, None if labels is None else ops.cast(labels, "int32")
+
     def _noise(self, batch, seed):
         import tensorflow as tf
         return tf.random.stateless_normal((batch, self.latent_dim), seed=seed)
 
     def train_step(self, data):
         import tensorflow as tf
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        cond = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
-        labels = cond.get("labels") if isinstance(cond, dict) else cond
-        if self.num_classes and labels is None:
-            raise ValueError("a conditional GAN trains on (images, labels)")
-        labels = None if labels is None else ops.cast(labels, "int32")
+        images, labels = self._unpack(data)
         real = ops.cast(images, "float32") * 2.0 - 1.0
         batch = ops.shape(real)[0]
-        seed = tf.stack([tf.cast(self.seed, "int64"), self._step.value])
-        seed = tf.cast(seed, "int32")
+        # the step's noise and augmentations: from the seed and the step count (saved with
+        # the optimizer, so a resumed run goes on as an uninterrupted one would)
+        step = ops.cast(self.d_optimizer.iterations, "int32")
+        seed = tf.stack([tf.constant(self.seed, "int32"), step])
         aug = (lambda x, k: diff_augment(x, seed + [k, 11])) if self.diffaugment \
             else (lambda x, k: x)
         fake = self.network(self._inputs(self._noise(batch, seed + [0, 1]), labels),
@@ -237,7 +241,6 @@ class ConditionalGan(keras.Model):
         decay = ops.minimum(self.ema, (1.0 + step) / (10.0 + step))
         for e, w in zip(self.ema_network.weights, self.network.weights):
             e.assign(decay * e + (1.0 - decay) * w)
-        self._step.assign_add(1)
         self.g_loss_tracker.update_state(g_loss)
         self.d_loss_tracker.update_state(d_loss)
         self.r1_tracker.update_state(r1)
@@ -246,10 +249,7 @@ class ConditionalGan(keras.Model):
     def test_step(self, data):
         """The generator's loss against the current discriminator on validation labels."""
         import tensorflow as tf
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        cond = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
-        labels = cond.get("labels") if isinstance(cond, dict) else cond
-        labels = None if labels is None else ops.cast(labels, "int32")
+        images, labels = self._unpack(data)
         batch = ops.shape(images)[0]
         fake = self.ema_network(self._inputs(self._noise(batch, tf.constant([7, 7])), labels),
                                 training=False)
