@@ -17,6 +17,11 @@ TINY_UNET_FLAGS = ["--image_size", "16", "16", "--widths", "8", "16", "--block_d
                    "--embedding_dims", "8"]
 
 
+# A stage-3 dataset: categories {1,2} (9 real) vs {3,4} (18 real), so labels 1 and 2 gain
+# 3 and 6 images (label 1 split over its sites S1 and S2).
+GAP_LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+
+
 def write_image(path: Path, size=(24, 16), seed: int = 0, fmt: str | None = None) -> Path:
     """Writes a small random RGB image (width, height) = size; the suffix picks the format."""
     rng = np.random.default_rng(seed)

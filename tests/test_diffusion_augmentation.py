@@ -12,15 +12,14 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
-from conftest import TINY_UNET_FLAGS, make_dataset, tree_hashes  # noqa: E402
+from conftest import GAP_LAYOUT, TINY_UNET_FLAGS, make_dataset, tree_hashes  # noqa: E402
 from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion_augmentation import main  # noqa: E402
 
 TINY = [*TINY_UNET_FLAGS, "--batch_size", "8", "--kid_every", "0", "--sample_every", "0",
         "--generate_diffusion_steps", "2"]
-# categories {1,2} (9 real) vs {3,4} (18 real): labels 1 and 2 must gain 3 and 6 images
-LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+LAYOUT = GAP_LAYOUT
 
 
 @pytest.fixture(scope="module")

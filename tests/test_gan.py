@@ -14,13 +14,13 @@ keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
-from conftest import make_dataset  # noqa: E402
+from conftest import GAP_LAYOUT, make_dataset  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.inference import load_model  # noqa: E402
 from diffusion_augmentation import main as augment  # noqa: E402
 from gan_model import ConditionalGan, diff_augment  # noqa: E402
 
-LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+LAYOUT = GAP_LAYOUT
 GAN = ["--model", "gan", "--image_size", "16", "16", "--widths", "8", "16",
        "--gan_latent_dim", "8", "--batch_size", "8", "--kid_every", "1", "--kid_images", "8",
        "--kid_features", "random", "--sample_every", "1", "--validation_split", "0.2"]

@@ -12,7 +12,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from conftest import make_dataset, tiny_sd3, tree_hashes  # noqa: E402
+from conftest import GAP_LAYOUT, make_dataset, tiny_sd3, tree_hashes  # noqa: E402
 from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion_augmentation import main  # noqa: E402
@@ -20,8 +20,7 @@ from pretrained.__main__ import main as pretrained_main  # noqa: E402
 from pretrained.prompts import load_prompts  # noqa: E402
 from pretrained.sd3 import noisy_embeddings, sd3_img2img  # noqa: E402
 
-# categories {1,2} (9 real) vs {3,4} (18 real): labels 1 and 2 gain 3 and 6 images
-LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
+LAYOUT = GAP_LAYOUT
 
 
 @pytest.fixture(scope="module")
