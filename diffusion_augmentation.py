@@ -11,29 +11,23 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
+from cli.errors import EXIT_OK, one_line_errors, print_skipped
+from cli.flags import format_config, parse_config
 from config import AugmentationConfig
-from dataset.scan import DatasetError
 from gap_filling.run import format_gap_plan, plan_gap_fill, run_gap_fill
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(AugmentationConfig, argv, prog="diffusion_augmentation.py")
-    try:
-        plan = plan_gap_fill(cfg)
-        print(format_config(cfg))
-        print(format_gap_plan(plan))
-        for path, reason in plan.scan.skipped:
-            print(f"skipped {path}: {reason}")
-        if ns._dry_run:
-            print("dry run: nothing written")
-            return 0
-        result = run_gap_fill(plan)
-    except (DatasetError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    plan = plan_gap_fill(cfg)
+    print(format_config(cfg))
+    print(format_gap_plan(plan))
+    print_skipped(plan.scan.skipped)
+    if ns._dry_run:
+        print("dry run: nothing written")
+        return EXIT_OK
+    result = run_gap_fill(plan)
     print(f"generated {result.generated} image(s) ({result.reused} already present), copied "
           f"{result.copied} original(s) into {cfg.out_dir} (manifest.csv, summary.txt, "
           f"contact_sheets/)")
@@ -41,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memorisation gate: {len(result.rejected)} flagged image(s) moved to "
               f"{cfg.out_dir}/rejected/ "
               f"(see rejected.csv and summary.txt)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

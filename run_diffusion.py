@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
+from cli.errors import EXIT_OK, one_line_errors
+from cli.flags import format_config, parse_config
 from config import DiffusionConfig
-from dataset.scan import DatasetError
 
 
 def describe(cfg: DiffusionConfig) -> str:
@@ -52,34 +51,30 @@ def run_on_ray_workers(cfg: DiffusionConfig, argv: list[str]) -> int:
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(DiffusionConfig, argv, prog="run_diffusion.py")
-    try:
-        if ns._dry_run:
-            print(format_config(cfg))
-            print(describe(cfg))
-            return 0
-        if cfg.runtime == "training" and cfg.distribute == "multiworker" \
-                and cfg.executor == "ray" and "TF_CONFIG" not in os.environ:
-            return run_on_ray_workers(cfg, sys.argv[1:] if argv is None else argv)
-        if cfg.runtime == "training":
-            from diffusion.training import train
-            given = {k for k in vars(ns) if not k.startswith("_")}
-            res = train(cfg, given=given)
-            best = "n/a" if res.best_value is None else f"{res.best_value:.4g}"
-            print(f"trained {res.label}: {res.epochs_done} epochs, best {res.monitor} {best} "
-                  f"(epoch {res.best_epoch}), precision {res.precision}; run folder "
-                  f"{res.run_dir or 'written by the chief worker'}")
-        elif cfg.runtime == "inference":
-            from diffusion.inference import generate_to_folder
-            paths = generate_to_folder(cfg)
-            print(f"wrote {len(paths)} images to {cfg.out_dir} (manifest.csv lists them)")
-        else:
-            from diffusion.inference import inpaint_folder
-            paths = inpaint_folder(cfg)
-            print(f"wrote {len(paths)} inpainted images to {cfg.out_dir}/inpainted")
-    except (ConfigError, DatasetError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    if ns._dry_run:
+        print(format_config(cfg))
+        print(describe(cfg))
+        return EXIT_OK
+    if cfg.runtime == "training" and cfg.distribute == "multiworker" \
+            and cfg.executor == "ray" and "TF_CONFIG" not in os.environ:
+        return run_on_ray_workers(cfg, sys.argv[1:] if argv is None else argv)
+    if cfg.runtime == "training":
+        from diffusion.training import train
+        given = {k for k in vars(ns) if not k.startswith("_")}
+        res = train(cfg, given=given)
+        best = "n/a" if res.best_value is None else f"{res.best_value:.4g}"
+        print(f"trained {res.label}: {res.epochs_done} epochs, best {res.monitor} {best} "
+              f"(epoch {res.best_epoch}), precision {res.precision}; run folder "
+              f"{res.run_dir or 'written by the chief worker'}")
+    elif cfg.runtime == "inference":
+        from diffusion.inference import generate_to_folder
+        paths = generate_to_folder(cfg)
+        print(f"wrote {len(paths)} images to {cfg.out_dir} (manifest.csv lists them)")
+    else:
+        from diffusion.inference import inpaint_folder
+        paths = inpaint_folder(cfg)
+        print(f"wrote {len(paths)} inpainted images to {cfg.out_dir}/inpainted")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, parse_config
+from cli.errors import EXIT_BAD_INPUT, EXIT_OK, one_line_errors
+from cli.flags import parse_config
 from config import PipelineConfig
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(PipelineConfig, argv, prog="run_pipeline.py", section="pipeline")
-    from dataset.scan import DatasetError
     from pipeline.runner import run_pipeline
     from pipeline.stages import PipelineError, read_sections
     try:
         report = run_pipeline(cfg, read_sections(ns._config_json), dry_run=ns._dry_run)
-    except (ConfigError, DatasetError, PipelineError) as err:
+    except PipelineError as err:  # in full: a failed stage's message ends with its log's tail
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if report is not None:
         print(f"report: {report}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

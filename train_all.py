@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from cli.errors import describe_os_error, one_line_errors
+from cli.errors import EXIT_OK, EXIT_SOME_FAILED, describe_os_error, one_line_errors
 from cli.flags import ConfigError, format_config, parse_config
 from config import TrainAllConfig
 from dataset.atomic import atomic_write_text
@@ -43,21 +43,17 @@ def failure_row(label: str, err: BaseException) -> dict:
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(TrainAllConfig, argv, prog="train_all.py")
-    try:
-        runs = per_label_configs(cfg)
-        if ns._dry_run:
-            from diffusion.training import describe_plan
-            print(format_config(cfg))
-            for label, dcfg in runs:
-                print(f"[{label}] {describe_plan(dcfg, cfg.labels)}")
-            return 0
-        runtime = None
-        if cfg.executor == "local":
-            from diffusion.training import setup_runtime
-            runtime = setup_runtime(runs[0][1])  # devices can be set once per process
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    runs = per_label_configs(cfg)
+    if ns._dry_run:
+        from diffusion.training import describe_plan
+        print(format_config(cfg))
+        for label, dcfg in runs:
+            print(f"[{label}] {describe_plan(dcfg, cfg.labels)}")
+        return EXIT_OK
+    runtime = None
+    if cfg.executor == "local":
+        from diffusion.training import setup_runtime
+        runtime = setup_runtime(runs[0][1])  # devices can be set once per process
 
     jobs = [Job(label, train_label, (label, dcfg, cfg.labels, runtime)) for label, dcfg in runs]
     rows: dict[str, dict] = {}
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = {"status": "interrupted", "error": "Ctrl-C"}
     report = [rows.get(label) or {"label": label, **missing} for label, _ in runs]
     print_report(report, Path(cfg.out_dir))
-    return 0 if all(r["status"] == "ok" for r in report) else 1
+    return EXIT_OK if all(r["status"] == "ok" for r in report) else EXIT_SOME_FAILED
 
 
 def print_report(report: list[dict], out_dir: Path) -> None:

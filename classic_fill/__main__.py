@@ -13,39 +13,28 @@ import sys
 
 from classic_fill.config import ClassicFillConfig
 from classic_fill.run import check_output, format_plan, plan_classic_fill, run_classic_fill
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
-from dataset.scan import DatasetError
+from cli.errors import EXIT_OK, one_line_errors, print_skipped, report_failures
+from cli.flags import format_config, parse_config
 from runtime.parallel import worker_pool
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(ClassicFillConfig, argv, prog="python3 -m classic_fill")
-    try:
-        check_output(cfg)  # before any work, dry run included
-        with worker_pool(cfg.workers) as pool:
-            plan = plan_classic_fill(cfg, pool=pool)
-            print(format_config(cfg))
-            print(format_plan(plan))
-            for path, reason in plan.scan.skipped:
-                print(f"skipped {path}: {reason}")
-            if ns._dry_run:
-                print("dry run: nothing written")
-                return 0
-            result = run_classic_fill(plan, pool=pool)
-    except (DatasetError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_output(cfg)  # before any work, dry run included
+    with worker_pool(cfg.workers) as pool:
+        plan = plan_classic_fill(cfg, pool=pool)
+        print(format_config(cfg))
+        print(format_plan(plan))
+        print_skipped(plan.scan.skipped, "skipped.csv")
+        if ns._dry_run:
+            print("dry run: nothing written")
+            return EXIT_OK
+        result = run_classic_fill(plan, pool=pool)
     print(f"wrote {result.generated} augmented image(s) ({result.reused} already in the "
           f"manifest), copied {result.copied} original(s) into {cfg.out_dir} (manifest.csv, "
           f"summary.txt)")
-    if result.errors:
-        print(f"{len(result.errors)} image(s) failed:", file=sys.stderr)
-        for err in result.errors:
-            print(f"  {err}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(result.errors)
 
 
 if __name__ == "__main__":

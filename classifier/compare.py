@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
-from dataset.scan import DatasetError
+from cli.errors import EXIT_OK, one_line_errors
+from cli.flags import format_config, parse_config
 
 
 @one_line_errors
@@ -23,34 +22,30 @@ def main(argv=None) -> int:
     from classifier.comparison import (chosen_strength, compare_jobs, markdown_table,
                                        run_compare, source_counts, step_budget, strength_jobs)
     from classifier.runs import is_finished
-    try:
-        if ns._dry_run:
-            counts = source_counts(cfg)
-            steps = step_budget(cfg, cfg.arms(), counts)
-            selection = strength_jobs(cfg, steps)
-            strength = chosen_strength(cfg, selection)
-            jobs, waiting = compare_jobs(cfg, strength, steps, counts)
-            print(format_config(cfg))
-            print(f"every arm: {cfg.number_epochs} epochs x {steps} steps of "
-                  f"{cfg.batch_size} images")
-            for j in selection + jobs:
-                state = "finished, skipped" if is_finished(j["run_dir"]) else "to run"
-                c = j["cfg"]
-                augm = c.augm_type + ("" if c.augm_type == "base"
-                                      else f" strength {c.augm_strength:g}")
-                print(f"  {j['run_dir']}  augm_type={augm} class_balanced={c.class_balanced}"
-                      f" weighting={c.sample_weighting}  ({state})")
-            for arm in waiting:
-                print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
-            return 0
-        summary, _ = run_compare(cfg)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if ns._dry_run:
+        counts = source_counts(cfg)
+        steps = step_budget(cfg, cfg.arms(), counts)
+        selection = strength_jobs(cfg, steps)
+        strength = chosen_strength(cfg, selection)
+        jobs, waiting = compare_jobs(cfg, strength, steps, counts)
+        print(format_config(cfg))
+        print(f"every arm: {cfg.number_epochs} epochs x {steps} steps of "
+              f"{cfg.batch_size} images")
+        for j in selection + jobs:
+            state = "finished, skipped" if is_finished(j["run_dir"]) else "to run"
+            c = j["cfg"]
+            augm = c.augm_type + ("" if c.augm_type == "base"
+                                  else f" strength {c.augm_strength:g}")
+            print(f"  {j['run_dir']}  augm_type={augm} class_balanced={c.class_balanced}"
+                  f" weighting={c.sample_weighting}  ({state})")
+        for arm in waiting:
+            print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
+        return EXIT_OK
+    summary, _ = run_compare(cfg)
     if not summary.empty:
         print(markdown_table(summary))
     print(f"tables in {cfg.out_dir}/summary.csv, paired.csv, compare.md")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cli.errors import one_line_errors
+from cli.errors import EXIT_OK, one_line_errors
 from cli.flags import format_config, parse_config
 from dataset.scan import DatasetError
 
@@ -63,17 +63,12 @@ def main(argv=None) -> int:
         print(format_config(cfg))
         print(f"evaluate {cfg.model} on {cfg.test_dir}; write metrics.json + confusion.png to "
               f"{cfg.out_dir or _new_folder(Path(cfg.model), cfg.test_dir)}")
-        return 0
-    try:
-        m, out = evaluate_model(cfg.model, cfg.test_dir, cfg.out_dir, cfg.batch_size,
-                                cfg.workers)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_OK
+    m, out = evaluate_model(cfg.model, cfg.test_dir, cfg.out_dir, cfg.batch_size, cfg.workers)
     print(f"accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  macro-F1 "
           f"{m['macro_f1']:.4f}  weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
     print(f"written to {out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
-from cli.flags import ConfigError, format_config, parse_config
-from dataset.scan import DatasetError
+from cli.errors import EXIT_OK, one_line_errors
+from cli.flags import format_config, parse_config
 
 
 @one_line_errors
@@ -18,25 +17,21 @@ def main(argv=None) -> int:
     cfg, ns = parse_config(GridSearchConfig, argv, prog="python3 -m classifier.grid_search")
     from classifier.experiments import grid_jobs, run_grid_search
     from classifier.runs import is_finished
-    try:
-        jobs = grid_jobs(cfg)
-        if ns._dry_run:
-            print(format_config(cfg))
-            done = sum(is_finished(j["run_dir"]) for j in jobs)
-            print(f"{len(jobs)} runs ({done} finished earlier, skipped):")
-            for j in jobs:
-                print(f"  {j['run_dir']}  seed={j['seed']}")
-            return 0
-        summary = run_grid_search(cfg)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    jobs = grid_jobs(cfg)
+    if ns._dry_run:
+        print(format_config(cfg))
+        done = sum(is_finished(j["run_dir"]) for j in jobs)
+        print(f"{len(jobs)} runs ({done} finished earlier, skipped):")
+        for j in jobs:
+            print(f"  {j['run_dir']}  seed={j['seed']}")
+        return EXIT_OK
+    summary = run_grid_search(cfg)
     if not summary.empty:
         cols = ["combo", "set", "n", "accuracy_mean", "accuracy_std", "macro_f1_mean",
                 "macro_f1_std"]
         print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"tables in {cfg.out_dir}/runs.csv and summary.csv; best models in {cfg.out_dir}/best/")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
+from cli.errors import EXIT_OK, one_line_errors
 from cli.flags import format_config, parse_config
-from dataset.scan import DatasetError
 
 
 @one_line_errors
@@ -20,13 +19,9 @@ def main(argv=None) -> int:
     if ns._dry_run:
         print(format_config(cfg))
         print(plan_text(cfg))
-        return 0
+        return EXIT_OK
     from classifier.training import train_run
-    try:
-        result = train_run(cfg)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = train_run(cfg)
     m = result.metrics
     print(f"best epoch {m['best_epoch']} of {m['epochs_run']} ({cfg.evaluation_type} = "
           f"{m['best_value']:.4f})")
@@ -34,7 +29,7 @@ def main(argv=None) -> int:
         print(f"{name:>10}: accuracy {s['accuracy']:.4f}  balanced {s['balanced_accuracy']:.4f}"
               f"  macro-F1 {s['macro_f1']:.4f}  (n={s['n']})")
     print(f"run folder: {result.run_dir}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

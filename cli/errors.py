@@ -1,10 +1,14 @@
-"""One-line errors for every command: bad input and I/O faults exit 2, never a traceback.
+"""The command-line skeleton every command shares: one exit-status rule, one-line errors,
+the lists of skipped and failed files.
 
-Each command's `main(argv) -> int` is wrapped once:
+Exit status: 0 done; 1 the command ran but some items (images, runs) failed, each listed and
+the finished work kept; 2 bad input (settings, data, files, the machine): one `error:` line,
+never a traceback. Each command's `main(argv) -> int` is wrapped once:
 
     @one_line_errors
     def main(argv=None) -> int:
         ...
+        return report_failures(result.errors)
 
 Bad settings (`ConfigError`) and bad data (`DatasetError`) print `error: <why>`; an operating
 system fault (a full disk, a read-only or forbidden folder, a file that vanished) prints what
@@ -15,13 +19,13 @@ from __future__ import annotations
 import errno
 import functools
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from cli.flags import ConfigError
 from dataset.scan import DatasetError
 from runtime.jobs import ExecutorError
 
-EXIT_BAD_INPUT = 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 _REASONS = {
     errno.ENOSPC: "no space left on the device",
@@ -75,3 +79,31 @@ def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
             print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return wrapper
+
+
+def print_skipped(skipped: Sequence[tuple[str, str]], listed_in: str = "",
+                  limit: int = 20) -> None:
+    """Lists the input files a command skipped (path, reason), the first `limit` of them;
+    `listed_in` names the file that lists them all."""
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for path, reason in skipped[:limit]:
+            print(f"  {path}: {reason}")
+        if len(skipped) > limit:
+            print(f"  ... and {len(skipped) - limit} more"
+                  + (f" (see {listed_in})" if listed_in else ""))
+
+
+def report_failures(errors: Sequence[str], what: str = "image(s)") -> int:
+    """Lists the items that failed on stderr; the exit status: EXIT_OK or EXIT_SOME_FAILED.
+
+    Example:
+        >>> report_failures([])
+        0
+    """
+    if not errors:
+        return EXIT_OK
+    print(f"{len(errors)} {what} failed:", file=sys.stderr)
+    for err in errors:
+        print(f"  {err}", file=sys.stderr)
+    return EXIT_SOME_FAILED

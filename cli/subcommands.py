@@ -12,7 +12,9 @@ from __future__ import annotations
 import sys
 from typing import Callable, Mapping, Sequence
 
-EXIT_USAGE = 2
+from cli.errors import EXIT_BAD_INPUT, EXIT_OK
+
+EXIT_USAGE = EXIT_BAD_INPUT  # a missing or unknown command is bad input
 
 
 def dispatch(argv: Sequence[str] | None, commands: Mapping[str, Callable[[list[str]], int]],
@@ -32,7 +34,7 @@ def dispatch(argv: Sequence[str] | None, commands: Mapping[str, Callable[[list[s
         return EXIT_USAGE
     if argv[0] in ("-h", "--help"):
         print(help_text or usage)
-        return 0
+        return EXIT_OK
     if argv[0] in commands:
         return commands[argv[0]](argv[1:])
     if default is not None and argv[0].startswith("-"):

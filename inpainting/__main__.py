@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors
+from cli.errors import one_line_errors, print_skipped
 from cli.flags import format_config, parse_config
 from cli.subcommands import dispatch
 
@@ -34,8 +34,7 @@ def generate_main(argv: list[str]) -> int:
     print(format_plan(plan))
     for note in plan.notes:
         print(f"note: {note}")
-    for path, reason in plan.scan.skipped:
-        print(f"skipped {path}: {reason}")
+    print_skipped(plan.scan.skipped)
     if ns._dry_run:
         print("dry run: nothing written")
         return 0
