@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from cli.flags import ConfigError, opt
+from inpainting.masks import REGIONS, region_share
 
 
 # Field groups shared by several stages, declared once.
@@ -34,7 +35,59 @@ EXECUTOR_FIELDS = tuple(f.name for f in fields(ExecutorConfig))
 
 
 @dataclass
-class BalancerConfig:
+class SiteRuleConfig:
+    """How each image's site_id is read (stages 1 and 3, classic_fill)."""
+
+    site_regex: str | None = opt(None, "Regex searched in each file name; its group 'site' "
+                                 "(or group 1) is the site_id. Default: the prefix before "
+                                 "the first '_'.")
+    site_csv: str | None = opt(None, "CSV with columns path,site_id (path relative to "
+                               "in_dir); overrides the file-name rule.")
+
+    def validate(self) -> None:
+        if self.site_regex and self.site_csv:
+            raise ConfigError("give either --site_regex or --site_csv, not both")
+
+
+@dataclass
+class StableDiffusionConfig:
+    """Which pretrained Stable Diffusion 3 to load (stage 3's sd_img2img, the OOD sets)."""
+
+    sd_preset: str = opt("stable_diffusion_3_medium", "Stable Diffusion 3: a KerasHub preset "
+                         "name (downloaded: gated, several GB) or a local preset folder.")
+    sd_image_size: int | None = opt(None, "Stable Diffusion 3: square size the model works "
+                                    "at, a multiple of 16 (default: the preset's, 1024 for "
+                                    "SD3).", min=64, max=2048)
+    sd_dtype: str | None = opt(None, "Stable Diffusion 3: dtype of the weights (float16 or "
+                               "bfloat16 halve the memory on a GPU; default: the preset's).",
+                               choices=("float32", "float16", "bfloat16"))
+
+    def validate(self) -> None:
+        # the VAE halves the size three times and the transformer's patches are 2x2
+        if self.sd_image_size is not None and self.sd_image_size % 16:
+            raise ConfigError(f"--sd_image_size must be a multiple of 16, got "
+                              f"{self.sd_image_size}")
+
+
+def parse_label_models(specs: list[str] | None, flag: str = "--label_models"
+                       ) -> list[tuple[str, str]]:
+    """LABEL=MODEL_DIR specs parsed into (label, model folder) pairs.
+
+    Example:
+        >>> parse_label_models(["4=models/run4"])
+        [('4', 'models/run4')]
+    """
+    pairs = []
+    for spec in specs or []:
+        label, sep, path = spec.partition("=")
+        if not sep or not label.strip() or not path.strip():
+            raise ConfigError(f"{flag} expects LABEL=MODEL_DIR, got {spec!r}")
+        pairs.append((label.strip(), path.strip()))
+    return pairs
+
+
+@dataclass
+class BalancerConfig(SiteRuleConfig):
     """Stage 1 (site_id_balancer.py): equalise the sites of every label with rotations + flips."""
 
     in_dir: str = opt("", "Dataset folder with one sub-folder per label.", required=True)
@@ -49,11 +102,6 @@ class BalancerConfig:
                              "corner (the original pipeline fixed it at 1.3).", min=1.0, max=10.0)
     seed: int = opt(42, "Seed of the plan (which images of a site are augmented first).",
                     min=0)
-    site_regex: str | None = opt(None, "Regex searched in each file name; its group 'site' "
-                                 "(or group 1) is the site_id. Default: the prefix before "
-                                 "the first '_'.")
-    site_csv: str | None = opt(None, "CSV with columns path,site_id (path relative to "
-                               "in_dir); overrides the file-name rule.")
     min_size: int = opt(16, "Images whose shorter side is smaller are skipped (listed).",
                         min=2)
     workers: int | None = opt(None, "Worker processes (default: all cores).", min=1)
@@ -69,8 +117,6 @@ class BalancerConfig:
                               f"{self.theta:g}*{self.multiplier} = "
                               f"{self.theta * self.multiplier:g}): larger rotations crop "
                               f"away most of the image")
-        if self.site_regex and self.site_csv:
-            raise ConfigError("give either --site_regex or --site_csv, not both")
 
 
 # Settings of the U-Net and its noise schedule: a model folder restores these, whatever the
@@ -278,27 +324,52 @@ class TrainAllConfig(ManyRunsConfig, DiffusionConfig):
         if self.load_and_train:
             raise ConfigError("train_all.py starts new runs; resume one label with "
                               "run_diffusion.py --load_and_train --model_dir RUN")
-        super().validate()
 
 
 @dataclass
-class AugmentationConfig:
-    """Stage 3 (diffusion_augmentation.py): close the category gap with synthetic images."""
+class GapPlanConfig(SiteRuleConfig):
+    """The gap stage 3 and classic_fill close: which labels, to what counts, at which sites.
+    Both fill the same plan from the same fields, so their arms compare at equal counts."""
 
     in_dir: str = opt("", "The original dataset (one sub-folder per label).", required=True)
-    weight_paths: list[str] | None = opt(None, "Trained model folders (run folders of "
-                                         "train_all.py / run_diffusion.py); each one's "
-                                         "config.json says which label(s) it generates.")
-    label_models: list[str] | None = opt(None, "Explicit LABEL=MODEL_DIR pairs (several labels "
-                                         "may share a model); wins over --weight_paths.")
     out_dir: str = opt("balanced_data", "Output folder: originals + synthetic images.")
     categories: list[str] = opt(["1,2,3", "4,5,6"], "Groups of labels, each written as "
                                 "comma-separated labels; every category is filled up to the "
                                 "largest one.")
     balance: str = opt("categories", "What to equalise: category totals, or every label.",
                        choices=("categories", "labels"))
-    split_sites: bool = opt(True, "Give a label's synthetic images to its rarest sites first "
+    split_sites: bool = opt(True, "Give a label's new images to its rarest sites first "
                             "(the site is recorded in the name and manifest).")
+    seed: int = opt(42, "Seed: image k of a label always gets the same seed, so it can be "
+                    "made alone.", min=0)
+    min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",
+                        min=2)
+    link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
+
+    def category_labels(self) -> list[list[str]]:
+        """`categories` parsed into lists of label names."""
+        return [[lab.strip() for lab in cat.split(",") if lab.strip()] for cat in self.categories]
+
+    def validate(self) -> None:
+        cats = self.category_labels()
+        if self.balance == "categories":
+            if len(cats) < 2 or any(not c for c in cats):
+                raise ConfigError("--categories needs at least two non-empty groups, e.g. "
+                                  "--categories 1,2,3 4,5,6")
+            flat = [lab for c in cats for lab in c]
+            if len(flat) != len(set(flat)):
+                raise ConfigError("a label appears in two --categories")
+
+
+@dataclass
+class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
+    """Stage 3 (diffusion_augmentation.py): close the category gap with synthetic images."""
+
+    weight_paths: list[str] | None = opt(None, "Trained model folders (run folders of "
+                                         "train_all.py / run_diffusion.py); each one's "
+                                         "config.json says which label(s) it generates.")
+    label_models: list[str] | None = opt(None, "Explicit LABEL=MODEL_DIR pairs (several labels "
+                                         "may share a model); wins over --weight_paths.")
     generator: str = opt("ddim", "How a synthetic image is made: ddim samples from noise; "
                          "sdedit varies a real image of its label (and site) at --strength "
                          "with your model; sd_img2img edits it with Stable Diffusion 3 and a "
@@ -309,13 +380,6 @@ class AugmentationConfig:
                           max=1.0)
     generate_diffusion_steps: int = opt(50, "Diffusion steps per image (sdedit and sd_img2img "
                                         "take --strength of them).", min=1, max=1000)
-    sd_preset: str = opt("stable_diffusion_3_medium", "sd_img2img: a KerasHub Stable Diffusion "
-                         "3 preset name (downloaded: gated, several GB) or a local preset "
-                         "folder.")
-    sd_image_size: int | None = opt(None, "sd_img2img: square size the model works at, a "
-                                    "multiple of 64 (default: the preset's).", min=64)
-    sd_dtype: str | None = opt(None, "sd_img2img: dtype of the weights (default: the "
-                               "preset's).", choices=("float32", "float16", "bfloat16"))
     prompt_template: str = opt("a photo of a {label}", "sd_img2img: the prompt of every image "
                                "of a class ({label}, {site}), unless --prompt_file is given.")
     prompt_file: str = opt("", "sd_img2img: a class;prompt CSV ('*' = every class; written by "
@@ -337,12 +401,6 @@ class AugmentationConfig:
                                   "against over-exposed images at large guidance.",
                                   min=0.0, max=1.0)
     batch_size: int = opt(32, "Images generated per network call.", min=1)
-    seed: int = opt(42, "Seed: image k of a label always gets the same noise.", min=0)
-    site_regex: str | None = opt(None, "As for site_id_balancer.py.")
-    site_csv: str | None = opt(None, "As for site_id_balancer.py.")
-    min_size: int = opt(16, "Originals whose shorter side is smaller are skipped (listed).",
-                        min=2)
-    link_originals: bool = opt(False, "Hard-link originals instead of copying them.")
     sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
                           "generated).", min=1, max=32)
     audit_features: str = opt("auto", "Memorisation audit features: InceptionV3 (ImageNet "
@@ -355,32 +413,12 @@ class AugmentationConfig:
     memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
                                   "rejected/ and list them; default: flag and record only.")
 
-    def category_labels(self) -> list[list[str]]:
-        """`categories` parsed into lists of label names."""
-        return [[lab.strip() for lab in cat.split(",") if lab.strip()] for cat in self.categories]
-
     def label_model_pairs(self) -> list[tuple[str, str]]:
         """`label_models` parsed into (label, model folder) pairs."""
-        pairs = []
-        for spec in self.label_models or []:
-            label, sep, path = spec.partition("=")
-            if not sep or not label.strip() or not path.strip():
-                raise ConfigError(f"--label_models expects LABEL=MODEL_DIR, got {spec!r}")
-            pairs.append((label.strip(), path.strip()))
-        return pairs
+        return parse_label_models(self.label_models)
 
     def validate(self) -> None:
-        cats = self.category_labels()
-        if self.balance == "categories":
-            if len(cats) < 2 or any(not c for c in cats):
-                raise ConfigError("--categories needs at least two non-empty groups, e.g. "
-                                  "--categories 1,2,3 4,5,6")
-            flat = [lab for c in cats for lab in c]
-            if len(flat) != len(set(flat)):
-                raise ConfigError("a label appears in two --categories")
         self.label_model_pairs()
-        if self.site_regex and self.site_csv:
-            raise ConfigError("give either --site_regex or --site_csv, not both")
 
 
 # Stage 4 (classifier/). The original pipeline's key names are kept (mean, std, input_shape,
@@ -671,12 +709,6 @@ class PipelineConfig(ExecutorConfig):
 
 
 
-# OOD test sets by inpainting (inpainting/). Region names: where a generated mask may lie
-# (fractions of the image in inpainting/masks.py; lower_third is where a river's water is).
-MASK_REGIONS = ("all", "top", "bottom", "left", "right", "upper_third", "middle_third",
-                "lower_third", "left_third", "right_third", "center")
-_REGION_SHARE = {"all": 1.0, "top": 0.5, "bottom": 0.5, "left": 0.5, "right": 0.5,
-                 "center": 0.25}
 
 
 @dataclass
@@ -695,7 +727,7 @@ class PromptsConfig:
 
 
 @dataclass
-class InpaintingConfig:
+class InpaintingConfig(StableDiffusionConfig):
     """OOD test sets (python3 -m inpainting generate): inpaint new content into test images."""
 
     test_dir: str = opt("", "Test images, one sub-folder per class (never modified).",
@@ -709,14 +741,6 @@ class InpaintingConfig:
     backend: str = opt("keras_hub", "keras_hub = KerasHub Stable Diffusion 3 (pretrained, "
                        "prompts; needs --sd_preset); ddim = your own DDIM runs (RePaint / "
                        "SDEdit; works offline).", choices=("keras_hub", "ddim"))
-    sd_preset: str = opt("stable_diffusion_3_medium", "keras_hub: a KerasHub preset name "
-                         "(downloads; SD3 weights are gated) or a local preset folder.")
-    sd_image_size: int | None = opt(None, "keras_hub: square model size in pixels (a multiple "
-                                    "of 8). Default: the preset's (1024 for SD3).",
-                                    min=64, max=2048)
-    sd_dtype: str | None = opt(None, "keras_hub: dtype of the SD3 weights (float16 or "
-                               "bfloat16 halve the memory on a GPU). Default: the preset's.",
-                               choices=("float32", "float16", "bfloat16"))
     model_dir: list[str] | None = opt(None, "ddim: trained run folders (run_diffusion.py / "
                                       "train_all.py); each one's config.json says which "
                                       "class(es) it serves.")
@@ -733,7 +757,7 @@ class InpaintingConfig:
                            min=0.001, max=1.0)
     mask_region: str = opt("all", "Where generated masks lie: all, top, bottom, left, right, "
                            "upper_third, middle_third, lower_third, left_third, right_third, "
-                           "center.", choices=MASK_REGIONS)
+                           "center.", choices=tuple(REGIONS))
     mask_blur: float = opt(0.0, "Feather the mask edge with a Gaussian of this sigma (pixels "
                            "of the image); the band blends, pixels of weight 0 stay exactly "
                            "as they were.", min=0.0, max=256.0)
@@ -778,7 +802,7 @@ class InpaintingConfig:
 
     def label_model_pairs(self) -> list[tuple[str, str]]:
         """`label_models` parsed into (class, model folder) pairs."""
-        return AugmentationConfig.label_model_pairs(self)
+        return parse_label_models(self.label_models)
 
     def resolved(self) -> "InpaintingConfig":
         """A copy with every automatic value (None) replaced by the value it stands for."""
@@ -802,7 +826,7 @@ class InpaintingConfig:
         if len(given) > 1:
             raise ConfigError(f"give one mask source, not {' and '.join('--' + g for g in given)}")
         kind = self.mask_kind()
-        share = _REGION_SHARE.get(self.mask_region, 1 / 3)  # the rest are thirds
+        share = region_share(self.mask_region)
         if kind in ("box", "blob") and self.mask_area > share + 1e-9:
             raise ConfigError(f"--mask_area {self.mask_area} is larger than --mask_region "
                               f"{self.mask_region} ({share:.2f} of the image)")
@@ -820,9 +844,6 @@ class InpaintingConfig:
                                   "class;prompt CSV of what to paint in)")
             if self.guidance_scale is not None and self.guidance_scale < 1.0:
                 raise ConfigError("--backend keras_hub needs --guidance_scale >= 1")
-            if self.sd_image_size is not None and self.sd_image_size % 8:
-                raise ConfigError(f"--sd_image_size must be a multiple of 8, got "
-                                  f"{self.sd_image_size}")
         if self.augm_type and (self.augm_type in (".", "..", "masks")
                                or any(c in self.augm_type for c in "/\\")):
             raise ConfigError(f"--augm_type {self.augm_type!r} must be a plain folder name "
@@ -949,7 +970,6 @@ class RobustnessSynthesizeConfig(RobustnessSearchConfig):
         return out
 
     def validate(self) -> None:
-        super().validate()
         if self.min_augs > self.max_augs:
             raise ConfigError("--min_augs must not exceed --max_augs")
         if self.min_error > self.max_error:

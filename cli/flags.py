@@ -184,7 +184,8 @@ def _coerce(cls, name: str, value: Any) -> Any:
 
 
 def validate_config(cfg) -> None:
-    """Checks every field against its declared range/choices, then `cfg.validate()` if any.
+    """Checks every field against its declared range/choices, then the `validate()` of
+    its class and of every settings class it inherits from.
 
     Raises:
         ConfigError: with a one-line message naming the flag.
@@ -208,9 +209,11 @@ def validate_config(cfg) -> None:
                 raise ConfigError(f"--{f.name} must be <= {meta['max']}, got {v}")
             if meta.get("choices") and v not in meta["choices"]:
                 raise ConfigError(f"--{f.name} must be one of {list(meta['choices'])}, got {v!r}")
-    check = getattr(cfg, "validate", None)
-    if callable(check):
-        check()
+    # Each settings class checks only its own fields: run them all, shared groups first.
+    for klass in reversed(type(cfg).__mro__):
+        check = vars(klass).get("validate")
+        if callable(check):
+            check(cfg)
 
 
 def config_from_dict(cls, data: dict[str, Any], base=None):

@@ -37,6 +37,17 @@ class MaskError(ValueError):
     """A mask cannot be used; the message names the file and says why in one line."""
 
 
+def region_share(region: str) -> float:
+    """The share of an image a named region covers.
+
+    Example:
+        >>> region_share("center")
+        0.25
+    """
+    t, b, left, r = REGIONS[region]
+    return (b - t) * (r - left)
+
+
 def region_box(shape: tuple[int, int], region: str) -> tuple[int, int, int, int]:
     """The pixel rectangle (y0, y1, x0, x1), half-open, of a named region of an image.
 

@@ -16,8 +16,8 @@ from classic_fill.presets import PRESETS, build_preset
 from classic_fill.replay import (augment, decode_replay, encode_replay, image_seed, load_image,
                                  replay_params, replay_row)
 from classic_fill.run import plan_classic_fill, run_classic_fill
-from cli.flags import ConfigError
-from conftest import make_dataset, tree_hashes
+from cli.flags import ConfigError, validate_config
+from conftest import make_dataset, save_image, tree_hashes
 from dataset.manifest import read_manifest
 
 LAYOUT = {"1": {"S1": 6, "S2": 2, "S3": 1}, "2": {"A": 3, "B": 1},
@@ -32,7 +32,7 @@ def data(tmp_path: Path) -> Path:
 
 def _fill(in_dir: Path, out_dir: Path, **kw) -> tuple:
     cfg = ClassicFillConfig(in_dir=str(in_dir), out_dir=str(out_dir), workers=1, **kw)
-    cfg.validate()
+    validate_config(cfg)
     plan = plan_classic_fill(cfg, progress=False)
     return plan, run_classic_fill(plan, progress=False)
 
@@ -68,7 +68,7 @@ def test_counts_equal_stage3_plan_and_sources_match(data, tmp_path, monkeypatch,
         for path in sorted((data / "2").iterdir()):
             path.rename(path.with_name("S9" + path.name))
     cfg = ClassicFillConfig(in_dir=str(data), out_dir=str(tmp_path / "out"), workers=1, **kw)
-    cfg.validate()
+    validate_config(cfg)
     expected = _stage3_counts(cfg, monkeypatch)
     _, result = _fill(data, tmp_path / "out", **kw)
     rows = _classic_rows(tmp_path / "out")
@@ -131,9 +131,7 @@ def test_grey_stays_grey_and_noise_pipeline_replays_by_seed(tmp_path):
     rng = np.random.default_rng(0)
     for label, n in (("a", 5), ("b", 2)):
         for i in range(n):
-            path = tmp_path / "in" / label / f"S1_{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8), "L").save(path)
+            save_image(tmp_path / "in" / label / f"S1_{i}.png", rng.integers(0, 255, (40, 48)))
     pipe = tmp_path / "noise.yaml"
     A.save(A.Compose([A.HorizontalFlip(p=0.5), A.GaussNoise(std_range=(0.05, 0.1), p=1.0),
                       A.SomeOf([A.Rotate(limit=30), A.Blur(), A.RandomGamma()], n=2)], p=0.9),

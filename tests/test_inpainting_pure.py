@@ -19,8 +19,11 @@ from inpainting.run import choose_images, image_seed
 from conftest import make_dataset
 
 
-def test_region_names_match_the_config_choices():
-    assert tuple(mk.REGIONS) == config.MASK_REGIONS
+@pytest.mark.parametrize("region", sorted(mk.REGIONS))
+def test_region_share_is_the_share_of_the_region_mask(region):
+    """The share config.py checks --mask_area against is what the region's mask covers."""
+    assert mk.region_mask((120, 120), region).mean() == pytest.approx(mk.region_share(region),
+                                                                       abs=0.01)
 
 
 @pytest.mark.parametrize("mode", ["box", "blob"])

@@ -44,7 +44,8 @@ def test_pure_maths_imports_nothing_of_the_project_above_it(path):
     assert {m for m in project_imports(path) if not m.startswith("diffusion_maths")} == set()
 
 
-@pytest.mark.parametrize("path", sources("u_net_backbone.py", "diffusion_model.py"),
+@pytest.mark.parametrize("path", sources("u_net_backbone.py", "diffusion_model.py",
+                                         "gan_model.py"),
                          ids=lambda p: p.name)
 def test_models_import_only_the_maths_and_each_other(path):
     allowed = ("diffusion_maths", "u_net_backbone")
@@ -52,7 +53,7 @@ def test_models_import_only_the_maths_and_each_other(path):
 
 
 def test_config_imports_only_flags_and_pure_rules():
-    allowed = ("cli.flags", "diffusion_maths", "classifier.arms")
+    allowed = ("cli.flags", "diffusion_maths", "classifier.arms", "inpainting.masks")
     assert {m for m in project_imports(REPO / "config.py") if not m.startswith(allowed)} == set()
 
 
