@@ -32,7 +32,7 @@ from classic_fill.replay import augment, load_image, replay_params
 from cli.flags import ConfigError, save_config_json
 from cli.tables import format_table
 from dataset.atomic import atomic_write_text
-from dataset.copying import copy_original, original_names, short_hash
+from dataset.copying import copy_missing_originals, original_names, short_hash
 from dataset.images import ImageLoadError, save_rgb
 from dataset.manifest import (MANIFEST_NAME, ManifestRow, append_manifest, read_manifest,
                               write_manifest)
@@ -247,11 +247,8 @@ def run_classic_fill(plan: ClassicFillPlan, progress: bool = True,
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()),
                      pipeline_name=plan.pipeline_name, pipeline_sha=plan.pipeline_sha)
     result = ClassicFillResult()
-    for rec in plan.scan.images:
-        dst = out_dir / plan.originals[rec.relpath]
-        if not dst.exists():
-            copy_original(rec.path, dst, cfg.link_originals)
-            result.copied += 1
+    result.copied = copy_missing_originals(plan.scan.images, plan.originals, out_dir,
+                                           cfg.link_originals)
     rows = _earlier_rows(out_dir, {img.name for img in plan.images})
     todo = [img for img in plan.images if img.name not in rows]
     result.reused = len(plan.images) - len(todo)

@@ -49,3 +49,16 @@ def copy_original(src: Path, dst: Path, link: bool = False) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
         shutil.copystat(src, tmp)
+
+
+def copy_missing_originals(records: Iterable[ImageRecord], names: dict[str, str],
+                           out_dir: Path, link: bool = False) -> int:
+    """Copies (or links) every original not yet at `out_dir / names[relpath]`; a resumed run
+    copies only what is missing. Returns how many were copied."""
+    copied = 0
+    for rec in records:
+        dst = out_dir / names[rec.relpath]
+        if not dst.exists():
+            copy_original(rec.path, dst, link)
+            copied += 1
+    return copied

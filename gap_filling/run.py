@@ -28,7 +28,7 @@ from cli.flags import ConfigError, save_config_json
 from cli.tables import format_table
 from config import AugmentationConfig
 from dataset.atomic import atomic_path, atomic_write_text
-from dataset.copying import copy_original, original_names, short_hash
+from dataset.copying import copy_missing_originals, original_names, short_hash
 from dataset.images import save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files, saved_config
@@ -472,11 +472,8 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
     save_config_json(cfg, out_dir / CONFIG_NAME, in_dir_resolved=str(Path(cfg.in_dir).resolve()),
                      prompts_digest=digest)
     result = GapFillResult()
-    for rec in plan.scan.images:
-        dst = out_dir / plan.originals[rec.relpath]
-        if not dst.exists():
-            copy_original(rec.path, dst, cfg.link_originals)
-            result.copied += 1
+    result.copied = copy_missing_originals(plan.scan.images, plan.originals, out_dir,
+                                           cfg.link_originals)
     result.generated, result.reused = _generate_missing(plan, out_dir, models, progress)
     scores, result.rejected = _audit_and_gate(plan, out_dir)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores))
