@@ -33,8 +33,9 @@ import numpy as np  # noqa: E402
 def make_run(folder: Path, size: int, widths: list[int]) -> Path:
     """A DDIM run folder of an untrained model (speed does not depend on the weights)."""
     import keras
-    from cli.flags import save_config_json
     from config import DiffusionConfig
+    from diffusion.callbacks import BEST_WEIGHTS
+    from diffusion.model_folder import describe_run
     from diffusion.training import build_model
 
     cfg = DiffusionConfig(image_size=(size, size), widths=widths, block_depth=2,
@@ -43,9 +44,8 @@ def make_run(folder: Path, size: int, widths: list[int]) -> Path:
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 0)
     folder.mkdir(parents=True)
-    save_config_json(cfg, folder / "config.json", label="1", class_names=["1"],
-                     precision="float32")
-    model.save_weights(folder / "best.weights.h5")
+    describe_run(model, cfg, folder, label="1", class_names=["1"], precision="float32")
+    model.save_weights(folder / BEST_WEIGHTS)
     return folder
 
 

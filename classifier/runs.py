@@ -1,5 +1,6 @@
 """Run folders: making a new one safely, knowing when one has finished, and rebuilding the
-saved classifier from `config.json` + `best.weights.h5` (never a pickle).
+saved classifier from `model.json` (its own description: what `build_classifier` takes) +
+`best.weights.h5`, never a pickle; runs written before model.json rebuild from config.json.
 
 Example:
     >>> run_dir = new_run_dir("classifier_runs", "", "small_cnn")
@@ -7,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -16,6 +18,7 @@ from dataset.atomic import load_weights_checked
 from dataset.scan import DatasetError
 
 CONFIG_NAME = "config.json"
+MODEL_NAME = "model.json"
 WEIGHTS_NAME = "best.weights.h5"
 METRICS_NAME = "metrics.json"
 _OUR_CLASSES = ("ClassifierConfig", "GridSearchConfig", "CompareConfig")
@@ -50,6 +53,38 @@ def new_run_dir(out_dir: str | Path, run_name: str, backbone: str) -> Path:
     return run
 
 
+def architecture(cfg, num_classes: int) -> dict:
+    """The arguments `build_classifier` rebuilds a run's network from (weights aside)."""
+    return {"backbone": cfg.backbone, "num_classes": int(num_classes),
+            "image_size": int(cfg.input_shape), "mean": [float(v) for v in cfg.mean],
+            "std": [float(v) for v in cfg.std], "dropout": float(cfg.dropout)}
+
+
+def save_model_json(run_dir: str | Path, arch: dict) -> Path:
+    """Writes run_dir/model.json (atomically): the network, independent of the flags that
+    chose it, so a renamed setting cannot break a saved run."""
+    import keras
+
+    from dataset.atomic import atomic_write_text
+    text = json.dumps({"class": "Classifier", "keras_version": keras.__version__,
+                       "config": arch}, indent=2) + "\n"
+    return atomic_write_text(Path(run_dir) / MODEL_NAME, text)
+
+
+def _saved_architecture(run_dir: Path, cfg, classes: list) -> dict:
+    """model.json's description, or (older runs) the one config.json implies."""
+    path = run_dir / MODEL_NAME
+    if not path.is_file():
+        return architecture(cfg, len(classes))
+    try:
+        arch = json.loads(path.read_text())["config"]
+        if int(arch["num_classes"]) != len(classes):
+            raise ValueError(f"{arch['num_classes']} classes, config.json names {len(classes)}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is damaged ({err})") from None
+    return arch
+
+
 def _resolve(model_path: Path) -> tuple[Path, Path]:
     """(config.json, weights or .keras file) for a run folder or a file inside one."""
     if model_path.is_dir():
@@ -75,6 +110,7 @@ def load_run(model_path: str | Path, verbose: bool = False):
     from classifier.backbones import build_classifier
     from cli.flags import ConfigError, config_from_dict
     from config import ClassifierConfig
+    from runtime.precision import dtype_policy
 
     model_path = Path(model_path)
     if not model_path.exists():
@@ -95,12 +131,15 @@ def load_run(model_path: str | Path, verbose: bool = False):
         cfg = config_from_dict(ClassifierConfig, known)
     except ConfigError as err:
         raise DatasetError(f"{cfg_path}: {err}") from None
-    keras.config.set_dtype_policy("float32")
-    if weights.suffix == ".keras":
-        model = keras.saving.load_model(weights, compile=False)
-    else:
-        model, _ = build_classifier(cfg.backbone, len(classes), cfg.input_shape, weights=None,
-                                    mean=cfg.mean, std=cfg.std, dropout=cfg.dropout,
-                                    verbose=verbose)
+    arch = _saved_architecture(cfg_path.parent, cfg, list(classes))
+    # what the network is comes from its own description, whatever config.json says
+    cfg = dataclasses.replace(cfg, backbone=arch["backbone"], input_shape=arch["image_size"],
+                              mean=arch["mean"], std=arch["std"], dropout=arch["dropout"])
+    with dtype_policy("float32"):  # evaluation in full precision; the caller's policy stays
+        if weights.suffix == ".keras":
+            model = keras.saving.load_model(weights, compile=False)
+        else:
+            model, _ = build_classifier(**arch, weights=None, verbose=verbose)
+    if weights.suffix != ".keras":
         load_weights_checked(model, weights)
     return model, cfg, list(classes)

@@ -32,7 +32,8 @@ from classifier.data import (Sample, load_images, predict_logits, samples_from_d
 from classifier.metrics import (classification_metrics, cross_entropy, higher_is_better,
                                 monitor_value)
 from classifier.report import plot_confusion, write_csv, write_json
-from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, new_run_dir
+from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, architecture,
+                             new_run_dir, save_model_json)
 from cli.flags import save_config_json
 from dataset.atomic import save_weights_atomic
 from dataset.out_dir import check_outside_inputs
@@ -181,9 +182,9 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
 
     set_precision(cfg.precision, use_gpu=False if cfg.precision == "auto" else None)
     keras.utils.set_random_seed(cfg.seed)
-    model, used = build_classifier(cfg.backbone, len(class_names), cfg.input_shape,
-                                   weights=None if cfg.weights == "none" else cfg.weights,
-                                   mean=cfg.mean, std=cfg.std, dropout=cfg.dropout)
+    arch = architecture(cfg, len(class_names))
+    model, used = build_classifier(**arch, weights=None if cfg.weights == "none" else cfg.weights)
+    save_model_json(weights_path.parent, arch)  # the run folder describes its network
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)  # XLA measured slower for these small nets on CPU

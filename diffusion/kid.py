@@ -102,19 +102,18 @@ def _random_extractor() -> FeatureExtractor:
 
 def _inception_extractor() -> FeatureExtractor:
     import keras
+    from runtime.precision import dtype_policy
     home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
     cached = Path(home) / "models" / _INCEPTION_NOTOP
     old_timeout = socket.getdefaulttimeout()
     if not cached.exists():
         socket.setdefaulttimeout(10)  # fail fast when offline instead of hanging
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")  # features in full precision under any policy
     try:
-        model = keras.applications.InceptionV3(include_top=False, weights="imagenet",
-                                               input_shape=(75, 75, 3), pooling="avg")
+        with dtype_policy("float32"):  # features in full precision under any policy
+            model = keras.applications.InceptionV3(include_top=False, weights="imagenet",
+                                                   input_shape=(75, 75, 3), pooling="avg")
     finally:
         socket.setdefaulttimeout(old_timeout)
-        keras.config.set_dtype_policy(policy)
     # InceptionV3 expects [-1, 1] (its preprocess_input maps 0..255 the same way).
     return FeatureExtractor("inception", model, (75, 75), lambda x: x * 2.0 - 1.0)
 

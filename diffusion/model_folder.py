@@ -1,4 +1,5 @@
-"""A run folder that describes its own network: `model.json` beside the weights.
+"""A run folder that describes its own network: `model.json` beside the weights and the
+settings (`config.json`).
 
 `model.json` holds `DiffusionModel.get_config()`, the model's own description, so a folder
 loads without the command-line settings that trained it (renaming a flag cannot break old
@@ -20,6 +21,7 @@ from config import LEGACY_ARCHITECTURE
 from dataset.atomic import atomic_write_text
 
 MODEL_JSON = "model.json"
+CONFIG_JSON = "config.json"
 # Chosen by whoever loads the model (name and dtype policy), not part of the architecture.
 _CALLER_KEYS = ("name", "trainable", "dtype")
 
@@ -31,6 +33,19 @@ def save_model_json(model, run_dir: str | Path) -> Path:
     text = json.dumps({"class": type(model).__name__, "keras_version": keras.__version__,
                        "config": config}, indent=2) + "\n"
     return atomic_write_text(Path(run_dir) / MODEL_JSON, text)
+
+
+def describe_run(model, cfg, run_dir: str | Path, **meta) -> None:
+    """Makes run_dir a run folder of `model` (its weights are saved apart): config.json with
+    the settings `cfg` and `meta` (label, class_names, precision, ...), and model.json.
+
+    Example:
+        >>> describe_run(model, cfg, "models/run1", label="1", class_names=["1"])
+        >>> model.save_weights("models/run1/best.weights.h5")
+    """
+    from cli.flags import save_config_json
+    save_config_json(cfg, Path(run_dir) / CONFIG_JSON, **meta)
+    save_model_json(model, run_dir)
 
 
 def _model_classes() -> dict:

@@ -30,16 +30,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.flags import (ConfigError, changed_settings, load_config_json, save_config_json,
-                       validate_config)
+from cli.flags import ConfigError, changed_settings, load_config_json, validate_config
 from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
 from dataset.scan import DatasetError
 from diffusion.data import find_label_images, find_labelled_images
-from diffusion.model_folder import save_model_json
+from diffusion.model_folder import CONFIG_JSON, describe_run
 
-CONFIG_JSON = "config.json"
 # With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
 # the data): validation, checkpoints and KID then come at ~20 points of any run.
 EPOCHS_PER_BUDGET = 20
@@ -426,10 +424,6 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
     import keras
     from diffusion import callbacks as cb
     from diffusion.kid import KernelInceptionDistance
-    save_config_json(cfg, write_dir / CONFIG_JSON, label=plan.label, class_names=plan.class_names,
-                     precision=policy, num_train=data.n_train, num_val=data.n_val,
-                     site_names=site_names, epochs=num_epochs, steps_per_epoch=steps_per_epoch)
-
     budget = (f"{num_epochs} x {steps_per_epoch} = {num_epochs * steps_per_epoch} steps"
               if steps_per_epoch else f"{num_epochs} epochs")
     print(f"training {plan.label}: {data.n_train} train / {data.n_val} validation images, "
@@ -448,7 +442,10 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
             load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
-    save_model_json(model, write_dir)  # the folder describes its network (also old ones resumed)
+    # the folder describes its settings and its network (old folders too, once resumed)
+    describe_run(model, cfg, write_dir, label=plan.label, class_names=plan.class_names,
+                 precision=policy, num_train=data.n_train, num_val=data.n_val,
+                 site_names=site_names, epochs=num_epochs, steps_per_epoch=steps_per_epoch)
 
     monitor = cfg.checkpoint_monitor
     has_val = data.val is not None

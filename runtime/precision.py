@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -63,6 +64,24 @@ def set_precision(mode: str = "auto", use_gpu: bool | None = None) -> str:
     name = resolve_precision(mode, use_gpu)
     keras.config.set_dtype_policy(name)
     return name
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Builds the layers made inside the block under the dtype policy `name`, then restores
+    the caller's policy: a model loaded for evaluation leaves no global state behind.
+
+    Example:
+        >>> with dtype_policy("float32"):
+        ...     model = build_classifier("small_cnn", 2, 32)
+    """
+    import keras
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def select_devices(gpu_index: int | None = None, cpu_devices: int = 1) -> list[str]:

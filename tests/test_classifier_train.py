@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli.flags import parse_config
-from conftest import class_image, tensorboard_tags, tree_hashes, write_class_images
+from conftest import class_image, save_image, tensorboard_tags, tree_hashes, write_class_images
 from config import ClassifierConfig, GridSearchConfig
 from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError
@@ -41,8 +41,7 @@ def data(tmp_path_factory):
         for i in range(n):
             name = f"{label}/ddim_{i}.png"
             # The last red synthetic image is really blue: DIAGen should weight it down.
-            Image.fromarray(class_image("blue" if (label, i) == ("red", 1) else label, rng)).save(
-                bal / name)
+            save_image(bal / name, class_image("blue" if (label, i) == ("red", 1) else label, rng))
             rows.append(ManifestRow(name, label, "s", "", "ddim", i, {}, 0.5))
     write_manifest(bal / "manifest.csv", rows)
     # The same gap filled classically: flipped copies of real images, the same counts.
@@ -124,6 +123,30 @@ def test_saved_run_is_rebuilt_from_config_json_and_evaluates_the_same(trained, d
                  "--test_dir", str(data["test"])]) == 0
     assert sorted(p.name for p in (trained.run_dir / "evaluations").iterdir()) == \
         ["test", "test_2"]
+
+
+def test_a_run_folder_describes_its_network_whatever_its_settings_say(trained, data,
+                                                                        tmp_path):
+    """model.json rebuilds the network even when config.json's architecture fields are gone
+    (a renamed flag); a folder without model.json (older runs) still loads from config.json."""
+    import shutil
+
+    from classifier.evaluate import evaluate_model
+    from classifier.runs import MODEL_NAME
+    described = json.loads((trained.run_dir / MODEL_NAME).read_text())
+    assert described["config"]["backbone"] == "small_cnn"
+    renamed, old = tmp_path / "renamed", tmp_path / "old"
+    for folder in (renamed, old):
+        shutil.copytree(trained.run_dir, folder, ignore=shutil.ignore_patterns("evaluations"))
+    cfg = json.loads((renamed / "config.json").read_text())
+    for key in ("backbone", "input_shape", "mean", "std", "dropout"):
+        cfg.pop(key)
+    (renamed / "config.json").write_text(json.dumps(cfg))
+    (old / MODEL_NAME).unlink()
+    ref = trained.metrics["tests"]["test"]["accuracy"]
+    for folder in (renamed, old):
+        m, _ = evaluate_model(folder, data["test"], tmp_path / f"ev_{folder.name}")
+        assert m["accuracy"] == pytest.approx(ref)
 
 
 def test_evaluate_on_a_folder_with_an_unknown_class_gives_a_clear_error(trained, data,
