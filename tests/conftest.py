@@ -22,13 +22,23 @@ TINY_UNET_FLAGS = ["--image_size", "16", "16", "--widths", "8", "16", "--block_d
 GAP_LAYOUT = {"1": {"S1": 4, "S2": 2}, "2": {"S1": 3}, "3": {"S1": 8, "S2": 4}, "4": {"S1": 6}}
 
 
+def save_image(path: Path, image: np.ndarray, fmt: str | None = None) -> Path:
+    """The one image writer of the tests: an (H, W) grey or (H, W, 3) RGB array, clipped to
+    0..255, written with PIL (not the code under test); the suffix picks the format.
+
+    Example:
+        >>> save_image(tmp_path / "in" / "1" / "S1_000.png", np.zeros((16, 24, 3)))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8)).save(path, format=fmt)
+    return path
+
+
 def write_image(path: Path, size=(24, 16), seed: int = 0, fmt: str | None = None) -> Path:
     """Writes a small random RGB image (width, height) = size; the suffix picks the format."""
     rng = np.random.default_rng(seed)
-    arr = rng.integers(30, 226, size=(size[1], size[0], 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, format=fmt)
-    return path
+    return save_image(path, rng.integers(30, 226, size=(size[1], size[0], 3)), fmt)
 
 
 def make_dataset(root: Path, layout: dict[str, dict[str, int]], size=(24, 16),
@@ -64,9 +74,8 @@ def write_class_images(root: Path, per_class: dict[str, int], seed: int,
     """root/<label>/s_NNN<suffix> with per_class[label] images of `class_image`."""
     rng = np.random.default_rng(seed)
     for label, n in per_class.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.fromarray(class_image(label, rng)).save(root / label / f"s_{i:03d}{suffix}")
+            save_image(root / label / f"s_{i:03d}{suffix}", class_image(label, rng))
     return root
 
 
@@ -118,8 +127,9 @@ def small_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def restore_float32_policy():
-    """Loading or training a model sets Keras' global dtype policy (mixed_bfloat16 on this
-    CPU); every test starts and ends with float32 so that none depends on another's order."""
+    """Training sets Keras' global dtype policy, as a command does for its process
+    (mixed_bfloat16 on this CPU; loading sets none); every test, and so every module
+    fixture set up after one, starts with float32, so that none depends on another's order."""
     import sys
 
     def reset():

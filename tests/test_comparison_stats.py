@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from classifier import arms, sampling, statistics
 from classifier.metrics import classification_metrics
 from cli.flags import ConfigError, parse_config
 from config import CompareConfig
+from conftest import save_image
 from dataset.manifest import ManifestRow, write_manifest
 
 
@@ -204,13 +204,12 @@ def test_epoch_plan_with_a_step_budget():
 def _folder(root, counts: dict[str, int], generator: str = "", added: dict | None = None):
     rows = []
     for label, n in counts.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(root / label / f"s_{i}.png")
+            save_image(root / label / f"s_{i}.png", np.full((8, 8, 3), (i * 10, 0, 0)))
             rows.append(ManifestRow(f"{label}/s_{i}.png", label, "s", "", "original"))
     for label, n in (added or {}).items():
         for i in range(n):
-            Image.new("RGB", (8, 8), (0, i * 10, 0)).save(root / label / f"g_{i}.png")
+            save_image(root / label / f"g_{i}.png", np.full((8, 8, 3), (0, i * 10, 0)))
             rows.append(ManifestRow(f"{label}/g_{i}.png", label, "s", "", generator, i, {}))
     if generator:
         write_manifest(root / "manifest.csv", rows)

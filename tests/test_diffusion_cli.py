@@ -16,8 +16,8 @@ keras = pytest.importorskip("keras")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
-from conftest import TINY_UNET_FLAGS, tensorboard_tags, tree_hashes  # noqa: E402
-from dataset.images import load_rgb, save_rgb  # noqa: E402
+from conftest import TINY_UNET_FLAGS, save_image, tensorboard_tags, tree_hashes  # noqa: E402
+from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import load_image  # noqa: E402
 
@@ -33,7 +33,7 @@ def _write_images(folder: Path, n: int, colour, seed: int) -> None:
         img = np.empty((20, 24, 3), np.uint8)
         img[:] = np.clip(np.array(colour) * rng.uniform(0.6, 1.0), 0, 255)
         img[::3] //= 2
-        save_rgb(folder / f"S{i % 2}_{i}.{'jpg' if i % 2 else 'png'}", img)
+        save_image(folder / f"S{i % 2}_{i}.{'jpg' if i % 2 else 'png'}", img)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_inpainting_keeps_unmasked_pixels(run_dir, data_dir, tmp_path):
         shutil.copy(p, src / "images" / p.name)
         mask = np.zeros((20, 24, 3), np.uint8)
         mask[6:14, 8:16] = 255
-        save_rgb(src / "masks" / p.name, mask)
+        save_image(src / "masks" / p.name, mask)
     out = tmp_path / "out"
     assert run_diffusion.main(["--runtime", "inpainting", "--model_dir", str(run_dir),
                                "--inpainting_dir", str(src), "--out_dir", str(out),

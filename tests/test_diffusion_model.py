@@ -7,8 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from conftest import TINY_UNET  # noqa: E402
-from dataset.images import save_rgb  # noqa: E402
+from conftest import TINY_UNET, save_image  # noqa: E402
 from diffusion.data import find_label_images, load_image, make_dataset  # noqa: E402
 from diffusion_maths.schedule import (ddim_sigma, ddim_step, diffusion_schedule,  # noqa: E402
                                       renoise)
@@ -27,7 +26,7 @@ def write_label_images(folder, colour, n, rng):
         img = np.empty((20, 24, 3), np.uint8)
         img[:] = np.clip(np.array(colour) * rng.uniform(0.7, 1.0), 0, 255)
         img[(yy // 4 + xx // 4 + i) % 2 == 0] //= 3
-        save_rgb(folder / f"S{i % 3}_{i}.{'png' if i % 2 else 'jpg'}", img)
+        save_image(folder / f"S{i % 3}_{i}.{'png' if i % 2 else 'jpg'}", img)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,6 @@ def image_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(image_dirs):
     """An unconditional tiny model trained 45 steps; returns (model, history)."""
-    keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     ds = make_dataset(find_label_images(image_dirs / "red"), None, (16, 16), 8, True,
                       seed=0, flip=True)
@@ -246,7 +244,6 @@ def test_repaint_keeps_known_region(trained, image_dirs):
 @pytest.fixture(scope="module")
 def conditional(image_dirs):
     """A 2-label (red/blue) conditional tiny model trained 120 steps."""
-    keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     paths, labels = [], []
     for i, name in enumerate(COLOURS):

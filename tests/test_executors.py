@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
-from conftest import TINY_UNET_FLAGS, tree_hashes, write_class_images  # noqa: E402
+from conftest import TINY_UNET_FLAGS, save_image, tree_hashes, write_class_images  # noqa: E402
 from runtime.jobs import Job, JobLost, connect_ray, run_jobs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,15 +188,12 @@ def test_robustness_search_on_ray_probes_each_op_in_a_task_and_matches_local(loc
                                                                             tmp_path):
     import keras
     import numpy as np
-    from PIL import Image
 
     from robustness.__main__ import main as robustness
     rng = np.random.default_rng(0)
     for label, base in (("dark", 80), ("light", 125)):
-        (tmp_path / "imgs" / label).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.clip(rng.normal(base, 20, (32, 32, 3)), 0, 255).astype(
-                np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+            save_image(tmp_path / "imgs" / label / f"{i}.png", rng.normal(base, 20, (32, 32, 3)))
     inp = keras.Input((32, 32, 3))
     dense = keras.layers.Dense(2, activation="softmax")
     keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(inp))).save(

@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 
 import train_all  # noqa: E402
 from cli.flags import ConfigError  # noqa: E402
-from conftest import TINY_UNET_FLAGS, tree_hashes  # noqa: E402
+from conftest import TINY_UNET_FLAGS, save_image, tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
@@ -32,9 +32,8 @@ LAYOUT = {"1": {"S1": 4, "S2": 1}, "2": {"S1": 5, "S2": 4}}
 
 def write_grey(path: Path, value: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    img = np.clip(value + rng.integers(-20, 20, (20, 20)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.repeat(img[..., None], 3, axis=-1)).save(path)  # RGB file, grey data
+    img = value + rng.integers(-20, 20, (20, 20))
+    save_image(path, np.repeat(img[..., None], 3, axis=-1))  # RGB file, grey data
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,6 @@ def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_p
 
 def test_img2img_starts_at_its_own_strength():
     """10 steps at strength 0.9 start at t = 0.9, not at the grid level of strength 1."""
-    keras.config.set_dtype_policy("float32")
     model = DiffusionModel(image_size=(8, 8), widths=[8, 16], block_depth=1, embedding_dims=8)
     images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
     near, full = (model.img2img(images, strength=s, steps=10, seed=1) for s in (0.9, 1.0))
@@ -127,7 +125,6 @@ def test_img2img_starts_at_its_own_strength():
 def test_sampling_asks_for_no_augmentation():
     """The compiled sampling step feeds a zero augmentation vector: its prediction is the
     network's with zeros, not the one for images that were flipped and rotated."""
-    keras.config.set_dtype_policy("float32")
     model = DiffusionModel(image_size=(8, 8), widths=[8, 16], block_depth=1, embedding_dims=8,
                            augment_dims=4, channels=1)
     out_layer = model.ema_network.get_layer("pred_noise")  # an untrained net predicts 0
@@ -192,7 +189,6 @@ def test_a_model_folder_describes_its_network_and_loading_sets_no_policy(grey_mo
     described = json.loads((run / MODEL_JSON).read_text())
     assert described["class"] == "DiffusionModel"
     assert described["config"]["channels"] == 1 and described["config"]["num_sites"] == 2
-    keras.config.set_dtype_policy("float32")
     before = load_model(run)[0].generate(2, steps=2, seed=3, labels=[0, 1])
     cfg = json.loads((run / "config.json").read_text())
     cfg.update(widths=[64, 128, 256], block_depth=3, use_mix_precision=True)  # a renamed flag

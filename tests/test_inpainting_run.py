@@ -15,8 +15,8 @@ keras = pytest.importorskip("keras")
 
 from cli.flags import parse_config, save_config_json  # noqa: E402
 from config import DiffusionConfig, InpaintingConfig  # noqa: E402
-from conftest import make_dataset, tiny_sd3, tree_hashes, write_image  # noqa: E402
-from dataset.images import load_rgb, save_rgb  # noqa: E402
+from conftest import make_dataset, save_image, tiny_sd3, tree_hashes, write_image  # noqa: E402
+from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from inpainting.__main__ import main  # noqa: E402
 from inpainting.backends import DDIM_FALLBACK, KerasHubBackend  # noqa: E402
@@ -38,7 +38,8 @@ def test_dir(tmp_path_factory) -> Path:
 
 def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 32) -> Path:
     """A DDIM run folder (config.json, model.json, best.weights.h5) of a tiny untrained model."""
-    from diffusion.model_folder import save_model_json
+    from diffusion.callbacks import BEST_WEIGHTS
+    from diffusion.model_folder import describe_run
     from diffusion.training import build_model
     cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
                           embedding_dims=8, conditional=conditional, use_mix_precision=False,
@@ -46,16 +47,14 @@ def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 3
     keras.utils.set_random_seed(0)
     model = build_model(cfg, len(classes) if conditional else 0)
     folder.mkdir(parents=True)
-    save_config_json(cfg, folder / "config.json", label="conditional" if conditional
-                     else classes[0], class_names=classes, precision="float32")
-    save_model_json(model, folder)
-    model.save_weights(folder / "best.weights.h5")
+    describe_run(model, cfg, folder, label="conditional" if conditional else classes[0],
+                 class_names=classes, precision="float32")
+    model.save_weights(folder / BEST_WEIGHTS)
     return folder
 
 
 @pytest.fixture(scope="module")
 def ddim_runs(tmp_path_factory) -> dict[str, Path]:
-    keras.config.set_dtype_policy("float32")
     root = tmp_path_factory.mktemp("models")
     return {"cond": _ddim_run(root / "cond", True, ["1", "2"]),
             "only1": _ddim_run(root / "only1", False, ["1"])}
@@ -63,7 +62,6 @@ def ddim_runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory) -> dict:
-    keras.config.set_dtype_policy("float32")
     root = tmp_path_factory.mktemp("sd3")
     tasks = {kind: tiny_sd3(kind) for kind in ("inpaint", "img2img")}
     for kind, task in tasks.items():
@@ -188,7 +186,7 @@ def test_changed_inputs_or_stray_images_refuse_a_resume(test_dir, sd3, tmp_path,
         h, w = load_rgb(img).shape[:2]
         m = np.zeros((h, w), np.uint8)
         m[h // 2:, w // 2:] = 255
-        save_rgb(masks / img.parent.name / f"{img.stem}.png", m)
+        save_image(masks / img.parent.name / f"{img.stem}.png", m)
     argv = ["--test_dir", str(test_dir), "--out_dir", str(out), "--prompt_dir", str(prompts),
             "--sd_preset", str(sd3["presets"]["inpaint"]), "--mask_dir", str(masks),
             "--num_steps", "2", "--augm_probability", "0.3", "--samples", "0"]
@@ -210,12 +208,12 @@ def test_changed_inputs_or_stray_images_refuse_a_resume(test_dir, sd3, tmp_path,
     prompts.write_text("*;a red kayak\n")
     used = Path(plan.transformed()[0].mask_file)
     kept = used.read_bytes()
-    save_rgb(used, 255 - load_rgb(used))                        # a mask's pixels changed
+    save_image(used, 255 - load_rgb(used))                        # a mask's pixels changed
     assert generate(*argv) == 2
     assert "mask file(s)" in capsys.readouterr().err
     used.write_bytes(kept)
     stray = out / plan.cfg.augm_type / "1" / "old_result.png"
-    save_rgb(stray, np.zeros((8, 8, 3), np.uint8))
+    save_image(stray, np.zeros((8, 8, 3), np.uint8))
     assert generate(*argv) == 2
     assert "1 image(s) this run would not write" in capsys.readouterr().err
     stray.unlink()
@@ -310,7 +308,7 @@ def test_keras_hub_cli_loads_a_local_preset_img2img_with_mask_dir(test_dir, sd3,
         h, w = load_rgb(img).shape[:2]
         m = np.zeros((2 * h, 2 * w), np.uint8)                 # twice the size: resized
         m[h // 2: h, w // 2: w] = 255
-        save_rgb(masks / img.parent.name / f"{img.stem}.png", m)
+        save_image(masks / img.parent.name / f"{img.stem}.png", m)
     out = tmp_path / "o"
     assert generate("--test_dir", test_dir, "--out_dir", out, "--prompt_dir", prompt_csv,
                     "--sd_preset", sd3["presets"]["img2img"], "--mode", "img2img",
@@ -326,7 +324,7 @@ def test_keras_hub_cli_loads_a_local_preset_img2img_with_mask_dir(test_dir, sd3,
 def test_mask_of_another_aspect_ratio_is_rejected_before_any_work(test_dir, sd3, prompt_csv,
                                                                   tmp_path, capsys):
     mask = tmp_path / "m.png"
-    save_rgb(mask, np.full((30, 30), 255, np.uint8))
+    save_image(mask, np.full((30, 30), 255, np.uint8))
     out = tmp_path / "o"
     assert generate("--test_dir", test_dir, "--out_dir", out, "--prompt_dir", prompt_csv,
                     "--sd_preset", sd3["presets"]["inpaint"], "--mask_path", mask) == 2

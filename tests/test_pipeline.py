@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import tiny_sd3, tree_hashes
+from conftest import save_image, tiny_sd3, tree_hashes
 from dataset.manifest import read_manifest
 from reporting.browser import find_chromium, load_page
 import run_pipeline
@@ -45,10 +45,8 @@ def _write_split(root: Path, layout: dict[str, dict[str, int]], seed: int) -> Pa
     for label, sites in layout.items():
         for site, count in sites.items():
             for n in range(count):
-                img = np.clip(np.array(COLOURS[label]) + rng.normal(0, 25, (20, 20, 3)), 0, 255)
-                path = root / label / f"{site}_{n:02d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img.astype(np.uint8)).save(path)
+                save_image(root / label / f"{site}_{n:02d}.png",
+                           np.array(COLOURS[label]) + rng.normal(0, 25, (20, 20, 3)))
     return root
 
 
@@ -476,8 +474,6 @@ def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
 
 
 def test_sd_fill_edits_the_same_plan_with_a_pretrained_model(data, tmp_path):
-    import keras
-    keras.config.set_dtype_policy("float32")
     preset = tmp_path / "tiny_sd3"
     tiny_sd3("img2img").save_to_preset(str(preset))
     settings = json.loads(data["config"].read_text())

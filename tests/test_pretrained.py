@@ -30,7 +30,6 @@ def original(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory) -> dict:
-    keras.config.set_dtype_policy("float32")
     task = tiny_sd3("img2img")
     preset = tmp_path_factory.mktemp("sd3") / "tiny_sd3"
     task.save_to_preset(str(preset))

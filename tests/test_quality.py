@@ -17,7 +17,7 @@ from PIL import Image
 
 from dataset.manifest import ManifestRow, write_manifest
 from quality import neighbours
-from conftest import class_image, tree_hashes, write_class_images
+from conftest import class_image, save_image, tree_hashes, write_class_images
 
 SIZE = 16
 
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
     train = write_class_images(root / "train", {"red": 10, "green": 10, "blue": 10}, seed=1)
     test = write_class_images(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
     grey = class_image("green", np.random.default_rng(7))[..., 1]
-    Image.fromarray(grey, mode="L").save(train / "green" / "grey_000.png")
+    save_image(train / "green" / "grey_000.png", grey)
     bal = root / "balanced"
     rows = []
     for p in sorted(train.rglob("*.png")):
@@ -58,7 +58,7 @@ def data(tmp_path_factory):
         elif name == "green/ddim_grey_copy.png":
             shutil.copyfile(train / "green" / "grey_000.png", bal / name)
         else:
-            Image.fromarray(arr).save(bal / name)
+            save_image(bal / name, arr)
         rows.append(ManifestRow(name, name.split("/")[0], "s", "", "ddim", 0, {}))
     write_manifest(bal / "manifest.csv", rows)
     return {"root": root, "train": train, "test": test, "balanced": bal}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import save_image
 from dataset.images import load_rgb
 from dataset.manifest import read_manifest
 from robustness.__main__ import main
@@ -38,9 +39,8 @@ def work(tmp_path_factory):
     rng = np.random.default_rng(0)
     for label, base in (("dark", 80), ("light", 125)):
         for i in range(4):
-            arr = np.clip(rng.normal(base, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
-            (root / "imgs" / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / "imgs" / label / f"S{i % 2}_{i}.png")
+            save_image(root / "imgs" / label / f"S{i % 2}_{i}.png",
+                       rng.normal(base, 20, (40, 48, 3)))
     inp = keras.Input((32, 32, 3))
     dense = keras.layers.Dense(2)
     model = keras.Model(inp, keras.layers.Softmax()(dense(
@@ -154,7 +154,7 @@ def test_synthesize_resume_checks_the_pixels_and_folders_keep_their_kind(work, t
     assert len(rows) == 3
     capsys.readouterr()
     first = sorted((tmp_path / "imgs" / "dark").iterdir())[0]
-    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(first)  # overwritten in place
+    save_image(first, np.full((40, 48, 3), 200))  # overwritten in place
     assert synth("imgs", 5) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "images in --images imgs changed since the first run" in err[0]
