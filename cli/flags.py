@@ -94,6 +94,17 @@ def _describe_default(value: Any) -> str:
     return str(value)
 
 
+def _help_order(cls) -> list:
+    """The fields in --help order: required flags, then the class's own, then those of each
+    settings group it inherits (a dataclass lists inherited fields first)."""
+    mro = [k for k in cls.__mro__ if "__annotations__" in vars(k)]
+
+    def depth(f) -> int:
+        return next(i for i, k in enumerate(mro) if f.name in vars(k)["__annotations__"])
+    return sorted(dataclasses.fields(cls), key=lambda f: (not f.metadata.get("required"),
+                                                          depth(f)))
+
+
 def build_parser(cls, description: str | None = None, dry_run: bool = True,
                  prog: str | None = None) -> argparse.ArgumentParser:
     """Builds an argparse parser with one flag per field of the dataclass `cls`.
@@ -106,7 +117,7 @@ def build_parser(cls, description: str | None = None, dry_run: bool = True,
         prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0],
         allow_abbrev=False)
     hints = _field_types(cls)
-    for f in dataclasses.fields(cls):
+    for f in _help_order(cls):
         tp, optional = _unwrap_optional(hints[f.name])
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
