@@ -412,6 +412,9 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
                                   max=100.0)
     memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
                                   "rejected/ and list them; default: flag and record only.")
+    gate_rounds: int = opt(3, "--memorisation_gate: rounds in which fresh samples replace "
+                           "the flagged images (each audited in turn); 0 = leave the labels "
+                           "short.", min=0, max=20)
 
     def label_model_pairs(self) -> list[tuple[str, str]]:
         """`label_models` parsed into (label, model folder) pairs."""

@@ -38,7 +38,7 @@ from gap_filling.plan import GapPlan, plan_gap, source_order
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
-                "audit_percentile", "memorisation_gate", "sd_preset", "sd_image_size", "sd_dtype",
+                "audit_percentile", "memorisation_gate", "gate_rounds", "sd_preset", "sd_image_size", "sd_dtype",
                 "prompt_template", "prompt_file", "prompt_noise_std")
 # Stage 3's generators that vary a real image of the cell (the manifest names the source).
 EDITING_GENERATORS = ("sdedit", "sd_img2img")
@@ -71,6 +71,12 @@ class SyntheticImage:
     seed: int
     source: str | None = None
     prompt: str | None = None
+    replaces: str | None = None     # the flagged image this one stands in for
+
+    def renamed(self, index: int) -> str:
+        """This image's name with another index (the name ends `_<index>_<settings tag>`)."""
+        head, _, tag = self.name.rsplit("_", 2)
+        return f"{head}_{index:05d}_{tag}"
 
     @property
     def image_seed(self) -> int:
@@ -94,6 +100,7 @@ class GapFillResult:
     reused: int = 0
     copied: int = 0
     rejected: list[str] = field(default_factory=list)   # names moved to rejected/
+    replacements: int = 0                                # fresh images made for them
     sheets: list[Path] = field(default_factory=list)
 
 
@@ -254,6 +261,43 @@ def format_gap_plan(plan: GapFillPlan) -> str:
     return "\n".join(lines)
 
 
+def _replacements(plan: GapFillPlan, out_dir: Path, rounds: int) -> list[SyntheticImage]:
+    """The plan's images plus one fresh image for each that the gate moved to rejected/ (and
+    for each rejected replacement, in turn, `rounds` deep): image n, n+1, ... of its label,
+    for the same cell, from its own seed; an editing generator varies the next real image of
+    the cell. Numbered in the order of the rejected images' indices, so a resumed run plans
+    the same."""
+    from pretrained.prompts import format_template, prompt_for
+    cfg = plan.cfg
+    items = list(plan.synthetic)
+    next_index = {}
+    for s in items:
+        next_index[s.label] = max(next_index.get(s.label, 0), s.index + 1)
+    done: set[str] = set()
+    for _ in range(rounds):
+        rejected = sorted((s for s in items if s.name not in done
+                           and (out_dir / "rejected" / s.name).exists()),
+                          key=lambda s: (s.label, s.index))
+        for s in rejected:
+            done.add(s.name)
+            k = next_index[s.label]
+            next_index[s.label] = k + 1
+            source = s.source
+            if source is not None:
+                pool = [r.relpath for r in source_order(
+                    [r for r in plan.scan.images if r.label == s.label], cfg.seed, s.label,
+                    s.site_id)]
+                source = pool[(pool.index(source) + 1) % len(pool)]
+            prompt = s.prompt
+            if prompt is not None and cfg.prompt_file:
+                prompt = prompt_for(_prompt_table(cfg, [s.label]), s.label, k)
+            elif prompt is not None:
+                prompt = format_template(cfg.prompt_template, s.label, s.site_id)
+            items.append(SyntheticImage(s.renamed(k), s.label, s.site_id, k, s.seed, source,
+                                        prompt, replaces=s.name))
+    return items
+
+
 def _runs(indices: list[int], batch: int) -> list[tuple[int, int]]:
     """Contiguous (start, count) chunks of at most `batch` covering sorted `indices`."""
     chunks, start, prev = [], None, None
@@ -269,9 +313,9 @@ def _runs(indices: list[int], batch: int) -> list[tuple[int, int]]:
     return chunks
 
 
-def _missing(plan: GapFillPlan, out_dir: Path) -> list[SyntheticImage]:
+def _missing(items: list[SyntheticImage], out_dir: Path) -> list[SyntheticImage]:
     """The synthetic images not generated yet (kept or moved aside by the gate)."""
-    return [s for s in plan.synthetic if not (out_dir / s.name).exists()
+    return [s for s in items if not (out_dir / s.name).exists()
             and not (out_dir / "rejected" / s.name).exists()]
 
 
@@ -282,7 +326,9 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
     Raises:
         ConfigError: a damaged model folder, named, with the reason.
     """
-    needed = sorted({plan.models[s.label].model_dir for s in _missing(plan, out_dir)})
+    needed = sorted({plan.models[s.label].model_dir for s in _missing(plan.synthetic, out_dir)})
+    if plan.cfg.memorisation_gate and plan.cfg.gate_rounds and plan.synthetic:
+        needed = sorted({ref.model_dir for ref in plan.models.values()})  # replacements
     cfg = plan.cfg
     if cfg.generator == "sd_img2img":
         from pretrained.sd3 import load_sd3_task
@@ -314,13 +360,13 @@ def _edit_with_sd3(plan: GapFillPlan, out_dir: Path, tasks: dict, todo: list, ba
         bar.update(1)
 
 
-def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: bool
-                      ) -> tuple[int, int]:
+def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: bool,
+                      items: list[SyntheticImage]) -> tuple[int, int]:
     import numpy as np
     from diffusion.data import load_image
 
-    todo = _missing(plan, out_dir)
-    reused = len(plan.synthetic) - len(todo)
+    todo = _missing(items, out_dir)
+    reused = len(items) - len(todo)
     bar = tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo)
     if plan.cfg.generator == "sd_img2img":
         _edit_with_sd3(plan, out_dir, models, todo, bar)
@@ -363,7 +409,8 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: 
     return len(todo), reused
 
 
-def _audit_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float], list[str]]:
+def _audit_and_gate(plan: GapFillPlan, out_dir: Path, items: list[SyntheticImage]
+                    ) -> tuple[dict[str, float], list[str]]:
     """The memorisation audit of every synthetic image (`quality.audit`): its distance to the
     nearest real image of any label, against the real images' own nearest-neighbour
     distances; writes audit.csv, audit_summary.csv and closest_pairs.png. With the gate on,
@@ -377,7 +424,7 @@ def _audit_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float],
     from quality.features import kid_space
 
     present = []
-    for s in plan.synthetic:
+    for s in items:
         kept, aside = out_dir / s.name, out_dir / "rejected" / s.name
         path = kept if kept.exists() else aside
         if path.exists():
@@ -410,7 +457,7 @@ def _audit_and_gate(plan: GapFillPlan, out_dir: Path) -> tuple[dict[str, float],
 
 
 def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
-                   rejected: bool = False) -> list[ManifestRow]:
+                   items: list[SyntheticImage], rejected: bool = False) -> list[ManifestRow]:
     """Rows of the originals and kept synthetic images (or, with `rejected`, of the images
     the quality gate moved aside)."""
     cfg = plan.cfg
@@ -419,7 +466,7 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
                     "original", None, {})
         for r in plan.scan.images if (out_dir / plan.originals[r.relpath]).exists()]
     prefix = "rejected/" if rejected else ""
-    for s in plan.synthetic:
+    for s in items:
         if (out_dir / prefix / s.name).exists():
             ref = plan.models[s.label]
             params = {"index": s.index, "steps": cfg.generate_diffusion_steps, "eta": cfg.eta,
@@ -438,6 +485,8 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
                 params.update(prompt=s.prompt, guidance_scale=cfg.guidance_scale,
                               prompt_noise_std=cfg.prompt_noise_std)
                 params.pop("eta")  # SD3's flow-matching sampler has none
+            if s.replaces is not None:
+                params.update(replaces=s.replaces)
             # quality: distance to the nearest real image / the audit's threshold (0 = a
             # copy, below 1 = flagged as memorised)
             quality = scores.get(s.name)
@@ -474,9 +523,20 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
     result = GapFillResult()
     result.copied = copy_missing_originals(plan.scan.images, plan.originals, out_dir,
                                            cfg.link_originals)
-    result.generated, result.reused = _generate_missing(plan, out_dir, models, progress)
-    scores, result.rejected = _audit_and_gate(plan, out_dir)
-    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores))
+    items = plan.synthetic
+    result.generated, result.reused = _generate_missing(plan, out_dir, models, progress, items)
+    scores, result.rejected = _audit_and_gate(plan, out_dir, items)
+    rounds = 0
+    while cfg.memorisation_gate and rounds < cfg.gate_rounds:
+        more = _replacements(plan, out_dir, rounds + 1)
+        if len(more) == len(items):
+            break
+        items, rounds = more, rounds + 1
+        made, reused = _generate_missing(plan, out_dir, models, progress, items)
+        result.generated, result.reused = result.generated + made, reused
+        scores, result.rejected = _audit_and_gate(plan, out_dir, items)
+    result.replacements = len(items) - len(plan.synthetic)
+    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores, items))
     summary = format_gap_plan(plan)
     flagged = sum(1 for v in scores.values() if v < 1.0)
     if scores:
@@ -485,14 +545,20 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
                     f"{cfg.audit_percentile:g}th percentile of the real images' own nearest "
                     f"distances (audit.csv, closest_pairs.png)")
     if result.rejected:
-        write_manifest(out_dir / "rejected.csv", _manifest_rows(plan, out_dir, scores, True))
+        write_manifest(out_dir / "rejected.csv", _manifest_rows(plan, out_dir, scores, items,
+                                                                True))
+        short = len(items) - len(result.rejected) - len(plan.synthetic)
         summary += (f"\nmemorisation gate: {len(result.rejected)} flagged image(s) moved to "
-                    f"rejected/ (listed in rejected.csv); the labels concerned are short by "
-                    f"that many")
+                    f"rejected/ (listed in rejected.csv); {result.replacements} fresh "
+                    f"replacement(s) made in {rounds} round(s) (--gate_rounds "
+                    f"{cfg.gate_rounds}); "
+                    + (f"the labels concerned are short by {-short}" if short < 0
+                       else "every label reached its planned count"))
     atomic_write_text(out_dir / "summary.txt", summary + "\n")
     for label in plan.gap.extra:
         real = [out_dir / plan.originals[r.relpath] for r in plan.scan.images if r.label == label]
-        fake = [out_dir / s.name for s in plan.synthetic if s.label == label]
+        fake = [out_dir / s.name for s in items if s.label == label
+                and (out_dir / s.name).exists()]
         if fake:
             result.sheets.append(write_contact_sheet(
                 real[: cfg.sheet_size], fake[: cfg.sheet_size],

@@ -123,7 +123,7 @@ def test_memorisation_gate_moves_flagged_images_aside_and_lists_them(original, m
     out = tmp_path / "gated"
     # the 100th percentile: every image nearer than the farthest real pair is flagged
     args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--memorisation_gate",
-            "--audit_percentile", "100", "--audit_features", "random")
+            "--gate_rounds", "0", "--audit_percentile", "100", "--audit_features", "random")
     assert augment(original, out, *args) == 0
     audit = {Path(r["path"]).name: r for r in csv.DictReader((out / "audit.csv").open())}
     flagged = sorted(name for name, r in audit.items() if r["flagged"] == "True")
@@ -136,9 +136,46 @@ def test_memorisation_gate_moves_flagged_images_aside_and_lists_them(original, m
     assert all(r.quality is not None and r.quality < 1 for r in rejected)  # distance / threshold
     kept = [r for r in read_manifest(out / "manifest.csv") if r.generator == "ddim"]
     assert len(kept) == 9 - len(flagged) and all(r.quality >= 1 for r in kept)
-    assert "short by that many" in (out / "summary.txt").read_text()
+    assert f"short by {len(flagged)}" in (out / "summary.txt").read_text()
     assert augment(original, out, *args) == 0  # a re-run does not generate them again
     assert "generated 0 image(s) (9 already present)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("generator", ["ddim", "sdedit"])
+def test_the_gate_replaces_flagged_images_with_fresh_ones_and_resumes_the_same(
+        original, model_dir, tmp_path, capsys, generator):
+    """Each flagged image gets a fresh one (the next index of its label, same cell; sdedit:
+    the next real image of the cell), audited in turn, for --gate_rounds rounds; a rerun
+    plans and keeps exactly the same images."""
+    out = tmp_path / "gated"
+    args = ("--label_models", f"1={model_dir}", f"2={model_dir}", "--memorisation_gate",
+            "--gate_rounds", "2", "--audit_percentile", "60", "--audit_features", "random",
+            "--generator", generator)
+    assert augment(original, out, *args) == 0
+    planned = {1: 3, 2: 6}  # GAP_LAYOUT: labels 1 and 2 gain 3 and 6 images
+    kept = [r for r in read_manifest(out / "manifest.csv") if r.generator == generator]
+    rejected = read_manifest(out / "rejected.csv")
+    fresh = [r for r in kept + rejected if "replaces" in r.params]
+    assert rejected and fresh, "the 60th percentile flags some images, replaced by fresh ones"
+    assert len(kept) + len(rejected) == 9 + len(fresh)
+    first_round = [r for r in rejected if r.params["index"] < planned[int(r.label)]]
+    assert len(fresh) >= len(first_round)   # every planned image flagged got a replacement
+    by_name = {Path(r.path).name: r for r in kept + rejected}
+    for r in fresh:
+        replaced = by_name[Path(r.params["replaces"]).name]
+        assert r.label == replaced.label and r.site_id == replaced.site_id
+        assert r.params["index"] >= planned[int(r.label)]
+        if generator == "sdedit":  # another real image of the cell, where it has one
+            cell = [p for p in (original / r.label).iterdir() if p.name.startswith(r.site_id)]
+            assert (r.params["source"] != replaced.params["source"]) == (len(cell) > 1)
+    assert all(r.quality >= 1 for r in kept) and all(r.quality < 1 for r in rejected)
+    assert "fresh replacement(s) made in" in (out / "summary.txt").read_text()
+    before = tree_hashes(out)
+    capsys.readouterr()
+    assert augment(original, out, *args) == 0
+    assert "generated 0 image(s)" in capsys.readouterr().out
+    assert {k: v for k, v in tree_hashes(out).items() if k.endswith(".png")} == \
+        {k: v for k, v in before.items() if k.endswith(".png")}
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "pickle", "other_architecture",
