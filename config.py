@@ -193,9 +193,11 @@ class DiffusionConfig(ExecutorConfig):
                                      "conditioning); sampling asks for none, so they do not "
                                      "leak into the samples.")
     residual_block: str = opt("prenorm", "U-Net block: prenorm = one GroupNorm (conditioning "
-                              "folded in) before two convolutions (1.3-1.4x faster training "
-                              "steps on CPU); postnorm = the original two-GroupNorm block.",
-                              choices=("prenorm", "postnorm"))
+                              "folded in) before two 3x3 convolutions (1.3-1.4x faster "
+                              "training steps on CPU than postnorm); lean = the same with a "
+                              "1x1 second convolution, the width changed first (about half "
+                              "the multiply-adds); postnorm = the original two-GroupNorm "
+                              "block.", choices=("prenorm", "lean", "postnorm"))
     prediction: str = opt("eps", "What the network predicts: the noise (eps) or v.",
                           choices=("eps", "v"))
     loss_weighting: str = opt("none", "Loss weight per noise level: none, or min_snr "

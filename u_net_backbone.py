@@ -198,21 +198,35 @@ class ModulatedGroupNorm(layers.Layer):
         return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
 
 
-RESIDUAL_BLOCKS = ("prenorm", "postnorm")
+RESIDUAL_BLOCKS = ("prenorm", "lean", "postnorm")
 
 
 def _prenorm_block(x, width: int, groups: int, name: str, emb=None):
     # One normalisation per block, before the convolutions (as the keras.io example's
     # BatchNorm), with the conditioning folded into it; the residual stream stays linear.
     residual = x if x.shape[-1] == width else layers.Conv2D(width, 1, name=f"{name}_skip")(x)
+    return layers.Add(name=f"{name}_add")([_norm_conv_conv(x, width, groups, name, emb, 3),
+                                           residual])
+
+
+def _lean_block(x, width: int, groups: int, name: str, emb=None):
+    # The prenorm block at about half the multiply-adds: a block that changes the width
+    # (the up path's concatenated skips, a level's first block) projects first, so its 3x3
+    # convolution runs at `width`, and the second convolution is 1x1.
+    if x.shape[-1] != width:
+        x = layers.Conv2D(width, 1, name=f"{name}_skip")(x)
+    return layers.Add(name=f"{name}_add")([_norm_conv_conv(x, width, groups, name, emb, 1), x])
+
+
+def _norm_conv_conv(x, width: int, groups: int, name: str, emb, second_kernel: int):
+    """Modulated GroupNorm, 3x3 convolution + swish, then a `second_kernel` convolution."""
     inputs = x
     if emb is not None:
         params = layers.Dense(2 * x.shape[-1], name=f"{name}_film")(emb)
         inputs = [x, layers.Reshape((1, 1, 2 * x.shape[-1]), name=f"{name}_film_map")(params)]
     x = ModulatedGroupNorm(groups, name=f"{name}_norm")(inputs)
     x = layers.Conv2D(width, 3, padding="same", activation="swish", name=f"{name}_conv1")(x)
-    x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(x)
-    return layers.Add(name=f"{name}_add")([x, residual])
+    return layers.Conv2D(width, second_kernel, padding="same", name=f"{name}_conv2")(x)
 
 
 def _residual_block(x, width: int, groups: int, name: str, emb=None):
@@ -280,8 +294,10 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
             (default); False: the legacy network that concatenates them once at the input
             (labels only; kept so model folders trained before can load).
         residual_block: "prenorm" (default): one GroupNorm, with the conditioning folded
-            in, before two convolutions; "postnorm": the original block (two GroupNorms,
-            conditioning after the first), kept so older model folders load.
+            in, before two 3x3 convolutions; "lean": the same with the width change first
+            and a 1x1 second convolution (about half the multiply-adds); "postnorm": the
+            original block (two GroupNorms, conditioning after the first), kept so older
+            model folders load.
 
     Returns:
         Model with inputs in the order of `network_input_names` and the prediction (float32,
@@ -297,7 +313,8 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
     if residual_block not in RESIDUAL_BLOCKS:
         raise UNetConfigError(f"residual_block must be one of {RESIDUAL_BLOCKS}, "
                               f"got {residual_block!r}")
-    block = _prenorm_block if residual_block == "prenorm" else _residual_block
+    block = {"prenorm": _prenorm_block, "lean": _lean_block,
+             "postnorm": _residual_block}[residual_block]
     if not block_conditioning and (num_sites or augment_dims):
         raise UNetConfigError("site and augmentation conditions need block_conditioning")
     h, w = int(image_size[0]), int(image_size[1])

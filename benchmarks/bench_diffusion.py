@@ -1,8 +1,8 @@
 """Stage 2 speed: ours against the keras.io DDIM recipe, per step and to a quality target.
 
 Everything is measured in one process, so every ratio compares numbers taken side by side:
-    training       ms per fit step (batch 16) of our U-Net (the prenorm block, and the
-                   original postnorm block) and of the keras.io recipe re-implemented at equal
+    training       ms per fit step (batch 16) of our U-Net (the prenorm block, the lean
+                   block, and the original postnorm block) and of the keras.io recipe re-implemented at equal
                    widths and depth (benchmarks/keras_io_ddim.py), float32 and bf16, at 32 and
                    64 px: rounds of a few steps per model in turn (interleaved, so a busy
                    machine slows all alike), min/median/max over every step of every round
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))      # keras_io_ddim, t
 WIDTHS, DEPTH = [32, 64, 96, 128], 2
 # the GAN (train_all.py --model gan, same widths) is the other generator family's step:
 # generator + discriminator + R1, so its GFLOP/s are not counted
-MODELS = ("keras.io", "postnorm", "prenorm", "gan")
+MODELS = ("keras.io", "postnorm", "prenorm", "lean", "gan")
 
 
 def rss_mb() -> float:

@@ -116,13 +116,21 @@ def test_modulated_group_norm_is_group_norm_then_scale_and_shift(policy):
     np.testing.assert_allclose(plain, np.asarray(norm(x)), atol=1e-4 if policy == "float32" else 0.08)
 
 
-def test_both_residual_blocks_build_and_differ_in_their_norms():
-    prenorm = build_unet((16, 16), [8, 16], 1, embedding_dims=8, num_classes=2)
-    postnorm = build_unet((16, 16), [8, 16], 1, embedding_dims=8, num_classes=2,
-                          residual_block="postnorm")
+def test_every_residual_block_builds_with_its_norms_and_kernels():
+    prenorm, lean, postnorm = (build_unet((16, 16), [8, 16], 1, embedding_dims=8,
+                                          num_classes=2, residual_block=b)
+                               for b in ("prenorm", "lean", "postnorm"))
     kinds = lambda net: {type(layer).__name__ for layer in net.layers}  # noqa: E731
     assert "ModulatedGroupNorm" in kinds(prenorm) and "GroupNormalization" not in kinds(prenorm)
     assert "GroupNormalization" in kinds(postnorm)
+    # lean: the second convolution is 1x1, and the up block's 3x3 runs after the width change
+    kernel = lambda net, name: net.get_layer(name).kernel.shape  # noqa: E731
+    assert kernel(prenorm, "up0_0_conv2")[:2] == (3, 3) and kernel(lean, "up0_0_conv2")[:2] == (1, 1)
+    assert kernel(prenorm, "up0_0_conv1")[2] == 16 + 8 and kernel(lean, "up0_0_conv1")[2] == 8
+    assert lean.count_params() < 0.7 * prenorm.count_params()
+    out = lean([np.ones((2, 16, 16, 3), "float32"), np.full((2, 1, 1, 1), 0.5, "float32"),
+                np.array([0, 1]), np.zeros((2, 8), "float32")])
+    assert out.shape == (2, 16, 16, 3)
     with pytest.raises(UNetConfigError, match="residual_block"):
         build_unet((16, 16), [8, 16], 1, residual_block="fast")
 
