@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import EXIT_OK, one_line_errors, print_skipped
-from cli.flags import format_config, parse_config
+from cli.errors import EXIT_OK, one_line_errors, show_plan
+from cli.flags import parse_config
 from config import AugmentationConfig
 from gap_filling.run import format_gap_plan, plan_gap_fill, run_gap_fill
 
@@ -21,11 +21,7 @@ from gap_filling.run import format_gap_plan, plan_gap_fill, run_gap_fill
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(AugmentationConfig, argv, prog="diffusion_augmentation.py")
     plan = plan_gap_fill(cfg)
-    print(format_config(cfg))
-    print(format_gap_plan(plan))
-    print_skipped(plan.scan.skipped)
-    if ns._dry_run:
-        print("dry run: nothing written")
+    if show_plan(cfg, format_gap_plan(plan), plan.scan.skipped, ns._dry_run):
         return EXIT_OK
     result = run_gap_fill(plan)
     print(f"generated {result.generated} image(s) ({result.reused} already present), copied "

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from balancing.run import check_out_dir, format_plan, plan_balance, run_balance
-from cli.errors import EXIT_OK, one_line_errors, print_skipped, report_failures
-from cli.flags import format_config, parse_config
+from cli.errors import EXIT_OK, one_line_errors, report_failures, show_plan
+from cli.flags import parse_config
 from config import BalancerConfig
 from runtime.parallel import worker_pool
 
@@ -22,11 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     check_out_dir(cfg)
     with worker_pool(cfg.workers) as pool:
         plan = plan_balance(cfg, pool=pool)
-        print(format_config(cfg))
-        print(format_plan(plan))
-        print_skipped(plan.scan.skipped, "skipped.csv")
-        if ns._dry_run:
-            print("dry run: nothing written")
+        if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run, "skipped.csv"):
             return EXIT_OK
         result = run_balance(plan, pool=pool)
     print(f"wrote {result.written} image(s), {result.reused} already present, into "

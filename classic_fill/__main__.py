@@ -13,8 +13,8 @@ import sys
 
 from classic_fill.config import ClassicFillConfig
 from classic_fill.run import check_output, format_plan, plan_classic_fill, run_classic_fill
-from cli.errors import EXIT_OK, one_line_errors, print_skipped, report_failures
-from cli.flags import format_config, parse_config
+from cli.errors import EXIT_OK, one_line_errors, report_failures, show_plan
+from cli.flags import parse_config
 from runtime.parallel import worker_pool
 
 
@@ -24,11 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output(cfg)  # before any work, dry run included
     with worker_pool(cfg.workers) as pool:
         plan = plan_classic_fill(cfg, pool=pool)
-        print(format_config(cfg))
-        print(format_plan(plan))
-        print_skipped(plan.scan.skipped, "skipped.csv")
-        if ns._dry_run:
-            print("dry run: nothing written")
+        if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run, "skipped.csv"):
             return EXIT_OK
         result = run_classic_fill(plan, pool=pool)
     print(f"wrote {result.generated} augmented image(s) ({result.reused} already in the "

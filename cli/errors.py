@@ -94,6 +94,24 @@ def print_skipped(skipped: Sequence[tuple[str, str]], listed_in: str = "",
                   + (f" (see {listed_in})" if listed_in else ""))
 
 
+def show_plan(cfg, plan_text: str, skipped: Sequence[tuple[str, str]] = (),
+              dry_run: bool = False, listed_in: str = "") -> bool:
+    """Prints the resolved settings, what the command will do and the files it skips;
+    returns `dry_run`, after saying that nothing was written.
+
+    Example:
+        >>> if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run):
+        ...     return EXIT_OK
+    """
+    from cli.flags import format_config
+    print(format_config(cfg))
+    print(plan_text)
+    print_skipped(skipped, listed_in)
+    if dry_run:
+        print("dry run: nothing written")
+    return dry_run
+
+
 def report_failures(errors: Sequence[str], what: str = "image(s)") -> int:
     """Lists the items that failed on stderr; the exit status: EXIT_OK or EXIT_SOME_FAILED.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import one_line_errors, print_skipped
+from cli.errors import EXIT_OK, one_line_errors, show_plan
 from cli.flags import format_config, parse_config
 from cli.subcommands import dispatch
 
@@ -30,14 +30,9 @@ def generate_main(argv: list[str]) -> int:
 
     cfg, ns = parse_config(InpaintingConfig, argv, prog="python3 -m inpainting generate")
     plan = plan_inpainting(cfg)
-    print(format_config(plan.cfg))
-    print(format_plan(plan))
-    for note in plan.notes:
-        print(f"note: {note}")
-    print_skipped(plan.scan.skipped)
-    if ns._dry_run:
-        print("dry run: nothing written")
-        return 0
+    notes = "".join(f"\nnote: {note}" for note in plan.notes)
+    if show_plan(plan.cfg, format_plan(plan) + notes, plan.scan.skipped, ns._dry_run):
+        return EXIT_OK
     # loaded before anything is written: an unreachable preset fails at once
     backend = build_backend(plan.cfg, plan.models)
     result = run_inpainting(plan, backend)
