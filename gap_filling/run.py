@@ -38,8 +38,8 @@ from gap_filling.plan import GapPlan, plan_gap, source_order
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
-                "audit_percentile", "memorisation_gate", "gate_rounds", "sd_preset", "sd_image_size", "sd_dtype",
-                "prompt_template", "prompt_file", "prompt_noise_std")
+                "audit_percentile", "memorisation_gate", "gate_rounds", "sd_preset",
+                "sd_image_size", "sd_dtype", "prompt_template", "prompt_file", "prompt_noise_std")
 # Stage 3's generators that vary a real image of the cell (the manifest names the source).
 EDITING_GENERATORS = ("sdedit", "sd_img2img")
 SD_FALLBACK = (", or use --generator sdedit, which varies the real images with your own DDIM "
@@ -267,7 +267,7 @@ def _replacements(plan: GapFillPlan, out_dir: Path, rounds: int) -> list[Synthet
     for the same cell, from its own seed; an editing generator varies the next real image of
     the cell. Numbered in the order of the rejected images' indices, so a resumed run plans
     the same."""
-    from pretrained.prompts import format_template, prompt_for
+    from pretrained.prompts import prompt_for
     cfg = plan.cfg
     items = list(plan.synthetic)
     next_index = {}
@@ -288,11 +288,9 @@ def _replacements(plan: GapFillPlan, out_dir: Path, rounds: int) -> list[Synthet
                     [r for r in plan.scan.images if r.label == s.label], cfg.seed, s.label,
                     s.site_id)]
                 source = pool[(pool.index(source) + 1) % len(pool)]
-            prompt = s.prompt
+            prompt = s.prompt  # a template's prompt is the cell's; a prompt file's cycles
             if prompt is not None and cfg.prompt_file:
                 prompt = prompt_for(_prompt_table(cfg, [s.label]), s.label, k)
-            elif prompt is not None:
-                prompt = format_template(cfg.prompt_template, s.label, s.site_id)
             items.append(SyntheticImage(s.renamed(k), s.label, s.site_id, k, s.seed, source,
                                         prompt, replaces=s.name))
     return items
