@@ -140,6 +140,5 @@ def load_run(model_path: str | Path, verbose: bool = False):
             model = keras.saving.load_model(weights, compile=False)
         else:
             model, _ = build_classifier(**arch, weights=None, verbose=verbose)
-    if weights.suffix != ".keras":
-        load_weights_checked(model, weights)
+            load_weights_checked(model, weights)
     return model, cfg, list(classes)

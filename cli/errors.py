@@ -112,7 +112,7 @@ def show_plan(cfg, plan_text: str, skipped: Sequence[tuple[str, str]] = (),
     return dry_run
 
 
-def report_failures(errors: Sequence[str], what: str = "image(s)") -> int:
+def report_failures(errors: Sequence[str]) -> int:
     """Lists the items that failed on stderr; the exit status: EXIT_OK or EXIT_SOME_FAILED.
 
     Example:
@@ -121,7 +121,7 @@ def report_failures(errors: Sequence[str], what: str = "image(s)") -> int:
     """
     if not errors:
         return EXIT_OK
-    print(f"{len(errors)} {what} failed:", file=sys.stderr)
+    print(f"{len(errors)} image(s) failed:", file=sys.stderr)
     for err in errors:
         print(f"  {err}", file=sys.stderr)
     return EXIT_SOME_FAILED
