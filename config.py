@@ -104,7 +104,7 @@ class BalancerConfig(SiteRuleConfig):
                     min=0)
     min_size: int = opt(16, "Images whose shorter side is smaller are skipped (listed).",
                         min=2)
-    workers: int | None = opt(None, "Worker processes (default: all cores).", min=1)
+    workers: int | None = opt(None, "Worker threads (default: all cores).", min=1)
     jpeg_quality: int = opt(95, "JPEG quality of augmented images from JPEG sources "
                             "(other sources are written as lossless PNG).", min=50, max=100)
     link_originals: bool = opt(False, "Hard-link the originals into out_dir instead of "

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from balancing.run import check_out_dir, format_plan, plan_balance, run_balance
+from balancing.run import balancer_pool, check_out_dir, format_plan, plan_balance, run_balance
 from cli.errors import EXIT_OK, one_line_errors, report_failures, show_plan
 from cli.flags import parse_config
 from config import BalancerConfig
-from runtime.parallel import worker_pool
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(BalancerConfig, argv, prog="site_id_balancer.py")
     check_out_dir(cfg)
-    with worker_pool(cfg.workers) as pool:
+    with balancer_pool(cfg.workers) as pool:
         plan = plan_balance(cfg, pool=pool)
         if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run, "skipped.csv"):
             return EXIT_OK

@@ -1,13 +1,16 @@
 """Stage 1 pipeline: scan -> check -> plan -> write augmentations, manifest and summary.
 
 The plan is made in full before anything is written (so `--dry-run` shows exactly what a
-run would do); the work runs on all cores, one task per source image, and skips outputs that
-already exist, so an interrupted run resumes where it stopped.
+run would do); the work runs on all cores (threads: decoding, rotating and encoding release
+the GIL), one task per source image, and skips outputs that already exist, so an interrupted
+run resumes where it stopped.
 
 Example:
-    >>> plan = plan_balance(BalancerConfig(in_dir="photos", out_dir="diffusion_data"))
-    >>> print(format_plan(plan))
-    >>> result = run_balance(plan)
+    >>> cfg = BalancerConfig(in_dir="photos", out_dir="diffusion_data")
+    >>> with balancer_pool(cfg.workers) as pool:
+    ...     plan = plan_balance(cfg, pool=pool)
+    ...     print(format_plan(plan))
+    ...     result = run_balance(plan, pool=pool)
 """
 from __future__ import annotations
 
@@ -36,6 +39,13 @@ from runtime.parallel import parallel_imap, worker_pool
 # Settings that change what is written: a resumed run must match them.
 _RESUME_KEYS = ("labels", "theta", "multiplier", "fact", "seed", "site_regex", "site_csv",
                 "min_size", "jpeg_quality")
+
+
+def balancer_pool(workers: int | None = None):
+    """The pool stage 1 runs on: threads, one per core by default. Measured against a plain
+    one-image-at-a-time loop (benchmarks/bench_site_balancer.py), a process pool lost on
+    2 cores (spawn + imports + pickling for work that releases the GIL anyway)."""
+    return worker_pool(workers, threads=True)
 
 
 @dataclass(frozen=True)
@@ -103,14 +113,17 @@ def plan_balance(cfg: BalancerConfig, progress: bool = True, pool=None) -> Balan
     """Scans and checks the input, then plans every output. Reads only; writes nothing.
 
     Args:
-        pool: an open `runtime.parallel.worker_pool` to reuse (default: one of its own).
+        pool: an open `balancer_pool` to reuse (default: one of its own).
 
     Raises:
         DatasetError: unusable input (one-line reason).
     """
     scan = scan_labelled_dir(cfg.in_dir, cfg.labels, cfg.site_regex, cfg.site_csv)
-    scan = validate_images(scan, min_size=cfg.min_size, workers=cfg.workers, progress=progress,
-                           pool=pool)
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(balancer_pool(cfg.workers))
+        scan = validate_images(scan, min_size=cfg.min_size, workers=1, progress=progress,
+                               pool=pool)
     ladder = augmentation_ladder(cfg.theta, cfg.multiplier)
     sites, outputs = {}, []
     counts = scan.counts()
@@ -163,7 +176,6 @@ def _write_source(job: tuple[str, list[PlannedImage], int, bool]) -> BalanceResu
         if dst.exists():
             result.reused += 1
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
         if out.aug is None:
             copy_original(out.source.path, dst, link)
         else:
@@ -200,7 +212,7 @@ def run_balance(plan: BalancePlan, progress: bool = True, pool=None) -> BalanceR
     balance_counts.png into out_dir, resuming an interrupted run of the same settings.
 
     Args:
-        pool: an open `runtime.parallel.worker_pool` to reuse (default: one of its own).
+        pool: an open `balancer_pool` to reuse (default: one of its own).
 
     Raises:
         DatasetError: out_dir is unusable (inside in_dir, foreign content, other settings).
@@ -214,7 +226,7 @@ def run_balance(plan: BalancePlan, progress: bool = True, pool=None) -> BalanceR
     total = BalanceResult()
     with contextlib.ExitStack() as stack:
         if pool is None:
-            pool = stack.enter_context(worker_pool(cfg.workers))
+            pool = stack.enter_context(balancer_pool(cfg.workers))
         # The chart needs only the plan: draw it in a worker while the images are written.
         chart_args = (plan_rows(plan), out_dir / "balance_counts.png")
         chart = pool.submit(plot_site_counts, *chart_args) if pool is not None else None

@@ -1,21 +1,24 @@
 """Benchmark of stage 1 (site_id_balancer): the project vs a plain single-process loop.
 
 Generates a dataset of 200x600 px JPEGs (the original pipeline's image size), 2 labels x 5 sites of
-unequal size, then balances it twice in the same run:
+unequal size, then balances it with each method once per round, rounds interleaved (machines
+are noisy: compare medians within one run):
   * baseline: the same plan executed one image at a time in one process (the original pipeline's
-    loop: load, rotate+zoom, save; originals copied);
-  * project:  `site_id_balancer.py` as users run it (scan + decode check + plan + parallel
-    write + manifest + chart), in a fresh process, on all cores.
-Reports output images/s, the speed-up, and the peak memory of the project at two dataset sizes
-(memory should stay flat in the number of images).
+    loop: load, rotate+zoom, save; originals copied), OpenCV on its default threads and on one;
+  * project:  `site_id_balancer.py` as users run it (scan + decode check + plan + write on a
+    thread pool + manifest + chart), in a fresh process, on all cores;
+  * the spawned process pool stage 1 used before, on the same plan and writer.
+Reports min/median/max seconds, the speed-up, and the peak memory of the project at two
+dataset sizes (memory should stay flat in the number of images).
 
-    python3 benchmarks/bench_site_balancer.py [--images 2000] [--workers N]
+    python3 benchmarks/bench_site_balancer.py [--images 2000] [--workers N] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,9 +90,18 @@ def baseline_loop(cfg: BalancerConfig, cv2_threads: int | None = None) -> tuple[
 _PROJECT = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
+from balancing.run import plan_balance, run_balance
+from config import BalancerConfig
+from runtime.parallel import worker_pool
 from site_id_balancer import main
 t = time.perf_counter()
-code = main({argv!r})
+if {pool!r} == "processes":
+    cfg = BalancerConfig(in_dir={in_dir!r}, out_dir={out_dir!r}, workers={workers})
+    with worker_pool(cfg.workers) as pool:
+        run_balance(plan_balance(cfg, progress=False, pool=pool), progress=False, pool=pool)
+    code = 0
+else:
+    code = main({argv!r})
 elapsed = time.perf_counter() - t
 peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -98,11 +110,18 @@ print("RESULT", json.dumps({{"code": code, "seconds": elapsed, "peak_main_mb": p
 """
 
 
-def project_run(in_dir: Path, out_dir: Path, workers: int) -> dict:
-    """Runs the real CLI entry point in a fresh process; returns time and peak memory."""
+def project_run(in_dir: Path, out_dir: Path, workers: int, pool: str = "cli") -> dict:
+    """Runs stage 1 in a fresh process; returns time (after its imports) and peak memory.
+
+    Args:
+        pool: "cli" runs `site_id_balancer.main` as users do (its thread pool); "processes"
+            runs the same plan and writer on the spawned process pool stage 1 used before.
+    """
     argv = ["--in_dir", str(in_dir), "--out_dir", str(out_dir), "--workers", str(workers)]
-    proc = subprocess.run([sys.executable, "-c", _PROJECT.format(root=str(ROOT), argv=argv)],
-                          capture_output=True, text=True, cwd=ROOT)
+    code = _PROJECT.format(root=str(ROOT), argv=argv, pool=pool, in_dir=str(in_dir),
+                           out_dir=str(out_dir), workers=workers)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"project run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -111,11 +130,17 @@ def project_run(in_dir: Path, out_dir: Path, workers: int) -> dict:
     return result
 
 
+def _stats(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--images", type=int, default=2000, help="input images (large set)")
     parser.add_argument("--small", type=int, default=500, help="input images (memory check)")
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (each method once per round)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_balancer_") as tmp:
         tmp = Path(tmp)
@@ -124,41 +149,50 @@ def main() -> int:
         make_dataset(tmp / "small", args.small, seed=1)
         print(f"generated {args.images} + {args.small} images of 200x600 px in "
               f"{time.perf_counter() - t:.1f} s")
-        n_base, t_base = baseline_loop(BalancerConfig(in_dir=str(tmp / "big"),
-                                                      out_dir=str(tmp / "out_base"),
-                                                      workers=1))
-        n_one, t_one = baseline_loop(BalancerConfig(in_dir=str(tmp / "big"),
-                                                    out_dir=str(tmp / "out_one"), workers=1),
-                                     cv2_threads=1)
-        big = project_run(tmp / "big", tmp / "out_big", args.workers)
-        small = project_run(tmp / "small", tmp / "out_small", args.workers)
-    assert big["images"] == n_base, (big["images"], n_base)
-    rate_base, rate_big = n_base / t_base, big["images"] / big["seconds"]
-    rate_one = n_one / t_one
-    rows = [
-        ("plain single-process loop", args.images, n_base, t_base, rate_base, 1.0, "-", "-"),
-        ("same loop, OpenCV on 1 thread", args.images, n_one, t_one, rate_one,
-         rate_one / rate_base, "-", "-"),
-        (f"site_id_balancer ({args.workers} workers)", args.images, big["images"],
-         big["seconds"], rate_big, rate_big / rate_base, big["peak_main_mb"],
-         big["peak_worker_mb"]),
-        (f"site_id_balancer ({args.workers} workers)", args.small, small["images"],
-         small["seconds"], small["images"] / small["seconds"],
-         small["images"] / small["seconds"] / rate_base, small["peak_main_mb"],
-         small["peak_worker_mb"]),
-    ]
-    head = ("method", "inputs", "outputs", "seconds", "img/s", "vs loop", "peak main MB",
-            "peak worker MB")
+        big = tmp / "big"
+        methods = {
+            "plain single-process loop": lambda out: baseline_loop(
+                BalancerConfig(in_dir=str(big), out_dir=str(out), workers=1)),
+            "same loop, OpenCV on 1 thread": lambda out: baseline_loop(
+                BalancerConfig(in_dir=str(big), out_dir=str(out), workers=1), cv2_threads=1),
+            f"site_id_balancer ({args.workers} threads)": lambda out: _images_seconds(
+                project_run(big, out, args.workers)),
+            f"old process pool ({args.workers} processes)": lambda out: _images_seconds(
+                project_run(big, out, args.workers, pool="processes")),
+        }
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        outputs: dict[str, int] = {}
+        for r in range(args.rounds):
+            for i, (name, run) in enumerate(methods.items()):
+                out = tmp / f"out_{r}_{i}"
+                outputs[name], seconds = run(out)
+                times[name].append(seconds)
+                shutil.rmtree(out)
+        memory = {n: project_run(tmp / ("big" if n == args.images else "small"),
+                                 tmp / f"mem_{n}", args.workers)
+                  for n in (args.images, args.small)}
+    base = statistics.median(times["plain single-process loop"])
+    head = ("method", "outputs", "s min / median / max", "img/s (median)", "vs loop (median)")
+    print(f"{args.images} inputs, {args.rounds} interleaved rounds; the loop times only its "
+          f"writing, site_id_balancer the whole command (scan, decode check, plan, write, "
+          f"manifest, chart)")
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
-    for r in rows:
-        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
-    print(f"speed-up vs plain loop: {rate_big / rate_base:.2f}x (target >= 1.8x on 2 cores); "
-          f"vs the loop on strictly one core: {rate_big / rate_one:.2f}x; "
-          f"peak memory {args.images} vs {args.small} inputs: main "
-          f"{big['peak_main_mb'] / small['peak_main_mb']:.2f}x, worker "
-          f"{big['peak_worker_mb'] / small['peak_worker_mb']:.2f}x (flat = about 1.0)")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name} | {outputs[name]} | {_stats(values)} | {outputs[name] / med:.0f} | "
+              f"{base / med:.2f}x")
+    ours = statistics.median(times[f"site_id_balancer ({args.workers} threads)"])
+    big_mem, small_mem = memory[args.images], memory[args.small]
+    print(f"speed-up vs plain loop: {base / ours:.2f}x (target >= 1.0x); peak memory of "
+          f"site_id_balancer, {args.images} vs {args.small} inputs: "
+          f"{big_mem['peak_main_mb']:.0f} vs {small_mem['peak_main_mb']:.0f} MB "
+          f"({big_mem['peak_main_mb'] / small_mem['peak_main_mb']:.2f}x; flat = about 1.0)")
     return 0
+
+
+def _images_seconds(result: dict) -> tuple[int, float]:
+    return result["images"], result["seconds"]
 
 
 if __name__ == "__main__":

@@ -29,16 +29,17 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"refusing to overwrite {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():  # one stat where mkdir(exist_ok) costs two and a raise
+        path.parent.mkdir(parents=True, exist_ok=True)
     # The whole name is kept at the end so that libraries choosing a format by extension
     # (or insisting on one, as Keras does on `.weights.h5`) still work.
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -39,8 +39,8 @@ def original_names(records: Iterable[ImageRecord]) -> dict[str, str]:
 def copy_original(src: Path, dst: Path, link: bool = False) -> None:
     """Copies `src` to `dst` byte for byte (atomically), or hard-links it when `link` and
     the file system allows."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if link:
+        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, dst)
             return

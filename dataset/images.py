@@ -85,7 +85,7 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy when upright
         except (OSError, SyntaxError, ValueError) as err:
             raise ImageLoadError(f"{path}: corrupt or truncated image ({err})") from None
         return _to_rgb(img)
