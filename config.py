@@ -192,6 +192,11 @@ class DiffusionConfig(ExecutorConfig):
                                      "each training image went through (EDM's augmentation "
                                      "conditioning); sampling asks for none, so they do not "
                                      "leak into the samples.")
+    augment_p: float = opt(0.0, "ddim with --augment_conditioning: probability of each "
+                           "online augmentation of a training image (whole-pixel shift up "
+                           "to 1/8, scale, brightness, contrast), told to the network so it "
+                           "does not leak into samples: more distinct images from few photos.",
+                           min=0.0, max=1.0)
     residual_block: str = opt("prenorm", "U-Net block: prenorm = one GroupNorm (conditioning "
                               "folded in) before two 3x3 convolutions (1.3-1.4x faster "
                               "training steps on CPU than postnorm); lean = the same with a "

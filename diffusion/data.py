@@ -230,12 +230,14 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
                  batch_size: int, training: bool, seed: int = 0, flip: bool = False,
                  cache: bool | None = None, drop_remainder: bool | None = None,
                  channels: int = 3, sites: Sequence[int] | None = None,
-                 augment: np.ndarray | None = None):
+                 augment: np.ndarray | None = None, augment_p: float | None = None):
     """A batched, prefetched tf.data pipeline of images in [0, 1] and their conditions.
 
     Yields images alone; (images, labels) when only labels are given; else (images, dict)
     with the keys "labels", "sites", "augment" that are given. A random flip also flips the
     first augmentation entry, so the network knows which images it sees mirrored.
+    `augment_p` (with `augment`): the augmentation vectors grow by the online entries of
+    `diffusion.online_augment`, drawn with that probability while training (zeros otherwise).
     Decoding runs in parallel threads; `cache` keeps decoded images in memory (default:
     when they fit in 2 GB), otherwise memory stays flat in the number of images.
     """
@@ -257,8 +259,14 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
         cond["labels"] = np.asarray(labels, np.int32)
     if sites is not None:
         cond["sites"] = np.asarray(sites, np.int32)
+    online = augment is not None and augment_p is not None
     if augment is not None:
-        cond["augment"] = np.asarray(augment, np.float32).reshape(len(paths), AUGMENT_DIMS)
+        augment = np.asarray(augment, np.float32).reshape(len(paths), AUGMENT_DIMS)
+        if online:
+            from diffusion.online_augment import ONLINE_AUGMENT_DIMS
+            augment = np.concatenate(
+                [augment, np.zeros((len(paths), ONLINE_AUGMENT_DIMS), np.float32)], axis=1)
+        cond["augment"] = augment
     as_dict = bool(set(cond) - {"labels"})
     if cond:
         extra = cond if as_dict else cond["labels"]
@@ -281,6 +289,14 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
                     extra = {**extra, "augment": tf.concat([flipped[None], a[1:]], 0)}
                 return img, extra
             ds = ds.map(flip_fn, num_parallel_calls=tf.data.AUTOTUNE)
+        if online and augment_p > 0:
+            from diffusion.online_augment import augment_image
+
+            def online_fn(img, extra):
+                img, drawn = augment_image(img, augment_p)
+                return img, {**extra, "augment": tf.concat([extra["augment"][:AUGMENT_DIMS],
+                                                            drawn], 0)}
+            ds = ds.map(online_fn, num_parallel_calls=tf.data.AUTOTUNE)
     if drop_remainder is None:
         # Full batches while training: one compiled step shape, no tiny last batch.
         drop_remainder = training and len(paths) >= batch_size
@@ -293,7 +309,8 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
                        seed: int, flip: bool = True, cache: bool | None = None,
                        replicas: int = 1, channels: int = 3,
                        sites: Sequence[int] | None = None,
-                       augment: np.ndarray | None = None) -> TrainingData:
+                       augment: np.ndarray | None = None,
+                       augment_p: float | None = None) -> TrainingData:
     """Checks the files, splits them and builds the train/validation pipelines.
 
     Args:
@@ -303,6 +320,7 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
             `replicas - 1` validation images.
         channels: 1 (grey) or 3.
         labels, sites, augment: per-path conditions (or None); validation keeps them too.
+        augment_p: online augmentation of the training images (see `make_dataset`).
 
     Raises:
         DatasetError: no readable image, or (with replicas > 1) fewer images than one batch.
@@ -338,9 +356,10 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
         even = True
     train = make_dataset(train_p, image_size=image_size, batch_size=batch_size, training=True,
                          seed=seed, flip=flip, cache=cache, drop_remainder=even,
-                         channels=channels, **conds(train_p))
+                         channels=channels, augment_p=augment_p, **conds(train_p))
     val = (make_dataset(val_p, image_size=image_size, batch_size=val_batch, training=False,
-                        cache=cache, drop_remainder=even, channels=channels, **conds(val_p))
+                        cache=cache, drop_remainder=even, channels=channels,
+                        augment_p=augment_p, **conds(val_p))
            if val_p else None)
     val_images = (np.stack([load_image(p, image_size, channels) for p in val_p])
                   if val_p else None)

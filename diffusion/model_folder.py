@@ -54,12 +54,12 @@ def _model_classes() -> dict:
     return {cls.__name__: cls for cls in (DiffusionModel, ConditionalGan)}
 
 
-def model_from_folder(run_dir: str | Path):
-    """The model (DiffusionModel or ConditionalGan) that run_dir/model.json describes
-    (weights not loaded), or None when the folder predates model.json.
+def saved_model_config(run_dir: str | Path) -> tuple[str, dict] | None:
+    """(class name, constructor arguments) from run_dir/model.json, or None when the folder
+    predates model.json.
 
     Raises:
-        ConfigError: model.json is damaged or describes no buildable model.
+        ConfigError: model.json is damaged or names no known model class.
     """
     path = Path(run_dir) / MODEL_JSON
     if not path.is_file():
@@ -72,11 +72,25 @@ def model_from_folder(run_dir: str | Path):
         config = dict(data["config"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is damaged ({err})") from None
-    cls = classes[data["class"]]
-    if cls.__name__ == "DiffusionModel":
+    if data["class"] == "DiffusionModel":
         # Written before the block could be chosen: the network then had the original block.
         config.setdefault("residual_block", LEGACY_ARCHITECTURE["residual_block"])
+    return data["class"], config
+
+
+def model_from_folder(run_dir: str | Path):
+    """The model (DiffusionModel or ConditionalGan) that run_dir/model.json describes
+    (weights not loaded), or None when the folder predates model.json.
+
+    Raises:
+        ConfigError: model.json is damaged or describes no buildable model.
+    """
+    saved = saved_model_config(run_dir)
+    if saved is None:
+        return None
+    name, config = saved
     try:
-        return cls(**config)
+        return _model_classes()[name](**config)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{path} describes no buildable model ({err})") from None
+        raise ConfigError(f"{Path(run_dir) / MODEL_JSON} describes no buildable model ({err})"
+                          ) from None

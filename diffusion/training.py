@@ -35,8 +35,8 @@ from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, LEGACY_ARCHITECTURE, Di
 from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
 from dataset.scan import DatasetError
-from diffusion.data import find_label_images, find_labelled_images
-from diffusion.model_folder import CONFIG_JSON, describe_run
+from diffusion.data import AUGMENT_DIMS, find_label_images, find_labelled_images
+from diffusion.model_folder import CONFIG_JSON, describe_run, saved_model_config
 
 # With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
 # the data): validation, checkpoints and KID then come at ~20 points of any run.
@@ -239,15 +239,32 @@ def is_chief(strategy) -> bool:
                                and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
+def augment_inputs(cfg: DiffusionConfig, run_dir: str | Path | None = None) -> int:
+    """The length of the augmentation vector the network takes: 0 without augmentation
+    conditioning (and for the GAN, whose DiffAugment already cannot leak); for a new run
+    the stage-1/flip entries and the online ones; for an existing run folder what its
+    model.json says (folders without one predate the online entries)."""
+    from diffusion.online_augment import ONLINE_AUGMENT_DIMS
+    if not cfg.augment_conditioning or cfg.model == "gan":
+        return 0
+    if run_dir is None:
+        return AUGMENT_DIMS + ONLINE_AUGMENT_DIMS
+    saved = saved_model_config(run_dir)
+    return int(saved[1].get("augment_dims", AUGMENT_DIMS)) if saved else AUGMENT_DIMS
+
+
+def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0,
+                augment_dims: int | None = None):
     """A DiffusionModel (or, with `cfg.model == "gan"`, a ConditionalGan) with the
     architecture of `cfg` (policy must already be set).
 
     `cfg.channels` must be resolved ('1' or '3'); `num_sites` counts when
-    `cfg.site_conditioning` is on (DDIM only).
+    `cfg.site_conditioning` is on (DDIM only); `augment_dims` as `augment_inputs` gives
+    (default: that of a folder without model.json).
     """
-    from diffusion.data import AUGMENT_DIMS
     from diffusion_model import DiffusionModel
+    if augment_dims is None:
+        augment_dims = AUGMENT_DIMS if cfg.augment_conditioning else 0
     if cfg.channels not in ("1", "3"):
         raise ConfigError(f"channels must be resolved to 1 or 3 before building, got "
                           f"{cfg.channels!r}")
@@ -260,7 +277,7 @@ def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0):
     return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
                           residual_block=cfg.residual_block,
                           num_sites=num_sites if cfg.site_conditioning else 0,
-                          augment_dims=AUGMENT_DIMS if cfg.augment_conditioning else 0,
+                          augment_dims=augment_dims,
                           site_dropout=cfg.site_dropout, prediction=cfg.prediction,
                           loss_weighting=cfg.loss_weighting, min_snr_gamma=cfg.min_snr_gamma,
                           image_size=cfg.image_size, widths=cfg.widths,
@@ -379,11 +396,17 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         cfg = dataclasses.replace(cfg, channels=str(resolve_channels(cfg.channels, plan.paths)))
     site_names, site_ids, augment = training_conditions(cfg, plan.paths,
                                                         meta.get("_site_names"))
+    augment_dims = augment_inputs(cfg, run_dir if cfg.load_and_train else None)
+    online = augment_dims > AUGMENT_DIMS
+    if cfg.augment_p > 0 and cfg.augment_conditioning and not online:
+        print("note: this run folder's network has no inputs for online augmentation "
+              "(trained before they existed); it trains on without it (--augment_p ignored)")
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     data = load_training_data(plan.paths, plan.label_ids, cfg.image_size, global_batch,
                               cfg.validation_split, cfg.seed, cfg.flip_augment,
                               cfg.cache_images, strategy.num_replicas_in_sync,
-                              channels=int(cfg.channels), sites=site_ids, augment=augment)
+                              channels=int(cfg.channels), sites=site_ids, augment=augment,
+                              augment_p=cfg.augment_p if online else None)
     num_epochs, steps_per_epoch = epoch_budget(cfg, data.n_train, global_batch)
     if cfg.load_and_train:
         if steps_per_epoch and meta.get("_steps_per_epoch"):
@@ -409,15 +432,16 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         remove_stale_temp_files(run_dir)  # a weights file whose write a kill cut short
     try:
         return _fit(cfg, plan, data, state, policy, strategy, run_dir, write_dir,
-                    site_names, num_epochs, steps_per_epoch, global_batch, verbose)
+                    site_names, augment_dims, num_epochs, steps_per_epoch, global_batch,
+                    verbose)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
 def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Path,
-         site_names, num_epochs: int, steps_per_epoch: int | None, global_batch: int,
-         verbose) -> TrainResult:
+         site_names, augment_dims: int, num_epochs: int, steps_per_epoch: int | None,
+         global_batch: int, verbose) -> TrainResult:
     """The model, its callbacks and fit: the second half of `train`. Reads from run_dir
     (resuming), writes into write_dir (run_dir except on non-chief workers)."""
     import numpy as np
@@ -431,7 +455,7 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
           f"precision {policy}, run folder {run_dir}")
     num_classes = len(plan.class_names) if cfg.conditional else 0
     with strategy.scope():
-        model = build_model(cfg, num_classes, len(site_names))
+        model = build_model(cfg, num_classes, len(site_names), augment_dims)
         optimizer = keras.optimizers.AdamW(learning_rate=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
         model.compile(optimizer=optimizer)

@@ -17,9 +17,11 @@ import train_all  # noqa: E402
 from cli.flags import ConfigError  # noqa: E402
 from conftest import TINY_UNET_FLAGS, save_image, tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
-from diffusion.data import detect_channels, find_label_images, load_image  # noqa: E402
+from diffusion.data import (AUGMENT_DIMS, detect_channels, find_label_images,  # noqa: E402
+                            load_image, make_dataset)
+from diffusion.online_augment import ONLINE_AUGMENT_DIMS  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
-from diffusion.training import read_run  # noqa: E402
+from diffusion.training import augment_inputs, read_run  # noqa: E402
 from diffusion_maths.schedule import diffusion_schedule, outputs_to_noise_and_image  # noqa: E402
 from diffusion_augmentation import main as augment_main  # noqa: E402
 from diffusion_model import DiffusionModel  # noqa: E402
@@ -52,7 +54,8 @@ def grey_data(tmp_path_factory) -> Path:
 def grey_model(grey_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     assert train_all.main(["--in_dir", str(grey_data), "--out_dir", str(out), "--conditional",
-                           "--site_conditioning", "--train_steps", "6", *TINY]) == 0
+                           "--site_conditioning", "--train_steps", "6", "--augment_p", "0.5",
+                           *TINY]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run
 
@@ -68,6 +71,7 @@ def test_grey_data_trains_a_one_channel_site_conditioned_model(grey_data, grey_m
     assert state["train_steps_done"] == saved["_epochs"] * saved["_steps_per_epoch"]
     model, _, _ = load_model(grey_model)
     assert model.channels == 1 and model.num_sites == 2
+    assert model.augment_dims == AUGMENT_DIMS + ONLINE_AUGMENT_DIMS and saved["augment_p"] == 0.5
     images = model.generate(3, steps=2, seed=0, labels=[0, 1, 1], sites=[0, 1, 2])
     assert images.shape == (3, 16, 16, 1)
     with pytest.raises(ValueError, match="sites must be in"):
@@ -149,6 +153,57 @@ def test_sampling_asks_for_no_augmentation():
                                     np.float32(0))
     np.testing.assert_allclose(pred.numpy(), predicted([0, 0, 0, 0]), rtol=1e-4, atol=1e-4)
     assert np.abs(pred.numpy() - predicted([1, 0.5, 0.1, 0.2])).mean() > 1e-2
+
+
+def test_online_augmentation_is_told_to_the_network(grey_data):
+    """While training, each image is shifted (whole pixels), scaled, brightened and changed
+    in contrast with probability p, and its vector says so; validation images, and p = 0,
+    stay as they are with zeros in the online entries."""
+    paths = find_label_images(grey_data / "2")
+    stage1 = np.tile([[1.0, 0.1, 0.0, 0.0]], (len(paths), 1)).astype("float32")
+    originals = np.stack([load_image(p, (16, 16), 1) for p in paths])
+
+    def batch(p, training):
+        ds = make_dataset(paths, None, (16, 16), len(paths), training, seed=0, channels=1,
+                          augment=stage1, augment_p=p, drop_remainder=False)
+        images, cond = next(iter(ds))
+        return images.numpy(), cond["augment"].numpy()
+
+    for p, training in ((0.0, True), (1.0, False)):
+        images, vectors = batch(p, training)
+        assert vectors.shape == (len(paths), AUGMENT_DIMS + ONLINE_AUGMENT_DIMS)
+        assert np.all(vectors[:, AUGMENT_DIMS:] == 0)
+        np.testing.assert_allclose(vectors[:, :AUGMENT_DIMS], stage1)
+        if not training:
+            np.testing.assert_allclose(images, originals, atol=1e-6)
+    images, vectors = batch(1.0, True)
+    online = vectors[:, AUGMENT_DIMS:]
+    assert np.all(online[:, 2:] != 0)           # scale, brightness, contrast always drawn
+    shifts = online[:, :2] * 16
+    np.testing.assert_allclose(shifts, np.round(shifts), atol=1e-5)   # whole pixels
+    assert np.abs(shifts).max() <= 2 and images.min() >= 0 and images.max() <= 1
+    assert np.abs(np.sort(images.reshape(len(paths), -1), 1)
+                  - np.sort(originals.reshape(len(paths), -1), 1)).mean() > 1e-2
+
+
+def test_augment_inputs_of_new_and_old_run_folders(grey_model, tmp_path):
+    """A new run gets the online entries; a folder keeps what its model.json says; a folder
+    from before model.json (and online augmentation) has the stage-1/flip entries only."""
+    import shutil
+    from config import DiffusionConfig
+    cfg = DiffusionConfig(in_dir="x")
+    assert augment_inputs(cfg) == AUGMENT_DIMS + ONLINE_AUGMENT_DIMS
+    assert augment_inputs(dataclasses.replace(cfg, augment_conditioning=False)) == 0
+    assert augment_inputs(dataclasses.replace(cfg, model="gan")) == 0  # DiffAugment instead
+    assert augment_inputs(cfg, grey_model) == AUGMENT_DIMS + ONLINE_AUGMENT_DIMS
+    old = tmp_path / "old"
+    shutil.copytree(grey_model, old)
+    described = json.loads((old / "model.json").read_text())
+    described["config"]["augment_dims"] = AUGMENT_DIMS
+    (old / "model.json").write_text(json.dumps(described))
+    assert augment_inputs(cfg, old) == AUGMENT_DIMS
+    (old / "model.json").unlink()
+    assert augment_inputs(cfg, old) == AUGMENT_DIMS
 
 
 def test_a_model_folder_from_before_the_recipe_still_loads(tmp_path):
