@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from keras_io_ddim import KerasIoDDIM, build_network  # noqa: E402
-from time_to_quality import time_to_target  # noqa: E402
+from time_to_quality import Recipe, table, time_to_target  # noqa: E402
 
 
 def test_keras_io_recipe_trains_its_ema_copy_and_samples_in_range():
@@ -39,3 +39,14 @@ def test_time_to_target_is_the_first_checkpoint_good_on_both_measures():
     assert time_to_target(curve, kid_target=0.1, rec_target=0.8) == (300, 30.0)
     assert time_to_target(curve, kid_target=0.2, rec_target=0.5) == (200, 20.0)
     assert time_to_target(curve, kid_target=0.01, rec_target=0.0) is None
+    assert time_to_target(curve, kid_target=0.1, rec_target=None) == (200, 20.0)  # KID alone
+
+
+def test_without_a_label_the_target_is_the_baselines_final_kid():
+    base = Recipe("keras.io", None, seconds=30.0, steps=300,
+                  curve=[(100, 10.0, 0.5, float("nan")), (300, 30.0, 0.2, float("nan"))])
+    fast = Recipe("ours", None, seconds=24.0, steps=300,
+                  curve=[(100, 8.0, 0.3, float("nan")), (300, 24.0, 0.15, float("nan"))])
+    lines = table([base, fast], floor=0.01, real_rec=None)
+    assert lines[0].startswith("target: KID <= 0.2000, what keras.io reached after 300 steps")
+    assert "| ours | 80 | 300 | 24 s | 1.25x | 0.1500 | - |" in lines
