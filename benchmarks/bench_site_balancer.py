@@ -103,10 +103,8 @@ if {pool!r} == "processes":
 else:
     code = main({argv!r})
 elapsed = time.perf_counter() - t
-peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print("RESULT", json.dumps({{"code": code, "seconds": elapsed, "peak_main_mb": peak_self,
-                            "peak_worker_mb": peak_child}}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT", json.dumps({{"code": code, "seconds": elapsed, "peak_main_mb": peak}}))
 """
 
 
@@ -128,6 +126,10 @@ def project_run(in_dir: Path, out_dir: Path, workers: int, pool: str = "cli") ->
     result = json.loads(line[7:])
     result["images"] = sum(1 for p in out_dir.glob("*/*") if p.is_file())
     return result
+
+
+def _images_seconds(result: dict) -> tuple[int, float]:
+    return result["images"], result["seconds"]
 
 
 def _stats(values: list[float]) -> str:
@@ -189,10 +191,6 @@ def main() -> int:
           f"{big_mem['peak_main_mb']:.0f} vs {small_mem['peak_main_mb']:.0f} MB "
           f"({big_mem['peak_main_mb'] / small_mem['peak_main_mb']:.2f}x; flat = about 1.0)")
     return 0
-
-
-def _images_seconds(result: dict) -> tuple[int, float]:
-    return result["images"], result["seconds"]
 
 
 if __name__ == "__main__":
