@@ -1,14 +1,16 @@
 """Benchmark of classic_fill: the batch processor vs a plain loop, measured in the same run.
 
 Generates an imbalanced dataset of smooth 256x192 JPEGs (6 labels in 2 categories, 2 sites
-each), plans stage 3's gap once, then writes the same images three ways:
+each), plans stage 3's gap once, then writes the same images four ways:
   * baseline: a plain one-process loop over the plan: copy the originals, then per image
     load the source, apply the same albumentations Compose (seeded, no replay record) and
     save the PNG;
   * classic_fill in this process (`--workers 1`): the same work plus the replay records,
     the manifest rows appended as images are written and the first-image replay check;
-  * classic_fill on all cores, with the process pool shared with the decode check as the
-    command line shares it (the workers' albumentations import, ~1 s, is in the time).
+  * classic_fill on all cores as the command line runs it: a thread pool shared with the
+    decode check;
+  * the same on the spawned process pool it used before (the workers' albumentations
+    import, ~1 s, is in the time).
 Prints images/s and the ratio to the baseline (absolute times depend on the machine), and
 the manifest bytes per row. Under a minute on 2 cores.
 
@@ -68,10 +70,10 @@ def baseline(plan, preset: str, out_dir: Path) -> float:
     return time.perf_counter() - start
 
 
-def timed_run(cfg: ClassicFillConfig) -> tuple[float, int]:
+def timed_run(cfg: ClassicFillConfig, threads: bool = False) -> tuple[float, int]:
     """Plans (untimed) and writes (timed) as `python3 -m classic_fill` does: one pool for
-    both. Returns (seconds, manifest bytes)."""
-    with worker_pool(cfg.workers) as pool:
+    both (processes, or `threads`). Returns (seconds, manifest bytes)."""
+    with worker_pool(cfg.workers, threads=threads) as pool:
         plan = plan_classic_fill(cfg, progress=False, pool=pool)
         start = time.perf_counter()
         result = run_classic_fill(plan, progress=False, pool=pool)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         plan_s = time.perf_counter() - plan_start
         n = len(plan.images)
         workers = default_workers()
-        best = {"base": float("inf"), "one": float("inf"), "pool": float("inf")}
+        best = {"base": float("inf"), "one": float("inf"), "pool": float("inf"),
+                "threads": float("inf")}
         # Interleaved repeats, best of each: other work on a shared machine slows one
         # method's run more than another's.
         runs = {
@@ -105,22 +108,27 @@ def main(argv: list[str] | None = None) -> int:
             "one": lambda out: timed_run(ClassicFillConfig(out_dir=str(out), workers=1,
                                                            **base_cfg))[0],
             "pool": lambda out: timed_run(ClassicFillConfig(out_dir=str(out), workers=workers,
-                                                            **base_cfg))[0]}
+                                                            **base_cfg))[0],
+            "threads": lambda out: timed_run(ClassicFillConfig(
+                out_dir=str(out), workers=workers, **base_cfg), threads=True)[0]}
         order = list(runs)
         for rep in range(args.repeats):
-            for name in order[rep % 3:] + order[:rep % 3]:  # each method first in turn
+            k = rep % len(order)
+            for name in order[k:] + order[:k]:  # each method first in turn
                 best[name] = min(best[name], runs[name](tmp / f"{name}{rep}"))
         manifest_bytes = (tmp / "one0" / "manifest.csv").stat().st_size
-        base_s, one_s, pool_s = best["base"], best["one"], best["pool"]
+        base_s, one_s, pool_s, threads_s = (best[k] for k in ("base", "one", "pool",
+                                                               "threads"))
     n_real = len(plan.scan.images)
     print(f"classic_fill benchmark: {n} augmented images of 256x192 px from {n_real} real "
           f"JPEGs, preset {args.preset}; planning (scan + decode check + plan) "
           f"{plan_s:.2f} s; best of {args.repeats} interleaved runs")
-    print(f"{'method':<44} {'images/s':>9} {'vs baseline':>12}")
+    print(f"{'method':<46} {'images/s':>9} {'vs baseline':>12}")
     for name, seconds in (("baseline: plain loop, no records", base_s),
                           ("classic_fill, 1 process (records + manifest)", one_s),
-                          (f"classic_fill, {workers} processes", pool_s)):
-        print(f"{name:<44} {n / seconds:>9.1f} {base_s / seconds:>11.2f}x")
+                          (f"classic_fill, {workers} threads (the command)", threads_s),
+                          (f"classic_fill, {workers} processes (before)", pool_s)):
+        print(f"{name:<46} {n / seconds:>9.1f} {base_s / seconds:>11.2f}x")
     print(f"manifest: {manifest_bytes / (n + n_real):.0f} bytes per row on average "
           f"(originals' rows included)")
     return 0

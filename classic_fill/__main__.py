@@ -22,7 +22,7 @@ from runtime.parallel import worker_pool
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(ClassicFillConfig, argv, prog="python3 -m classic_fill")
     check_output(cfg)  # before any work, dry run included
-    with worker_pool(cfg.workers) as pool:
+    with worker_pool(cfg.workers, threads=True) as pool:  # decode/encode release the GIL
         plan = plan_classic_fill(cfg, pool=pool)
         if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run, "skipped.csv"):
             return EXIT_OK

@@ -35,7 +35,7 @@ class ClassicFillConfig(GapPlanConfig):
     pipeline: str | None = opt(None, "An albumentations pipeline file as A.save writes it "
                                "(.json, or .yaml/.yml), used instead of a preset. "
                                "Default: none.")
-    workers: int | None = opt(None, "Worker processes (default: all cores; 1 = this process).",
+    workers: int | None = opt(None, "Worker threads (default: all cores; 1 = this thread).",
                               min=1)
 
     def pipeline_label(self) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import io
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,10 +126,16 @@ def format_plan(plan: ClassicFillPlan) -> str:
 # ------------------------------------------------------------------ writing
 
 
-@functools.lru_cache(maxsize=4)
+_per_thread = threading.local()
+
+
 def _transform(spec: str):
-    # Built once per process and pipeline; each image reseeds it (classic_fill.replay.augment).
-    return from_pipeline_json(spec)
+    # Built once per worker thread and pipeline: each image reseeds it
+    # (classic_fill.replay.augment), so two threads must never share one.
+    built = _per_thread.__dict__.setdefault("transforms", {})
+    if spec not in built:
+        built[spec] = from_pipeline_json(spec)
+    return built[spec]
 
 
 def _row(img: ClassicImage, pipeline_name: str, record: dict) -> ManifestRow:
@@ -232,7 +238,7 @@ def run_classic_fill(plan: ClassicFillPlan, progress: bool = True,
     manifest.csv, summary.txt, skipped.csv and config.json into out_dir.
 
     Args:
-        pool: an open `runtime.parallel.worker_pool` (default: one of `cfg.workers`).
+        pool: an open `runtime.parallel.worker_pool` (default: `cfg.workers` threads).
 
     Raises:
         DatasetError: out_dir is unusable (inside in_dir, foreign files, other settings).
@@ -270,7 +276,7 @@ def run_classic_fill(plan: ClassicFillPlan, progress: bool = True,
         jobs = _jobs(todo[1:], out_dir, plan)
         with contextlib.ExitStack() as stack:
             if pool is None and len(jobs) > 1:
-                pool = stack.enter_context(worker_pool(cfg.workers))
+                pool = stack.enter_context(worker_pool(cfg.workers, threads=True))
             workers = cfg.workers or default_workers()
             for new, errors in parallel_imap(
                     _make_images, jobs, desc="classic fill" if progress else None, unit="img",
