@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import EXIT_OK, one_line_errors
+from cli.errors import EXIT_OK, EXIT_SOME_FAILED, one_line_errors
 from cli.flags import format_config, parse_config
 
 
@@ -41,11 +41,11 @@ def main(argv=None) -> int:
         for arm in waiting:
             print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
         return EXIT_OK
-    summary, _ = run_compare(cfg)
+    summary, _, failures = run_compare(cfg)
     if not summary.empty:
         print(markdown_table(summary))
     print(f"tables in {cfg.out_dir}/summary.csv, paired.csv, compare.md")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ CI, a paired test over seeds and Holm's correction across arms; the verdict says
 worse only when both the corrected p and the CI say so.
 
 Example:
-    >>> summary, paired = run_compare(cfg)          # cfg: a validated CompareConfig
+    >>> summary, paired, failures = run_compare(cfg)   # cfg: a validated CompareConfig
 """
 from __future__ import annotations
 
@@ -609,7 +609,9 @@ def _reuse_selected(cfg, selection: list[dict], strength: float) -> None:
 
 def run_compare(cfg, verbose: int = 2):
     """Runs (or resumes) the comparison; writes runs.csv, summary.csv, paired.csv and
-    compare.md in out_dir. Returns (summary, paired) DataFrames."""
+    compare.md in out_dir. Returns (summary, paired, failures): two DataFrames of the
+    finished runs and one line per problem (a failed run, arms left waiting; empty unless
+    `cfg.keep_going`, without which the first failure is raised)."""
     import pandas as pd
 
     from classifier.data import samples_from_dir
@@ -682,4 +684,4 @@ def run_compare(cfg, verbose: int = 2):
     tables()
     if failures:
         print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))
-    return result
+    return (*result, failures)

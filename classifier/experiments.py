@@ -6,8 +6,8 @@ are rebuilt from every finished run's metrics.json after each run, so an interru
 loses at most the run in progress.
 
 Example:
-    >>> summary = run_grid_search(GridSearchConfig(train_dir="data/train",
-    ...                                            grid=["learning_rate=1e-3,1e-4"]))
+    >>> summary, failures = run_grid_search(GridSearchConfig(
+    ...     train_dir="data/train", grid=["learning_rate=1e-3,1e-4"]))
 """
 from __future__ import annotations
 
@@ -168,7 +168,9 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
     """Runs (or resumes) a grid search and writes runs.csv, summary.csv and best/.
 
     Returns:
-        The summary DataFrame (mean and std per combination and evaluation set).
+        (summary, failures): the summary DataFrame (mean and std per combination and
+        evaluation set) of the finished runs, and one line per failed run (empty unless
+        `cfg.keep_going`; without it the first failure is raised).
     """
     import pandas as pd
     from dataset.out_dir import check_outside_inputs
@@ -194,4 +196,4 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
     summary = tables()
     if failures:
         print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
-    return summary
+    return summary, failures

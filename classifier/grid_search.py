@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.errors import EXIT_OK, one_line_errors
+from cli.errors import EXIT_OK, EXIT_SOME_FAILED, one_line_errors
 from cli.flags import format_config, parse_config
 
 
@@ -25,13 +25,13 @@ def main(argv=None) -> int:
         for j in jobs:
             print(f"  {j['run_dir']}  seed={j['seed']}")
         return EXIT_OK
-    summary = run_grid_search(cfg)
+    summary, failures = run_grid_search(cfg)
     if not summary.empty:
         cols = ["combo", "set", "n", "accuracy_mean", "accuracy_std", "macro_f1_mean",
                 "macro_f1_std"]
         print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"tables in {cfg.out_dir}/runs.csv and summary.csv; best models in {cfg.out_dir}/best/")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def test_grid_search_resumes_and_keeps_every_run(data, tmp_path):
     cfg = _cfg(GridSearchConfig, train_dir=data["train"], test_dir=data["test"], out_dir=out,
                grid=["batch_size=4,16"], seeds=[0], repeats=2, number_epochs=1,
                **{k: v for k, v in COMMON.items() if k != "batch_size"})
-    summary = run_grid_search(cfg, verbose=0)
+    summary, failures = run_grid_search(cfg, verbose=0)
+    assert failures == []
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs[runs["set"] == "val"]) == 4 and set(runs["set"]) == {"val", "test"}
     assert sorted(summary["combo"].unique()) == ["batch_size=16", "batch_size=4"]
@@ -220,6 +221,26 @@ def test_grid_search_resumes_and_keeps_every_run(data, tmp_path):
     assert finished.stat().st_mtime_ns == stamp
     assert redo.is_file()
     assert len(pd.read_csv(out / "runs.csv")) == 8
+
+
+def test_grid_search_keep_going_finishes_the_rest_and_exits_1(data, tmp_path, capsys):
+    """A run that cannot be written (a file stands where its folder goes) fails; with
+    --keep_going the other runs finish, their tables are written, and the exit status says
+    that something failed."""
+    import pandas as pd
+
+    from classifier import grid_search
+    out = tmp_path / "grid"
+    (out / "batch_size=4").mkdir(parents=True)
+    (out / "batch_size=4" / "seed0_r0").write_text("in the way\n")
+    argv = ["--train_dir", str(data["train"]), "--test_dir", str(data["test"]),
+            "--out_dir", str(out), "--grid", "batch_size=4,16", "--seeds", "0",
+            "--number_epochs", "1", "--keep_going", "--backbone", "small_cnn",
+            "--input_shape", str(SIZE), "--learning_rate", "3e-3", "--workers", "1"]
+    assert grid_search.main(argv) == 1
+    assert "1 run(s) failed" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "runs.csv")["combo"]) == {"batch_size=16"}
+    assert (out / "batch_size=4" / "seed0_r0").read_text() == "in the way\n"
 
 
 def test_manifest_training_with_diagen_weights_and_class_balancing(data):
