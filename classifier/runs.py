@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from dataset.atomic import load_weights_checked
+from dataset.out_dir import holds_files, remove_stale_temp_files
 from dataset.scan import DatasetError
 
 CONFIG_NAME = "config.json"
@@ -40,7 +41,7 @@ def new_run_dir(out_dir: str | Path, run_name: str, backbone: str) -> Path:
     """
     name = run_name or f"{backbone}_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:4]}"
     run = Path(out_dir) / name
-    if run.exists() and any(run.iterdir()):
+    if holds_files(run):
         if is_finished(run):
             raise DatasetError(f"run folder {run} holds a finished run: choose another "
                                f"--run_name (nothing changed)")
@@ -49,6 +50,7 @@ def new_run_dir(out_dir: str | Path, run_name: str, backbone: str) -> Path:
         if saved.get("_config_class") not in _OUR_CLASSES:
             raise DatasetError(f"run folder {run} already holds files not written by the "
                                f"classifier: choose another --run_name or --out_dir")
+    remove_stale_temp_files(run)  # what a crashed run left half-written
     run.mkdir(parents=True, exist_ok=True)
     return run
 

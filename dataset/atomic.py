@@ -12,10 +12,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+
+# What `atomic_path` names its temp files: a kill -9 mid-write leaves one behind.
+_TEMP_NAME = re.compile(r"\.tmp-[0-9a-f]{8}-.")
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether `path` is a temp file of `atomic_path` (one a killed write left behind).
+
+    Example:
+        >>> is_temp_file(Path("out/.tmp-0badc0de-a.png"))   # when that file exists
+        True
+    """
+    return bool(_TEMP_NAME.match(path.name)) and path.is_file()
 
 
 @contextlib.contextmanager
@@ -33,7 +48,7 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     # The whole name is kept at the end so that libraries choosing a format by extension
     # (or insisting on one, as Keras does on `.weights.h5`) still work.
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")  # _TEMP_NAME
     try:
         yield tmp
         os.replace(tmp, path)

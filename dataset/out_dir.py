@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from dataset.atomic import is_temp_file
 from dataset.scan import DatasetError
 
 CONFIG_NAME = "config.json"
@@ -74,11 +75,17 @@ def remove_stale_temp_files(out_dir: str | Path) -> int:
     """Deletes the `.tmp-*` files a killed run left in its own out_dir (atomic writes that never
     reached their rename) and returns how many; call it only once the folder is known to be
     this command's (after `check_out_dir`)."""
-    stale = [p for p in Path(out_dir).rglob(".tmp-*") if p.is_file()] \
+    stale = [p for p in Path(out_dir).rglob(".tmp-*") if is_temp_file(p)] \
         if Path(out_dir).is_dir() else []
     for path in stale:
         path.unlink()
     return len(stale)
+
+
+def holds_files(out: Path) -> bool:
+    """Whether folder `out` holds anything but the temp files of a killed write: a run killed
+    while writing its first file (config.json) left only those, and is still resumable."""
+    return out.is_dir() and any(not is_temp_file(p) for p in out.iterdir())
 
 
 def saved_config(out_dir: Path) -> dict:
@@ -101,7 +108,7 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
     out = check_location(out_dir, in_dir)
     src = Path(in_dir).resolve()
     refuse_foreign(out, out_dir, (type(cfg).__name__,), tool)
-    if out.exists() and any(out.iterdir()):
+    if holds_files(out):
         saved = saved_config(out)
         if saved.get("_in_dir_resolved") != str(src):
             raise DatasetError(f"--out_dir {out_dir} was made from another input "
@@ -117,7 +124,7 @@ def refuse_foreign(out: Path, out_dir: str | Path, owners: Sequence[str], tool: 
     Raises:
         DatasetError: one line naming the folder and the tool.
     """
-    if out.exists() and any(out.iterdir()) and \
+    if holds_files(out) and \
             saved_config(out).get("_config_class") not in owners:
         raise DatasetError(f"--out_dir {out_dir} already holds files not written by "
                            f"{tool}: choose a new folder (nothing changed)")

@@ -40,7 +40,8 @@ from config import InpaintingConfig
 from dataset.copying import copy_original, original_names, short_hash
 from dataset.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb, save_rgb
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
-from dataset.out_dir import CONFIG_NAME, check_out_dir, saved_config
+from dataset.out_dir import CONFIG_NAME, check_out_dir, holds_files, remove_stale_temp_files, \
+    saved_config
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, \
     validate_images
 from inpainting import crops, masks as mk
@@ -237,7 +238,7 @@ def check_resume(plan: "InpaintPlan") -> None:
     """
     cfg = plan.cfg
     out = Path(cfg.out_dir)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not holds_files(out):
         return
     saved = saved_config(out).get("_inputs")
     if not isinstance(saved, dict):
@@ -454,6 +455,7 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
     cfg = plan.cfg
     out_dir = check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
     check_resume(plan)
+    remove_stale_temp_files(out_dir)  # what a killed run left half-written
     if backend is None:
         backend = build_backend(cfg, plan.models)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,14 +44,14 @@ def prepare_out_dir(cfg) -> Path:
         DatasetError: one line saying why; nothing is changed.
     """
     from cli.flags import config_to_dict
-    from dataset.out_dir import check_location
+    from dataset.out_dir import check_location, holds_files, remove_stale_temp_files
 
     for flag, value in _inputs(cfg):
         if not Path(value).exists():
             raise DatasetError(f"{flag} {value} does not exist")
         check_location(cfg.out_dir, value, flag)
     out = Path(cfg.out_dir).resolve()
-    if out.exists() and any(out.iterdir()):
+    if holds_files(out):
         try:
             saved = json.loads((out / CONFIG_NAME).read_text())
         except (OSError, ValueError):
@@ -66,6 +66,7 @@ def prepare_out_dir(cfg) -> Path:
             what = ", ".join(changed) or "input folders"
             raise DatasetError(f"--out_dir {cfg.out_dir} was made with other settings "
                                f"({what}): choose a new folder or the same settings")
+    remove_stale_temp_files(out)  # what a killed run left half-written
     out.mkdir(parents=True, exist_ok=True)
     return out
 

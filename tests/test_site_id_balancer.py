@@ -93,6 +93,23 @@ def test_resume_after_interruption_gives_the_same_result(small_dataset, tmp_path
     assert image_hashes(resumed) == image_hashes(clean)
 
 
+def test_a_run_killed_while_writing_its_config_resumes(small_dataset, tmp_path):
+    """A kill -9 during the first write leaves only config.json's temp file: that folder is
+    still this command's to finish, and any other file still makes it foreign."""
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert run(small_dataset, clean) == 0
+    killed.mkdir()
+    (killed / ".tmp-0badc0de-config.json").write_text('{"half')
+    assert run(small_dataset, killed) == 0
+    assert list(killed.rglob(".tmp-*")) == []
+    assert image_hashes(killed) == image_hashes(clean)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / ".tmp-notes.txt").write_text("mine")
+    assert run(small_dataset, foreign) == 2
+    assert (foreign / ".tmp-notes.txt").read_text() == "mine"
+
+
 def test_dry_run_writes_nothing(small_dataset, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--in_dir", str(small_dataset), "--out_dir", str(out), "--dry-run"]) == 0
