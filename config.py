@@ -417,8 +417,10 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
                                   "training image than this percentile of the real images' "
                                   "own nearest-neighbour distances is flagged.", min=0.0,
                                   max=100.0)
-    memorisation_gate: bool = opt(False, "Move flagged (memorised-looking) images to "
-                                  "rejected/ and list them; default: flag and record only.")
+    memorisation_gate: bool = opt(True, "Move flagged (memorised-looking) images to "
+                                  "rejected/, list them and make fresh ones in their place "
+                                  "(--gate_rounds); --no-memorisation_gate: flag and record "
+                                  "only.")
     gate_rounds: int = opt(3, "--memorisation_gate: rounds in which fresh samples replace "
                            "the flagged images (each audited in turn); 0 = leave the labels "
                            "short.", min=0, max=20)
