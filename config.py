@@ -407,6 +407,11 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
                                   "the conditional one (0 = off, 0.7 as in Lin et al.): "
                                   "against over-exposed images at large guidance.",
                                   min=0.0, max=1.0)
+    guidance_max_noise: float = opt(0.0, "Guide only the sampling steps whose noise-to-signal "
+                                    "ratio is at most this (guidance in a limited interval, "
+                                    "Kynkaanniemi et al. 2024: at the noisiest levels it pulls "
+                                    "every image of a label to one layout); 0 = every step.",
+                                    min=0.0)
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
                           "generated).", min=1, max=32)

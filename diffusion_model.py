@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 from diffusion_maths.schedule import (clip_denoised, ddim_step, diffusion_schedule,
-                                      guided_output, img2img_times, min_snr_weight,
+                                      guidance_at, guided_output, img2img_times, min_snr_weight,
                                       outputs_to_noise_and_image, renoise, repaint_schedule,
                                       sampling_times, training_target)
 from u_net_backbone import build_unet
@@ -431,19 +431,22 @@ class DiffusionModel(keras.Model):
         return images
 
     def _sampler(self, n: int, labels, sites, guidance_scale: float,
-                 guidance_rescale: float, eta: float):
+                 guidance_rescale: float, eta: float, guidance_max_noise: float = 0.0):
         """The step every sampling loop takes: `step(noisy, t, t_next, sl, label_noise, draw)`
         runs the compiled DDIM step for images `sl` of the call, drawing its fresh noise with
-        `draw` when eta > 0, and returns (next noisy images, predicted clean images)."""
+        `draw` when eta > 0, and returns (next noisy images, predicted clean images). A step
+        that `guidance_max_noise` leaves unguided makes one network pass, not two."""
         labels_all = self._labels_array(labels, n)
         sites_all = self._sites_array(sites, n)
-        fn = self._step_fn(self._guided(guidance_scale))
-        eta32, scale, rescale = (np.float32(v) for v in (eta, guidance_scale, guidance_rescale))
+        eta32, rescale = np.float32(eta), np.float32(guidance_rescale)
 
         def step(noisy, t, t_next, sl, label_noise, draw):
+            scale = guidance_at(t, guidance_scale, guidance_max_noise, self.min_signal_rate,
+                                self.max_signal_rate)
             noise = draw() if eta > 0 else np.zeros_like(noisy)
-            return fn(noisy, np.float32(t), np.float32(t_next), eta32, noise, labels_all[sl],
-                      sites_all[sl], label_noise, scale, rescale)
+            return self._step_fn(self._guided(scale))(
+                noisy, np.float32(t), np.float32(t_next), eta32, noise, labels_all[sl],
+                sites_all[sl], label_noise, np.float32(scale), rescale)
         return step
 
     def _batched(self, n: int, batch_size: int, seed, start_index: int, run_batch,
@@ -474,7 +477,8 @@ class DiffusionModel(keras.Model):
     def generate(self, n: int, steps: int = 50, eta: float = 0.0, seed: int = 0,
                  labels=None, guidance_scale: float = 1.0, label_noise_std: float = 0.0,
                  batch_size: int = 64, start_index: int = 0, progress=None,
-                 sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
+                 sites=None, guidance_rescale: float = 0.0,
+                 guidance_max_noise: float = 0.0) -> np.ndarray:
         """Samples `n` images with DDIM, in batches, with the EMA weights.
 
         Args:
@@ -486,6 +490,8 @@ class DiffusionModel(keras.Model):
             guidance_scale: classifier-free guidance (1 = plain conditional).
             guidance_rescale: 0..1, how far each guided prediction is pulled back to the
                 spread of the conditional one (0.7 is the paper's choice; 0 = off).
+            guidance_max_noise: guide only the steps whose noise-to-signal ratio is at most
+                this (`diffusion_maths.schedule.guidance_at`; 0 = every step).
             label_noise_std: std of Gaussian noise added to the label embedding (diversity).
             batch_size: images per network call.
             start_index: index of the first image (to regenerate image k alone).
@@ -496,7 +502,8 @@ class DiffusionModel(keras.Model):
         Returns:
             float32 array (n, H, W, channels) in [0, 1].
         """
-        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta,
+                             guidance_max_noise)
         times = sampling_times(steps)
 
         def run_batch(sl, draw, rngs):
@@ -509,7 +516,8 @@ class DiffusionModel(keras.Model):
     def inpaint(self, images, masks, steps: int = 50, jump_length: int = 10,
                 jump_n_sample: int = 10, eta: float = 1.0, seed: int = 0, labels=None,
                 guidance_scale: float = 1.0, batch_size: int = 16, progress=None,
-                sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
+                sites=None, guidance_rescale: float = 0.0,
+                guidance_max_noise: float = 0.0) -> np.ndarray:
         """RePaint inpainting: regenerates the masked region so that it fits the rest.
 
         At every step the known region is noised to the current level and pasted in; the
@@ -519,8 +527,8 @@ class DiffusionModel(keras.Model):
         Args:
             images: (N, H, W, channels) floats in [0, 1] at the model's image size.
             masks: (N, H, W) or (N, H, W, 1); 1 (or True) = regenerate, 0 = keep.
-            steps, eta, labels, sites, guidance_scale, guidance_rescale, batch_size: as in
-                `generate`.
+            steps, eta, labels, sites, guidance_scale, guidance_rescale, guidance_max_noise,
+                batch_size: as in `generate`.
             seed: an int (image k draws from default_rng([seed, k])) or one seed per image
                 (image k draws from default_rng([seed[k], 0])).
             jump_length, jump_n_sample: the RePaint resampling schedule.
@@ -538,7 +546,8 @@ class DiffusionModel(keras.Model):
                              f"{masks.shape} for {images.shape}")
         n = len(images)
         keep = 1.0 - np.clip(masks, 0.0, 1.0)
-        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta,
+                             guidance_max_noise)
         mean = ops.convert_to_numpy(self.pixel_mean)
         std = ops.convert_to_numpy(self.pixel_std)
         path = repaint_schedule(steps, jump_length, jump_n_sample)
@@ -565,7 +574,8 @@ class DiffusionModel(keras.Model):
 
     def img2img(self, images, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
                 seed=0, labels=None, guidance_scale: float = 1.0, batch_size: int = 16,
-                progress=None, sites=None, guidance_rescale: float = 0.0) -> np.ndarray:
+                progress=None, sites=None, guidance_rescale: float = 0.0,
+                guidance_max_noise: float = 0.0) -> np.ndarray:
         """SDEdit image-to-image: noises each image to time `strength`, then DDIM-denoises it.
 
         Sampling starts exactly at diffusion time `strength` and takes
@@ -576,8 +586,8 @@ class DiffusionModel(keras.Model):
         Args:
             images: (N, H, W, channels) floats in [0, 1] at the model's image size.
             strength: noise level to start from, in [0, 1]; 0 returns the images unchanged.
-            steps, eta, labels, sites, guidance_scale, guidance_rescale, batch_size,
-                progress: as in `generate`.
+            steps, eta, labels, sites, guidance_scale, guidance_rescale, guidance_max_noise,
+                batch_size, progress: as in `generate`.
             seed: an int (image k draws from default_rng([seed, k])) or one seed per image
                 (image k draws from default_rng([seed[k], 0])), as in `inpaint`.
 
@@ -596,7 +606,8 @@ class DiffusionModel(keras.Model):
                 progress(n)
             return images.copy()
         times = img2img_times(steps, strength)
-        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta)
+        step = self._sampler(n, labels, sites, guidance_scale, guidance_rescale, eta,
+                             guidance_max_noise)
         mean = ops.convert_to_numpy(self.pixel_mean)
         std = ops.convert_to_numpy(self.pixel_std)
         noise_rate, signal_rate = [np.float32(v) for v in self.schedule(np.float64(times[0]))]

@@ -132,7 +132,7 @@ def train_recipe(recipe: str, data: str, train_dir: Path, filled: list[str], ste
 
 def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
              rescale: float = 0.0, eta: float = 1.0, strength: float = 1.0,
-             sources: dict | None = None) -> dict:
+             sources: dict | None = None, max_noise: float = 0.0) -> dict:
     """n images per label into out/<label>/ (PNG; grey from grey models); {label: paths}.
 
     With `strength` < 1 (SDEdit, stage 3's `--generator sdedit`), image k of a label varies
@@ -149,7 +149,7 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
         common = dict(steps=50, eta=eta, labels=names.index(label), guidance_scale=guidance,
-                      guidance_rescale=rescale, batch_size=64)
+                      guidance_rescale=rescale, guidance_max_noise=max_noise, batch_size=64)
         if strength < 1.0:
             real = sources[label]
             start = np.stack([load_image(real[k % len(real)], model.image_size, model.channels)
@@ -268,6 +268,9 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance_rescale", type=float, nargs="+", default=[0.0],
                         help="guidance rescale values (0 = off); each is evaluated with each "
                              "guidance scale above 1")
+    parser.add_argument("--guidance_max_noise", type=float, default=0.0,
+                        help="guide only steps whose noise-to-signal ratio is at most this "
+                             "(stage 3's --guidance_max_noise; 0 = every step)")
     parser.add_argument("--strength", type=float, nargs="+", default=[1.0],
                         help="1 = sampling from noise (ddim); below 1 = SDEdit variations of the "
                              "label's training images at that strength; each is evaluated")
@@ -315,14 +318,17 @@ def main(argv=None) -> int:
 
     def evaluate_one(recipe, steps, run, sec, guidance, rescale, strength) -> None:
         sdedit = f" sdedit s{strength:g}" if strength < 1 else ""
+        m = args.guidance_max_noise
+        limited = f" m{m:g}" if m and guidance > 1 else ""
         tag = (f"{args.dataset}_{args.network}_{recipe}_{steps}_g{guidance:g}"
-               + (f"_r{rescale:g}" if rescale else "") + sdedit.replace(" ", "_")
+               + (f"_r{rescale:g}" if rescale else "") + limited.replace(" ", "_")
+               + sdedit.replace(" ", "_")
                + f"_{run.name}")
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
-                       guidance, rescale, args.eta, strength, train)
+                       guidance, rescale, args.eta, strength, train, args.guidance_max_noise)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
-        print_rows(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "") + sdedit,
-                   str(steps), f"{sec:.0f}", gen, tag)
+        print_rows(f"{recipe} g{guidance:g}" + (f" r{rescale:g}" if rescale else "") + limited
+                   + sdedit, str(steps), f"{sec:.0f}", gen, tag)
 
     def print_rows(what: str, steps: str, sec: str, gen: dict, tag: str) -> None:
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):

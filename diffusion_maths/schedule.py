@@ -196,6 +196,25 @@ def guided_output(cond, uncond, scale, rescale=0.0):
     return out * (rescale * ratio + (1.0 - rescale))
 
 
+def guidance_at(diffusion_time: float, scale: float, max_noise: float,
+                min_signal_rate: float = 0.02, max_signal_rate: float = 0.95) -> float:
+    """The guidance scale of one sampling step: `scale` where the noise-to-signal ratio
+    (noise_rate / signal_rate, in units of the normalised data's std) is at most `max_noise`,
+    1 (plain conditional) above it; `max_noise` 0 guides every step. Guidance at the noisiest
+    levels pulls every sample of a label towards one layout and adds little else
+    (Kynkäänniemi et al. 2024, "guidance in a limited interval").
+
+    Example:
+        >>> guidance_at(1.0, 3.0, 5.0), guidance_at(0.5, 3.0, 5.0), guidance_at(1.0, 3.0, 0.0)
+        (1.0, 3.0, 3.0)
+    """
+    if max_noise <= 0:
+        return float(scale)
+    noise, signal = diffusion_schedule(np.float64(diffusion_time), min_signal_rate,
+                                       max_signal_rate)
+    return float(scale) if noise / signal <= max_noise else 1.0
+
+
 def training_target(noises, images, noise_rates, signal_rates, prediction: str):
     """What the network learns to output: the noise ("eps") or v ("v")."""
     if prediction == "eps":

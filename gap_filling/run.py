@@ -36,7 +36,8 @@ from dataset.scan import DatasetError, ScanResult, scan_labelled_dir, validate_i
 from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
-                "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale", "seed",
+                "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale",
+                "guidance_max_noise", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
                 "audit_percentile", "memorisation_gate", "gate_rounds", "sd_preset",
                 "sd_image_size", "sd_dtype", "prompt_template", "prompt_file", "prompt_noise_std")
@@ -391,6 +392,7 @@ def _generate_missing(plan: GapFillPlan, out_dir: Path, models: dict, progress: 
                 common = dict(steps=cfg.generate_diffusion_steps, eta=cfg.eta,
                               labels=ref.class_index, guidance_scale=cfg.guidance_scale,
                               guidance_rescale=cfg.guidance_rescale,
+                              guidance_max_noise=cfg.guidance_max_noise,
                               batch_size=cfg.batch_size, sites=sites)
                 if cfg.generator == "sdedit":
                     sources = np.stack([load_image(plan.scan.in_dir / s.source, model.image_size,
@@ -472,6 +474,8 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
             if ref.class_index is not None:
                 params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale,
                               guidance_rescale=cfg.guidance_rescale)
+                if cfg.guidance_max_noise:
+                    params.update(guidance_max_noise=cfg.guidance_max_noise)
             if ref.site_names:  # the cell the image was generated for (None: any site)
                 params.update(site_index=ref.site_index(s.site_id),
                               guidance_scale=cfg.guidance_scale)

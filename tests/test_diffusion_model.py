@@ -305,6 +305,14 @@ def test_conditional_model_samples_per_label(conditional):
     mixed = model.generate(2, steps=4, seed=0, labels=[0, 1])
     noisy = model.generate(2, steps=4, seed=0, labels=[0, 1], label_noise_std=1.0)
     assert np.abs(mixed - noisy).mean() > 1e-4  # label-embedding noise changes samples
+    # guidance in a limited interval: a bound below every step's noise level is no guidance
+    kw = dict(steps=6, eta=0.0, seed=0, labels=[0, 1])
+    none = model.generate(2, guidance_scale=2.0, guidance_max_noise=1e-3, **kw)
+    np.testing.assert_allclose(none, model.generate(2, **kw), atol=1e-5)
+    every = model.generate(2, guidance_scale=2.0, guidance_max_noise=1e3, **kw)
+    np.testing.assert_allclose(every, model.generate(2, guidance_scale=2.0, **kw), atol=1e-5)
+    some = model.generate(2, guidance_scale=2.0, guidance_max_noise=3.0, **kw)
+    assert np.abs(some - every).mean() > 1e-4 and np.abs(some - none).mean() > 1e-4
     with pytest.raises(ValueError, match="labels must be in 0..1"):
         model.generate(1, steps=2, labels=2)
     with pytest.raises(ValueError, match="needs labels"):

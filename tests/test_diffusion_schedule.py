@@ -174,6 +174,17 @@ def test_guidance_rescale_restores_the_conditional_spread_per_image():
     assert np.all(half.std(axis=(1, 2, 3)) < plain.std(axis=(1, 2, 3)))
 
 
+def test_guidance_at_guides_only_up_to_the_noise_bound():
+    from diffusion_maths.schedule import diffusion_schedule, guidance_at
+    times = np.linspace(0.0, 1.0, 51)
+    noise, signal = diffusion_schedule(times)
+    ratio = noise / signal
+    scales = np.array([guidance_at(t, 3.0, 3.0) for t in times])
+    assert set(scales[ratio <= 3.0]) == {3.0} and set(scales[ratio > 3.0]) == {1.0}
+    assert scales[0] == 3.0 and scales[-1] == 1.0  # clean end guided, pure noise not
+    assert {guidance_at(t, 3.0, 0.0) for t in times} == {3.0}  # 0: every step
+
+
 def test_clip_denoised_clips_and_keeps_the_pair_consistent():
     rng = np.random.default_rng(0)
     x0 = rng.normal(0, 2, (3, 4, 4, 1))
