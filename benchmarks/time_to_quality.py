@@ -48,6 +48,7 @@ class Recipe:
     name: str
     build: object                       # () -> compiled keras model with .generate
     policy: str = "float32"
+    batch: int = 16                     # images per step (its own input pipeline)
     seconds: float = 0.0
     steps: int = 0
     curve: list = field(default_factory=list)   # (steps, seconds, kid, recognised)
@@ -117,27 +118,28 @@ def keras_io(train, seed: int = 0, ema_warmup: bool = False):
     return model
 
 
-def ours(train, seed: int = 0, **settings):
+def ours(train, seed: int = 0, learning_rate: float = 1e-3, **settings):
     import keras
     from diffusion_model import DiffusionModel
     keras.utils.set_random_seed(seed)
     model = DiffusionModel(image_size=(SIZE, SIZE), widths=WIDTHS, block_depth=DEPTH,
                            channels=train.shape[-1], seed=seed, **settings)
     model.adapt_normalizer(train)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=1e-4))
     return model
 
 
 def run(recipes: list[Recipe], train, test, predict, embed, steps: int, chunk: int,
-        n_eval: int = 200, batch: int = 16, log=print, label: int | None = LABEL) -> None:
+        n_eval: int = 200, log=print, label: int | None = LABEL) -> None:
     """Trains every recipe to `steps` in interleaved chunks, scoring after each chunk
     (`label` None: no recognised share, nan)."""
     import keras
     import tensorflow as tf
     from diffusion.kid import kid_from_features
     real = embed(test)
-    ds = (tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=0).repeat()
-          .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    datasets = {r.batch: (tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=0)
+                          .repeat().batch(r.batch, drop_remainder=True)
+                          .prefetch(tf.data.AUTOTUNE)) for r in recipes}
     models = {}
     for r in recipes:
         keras.config.set_dtype_policy(r.policy)
@@ -145,12 +147,12 @@ def run(recipes: list[Recipe], train, test, predict, embed, steps: int, chunk: i
         # Compilation and the first steps (oneDNN primitive creation) are not the recipe's
         # speed: two short warm-up fits, untimed.
         for _ in range(2):
-            models[r.name].fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+            models[r.name].fit(datasets[r.batch], epochs=1, steps_per_epoch=2, verbose=0)
     keras.config.set_dtype_policy("float32")
     while recipes[0].steps < steps:
         for r in recipes:
             t = time.perf_counter()
-            models[r.name].fit(ds, epochs=1, steps_per_epoch=chunk, verbose=0)
+            models[r.name].fit(datasets[r.batch], epochs=1, steps_per_epoch=chunk, verbose=0)
             r.seconds += time.perf_counter() - t
             r.steps += chunk
         for r in recipes:
@@ -207,7 +209,8 @@ def table(recipes: list[Recipe], floor: float, real_rec: float | None,
     return lines
 
 
-def default_recipes(bf16: bool) -> list[Recipe]:
+def default_recipes(bf16: bool, named: bool = False) -> list[Recipe]:
+    """The recipes a run measures; `named` adds those measured only when named (--recipes)."""
     policy = "mixed_bfloat16" if bf16 else "float32"
     out = [Recipe("keras.io", keras_io),
            Recipe("keras.io + EMA warm-up", lambda d: keras_io(d, ema_warmup=True)),
@@ -219,6 +222,15 @@ def default_recipes(bf16: bool) -> list[Recipe]:
         out += [Recipe(f"ours prenorm {policy}", lambda d: ours(d), policy=policy),
                 Recipe(f"ours lean {policy}", lambda d: ours(d, residual_block="lean"),
                        policy=policy)]
+    if not named:
+        return out
+    # batch size and learning rate, on the default block and precision
+    out += [Recipe(f"ours prenorm {policy} lr 2e-3",
+                   lambda d: ours(d, learning_rate=2e-3), policy=policy),
+            Recipe(f"ours prenorm {policy} batch 32 lr 2e-3",
+                   lambda d: ours(d, learning_rate=2e-3), policy=policy, batch=32),
+            Recipe(f"ours prenorm {policy} batch 8 lr 5e-4",
+                   lambda d: ours(d, learning_rate=5e-4), policy=policy, batch=8)]
     return out
 
 
@@ -255,9 +267,9 @@ def measure(steps: int, chunk: int, n_eval: int = 200, log=print,
         real_rec = float(np.mean(predict(test).argmax(1) == LABEL))
         what = f"Fashion-MNIST '{LABEL_NAME}', {len(train)} training images, {SIZE} px grey"
     floor = kid_from_features(embed(test), embed(train))
-    log(f"time to quality: {what}, widths {WIDTHS} depth {DEPTH}, batch 16, {steps} steps "
-        f"in chunks of {chunk}")
-    chosen = default_recipes(cpu_has_bf16())
+    log(f"time to quality: {what}, widths {WIDTHS} depth {DEPTH}, batch 16 unless "
+        f"named, {steps} steps in chunks of {chunk}")
+    chosen = default_recipes(cpu_has_bf16(), named=bool(recipes))
     unknown = set(recipes or []) - {r.name for r in chosen}
     if unknown:
         raise SystemExit(f"unknown recipe(s) {sorted(unknown)}; choose from "
