@@ -94,10 +94,12 @@ def test_stage3_writes_grey_images_for_their_site_cells(grey_data, grey_model, t
 
 
 def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_path):
+    # exact copies by design: the memorisation gate would move every one aside
     out = tmp_path / "sdedit"
     assert augment_main(["--in_dir", str(grey_data), "--out_dir", str(out), "--balance",
                          "labels", "--weight_paths", str(grey_model), "--generator", "sdedit",
-                         "--strength", "0", "--generate_diffusion_steps", "4"]) == 0
+                         "--strength", "0", "--generate_diffusion_steps", "4",
+                         "--no-memorisation_gate"]) == 0
     rows = [r for r in read_manifest(out / "manifest.csv") if r.generator == "sdedit"]
     assert len(rows) == 4
     for r in rows:
@@ -106,6 +108,14 @@ def test_sdedit_at_strength_zero_returns_its_source(grey_data, grey_model, tmp_p
         assert source.name.startswith(r.site_id + "_")  # a real image of its own cell
         expected = np.rint(load_image(source, (16, 16), 1)[..., 0] * 255).astype(np.uint8)
         np.testing.assert_array_equal(np.asarray(Image.open(out / r.path)), expected)
+    # by default the memorisation gate moves such copies aside
+    gated = tmp_path / "gated"
+    assert augment_main(["--in_dir", str(grey_data), "--out_dir", str(gated), "--balance",
+                         "labels", "--weight_paths", str(grey_model), "--generator", "sdedit",
+                         "--strength", "0", "--generate_diffusion_steps", "4",
+                         "--gate_rounds", "0"]) == 0
+    assert not [r for r in read_manifest(gated / "manifest.csv") if r.generator == "sdedit"]
+    assert len(read_manifest(gated / "rejected.csv")) == 4
     # strength > 0 changes the image, and each image can be made again alone (float32: bf16
     # rounding differs with the batch size)
     saved, _ = read_run(grey_model)
