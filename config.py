@@ -550,9 +550,13 @@ class ClassifierConfig:
             raise ConfigError("--mean and --std take 3 values (R G B)")
         if self.backbone != "small_cnn" and self.input_shape < 32:
             raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")
-        if self.sample_weighting == "diagen" and not self.manifest:
+        if self.sample_weighting == "diagen" and not self._reads_synthetic_images():
             raise ConfigError("--sample_weighting diagen weights synthetic images: it needs "
                               "--manifest")
+
+    def _reads_synthetic_images(self) -> bool:
+        # One training reads synthetic images only through a manifest.
+        return bool(self.manifest)
 
 
 @dataclass
@@ -668,10 +672,10 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
             raise ConfigError("albumentations presets have fixed strengths: give one "
                               "--classic_strengths value with --classic_augm_type "
                               "albumentations")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ConfigError("--mean and --std take 3 values (R G B)")
-        if self.backbone != "small_cnn" and self.input_shape < 32:
-            raise ConfigError(f"--backbone {self.backbone} needs --input_shape >= 32")
+
+    def _reads_synthetic_images(self) -> bool:
+        # The fill arms' folders hold the synthetic images (and their manifests).
+        return True
 
 
 # classic_fill sits between augment and classify: the comparison always gets the same gap

@@ -249,6 +249,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(data, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_passes_every_stage_check(config, tmp_path, capsys):
+    """`make demo`'s settings (and any other shipped config) build and validate every stage:
+    a rule added to a shared settings class must not break them."""
+    labels = {lab for cats in json.loads(config.read_text())["pipeline"]["categories"]
+              for lab in cats.split(",")}
+    for split in ("train", "test"):
+        for k, lab in enumerate(sorted(labels)):
+            for n in range(2 + k):
+                save_image(tmp_path / split / lab / f"S{n % 2 + 1}_{n:02d}.png",
+                           np.full((20, 20, 3), 40 * k))
+    out = tmp_path / "run"
+    assert run_pipeline.main(["--in_dir", str(tmp_path / "train"), "--test_dir",
+                              str(tmp_path / "test"), "--out_dir", str(out), "--config",
+                              str(config), "--dry-run"]) == 0
+    assert "error" not in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_an_interrupted_diffusion_stage_resumes_its_run(finished, data, capsys):
     out = finished["out"]
     state = json.loads((out / "pipeline_state.json").read_text())
