@@ -17,7 +17,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dataset.atomic import atomic_path, atomic_write_text
@@ -44,7 +43,8 @@ def prepare_out_dir(cfg) -> Path:
         DatasetError: one line saying why; nothing is changed.
     """
     from cli.flags import config_to_dict
-    from dataset.out_dir import check_location, holds_files, remove_stale_temp_files
+    from dataset.out_dir import (check_location, holds_files, remove_stale_temp_files,
+                                 saved_config)
 
     for flag, value in _inputs(cfg):
         if not Path(value).exists():
@@ -52,10 +52,7 @@ def prepare_out_dir(cfg) -> Path:
         check_location(cfg.out_dir, value, flag)
     out = Path(cfg.out_dir).resolve()
     if holds_files(out):
-        try:
-            saved = json.loads((out / CONFIG_NAME).read_text())
-        except (OSError, ValueError):
-            saved = {}
+        saved = saved_config(out)
         if saved.get("_config_class") != type(cfg).__name__:
             raise DatasetError(f"--out_dir {cfg.out_dir} already holds files not written by "
                                f"this command: choose a new folder (nothing changed)")
