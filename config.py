@@ -203,6 +203,9 @@ class DiffusionConfig(ExecutorConfig):
                               "1x1 second convolution, the width changed first (about half "
                               "the multiply-adds); postnorm = the original two-GroupNorm "
                               "block.", choices=("prenorm", "lean", "postnorm"))
+    unet_dropout: float = opt(0.0, "ddim: dropout between the two convolutions of every "
+                              "residual block while training (as ADM); against memorising "
+                              "a few hundred images.", min=0.0, max=0.9)
     prediction: str = opt("eps", "What the network predicts: the noise (eps) or v.",
                           choices=("eps", "v"))
     loss_weighting: str = opt("none", "Loss weight per noise level: none, or min_snr "

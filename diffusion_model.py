@@ -61,7 +61,7 @@ class DiffusionModel(keras.Model):
         image_size: (height, width).
         widths, block_depth, embedding_dims, attention_in_bottleneck,
         attention_in_up_down_sample, groups, channels, block_conditioning,
-        residual_block: the U-Net (see
+        residual_block, dropout: the U-Net (see
             `u_net_backbone.build_unet`).
         num_classes: 0 for one model per label; > 0 for a class-conditional model.
         num_sites: > 0 conditions on the site id too.
@@ -85,7 +85,8 @@ class DiffusionModel(keras.Model):
                  channels: int = 3, num_sites: int = 0, augment_dims: int = 0,
                  block_conditioning: bool = True, site_dropout: float = 0.1,
                  prediction: str = "eps", loss_weighting: str = "none",
-                 min_snr_gamma: float = 5.0, residual_block: str = "prenorm", **kwargs):
+                 min_snr_gamma: float = 5.0, residual_block: str = "prenorm",
+                 dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < min_signal_rate < max_signal_rate < 1.0:
             raise ValueError(f"need 0 < min_signal_rate < max_signal_rate < 1, got "
@@ -112,6 +113,7 @@ class DiffusionModel(keras.Model):
         self.augment_dims = int(augment_dims)
         self.block_conditioning = bool(block_conditioning)
         self.residual_block = str(residual_block)
+        self.dropout = float(dropout)
         self.site_dropout = float(site_dropout)
         self.prediction = str(prediction)
         self.loss_weighting = str(loss_weighting)
@@ -124,7 +126,7 @@ class DiffusionModel(keras.Model):
                         channels=self.channels, num_sites=self.num_sites,
                         augment_dims=self.augment_dims,
                         block_conditioning=self.block_conditioning,
-                        residual_block=self.residual_block)
+                        residual_block=self.residual_block, dropout=self.dropout)
         self.network = build_unet(**net_args, name="network")
         self.ema_network = build_unet(**net_args, name="ema_network")
         self.ema_network.set_weights(self.network.get_weights())
@@ -152,7 +154,7 @@ class DiffusionModel(keras.Model):
                 "channels": self.channels, "num_sites": self.num_sites,
                 "augment_dims": self.augment_dims,
                 "block_conditioning": self.block_conditioning,
-                "residual_block": self.residual_block,
+                "residual_block": self.residual_block, "dropout": self.dropout,
                 "site_dropout": self.site_dropout, "prediction": self.prediction,
                 "loss_weighting": self.loss_weighting, "min_snr_gamma": self.min_snr_gamma}
 

@@ -36,6 +36,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -201,35 +202,44 @@ class ModulatedGroupNorm(layers.Layer):
 RESIDUAL_BLOCKS = ("prenorm", "lean", "postnorm")
 
 
-def _prenorm_block(x, width: int, groups: int, name: str, emb=None):
+def _prenorm_block(x, width: int, groups: int, name: str, emb=None, dropout: float = 0.0):
     # One normalisation per block, before the convolutions (as the keras.io example's
     # BatchNorm), with the conditioning folded into it; the residual stream stays linear.
     residual = x if x.shape[-1] == width else layers.Conv2D(width, 1, name=f"{name}_skip")(x)
-    return layers.Add(name=f"{name}_add")([_norm_conv_conv(x, width, groups, name, emb, 3),
-                                           residual])
+    return layers.Add(name=f"{name}_add")(
+        [_norm_conv_conv(x, width, groups, name, emb, 3, dropout), residual])
 
 
-def _lean_block(x, width: int, groups: int, name: str, emb=None):
+def _lean_block(x, width: int, groups: int, name: str, emb=None, dropout: float = 0.0):
     # The prenorm block at about half the multiply-adds: a block that changes the width
     # (the up path's concatenated skips, a level's first block) projects first, so its 3x3
     # convolution runs at `width`, and the second convolution is 1x1.
     if x.shape[-1] != width:
         x = layers.Conv2D(width, 1, name=f"{name}_skip")(x)
-    return layers.Add(name=f"{name}_add")([_norm_conv_conv(x, width, groups, name, emb, 1), x])
+    return layers.Add(name=f"{name}_add")(
+        [_norm_conv_conv(x, width, groups, name, emb, 1, dropout), x])
 
 
-def _norm_conv_conv(x, width: int, groups: int, name: str, emb, second_kernel: int):
-    """Modulated GroupNorm, 3x3 convolution + swish, then a `second_kernel` convolution."""
+def _dropout(x, rate: float, name: str):
+    # Between a block's two convolutions, as ADM; no layer at 0, so the graph is unchanged.
+    return layers.Dropout(rate, name=f"{name}_dropout")(x) if rate > 0 else x
+
+
+def _norm_conv_conv(x, width: int, groups: int, name: str, emb, second_kernel: int,
+                    dropout: float = 0.0):
+    """Modulated GroupNorm, 3x3 convolution + swish, dropout, then a `second_kernel`
+    convolution."""
     inputs = x
     if emb is not None:
         params = layers.Dense(2 * x.shape[-1], name=f"{name}_film")(emb)
         inputs = [x, layers.Reshape((1, 1, 2 * x.shape[-1]), name=f"{name}_film_map")(params)]
     x = ModulatedGroupNorm(groups, name=f"{name}_norm")(inputs)
     x = layers.Conv2D(width, 3, padding="same", activation="swish", name=f"{name}_conv1")(x)
+    x = _dropout(x, dropout, name)
     return layers.Conv2D(width, second_kernel, padding="same", name=f"{name}_conv2")(x)
 
 
-def _residual_block(x, width: int, groups: int, name: str, emb=None):
+def _residual_block(x, width: int, groups: int, name: str, emb=None, dropout: float = 0.0):
     # The original block (models trained before `residual_block` existed): two GroupNorms.
     residual = x if x.shape[-1] == width else layers.Conv2D(width, 1, name=f"{name}_skip")(x)
     x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv1")(x)
@@ -241,6 +251,7 @@ def _residual_block(x, width: int, groups: int, name: str, emb=None):
         params = layers.Reshape((1, 1, 2 * width), name=f"{name}_film_map")(params)
         x = FeatureModulation(name=f"{name}_modulate")([x, params])
     x = layers.Activation("swish", name=f"{name}_act1")(x)
+    x = _dropout(x, dropout, name)
     x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(x)
     x = layers.GroupNormalization(groups=groups, name=f"{name}_norm2")(x)
     x = layers.Add(name=f"{name}_add")([x, residual])
@@ -272,7 +283,7 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
                attention_in_up_down_sample: bool = False, num_classes: int = 0,
                groups: int = 8, channels: int = 3, num_sites: int = 0, augment_dims: int = 0,
                block_conditioning: bool = True, residual_block: str = "prenorm",
-               name: str = "residual_unet") -> keras.Model:
+               dropout: float = 0.0, name: str = "residual_unet") -> keras.Model:
     """Builds the U-Net as a functional Keras model.
 
     Args:
@@ -298,6 +309,8 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
             and a 1x1 second convolution (about half the multiply-adds); "postnorm": the
             original block (two GroupNorms, conditioning after the first), kept so older
             model folders load.
+        dropout: rate of dropout between each residual block's two convolutions, while
+            training only (0: none). Against memorising a few hundred images.
 
     Returns:
         Model with inputs in the order of `network_input_names` and the prediction (float32,
@@ -313,8 +326,10 @@ def build_unet(image_size: Sequence[int], widths: Sequence[int], block_depth: in
     if residual_block not in RESIDUAL_BLOCKS:
         raise UNetConfigError(f"residual_block must be one of {RESIDUAL_BLOCKS}, "
                               f"got {residual_block!r}")
-    block = {"prenorm": _prenorm_block, "lean": _lean_block,
-             "postnorm": _residual_block}[residual_block]
+    if not 0.0 <= dropout < 1.0:
+        raise UNetConfigError(f"dropout must be in [0, 1), got {dropout}")
+    block = functools.partial({"prenorm": _prenorm_block, "lean": _lean_block,
+                               "postnorm": _residual_block}[residual_block], dropout=dropout)
     if not block_conditioning and (num_sites or augment_dims):
         raise UNetConfigError("site and augmentation conditions need block_conditioning")
     h, w = int(image_size[0]), int(image_size[1])

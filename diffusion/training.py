@@ -275,7 +275,7 @@ def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0,
                               latent_dim=cfg.gan_latent_dim, r1_gamma=cfg.gan_r1_gamma,
                               learning_rate=cfg.gan_learning_rate, ema=cfg.ema, seed=cfg.seed)
     return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
-                          residual_block=cfg.residual_block,
+                          residual_block=cfg.residual_block, dropout=cfg.unet_dropout,
                           num_sites=num_sites if cfg.site_conditioning else 0,
                           augment_dims=augment_dims,
                           site_dropout=cfg.site_dropout, prediction=cfg.prediction,

@@ -135,6 +135,28 @@ def test_every_residual_block_builds_with_its_norms_and_kernels():
         build_unet((16, 16), [8, 16], 1, residual_block="fast")
 
 
+@pytest.mark.parametrize("block", ["prenorm", "lean", "postnorm"])
+def test_unet_dropout_acts_while_training_only(block):
+    def build(rate):
+        keras.utils.set_random_seed(3)
+        return build_unet((16, 16), [8, 16], 1, embedding_dims=8, num_classes=2,
+                          residual_block=block, dropout=rate)
+    plain, dropped = build(0.0), build(0.5)
+    assert not any(type(la).__name__ == "Dropout" for la in plain.layers)
+    assert sum(type(la).__name__ == "Dropout" for la in dropped.layers) == 3  # one a block
+    dropped.set_weights(plain.get_weights())   # dropout adds no weights
+    # the zero-initialised output layer would hide any difference
+    head = dropped.get_layer("pred_noise")
+    head.kernel.assign(np.random.default_rng(0).normal(size=head.kernel.shape))
+    plain.get_layer("pred_noise").kernel.assign(head.kernel)
+    x = [np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32"),
+         np.full((2, 1, 1, 1), 0.5, "float32"), np.array([0, 1]), np.zeros((2, 8), "float32")]
+    np.testing.assert_allclose(dropped(x, training=False), plain(x, training=False), atol=1e-5)
+    assert np.abs(np.asarray(dropped(x, training=True)) - np.asarray(plain(x))).max() > 1e-2
+    with pytest.raises(UNetConfigError, match="dropout"):
+        build_unet((16, 16), [8, 16], 1, dropout=1.0)
+
+
 def test_unet_rejects_bad_shapes():
     with pytest.raises(UNetConfigError, match="multiple of the 8"):
         build_unet((16, 16), [8, 12], 1)

@@ -224,17 +224,18 @@ def test_a_model_folder_from_before_the_recipe_still_loads(tmp_path):
     assert train_all.main(["--in_dir", str(data), "--out_dir", str(out), "--num_epochs", "1",
                            "--channels", "3", "--no-block_conditioning",
                            "--no-augment_conditioning", "--residual_block", "postnorm",
-                           *TINY]) == 0
+                           "--unet_dropout", "0.2", *TINY]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     before = load_model(run)[0].generate(2, steps=2, seed=1)
     described = json.loads((run / "model.json").read_text())
+    assert described["config"].pop("dropout") == 0.2   # sampling without dropout layers
     described["config"].pop("residual_block")   # a model.json from before the block choice
     (run / "model.json").write_text(json.dumps(described))
     assert load_model(run)[0].residual_block == "postnorm"
     cfg = json.loads((run / "config.json").read_text())
     for key in ("channels", "block_conditioning", "site_conditioning", "augment_conditioning",
                 "prediction", "loss_weighting", "min_snr_gamma", "site_dropout", "train_steps",
-                "residual_block"):
+                "residual_block", "unet_dropout"):
         cfg.pop(key)  # as written before these settings existed
     (run / "config.json").write_text(json.dumps(cfg))
     (run / "model.json").unlink()  # and before folders described their network
