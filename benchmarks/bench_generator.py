@@ -323,6 +323,7 @@ def main(argv=None) -> int:
         tag = (f"{args.dataset}_{args.network}_{recipe}_{steps}_g{guidance:g}"
                + (f"_r{rescale:g}" if rescale else "") + limited.replace(" ", "_")
                + sdedit.replace(" ", "_")
+               + (f"_eta{args.eta:g}" if args.eta != 1.0 else "")
                + f"_{run.name}")
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
                        guidance, rescale, args.eta, strength, train, args.guidance_max_noise)
