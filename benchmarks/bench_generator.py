@@ -32,6 +32,8 @@ from budget to budget: the table of quality vs steps.
         --steps 1500 3000 --guidance 1 3                   # 32 px, about an hour on 2 cores
     .venv/bin/python benchmarks/bench_generator.py --dataset coco --network medium \
         --steps 1500 --guidance 3 --strength 1 0.8 0.6     # and SDEdit of the training photos
+    .venv/bin/python benchmarks/bench_generator.py --dataset coco --network medium \
+        --steps 1500 --guidance 3 --context all     # stage 2 on all 23 classes, scored on 6
     .venv/bin/python benchmarks/bench_generator.py --quick        # smoke run, ~3 minutes
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --model_dir RUN  # evaluate
 
@@ -88,6 +90,18 @@ def dataset(name: str, work: Path, quick: bool) -> tuple[Path, Path, list[str]]:
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(COCO / split / label, target_is_directory=True)
     return work / "coco" / "train", work / "coco" / "test", COCO_FILLED
+
+
+def coco_context_dir(work: Path) -> Path:
+    """Every custom_coco training class, linked: stage 2's data for --context all (the
+    judge and the scores stay on the 6 classes)."""
+    root = work / "coco_all" / "train"
+    for label in sorted(p.name for p in (COCO / "train").iterdir() if p.is_dir()):
+        link = root / label
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(COCO / "train" / label, target_is_directory=True)
+    return root
 
 
 def recipe_flags(recipe: str) -> list[str]:
@@ -283,6 +297,10 @@ def main(argv=None) -> int:
     parser.add_argument("--train_flags", default="",
                         help="extra train_all.py flags for the new and gan recipes, e.g. "
                              "'--prediction v --loss_weighting min_snr'")
+    parser.add_argument("--context", choices=("evidence", "all"), default="evidence",
+                        help="coco: the diffusion model trains on the evidence benchmark's 6 "
+                             "classes, or on all 23 (more photos behind the shared trunk; "
+                             "scores stay on the 6)")
     parser.add_argument("--work_dir", default="/tmp/bench_generator")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
@@ -290,6 +308,8 @@ def main(argv=None) -> int:
         args.steps, args.images_per_label = [20], 8
     work = Path(args.work_dir)
     train_dir, test_dir, filled = dataset(args.dataset, work, args.quick)
+    if args.context == "all" and args.dataset != "coco":
+        parser.error("--context all is for --dataset coco")
     if (args.dataset, args.network) not in NETWORK:
         parser.error(f"--network {args.network} is defined for "
                      f"{', '.join(d for d, n in NETWORK if n == args.network)} only")
@@ -363,9 +383,12 @@ def main(argv=None) -> int:
         spent = 0.0
         flags = args.train_flags.split() if recipe in ("new", "gan") else []
         variant = ("_" + "_".join(f.lstrip("-") for f in flags)) if flags else ""
+        diffusion_dir = train_dir
+        if args.context == "all" and recipe != "landed":
+            diffusion_dir, variant = coco_context_dir(work), variant + "_context_all"
         budgets = {"new": args.steps, "gan": args.gan_steps or args.steps}
         for steps in budgets.get(recipe, args.steps[-1:]):
-            run, sec = train_recipe(recipe, args.dataset, train_dir, filled, steps, work,
+            run, sec = train_recipe(recipe, args.dataset, diffusion_dir, filled, steps, work,
                                     args.quick, args.network, variant, flags)
             spent += sec
             report(recipe, steps, run, spent)
