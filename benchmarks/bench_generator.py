@@ -153,7 +153,6 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
     the label's real image `sources[label][k % len]`, with seed k.
     """
     from dataset.images import save_rgb, to_uint8
-    from diffusion.callbacks import image_grid
     from diffusion.data import load_image
     from diffusion.inference import load_model
     model, _, meta = load_model(run)
@@ -174,13 +173,30 @@ def generate(run: Path, labels: list[str], n: int, out: Path, guidance: float,
         paths[label] = [save_rgb(folder / f"{k:04d}.png", to_uint8(img))
                         for k, img in enumerate(images)]
         rows.append(images[:12])
-    # one row per label: what a reader looks at before any number
+    save_sheet(rows, out / "contact_sheet.png")
+    return paths
+
+
+def save_sheet(rows: list[np.ndarray], path: Path) -> None:
+    """One row of up to 12 images per label, small images enlarged (nearest) for the eye:
+    what a reader looks at before any number."""
+    from dataset.images import save_rgb
+    from diffusion.callbacks import image_grid
+    rows = [r if r.shape[-1] == 3 else np.repeat(r, 3, axis=-1) for r in rows]
     sheet = np.concatenate([np.pad(r, ((0, 12 - len(r)), (0, 0), (0, 0), (0, 0)))
                             for r in rows])
     grid = image_grid(sheet, cols=12)
-    scale = max(1, 96 // sheet.shape[1])  # small images enlarged (nearest) for the eye
-    save_rgb(out / "contact_sheet.png", grid.repeat(scale, 0).repeat(scale, 1))
-    return paths
+    scale = max(1, 96 // sheet.shape[1])
+    save_rgb(path, grid.repeat(scale, 0).repeat(scale, 1))
+
+
+def real_sheet(train: dict, size: int, path: Path) -> Path:
+    """The first 12 training images of each label at the generator's resolution, the sheet
+    every generated one is read against (can a person name the label at this size?)."""
+    from diffusion.data import load_image
+    save_sheet([np.stack([load_image(p, (size, size), 3) for p in paths[:12]])
+                for paths in train.values()], path)
+    return path
 
 
 def generate_sd(task, labels: list[str], names: dict, n: int, out: Path, strength: float,
@@ -325,6 +341,7 @@ def main(argv=None) -> int:
           f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label, "
           f"50 steps, eta {args.eta:g}")
 
+    print(f"real training images at {size} px: {real_sheet(train, size, work / f'real_sheet_{size}px.png')}")
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised")
 
