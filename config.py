@@ -418,9 +418,13 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "
                           "generated).", min=1, max=32)
-    audit_features: str = opt("auto", "Memorisation audit features: InceptionV3 (ImageNet "
-                              "weights), or 'random' (a fixed-seed conv net, offline). auto = "
-                              "inception, else random.", choices=("auto", "inception", "random"))
+    audit_features: str = opt("pixels", "Memorisation audit features: pixels (32 px, each "
+                              "image's brightness and contrast taken out: catches copies, "
+                              "blurred or flipped ones too, with no weights), or the KID "
+                              "extractor: inception (ImageNet weights), random (a fixed-seed "
+                              "conv net), auto (inception, else random). The random net "
+                              "flags look-alikes, not copies (docs/benchmarks.md).",
+                              choices=("pixels", "auto", "inception", "random"))
     audit_percentile: float = opt(5.0, "Memorisation audit: a generated image closer to a "
                                   "training image than this percentile of the real images' "
                                   "own nearest-neighbour distances is flagged.", min=0.0,

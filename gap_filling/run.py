@@ -421,7 +421,7 @@ def _audit_and_gate(plan: GapFillPlan, out_dir: Path, items: list[SyntheticImage
     """
     from classifier.report import write_csv
     from quality.audit import audit_synthetic, closest_pairs_sheet, summarise
-    from quality.features import kid_space
+    from quality.features import audit_space
 
     present = []
     for s in items:
@@ -435,7 +435,7 @@ def _audit_and_gate(plan: GapFillPlan, out_dir: Path, items: list[SyntheticImage
     for r in plan.scan.images:
         train.setdefault(r.label, []).append(r.path)
     table = audit_synthetic([str(p) for p, _ in present], train, None,
-                            kid_space(plan.cfg.audit_features),
+                            audit_space(plan.cfg.audit_features),
                             synthetic_labels=[s.label for _, s in present],
                             percentile=plan.cfg.audit_percentile)
     write_csv(out_dir / "audit.csv", table)

@@ -7,7 +7,7 @@ command share: paths in, one table row per synthetic image out (nothing is writt
 at; `summarise` gives the per-label memorisation shares.
 
 Example:
-    >>> space = kid_space("auto")
+    >>> space = pixel_space(32)
     >>> table = audit_synthetic(fake_paths, {"boot": boot_paths, "bag": bag_paths},
     ...                         test_paths=test_paths, space=space)
     >>> table[table.flagged].path.tolist()       # suspected copies
@@ -22,7 +22,7 @@ import numpy as np
 from quality import neighbours
 
 AUDIT_COLUMNS = ["path", "label", "space", "nearest_path", "nearest_label", "distance",
-                 "threshold", "ratio", "flagged"]
+                 "threshold", "ratio", "flagged", "nearest_mirrored"]
 
 
 def _flatten(paths_by_label: Mapping[str, Sequence[str | Path]]) -> tuple[list[str], list[str]]:
@@ -40,13 +40,25 @@ def _kept(features, ok, paths, labels, what: str):
     return features, [paths[i] for i in ok], [labels[i] for i in ok]
 
 
+def _nearest(query, train_f, mirror_f, metric: str, exclude_self: bool = False):
+    """Each query's closest training image, among the images and (when `mirror_f` is given)
+    their mirror images: (index, distance, matched the mirror image)."""
+    idx, dist = neighbours.nearest(query, train_f, metric, exclude_self)
+    if mirror_f is None:
+        return idx, dist, np.zeros(len(idx), dtype=bool)
+    # exclude_self here also keeps an image from matching its own mirror image
+    m_idx, m_dist = neighbours.nearest(query, mirror_f, metric, exclude_self)
+    mirrored = m_dist < dist
+    return np.where(mirrored, m_idx, idx), np.minimum(dist, m_dist), mirrored
+
+
 def audit_synthetic(synthetic_paths: Sequence[str | Path],
                     train_paths_by_label: Mapping[str, Sequence[str | Path]],
                     test_paths: Sequence[str | Path] | Mapping[str, Sequence[str | Path]]
                     | None = None,
                     space=None, *, synthetic_labels: Sequence[str] | None = None,
                     percentile: float = 5.0, metric: str = "cosine", min_reference: int = 5,
-                    scope: str = "global"):
+                    scope: str = "global", mirror: bool = True):
     """Flags synthetic images that lie closer to a training image than real test images do.
 
     The nearest neighbour is searched among ALL training images (a copy of another label's
@@ -59,7 +71,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
             scope="label"). None: leave-one-out distances among the training images (each
             to its closest other training image) stand in for the test-to-train ones, as in
             stage 3 where no test set exists.
-        space: a `quality.features.FeatureSpace`; default `kid_space("auto")`.
+        space: a `quality.features.FeatureSpace`; default `pixel_space(32)`.
         synthetic_labels: one label per synthetic image; default its folder's name (the
             stage-3 layout `<label>/<name>.png`).
         percentile: of the reference distances that sets the threshold (5 = the issue's).
@@ -67,10 +79,13 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
         min_reference: fewer reference distances than this: the threshold is their minimum.
         scope: "global" (one threshold) or "label" (each label's own test images; labels
             with fewer than `min_reference` take the global one).
+        mirror: a training image's mirror image counts as that image (stage 2 trains on
+            flipped images, so a flipped copy is a copy), for the reference distances too.
 
     Returns:
         pandas DataFrame, one row per readable synthetic image, columns AUDIT_COLUMNS
-        (`ratio` = distance / threshold: below 1 is flagged, 0 a copy). `df.attrs` holds
+        (`ratio` = distance / threshold: below 1 is flagged, 0 a copy; `nearest_mirrored`:
+        the match was the training image's mirror image). `df.attrs` holds
         "rule" (how the threshold was made, per label), "reference" and "skipped"
         (messages for unreadable files).
 
@@ -79,7 +94,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
 
     Example:
         >>> df = audit_synthetic(["out/boot/a.png"], {"boot": ["train/boot/1.png"]},
-        ...                      ["test/boot/9.png"], kid_space("random"))
+        ...                      ["test/boot/9.png"], pixel_space(32))
         >>> df.loc[0, "flagged"]
     """
     import pandas as pd
@@ -87,8 +102,8 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
     if scope not in ("global", "label"):
         raise ValueError(f"scope must be 'global' or 'label', got {scope!r}")
     if space is None:
-        from quality.features import kid_space
-        space = kid_space("auto")
+        from quality.features import pixel_space
+        space = pixel_space(32)
     syn_paths = [str(p) for p in synthetic_paths]
     syn_labels = ([str(x) for x in synthetic_labels] if synthetic_labels is not None
                   else [Path(p).parent.name for p in syn_paths])
@@ -100,12 +115,13 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
     f, ok, err = space.features(train_paths)
     skipped += err
     train_f, train_paths, train_labels = _kept(f, ok, train_paths, train_labels, "training")
+    mirror_f = space.features(train_paths, mirror=True)[0] if mirror else None
 
     if test_paths is None:
         if len(train_paths) < 2:
             raise ValueError("leave-one-out reference distances need at least 2 training "
                              "images; give real test images")
-        _, ref_d = neighbours.nearest(train_f, train_f, metric, exclude_self=True)
+        _, ref_d, _ = _nearest(train_f, train_f, mirror_f, metric, exclude_self=True)
         ref_labels, reference = train_labels, "leave-one-out train-to-train"
     else:
         if isinstance(test_paths, Mapping):
@@ -118,7 +134,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
         if not ok:
             raise ValueError("no readable real test images: the threshold needs some (or "
                              "pass test_paths=None for leave-one-out distances)")
-        _, ref_d = neighbours.nearest(f, train_f, metric)
+        _, ref_d, _ = _nearest(f, train_f, mirror_f, metric)
         ref_labels, reference = [t_labels[i] for i in ok], "test-to-train"
 
     labels = list(dict.fromkeys(syn_labels))
@@ -134,7 +150,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
         f, ok, err = space.features(syn_paths)
         skipped += err
         if ok:
-            idx, dist = neighbours.nearest(f, train_f, metric)
+            idx, dist, mirrored = _nearest(f, train_f, mirror_f, metric)
             lab = [syn_labels[i] for i in ok]
             thr = np.array([thresholds[x].value for x in lab])
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -145,7 +161,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
                 "nearest_path": [train_paths[j] for j in idx],
                 "nearest_label": [train_labels[j] for j in idx],
                 "distance": dist, "threshold": thr, "ratio": ratio,
-                "flagged": neighbours.flag_memorised(dist, thr)})
+                "flagged": neighbours.flag_memorised(dist, thr), "nearest_mirrored": mirrored})
     rows.attrs.update(rule={k: v.rule.replace("reference", reference)
                             for k, v in thresholds.items()}, reference=reference,
                       n_reference=int(len(ref_d)), metric=metric, percentile=percentile,
@@ -230,13 +246,16 @@ def closest_pairs_sheet(table, n: int = 16, cell: int = 96, pairs_per_row: int =
     for k, row in enumerate(pairs.itertuples()):
         x = margin + (k % cols) * (tile_w + margin)
         y = head + (k // cols) * (tile_h + margin)
+        mirrored = bool(getattr(row, "nearest_mirrored", False))
         for j, path in enumerate((row.path, row.nearest_path)):
             im = _thumb(path, cell)
+            if j == 1 and mirrored:  # shown as it was matched
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
             sheet.paste(im, (x + j * (cell + 2) + (cell - im.width) // 2,
                              y + (cell - im.height) // 2))
         colour = (180, 35, 24) if row.flagged else (40, 40, 40)
-        draw.text((x, y + cell + 2), f"{row.label} | {row.nearest_label}  [{row.space}]",
-                  fill=colour)
+        draw.text((x, y + cell + 2), f"{row.label} | {row.nearest_label}"
+                  + (" (mirror)" if mirrored else "") + f"  [{row.space}]", fill=colour)
         draw.text((x, y + cell + 14), f"d={row.distance:.4f} thr={row.threshold:.4f}"
                   + ("  FLAGGED" if row.flagged else ""), fill=colour)
     return sheet

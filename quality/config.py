@@ -43,9 +43,11 @@ class AuditConfig(_QualityInputs):
     Each synthetic image's nearest real training image in a feature space, flagged when
     closer than real test images come (memorisation)."""
 
-    kid_features: str = opt("auto", "KID feature space: InceptionV3 (auto: when its weights "
-                            "can be had, else a fixed random conv net), random, inception, "
-                            "or none (then --classifier_run is the only space).",
+    pixels: bool = opt(True, "Audit in pixel space (32 px, brightness and contrast taken "
+                       "out): the copy detector, flipped copies included.")
+    kid_features: str = opt("auto", "KID feature space too: InceptionV3 (auto: when its "
+                            "weights can be had, else a fixed random conv net, which flags "
+                            "look-alikes rather than copies), random, inception, or none.",
                             choices=("auto", "inception", "random", "none"))
     percentile: float = opt(5.0, "Percentile of the test-to-train nearest distances below "
                             "which a synthetic image is flagged.", min=0.0, max=100.0)
@@ -61,9 +63,9 @@ class AuditConfig(_QualityInputs):
                            "closest_pairs.png.", min=1, max=256)
 
     def validate(self) -> None:
-        if self.kid_features == "none" and not self.classifier_run:
-            raise ConfigError("--kid_features none needs --classifier_run (no feature space "
-                              "left)")
+        if not self.pixels and self.kid_features == "none" and not self.classifier_run:
+            raise ConfigError("--no-pixels with --kid_features none needs --classifier_run "
+                              "(no feature space left)")
 
 
 @dataclass

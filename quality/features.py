@@ -1,6 +1,10 @@
 """Feature spaces for the memorisation audit: how images are loaded and embedded.
 
-Two spaces:
+Three spaces:
+    pixel_space(size)            the pixels themselves at a small size, each image's mean
+                                 and contrast taken out: a copy (brighter, darker or blurred
+                                 a little) stays close, a different photo of the same kind
+                                 does not. The copy detector that needs no weights.
     kid_space(kind)              the KID extractor of `diffusion.kid` (InceptionV3 pooled
                                  features, or the fixed random conv net offline), on images
                                  resized to its input size, in [0, 1].
@@ -32,7 +36,8 @@ class FeatureSpace:
     """Images -> feature vectors.
 
     Args:
-        name: short name used in tables ("kid_random", "kid_inception", "classifier").
+        name: short name used in tables ("pixels32", "kid_random", "kid_inception",
+            "classifier").
         image_size: square side the images are resized (shorter side) and centre-cropped to.
         grayscale: convert to grey first (kept as 3 equal channels).
         embed: uint8 images (N, S, S, 3) -> float features (N, d).
@@ -47,13 +52,48 @@ class FeatureSpace:
         from classifier.data import load_images
         return load_images([str(p) for p in paths], self.image_size, self.grayscale, desc=None)
 
-    def features(self, paths: Sequence[str | Path]
+    def features(self, paths: Sequence[str | Path], mirror: bool = False
                  ) -> tuple[np.ndarray, list[int], list[str]]:
-        """(features of the readable images, their indices into `paths`, skip messages)."""
+        """(features of the readable images, their indices into `paths`, skip messages);
+        with `mirror`, of the images flipped left to right."""
         images, ok, errors = self.load(paths)
         if len(images) == 0:
             return np.zeros((0, 0), dtype=np.float32), ok, errors
+        if mirror:
+            images = np.ascontiguousarray(images[:, :, ::-1])
         return np.asarray(self.embed(images), dtype=np.float32), ok, errors
+
+
+def pixel_space(size: int = 32) -> FeatureSpace:
+    """The pixels at `size` x `size`, each image standardised (its mean taken out, scaled to
+    unit length): cosine distance is then 1 - the images' correlation.
+
+    Measured on custom_coco (docs/benchmarks.md, "The memorisation audit's feature space"):
+    the random conv net that stands in for InceptionV3 offline called dark motorcycles
+    near-copies of one dark car, while generated cars that were blurred copies of single
+    training photos sat at a tenth of this space's threshold.
+
+    Example:
+        >>> pixel_space(32).name
+        'pixels32'
+    """
+    def embed(images: np.ndarray) -> np.ndarray:
+        x = images.astype(np.float32).reshape(len(images), -1)
+        x -= x.mean(axis=1, keepdims=True)
+        # a flat image has no contrast to compare: it stays a zero vector (distance 1)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    return FeatureSpace(f"pixels{size}", int(size), False, embed)
+
+
+AUDIT_SPACES = ("pixels", "auto", "inception", "random")
+
+
+def audit_space(name: str) -> FeatureSpace:
+    """The feature space stage 3's memorisation audit is asked for by name: "pixels"
+    (`pixel_space`, 32 px) or a KID extractor ("auto", "inception", "random")."""
+    if name not in AUDIT_SPACES:
+        raise ValueError(f"audit space must be one of {AUDIT_SPACES}, got {name!r}")
+    return pixel_space(32) if name == "pixels" else kid_space(name)
 
 
 def kid_space(kind: str = "auto") -> FeatureSpace:

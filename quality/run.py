@@ -159,7 +159,7 @@ def run_audit(cfg, progress: bool = True) -> dict:
     import pandas as pd
 
     from quality.audit import audit_synthetic, closest_pairs_sheet, summarise
-    from quality.features import classifier_space, kid_space
+    from quality.features import classifier_space, kid_space, pixel_space
 
     synthetic, train, test = read_inputs(cfg)
     out = prepare_out_dir(cfg)
@@ -170,7 +170,7 @@ def run_audit(cfg, progress: bool = True) -> dict:
     test_by_label: dict[str, list[str]] = {}
     for p, lab in test:
         test_by_label.setdefault(lab, []).append(p)
-    spaces = []
+    spaces = [lambda: pixel_space(32)] if cfg.pixels else []
     if cfg.kid_features != "none":
         spaces.append(lambda: kid_space(cfg.kid_features))
     if cfg.classifier_run:

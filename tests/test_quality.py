@@ -181,6 +181,34 @@ def test_audit_flags_exact_copies_grey_included_and_passes_a_distinct_image(data
     assert df.attrs["n_reference"] == 18 and df.attrs["skipped"] == []
 
 
+def test_pixel_space_flags_flipped_and_brightened_copies_and_passes_fresh_images(data,
+                                                                               tmp_path):
+    """The default space: a copy stays a copy flipped (stage 2 trains on flips), brighter
+    or lower in contrast; a fresh image of the same class is judged like a real test image."""
+    from dataset.images import load_rgb
+    from quality.audit import audit_synthetic, closest_pairs_sheet
+    source = load_rgb(data["train"] / "red" / "s_003.png").astype(np.float32)
+    made = {"flipped.png": source[:, ::-1], "brighter.png": source * 0.6 + 90,
+            "fresh.png": class_image("red", np.random.default_rng(99))}
+    for name, arr in made.items():
+        save_image(tmp_path / "red" / name, np.clip(arr, 0, 255).astype(np.uint8))
+    syn = sorted((tmp_path / "red").glob("*.png"))
+    df = audit_synthetic(syn, _by_label(data["train"]), _by_label(data["test"]))
+    by_name = df.set_index(df.path.map(lambda p: Path(p).name))
+    assert df.space.iloc[0] == "pixels32"
+    flipped, brighter, fresh = (by_name.loc[n] for n in ("flipped.png", "brighter.png",
+                                                         "fresh.png"))
+    assert flipped.flagged and flipped.nearest_mirrored and flipped.distance < 0.01
+    assert Path(flipped.nearest_path).name == "s_003.png"
+    assert brighter.flagged and not brighter.nearest_mirrored and brighter.distance < 0.01
+    assert not fresh.flagged and fresh.ratio > 1.0
+    unmirrored = audit_synthetic(syn, _by_label(data["train"]), _by_label(data["test"]),
+                                 mirror=False)
+    assert not unmirrored.set_index(unmirrored.path.map(lambda p: Path(p).name)).loc[
+        "flipped.png", "flagged"]
+    assert closest_pairs_sheet(df).width > 2 * 96
+
+
 def test_audit_without_a_test_set_uses_leave_one_out_distances(data, kid_random):
     from quality.audit import audit_synthetic, summarise
     syn = _synthetic(data)
@@ -266,11 +294,12 @@ def test_cli_audit_writes_its_files_resumes_and_refuses_other_settings(data, cla
     assert _cli(*args) == 0
     import pandas as pd
     df = pd.read_csv(out / "audit.csv")
-    assert set(df.space) == {"kid_random", "classifier"} and len(df) == 2 * 11
-    assert list(df.columns[:9]) == ["path", "label", "space", "nearest_path", "nearest_label",
-                                    "distance", "threshold", "ratio", "flagged"]
+    assert set(df.space) == {"pixels32", "kid_random", "classifier"} and len(df) == 3 * 11
+    assert list(df.columns[:10]) == ["path", "label", "space", "nearest_path", "nearest_label",
+                                     "distance", "threshold", "ratio", "flagged",
+                                     "nearest_mirrored"]
     copy = df[df.path.str.endswith("ddim_copy.png")]
-    assert copy.flagged.all() and len(copy) == 2
+    assert copy.flagged.all() and len(copy) == 3
     assert (out / "audit_summary.csv").is_file() and (out / "config.json").is_file()
     assert "threshold =" in (out / "audit_summary.txt").read_text()
     with Image.open(out / "closest_pairs.png") as im:
