@@ -22,8 +22,9 @@ KID of real training vs real test images (same features: InceptionV3 when its we
 else a fixed random conv net, said in the header); GAN-test (a real-only classifier's accuracy
 on the generated images, beside its accuracy on real test images, and their ratio);
 GAN-train (a classifier trained on generated images only, tested on real test images);
-memorisation share (generated images closer to a training image than the 5th percentile of
-test-to-train distances). With several --steps, the new recipe is trained once and resumed
+memorisation share (generated images closer to a training image, or its mirror image, than
+the 5th percentile of test-to-train distances) in pixel space, stage 3's copy detector, and
+in brackets in the KID features (closest pairs of each drawn in the eval folder). With several --steps, the new recipe is trained once and resumed
 from budget to budget: the table of quality vs steps.
 
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --steps 1000 3000
@@ -240,8 +241,8 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     """Per-label KID, GAN-test, GAN-train and memorisation of one set of generated images."""
     from config import ClassifierConfig
     from diffusion.kid import build_feature_extractor
-    from quality.audit import audit_synthetic
-    from quality.features import kid_space
+    from quality.audit import audit_synthetic, closest_pairs_sheet
+    from quality.features import kid_space, pixel_space
     from quality.recognisability import gan_test, gan_train
 
     pairs = lambda d: [(str(p), lab) for lab, ps in d.items() for p in ps]  # noqa: E731
@@ -252,18 +253,22 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
                             early_stop_patience=3 if quick else 8)
     gtr, _ = gan_train(pairs(generated), pairs(train), pairs(test), base, work / "gan_train")
     gtr = gtr.set_index("label")
-    audit = audit_synthetic([p for ps in generated.values() for p in ps], train,
-                            [p for ps in test.values() for p in ps], kid_space("auto"),
-                            synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
+    shares = {}
+    for key, space in (("pixels", pixel_space(32)), ("kid", kid_space("auto"))):
+        audit = audit_synthetic([p for ps in generated.values() for p in ps], train,
+                                [p for ps in test.values() for p in ps], space,
+                                synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
+        closest_pairs_sheet(audit, title=space.name).save(work / f"closest_pairs_{space.name}.png")
+        shares[key] = audit.groupby("label").flagged.mean()
     rows = []
     for label in generated:
-        flags = audit[audit.label == label].flagged
         rows.append({"label": label, "kid_gen": kid[label][0], "kid_train": kid[label][1],
                      "gan_test": gt.loc[label, "gan_test_accuracy"],
                      "real_test": gt.loc[label, "real_test_accuracy"],
                      "gan_train": gtr.loc[label, "gan_train_accuracy"],
                      "real_train": gtr.loc[label, "real_train_accuracy"],
-                     "memorised": float(flags.mean()) if len(flags) else float("nan")})
+                     "memorised": shares["pixels"].get(label, float("nan")),
+                     "memorised_kid": shares["kid"].get(label, float("nan"))})
     return rows
 
 
@@ -343,7 +348,7 @@ def main(argv=None) -> int:
 
     print(f"real training images at {size} px: {real_sheet(train, size, work / f'real_sheet_{size}px.png')}")
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
-          "(ratio) | GAN-train (real train) | memorised")
+          "(ratio) | GAN-train (real train) | memorised: pixels (KID features)")
 
     combos = [(g, r, s) for s in args.strength for g in args.guidance
               for r in (args.guidance_rescale if g > 1 else [0.0])]
@@ -375,7 +380,7 @@ def main(argv=None) -> int:
             print(f"{what} | {steps} | {sec} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
                   f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
-                  f"{r['memorised']:.1%}", flush=True)
+                  f"{r['memorised']:.1%} ({r['memorised_kid']:.1%})", flush=True)
 
     def evaluate_sd() -> None:
         from pretrained.sd3 import PresetError, load_sd3_task
