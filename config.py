@@ -425,6 +425,10 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
                               "conv net), auto (inception, else random). The random net "
                               "flags look-alikes, not copies (docs/benchmarks.md).",
                               choices=("pixels", "auto", "inception", "random"))
+    audit_scope: str = opt("label", "Memorisation audit threshold: one per label, from that "
+                           "label's real images (a car is judged by how close real cars come "
+                           "to each other), or one global threshold for every label.",
+                           choices=("label", "global"))
     audit_percentile: float = opt(5.0, "Memorisation audit: a generated image closer to a "
                                   "training image than this percentile of the real images' "
                                   "own nearest-neighbour distances is flagged.", min=0.0,

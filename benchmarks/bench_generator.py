@@ -23,7 +23,7 @@ else a fixed random conv net, said in the header); GAN-test (a real-only classif
 on the generated images, beside its accuracy on real test images, and their ratio);
 GAN-train (a classifier trained on generated images only, tested on real test images);
 memorisation share (generated images closer to a training image, or its mirror image, than
-the 5th percentile of test-to-train distances) in pixel space, stage 3's copy detector, and
+the 5th percentile of the label's test-to-train distances) in pixel space, stage 3's audit, and
 in brackets in the KID features (closest pairs of each drawn in the eval folder). With several --steps, the new recipe is trained once and resumed
 from budget to budget: the table of quality vs steps.
 
@@ -255,8 +255,8 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     gtr = gtr.set_index("label")
     shares = {}
     for key, space in (("pixels", pixel_space(32)), ("kid", kid_space("auto"))):
-        audit = audit_synthetic([p for ps in generated.values() for p in ps], train,
-                                [p for ps in test.values() for p in ps], space,
+        audit = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
+                                space, scope="label",
                                 synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
         closest_pairs_sheet(audit, title=space.name).save(work / f"closest_pairs_{space.name}.png")
         shares[key] = audit.groupby("label").flagged.mean()

@@ -39,7 +39,7 @@ _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_
                 "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale",
                 "guidance_max_noise", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
-                "audit_percentile", "memorisation_gate", "gate_rounds", "sd_preset",
+                "audit_percentile", "audit_scope", "memorisation_gate", "gate_rounds", "sd_preset",
                 "sd_image_size", "sd_dtype", "prompt_template", "prompt_file", "prompt_noise_std")
 # Stage 3's generators that vary a real image of the cell (the manifest names the source).
 EDITING_GENERATORS = ("sdedit", "sd_img2img")
@@ -437,7 +437,8 @@ def _audit_and_gate(plan: GapFillPlan, out_dir: Path, items: list[SyntheticImage
     table = audit_synthetic([str(p) for p, _ in present], train, None,
                             audit_space(plan.cfg.audit_features),
                             synthetic_labels=[s.label for _, s in present],
-                            percentile=plan.cfg.audit_percentile)
+                            percentile=plan.cfg.audit_percentile,
+                            scope=plan.cfg.audit_scope)
     write_csv(out_dir / "audit.csv", table)
     write_csv(out_dir / "audit_summary.csv", summarise(table))
     with atomic_path(out_dir / "closest_pairs.png") as tmp:
@@ -545,7 +546,8 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
         summary += (f"\nmemorisation audit: {flagged} of {len(scores)} generated image(s) "
                     f"({flagged / len(scores):.1%}) closer to a real image than the "
                     f"{cfg.audit_percentile:g}th percentile of the real images' own nearest "
-                    f"distances (audit.csv, closest_pairs.png)")
+                    f"distances ({'each label its own' if cfg.audit_scope == 'label' else 'one'}"
+                    f" threshold, {cfg.audit_features} space; audit.csv, closest_pairs.png)")
     if result.rejected:
         write_manifest(out_dir / "rejected.csv", _manifest_rows(plan, out_dir, scores, items,
                                                                 True))
