@@ -56,9 +56,9 @@ class AuditConfig(_QualityInputs):
                              min=1)
     metric: str = opt("cosine", "Distance between L2-normalised features.",
                       choices=("cosine", "l2"))
-    scope: str = opt("global", "One threshold for all labels, or one per label from its own "
-                     "test images (labels with too few take the global one).",
-                     choices=("global", "label"))
+    scope: str = opt("label", "One threshold per label from its own test images (labels "
+                     "with too few take the global one), or one global threshold for all.",
+                     choices=("label", "global"))
     sheet_pairs: int = opt(16, "Closest (synthetic | nearest real) pairs drawn in "
                            "closest_pairs.png.", min=1, max=256)
 
