@@ -37,6 +37,7 @@ from budget to budget: the table of quality vs steps.
         --steps 1500 --guidance 3 --context all     # stage 2 on all 23 classes, scored on 6
     .venv/bin/python benchmarks/bench_generator.py --quick        # smoke run, ~3 minutes
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --model_dir RUN  # evaluate
+    .venv/bin/python benchmarks/bench_generator.py --model_dir RUN/last.weights.h5  # last, not best
 
 A --work_dir re-run reuses finished trainings (budgets already reached are not retrained).
 """
@@ -366,7 +367,8 @@ def main(argv=None) -> int:
                + (f"_r{rescale:g}" if rescale else "") + limited.replace(" ", "_")
                + sdedit.replace(" ", "_")
                + (f"_eta{args.eta:g}" if args.eta != 1.0 else "")
-               + f"_{run.name}")
+               # --model_dir RUN/last.weights.h5: the folder and which weights
+               + (f"_{run.name}" if run.is_dir() else f"_{run.parent.name}_{run.name.split('.')[0]}"))
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
                        guidance, rescale, args.eta, strength, train, args.guidance_max_noise)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
