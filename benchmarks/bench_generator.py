@@ -23,9 +23,10 @@ else a fixed random conv net, said in the header); GAN-test (a real-only classif
 on the generated images, beside its accuracy on real test images, and their ratio);
 GAN-train (a classifier trained on generated images only, tested on real test images);
 memorisation share (generated images closer to a training image, or its mirror image, than
-the 5th percentile of the label's test-to-train distances) in pixel space, stage 3's audit, and
-in brackets in the KID features (closest pairs of each drawn in the eval folder). With several --steps, the new recipe is trained once and resumed
-from budget to budget: the table of quality vs steps.
+the 5th percentile of the label's test-to-train distances) in pixel space, stage 3's audit,
+and in brackets in the KID features (closest pairs of each drawn in the eval folder). With
+several --steps, the new recipe is trained once and resumed from budget to budget: the table
+of quality vs steps.
 
     .venv/bin/python benchmarks/bench_generator.py --dataset fmnist --steps 1000 3000
     .venv/bin/python benchmarks/bench_generator.py --dataset coco --steps 3000 --recipes new
@@ -258,8 +259,10 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     for key, space in (("pixels", pixel_space(32)), ("kid", kid_space("auto"))):
         audit = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
                                 space, scope="label",
-                                synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
-        closest_pairs_sheet(audit, title=space.name).save(work / f"closest_pairs_{space.name}.png")
+                                synthetic_labels=[lab for lab, ps in generated.items()
+                                                  for _ in ps])
+        closest_pairs_sheet(audit, title=space.name).save(
+            work / f"closest_pairs_{space.name}.png")
         shares[key] = audit.groupby("label").flagged.mean()
     rows = []
     for label in generated:
@@ -347,7 +350,8 @@ def main(argv=None) -> int:
           f"{build_feature_extractor('auto').kind}; {args.images_per_label} images per label, "
           f"50 steps, eta {args.eta:g}")
 
-    print(f"real training images at {size} px: {real_sheet(train, size, work / f'real_sheet_{size}px.png')}")
+    sheet = real_sheet(train, size, work / f"real_sheet_{size}px.png")
+    print(f"real training images at {size} px: {sheet}")
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
           "(ratio) | GAN-train (real train) | memorised: pixels (KID features)")
 
@@ -368,7 +372,8 @@ def main(argv=None) -> int:
                + sdedit.replace(" ", "_")
                + (f"_eta{args.eta:g}" if args.eta != 1.0 else "")
                # --model_dir RUN/last.weights.h5: the folder and which weights
-               + (f"_{run.name}" if run.is_dir() else f"_{run.parent.name}_{run.name.split('.')[0]}"))
+               + (f"_{run.name}" if run.is_dir()
+                  else f"_{run.parent.name}_{run.name.split('.')[0]}"))
         gen = generate(run, filled, args.images_per_label, work / "generated" / tag,
                        guidance, rescale, args.eta, strength, train, args.guidance_max_noise)
         print(f"contact sheet: {work / 'generated' / tag / 'contact_sheet.png'}")
