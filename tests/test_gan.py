@@ -79,8 +79,10 @@ def test_train_all_gan_writes_a_run_folder_that_loads_and_resumes(gan_run, origi
 def test_stage3_samples_a_gan_with_the_same_plan_and_manifest(gan_run, original, tmp_path,
                                                               capsys):
     out = tmp_path / "balanced"
+    # without the gate: which of a barely trained GAN's images the audit flags among noise
+    # photos is chance, and the plan's counts are what is checked (the audit still runs)
     assert augment(["--in_dir", str(original), "--out_dir", str(out), "--categories", "1,2",
-                    "3,4", "--weight_paths", str(gan_run)]) == 0
+                    "3,4", "--weight_paths", str(gan_run), "--no-memorisation_gate"]) == 0
     rows = read_manifest(out / "manifest.csv")
     made = [r for r in rows if r.generator == "ddim"]
     assert Counter(r.label for r in made) == {"1": 3, "2": 6}
