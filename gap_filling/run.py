@@ -37,6 +37,7 @@ from gap_filling.plan import GapPlan, plan_gap, source_order
 
 _RESUME_KEYS = ("weight_paths", "label_models", "categories", "balance", "split_sites",
                 "generate_diffusion_steps", "eta", "guidance_scale", "guidance_rescale",
+                "sample_weights",
                 "guidance_max_noise", "seed",
                 "site_regex", "site_csv", "min_size", "generator", "strength", "audit_features",
                 "audit_percentile", "audit_scope", "memorisation_gate", "gate_rounds", "sd_preset",
@@ -336,7 +337,7 @@ def _load_models(plan: GapFillPlan, out_dir: Path) -> dict:
     from diffusion.inference import load_model, require_method, sampling_runtime
     if needed:
         sampling_runtime(needed[0])  # the precision the (first) model trained with
-    models = {model_dir: load_model(model_dir)[0] for model_dir in needed}
+    models = {model_dir: load_model(model_dir, cfg.sample_weights)[0] for model_dir in needed}
     for model_dir, model in models.items():
         if cfg.generator == "sdedit":
             require_method(model, "img2img", model_dir, "vary real images (sdedit)")
@@ -472,6 +473,9 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
             ref = plan.models[s.label]
             params = {"index": s.index, "steps": cfg.generate_diffusion_steps, "eta": cfg.eta,
                       "model": model_id(ref)}
+            if cfg.generator != "sd_img2img" and Path(ref.model_dir).is_dir():
+                # which file of the folder (a weights file names itself in "model")
+                params.update(weights=cfg.sample_weights)
             if ref.class_index is not None:
                 params.update(class_index=ref.class_index, guidance_scale=cfg.guidance_scale,
                               guidance_rescale=cfg.guidance_rescale)

@@ -180,6 +180,27 @@ def test_the_gate_replaces_flagged_images_with_fresh_ones_and_resumes_the_same(
         {k: v for k, v in before.items() if k.endswith(".png")}
 
 
+def test_sample_weights_picks_the_file_of_the_folder(original, model_dir, tmp_path, capsys):
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "last.weights.h5").write_bytes(b"")   # only a run that reads it can fail
+    args = ("--label_models", f"1={folder}", f"2={folder}", "--no-memorisation_gate")
+    assert augment(original, tmp_path / "best", *args) == 0
+    made = [r for r in read_manifest(tmp_path / "best" / "manifest.csv") if r.generator == "ddim"]
+    assert made and {r.params["weights"] for r in made} == {"best"}
+    capsys.readouterr()
+    assert augment(original, tmp_path / "last", *args, "--sample_weights", "last") == 2
+    assert "last.weights.h5" in capsys.readouterr().err
+    assert not (tmp_path / "last").exists()
+    # a weights file instead of the folder is sampled as it is, whatever --sample_weights says
+    assert augment(original, tmp_path / "file", "--label_models",
+                   f"1={folder / 'best.weights.h5'}", f"2={folder / 'best.weights.h5'}",
+                   "--no-memorisation_gate", "--sample_weights", "last") == 0
+    made = [r for r in read_manifest(tmp_path / "file" / "manifest.csv") if r.generator == "ddim"]
+    assert made and all("weights" not in r.params for r in made)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "pickle", "other_architecture",
                                     "deeper", "config_nonsense", "config_not_json"])
 def test_a_broken_model_folder_fails_before_any_output_and_the_fix_reruns(
