@@ -112,10 +112,12 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
     skipped: list[str] = []
 
     train_paths, train_labels = _flatten(train_paths_by_label)
-    f, ok, err = space.features(train_paths)
+    if mirror:
+        f, mirror_f, ok, err = space.features_and_mirrored(train_paths)
+    else:
+        (f, ok, err), mirror_f = space.features(train_paths), None
     skipped += err
     train_f, train_paths, train_labels = _kept(f, ok, train_paths, train_labels, "training")
-    mirror_f = space.features(train_paths, mirror=True)[0] if mirror else None
 
     if test_paths is None:
         if len(train_paths) < 2:
