@@ -256,7 +256,7 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     gtr, _ = gan_train(pairs(generated), pairs(train), pairs(test), base, work / "gan_train")
     gtr = gtr.set_index("label")
     shares = {}
-    for key, space in (("pixels", pixel_space(32)), ("kid", kid_space("auto"))):
+    for key, space in (("pixels", pixel_space()), ("kid", kid_space("auto"))):
         audit = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
                                 space, scope="label",
                                 synthetic_labels=[lab for lab, ps in generated.items()

@@ -71,7 +71,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
             scope="label"). None: leave-one-out distances among the training images (each
             to its closest other training image) stand in for the test-to-train ones, as in
             stage 3 where no test set exists.
-        space: a `quality.features.FeatureSpace`; default `pixel_space(32)`.
+        space: a `quality.features.FeatureSpace`; default `pixel_space()`.
         synthetic_labels: one label per synthetic image; default its folder's name (the
             stage-3 layout `<label>/<name>.png`).
         percentile: of the reference distances that sets the threshold (5 = the issue's).
@@ -103,7 +103,7 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
         raise ValueError(f"scope must be 'global' or 'label', got {scope!r}")
     if space is None:
         from quality.features import pixel_space
-        space = pixel_space(32)
+        space = pixel_space()
     syn_paths = [str(p) for p in synthetic_paths]
     syn_labels = ([str(x) for x in synthetic_labels] if synthetic_labels is not None
                   else [Path(p).parent.name for p in syn_paths])

@@ -170,7 +170,7 @@ def run_audit(cfg, progress: bool = True) -> dict:
     test_by_label: dict[str, list[str]] = {}
     for p, lab in test:
         test_by_label.setdefault(lab, []).append(p)
-    spaces = [lambda: pixel_space(32)] if cfg.pixels else []
+    spaces = [pixel_space] if cfg.pixels else []
     if cfg.kid_features != "none":
         spaces.append(lambda: kid_space(cfg.kid_features))
     if cfg.classifier_run:
