@@ -179,6 +179,11 @@ class DiffusionConfig(ExecutorConfig):
                             "--in_dir (classifier-free guidance) instead of one per label.")
     label_dropout: float = opt(0.1, "Conditional: share of training steps without the label "
                                "(makes guidance possible).", min=0.0, max=1.0)
+    label_balance: float = opt(0.0, "Conditional: how much more often rarer labels' images "
+                               "are drawn while training: each label's share of the batches "
+                               "goes as its image count to the power 1 - this (0 = as they "
+                               "come, 1 = every label equally often), by repeating images.",
+                               min=0.0, max=1.0)
     block_conditioning: bool = opt(True, "Feed the noise level and every condition into each "
                                    "residual block (scale and shift of its normalisation, as "
                                    "ADM/EDM); off = the legacy network that sees them once at "

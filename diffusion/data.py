@@ -224,6 +224,8 @@ class TrainingData:
     val_labels: list[int] | None = None
     skipped: list[str] = field(default_factory=list)
     val_sites: list[int] | None = None
+    # label id -> how many times its training images are repeated (label_balance > 0)
+    repeats: dict[int, int] = field(default_factory=dict)
 
 
 def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size: Sequence[int],
@@ -310,7 +312,8 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
                        replicas: int = 1, channels: int = 3,
                        sites: Sequence[int] | None = None,
                        augment: np.ndarray | None = None,
-                       augment_p: float | None = None) -> TrainingData:
+                       augment_p: float | None = None,
+                       label_balance: float = 0.0) -> TrainingData:
     """Checks the files, splits them and builds the train/validation pipelines.
 
     Args:
@@ -321,6 +324,9 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
         channels: 1 (grey) or 3.
         labels, sites, augment: per-path conditions (or None); validation keeps them too.
         augment_p: online augmentation of the training images (see `make_dataset`).
+        label_balance: 0 to 1; above 0, the training images of rarer labels are repeated
+            (`diffusion_maths.label_balance.label_repeats`), after the split, so the
+            validation images stay distinct; `TrainingData.repeats` says by how much.
 
     Raises:
         DatasetError: no readable image, or (with replicas > 1) fewer images than one batch.
@@ -339,6 +345,16 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
 
     def of(name, ps):
         return [per_path[name][p] for p in ps] if name in per_path else None
+
+    repeats: dict[int, int] = {}
+    if label_balance > 0 and labels is not None:
+        from collections import Counter
+
+        from diffusion_maths.label_balance import label_repeats
+        repeats = label_repeats(Counter(of("labels", train_p)), label_balance)
+        train_p = [p for p in train_p for _ in range(repeats[per_path["labels"][p]])]
+        # spread the copies, or a shuffle buffer smaller than the list would see them together
+        train_p = [train_p[i] for i in np.random.default_rng(seed).permutation(len(train_p))]
 
     def conds(ps):
         return dict(labels=of("labels", ps), sites=of("sites", ps),
@@ -364,4 +380,4 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
     val_images = (np.stack([load_image(p, image_size, channels) for p in val_p])
                   if val_p else None)
     return TrainingData(train, val, len(train_p), len(val_p), val_images, of("labels", val_p),
-                        skipped, val_sites=of("sites", val_p))
+                        skipped, val_sites=of("sites", val_p), repeats=repeats)

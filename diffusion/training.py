@@ -406,7 +406,11 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
                               cfg.validation_split, cfg.seed, cfg.flip_augment,
                               cfg.cache_images, strategy.num_replicas_in_sync,
                               channels=int(cfg.channels), sites=site_ids, augment=augment,
-                              augment_p=cfg.augment_p if online else None)
+                              augment_p=cfg.augment_p if online else None,
+                              label_balance=cfg.label_balance if cfg.conditional else 0.0)
+    if data.repeats and len(set(data.repeats.values())) > 1:
+        print("label balance: training images repeated "
+              + ", ".join(f"{plan.class_names[k]} x{r}" for k, r in sorted(data.repeats.items())))
     num_epochs, steps_per_epoch = epoch_budget(cfg, data.n_train, global_batch)
     if cfg.load_and_train:
         if steps_per_epoch and meta.get("_steps_per_epoch"):

@@ -1,11 +1,12 @@
 """Pure maths of stage 2 (no TensorFlow): schedule, DDIM step with eta, RePaint path, KID,
-U-Net rules, config flags, precision choice."""
+U-Net rules, label balance, config flags, precision choice."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from diffusion.kid import kid_from_features, polynomial_kernel
+from diffusion_maths.label_balance import label_repeats
 from diffusion_maths.schedule import (clip_denoised, ddim_sigma, ddim_step, diffusion_schedule,
                                       renoise, repaint_schedule, sampling_times)
 from diffusion_maths.unet_rules import UNetConfigError, attention_levels, validate_unet_args
@@ -195,3 +196,26 @@ def test_clip_denoised_clips_and_keeps_the_pair_consistent():
     inside = (x0 >= -1.0) & (x0 <= 1.5)
     np.testing.assert_array_equal(clipped[inside], x0[inside])
     np.testing.assert_allclose(s * clipped + n * eps, noisy, atol=1e-12)
+
+
+@pytest.mark.parametrize("counts", [{0: 300, 1: 200, 2: 120, 3: 60, 4: 40, 5: 20},
+                                    {0: 44, 1: 20, 2: 21}, {0: 7, 1: 3}])
+@pytest.mark.parametrize("balance", [0.0, 0.3, 0.5, 1.0])
+def test_label_repeats_give_each_label_its_share_within_ten_percent(counts, balance):
+    """Label i's share of the repeated images goes as counts[i] ** (1 - balance): at 1
+    every label is drawn about equally often, at 0 nothing is repeated."""
+    reps = label_repeats(counts, balance)
+    assert set(reps) == set(counts) and min(reps.values()) >= 1
+    got = np.array([counts[k] * reps[k] for k in counts], float)
+    want = np.array([counts[k] ** (1 - balance) for k in counts], float)
+    np.testing.assert_allclose(got / got.sum(), want / want.sum(), rtol=0.2)
+    if balance == 0:
+        assert set(reps.values()) == {1}
+
+
+def test_label_repeats_edges():
+    assert label_repeats({}, 1.0) == {}
+    assert label_repeats({0: 5, 1: 0}, 1.0) == {0: 1}
+    assert label_repeats({0: 300, 1: 20}, 1.0) == {0: 1, 1: 15}
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        label_repeats({0: 3}, 1.5)

@@ -18,7 +18,7 @@ from cli.flags import ConfigError  # noqa: E402
 from conftest import TINY_UNET_FLAGS, save_image, tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import (AUGMENT_DIMS, detect_channels, find_label_images,  # noqa: E402
-                            load_image, make_dataset)
+                            load_image, load_training_data, make_dataset)
 from diffusion.online_augment import ONLINE_AUGMENT_DIMS  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
 from diffusion.training import augment_inputs, read_run  # noqa: E402
@@ -194,6 +194,31 @@ def test_online_augmentation_is_told_to_the_network(grey_data):
     assert np.abs(shifts).max() <= 2 and images.min() >= 0 and images.max() <= 1
     assert np.abs(np.sort(images.reshape(len(paths), -1), 1)
                   - np.sort(originals.reshape(len(paths), -1), 1)).mean() > 1e-2
+
+
+@pytest.mark.parametrize("balance", [0.0, 1.0])
+def test_label_balance_draws_the_rare_label_as_often_and_keeps_validation_distinct(
+        grey_data, balance):
+    """5 dark images of label 0 against 9 bright ones of label 1: with balance 1 one pass of
+    the training data holds about as many of each, every copy with its own label; the
+    validation images are split off first and never repeated."""
+    paths = [*find_label_images(grey_data / "1"), *find_label_images(grey_data / "2")]
+    labels = [0] * 5 + [1] * 9
+    data = load_training_data(paths, labels, (16, 16), 1, 0.15, seed=0, channels=1,
+                              label_balance=balance)
+    seen = [(float(img.numpy().mean()), int(lab[0])) for img, lab in data.train]
+    assert len(seen) == data.n_train
+    assert all((mean < 0.5) == (lab == 0) for mean, lab in seen)   # dark = label 0
+    counts = np.bincount([lab for _, lab in seen], minlength=2)
+    val = [int(x) for x in data.val_labels]
+    train_distinct = {0: 5 - val.count(0), 1: 9 - val.count(1)}
+    assert data.n_val == 2 and len(val) == 2
+    if balance == 0:
+        assert data.repeats == {} and list(counts) == [train_distinct[0], train_distinct[1]]
+    else:
+        assert counts[0] == train_distinct[0] * data.repeats[0]
+        assert counts[1] == train_distinct[1] * data.repeats[1]
+        assert abs(counts[0] / counts[1] - 1) <= 0.2
 
 
 def test_augment_inputs_of_new_and_old_run_folders(grey_model, tmp_path):
