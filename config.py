@@ -182,7 +182,9 @@ class DiffusionConfig(ExecutorConfig):
     label_balance: float = opt(0.0, "Conditional: how much more often rarer labels' images "
                                "are drawn while training: each label's share of the batches "
                                "goes as its image count to the power 1 - this (0 = as they "
-                               "come, 1 = every label equally often), by repeating images.",
+                               "come, 1 = every label equally often), by repeating images. "
+                               "Measured: the rare labels come out more recognisable and more "
+                               "often near-copies (the memorisation gate moves those aside).",
                                min=0.0, max=1.0)
     block_conditioning: bool = opt(True, "Feed the noise level and every condition into each "
                                    "residual block (scale and shift of its normalisation, as "
