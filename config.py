@@ -425,8 +425,8 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
     batch_size: int = opt(32, "Images generated per network call.", min=1)
     sample_weights: str = opt("best", "Which weights of a model folder to sample: best "
                               "(best.weights.h5, the best validation metric) or last "
-                              "(last.weights.h5; on custom_coco the last weights beat the "
-                              "best-by-noise-loss ones, docs/benchmarks.md). A weights file "
+                              "(last.weights.h5; on custom_coco better in three trainings of "
+                              "four, far worse in the fourth, docs/benchmarks.md). A weights file "
                               "given instead of a folder is sampled as it is.",
                               choices=("best", "last"))
     sheet_size: int = opt(8, "Images per row of each label's contact sheet (real vs "

@@ -56,20 +56,20 @@ class FeatureSpace:
                  ) -> tuple[np.ndarray, list[int], list[str]]:
         """(features of the readable images, their indices into `paths`, skip messages)."""
         images, ok, errors = self.load(paths)
-        if len(images) == 0:
-            return np.zeros((0, 0), dtype=np.float32), ok, errors
-        return np.asarray(self.embed(images), dtype=np.float32), ok, errors
+        return self._embed(images), ok, errors
 
     def features_and_mirrored(self, paths: Sequence[str | Path]
                               ) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
         """As `features`, plus the features of the same images flipped left to right (each
         file decoded once)."""
         images, ok, errors = self.load(paths)
+        return (self._embed(images), self._embed(np.ascontiguousarray(images[:, :, ::-1])),
+                ok, errors)
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return empty, empty, ok, errors
-        embed = lambda x: np.asarray(self.embed(x), dtype=np.float32)  # noqa: E731
-        return embed(images), embed(np.ascontiguousarray(images[:, :, ::-1])), ok, errors
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(self.embed(images), dtype=np.float32)
 
 
 def pixel_space(size: int = 32) -> FeatureSpace:
