@@ -157,7 +157,8 @@ class DiffusionConfig(ExecutorConfig):
                                       "2^(len(widths)-1). Images are centre-cropped to this "
                                       "aspect ratio, then resized.", min=8, max=4096)
     validation_split: float = opt(0.15, "Share of the images held out for validation loss "
-                                  "and KID.", min=0.0, max=0.9)
+                                  "and KID (of each label's, for a conditional model).",
+                                  min=0.0, max=0.9)
     channels: str = opt("auto", "Image channels: 1 (grey), 3 (colour), or auto (grey when "
                         "every sampled training image is grey). Grey data trained as 3 "
                         "channels invents colour.", choices=("auto", "1", "3"))

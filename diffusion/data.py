@@ -103,15 +103,25 @@ def drop_unreadable(paths: Sequence[Path], workers: int | None = None
 
 
 def split_paths(paths: Sequence, validation_split: float, seed: int,
-                ) -> tuple[list, list]:
-    """Deterministic shuffled split; at least one validation item when the split is > 0."""
-    order = np.random.default_rng(seed).permutation(len(paths))
-    n_val = int(round(len(paths) * validation_split))
-    if validation_split > 0 and len(paths) >= 2:
-        n_val = min(max(1, n_val), len(paths) - 1)
-    val = [paths[i] for i in sorted(order[:n_val])]
-    train = [paths[i] for i in sorted(order[n_val:])]
-    return train, val
+                labels: Sequence[int] | None = None) -> tuple[list, list]:
+    """Deterministic shuffled split; at least one validation item when the split is > 0.
+
+    With `labels`, each label is split on its own (`classifier.sampling.stratified_split`:
+    round(split x n) of a label with two or more images validates, at least one, and at
+    least one trains), so a 20-photo label of a shared model loses its share and no more to
+    a lucky draw. Without, the paths are one group (the same split as one label).
+
+    Example:
+        >>> split_paths(["a", "b", "c", "d"], 0.25, seed=0, labels=[0, 0, 1, 1])[1]
+        ['a', 'c']
+    """
+    from classifier.sampling import stratified_split
+
+    if validation_split <= 0 or len(paths) < 2:
+        return list(paths), []
+    groups = [0] * len(paths) if labels is None else list(labels)
+    train, val = stratified_split(groups, validation_split, np.random.default_rng(seed))
+    return [paths[i] for i in train], [paths[i] for i in val]
 
 
 def load_image(path: str | Path, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
@@ -322,7 +332,8 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
             (Keras' distributed build cannot handle uneven splits), dropping at most
             `replicas - 1` validation images.
         channels: 1 (grey) or 3.
-        labels, sites, augment: per-path conditions (or None); validation keeps them too.
+        labels, sites, augment: per-path conditions (or None); validation keeps them too,
+            and is split per label (`split_paths`).
         augment_p: online augmentation of the training images (see `make_dataset`).
         label_balance: 0 to 1; above 0, the training images of rarer labels are repeated
             (`diffusion_maths.label_balance.label_repeats`), after the split, so the
@@ -339,7 +350,9 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
     good, skipped = drop_unreadable(paths)
     if not good:
         raise DatasetError(f"none of the {len(paths)} images could be read; first: {skipped[0]}")
-    train_p, val_p = split_paths(good, validation_split, seed)
+    train_p, val_p = split_paths(good, validation_split, seed,
+                                 labels=[per_path["labels"][p] for p in good]
+                                 if "labels" in per_path else None)
     if len(train_p) < 1:
         raise DatasetError("no training images left after the validation split")
 

@@ -18,7 +18,7 @@ from cli.flags import ConfigError  # noqa: E402
 from conftest import TINY_UNET_FLAGS, save_image, tree_hashes  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import (AUGMENT_DIMS, detect_channels, find_label_images,  # noqa: E402
-                            load_image, load_training_data, make_dataset)
+                            load_image, load_training_data, make_dataset, split_paths)
 from diffusion.online_augment import ONLINE_AUGMENT_DIMS  # noqa: E402
 from diffusion.inference import load_model, sampling_runtime  # noqa: E402
 from diffusion.training import augment_inputs, read_run  # noqa: E402
@@ -212,13 +212,30 @@ def test_label_balance_draws_the_rare_label_as_often_and_keeps_validation_distin
     counts = np.bincount([lab for _, lab in seen], minlength=2)
     val = [int(x) for x in data.val_labels]
     train_distinct = {0: 5 - val.count(0), 1: 9 - val.count(1)}
-    assert data.n_val == 2 and len(val) == 2
+    assert data.n_val == 2 and sorted(val) == [0, 1]   # one of each label (stratified)
     if balance == 0:
         assert data.repeats == {} and list(counts) == [train_distinct[0], train_distinct[1]]
     else:
         assert counts[0] == train_distinct[0] * data.repeats[0]
         assert counts[1] == train_distinct[1] * data.repeats[1]
         assert abs(counts[0] / counts[1] - 1) <= 0.2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_validation_split_takes_each_labels_share_and_no_more(seed):
+    """20 photos of a rare label beside 100: the rare label gives exactly 3 of 15% to
+    validation whatever the seed (a random 18 of all 120 hold 3 of them only on average),
+    and without labels the split is the one-group split, so runs of one label keep their
+    validation images."""
+    paths = [f"p{i}" for i in range(120)]
+    labels = [0] * 20 + [1] * 100
+    train, val = split_paths(paths, 0.15, seed, labels=labels)
+    rare_val = [p for p in val if int(p[1:]) < 20]
+    assert len(rare_val) == 3 and len(val) == 18
+    assert sorted(train + val, key=lambda p: int(p[1:])) == paths
+    assert split_paths(paths, 0.15, seed) == split_paths(paths, 0.15, seed, labels=[0] * 120)
+    assert split_paths(paths, 0.15, seed)[1] != split_paths(paths, 0.15, seed + 1)[1]
+    assert split_paths(paths, 0.0, seed) == (paths, [])
 
 
 def test_augment_inputs_of_new_and_old_run_folders(grey_model, tmp_path):
