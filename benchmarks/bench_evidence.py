@@ -46,6 +46,8 @@ default rule: the file-name prefix before the first '_', the class name here).
     .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/evidence --seeds 0 1 2 \
         --ood_test_dirs path/to/ood_set        # besides the built-in corrupted test copy
     .venv/bin/python benchmarks/bench_evidence.py --generator_seeds 2   # 2 generators x 5 seeds
+    .venv/bin/python benchmarks/bench_evidence.py --work_dir /tmp/ev_lb1 \
+        --overrides '{"diffusion": {"label_balance": 1}}'   # another generator recipe
 
 Re-running with the same --work_dir skips the finished stages and runs (--redo STAGE runs a
 stage whose settings or code changed, and the later ones, again).
@@ -104,6 +106,33 @@ def settings(quick: bool, seeds: list[int], ood_test_dirs: list[str],
         "classic_fill": {"preset": "upright"},   # vehicles and kitchen things have an up
         "compare": compare,
     }
+
+
+def with_overrides(base: dict, overrides: str) -> dict:
+    """`base` with the JSON `overrides` merged in by pipeline section (a generator recipe
+    to compare, e.g. '{"diffusion": {"label_balance": 1}}'); unknown sections are refused.
+
+    Example:
+        >>> with_overrides({"diffusion": {"train_steps": 3000}}, '{"diffusion": {"seed": 7}}')
+        {'diffusion': {'train_steps': 3000, 'seed': 7}}
+    """
+    try:
+        extra = json.loads(overrides)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--overrides is not JSON: {err}") from None
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise ValueError("--overrides must map pipeline sections to settings, e.g. "
+                         '\'{"diffusion": {"label_balance": 1}}\'')
+    from pipeline.stages import SECTIONS
+    known = ["pipeline", *SECTIONS]
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise ValueError(f"--overrides: unknown section {unknown[0]!r}; one of "
+                         f"{', '.join(known)}")
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in extra.items():
+        out.setdefault(section, {}).update(values)
+    return out
 
 
 def gan_fill(work: Path, train: Path, base: dict) -> Path:
@@ -290,6 +319,10 @@ def main(argv=None) -> int:
                              "arms; they run when it loads")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
+    parser.add_argument("--overrides", default=None, metavar="JSON",
+                        help="settings merged into the pipeline's, by section, to measure "
+                             "another recipe, e.g. '{\"diffusion\": {\"label_balance\": 1}}' "
+                             "(use a new --work_dir)")
     parser.add_argument("--redo", default=None, metavar="STAGE",
                         help="run_pipeline.py --redo: run this stage and the later ones again "
                              "(after the code or settings of a stage changed)")
@@ -315,6 +348,11 @@ def main(argv=None) -> int:
         ood_dirs.append(str(build_shifted_set(test, work / "ood_corrupted", severity=3)))
     start = time.time()
     base = settings(args.quick, seeds, ood_dirs, categories, input_shape)
+    if args.overrides:
+        try:
+            base = with_overrides(base, args.overrides)
+        except ValueError as err:
+            parser.error(str(err))
     if not args.no_gan:
         base["compare"]["fill_dirs"] = [f"gan_fill={gan_fill(work, train, base)}"]
         base["compare"]["variants"] = [*base["compare"]["variants"], *GAN_ARMS]

@@ -50,3 +50,16 @@ def test_without_a_label_the_target_is_the_baselines_final_kid():
     lines = table([base, fast], floor=0.01, real_rec=None)
     assert lines[0].startswith("target: KID <= 0.2000, what keras.io reached after 300 steps")
     assert "| ours | 80 | 300 | 24 s | 1.25x | 0.1500 | - |" in lines
+
+
+def test_evidence_overrides_merge_by_section_and_refuse_unknown_sections():
+    from bench_evidence import settings, with_overrides
+    base = settings(quick=True, seeds=[0], ood_test_dirs=[])
+    out = with_overrides(base, '{"diffusion": {"label_balance": 1}, "augmentation": '
+                               '{"sample_weights": "last"}}')
+    assert out["diffusion"]["label_balance"] == 1 and out["augmentation"]["sample_weights"] == "last"
+    assert out["diffusion"]["train_steps"] == base["diffusion"]["train_steps"]
+    assert "label_balance" not in base["diffusion"]   # the base is left as it was
+    for bad in ('{"difusion": {"seed": 1}}', '{"diffusion": 1}', "[]", "{oops"):
+        with pytest.raises(ValueError, match="--overrides"):
+            with_overrides(base, bad)
