@@ -104,7 +104,8 @@ def drop_unreadable(paths: Sequence[Path], workers: int | None = None
 
 def split_paths(paths: Sequence, validation_split: float, seed: int,
                 labels: Sequence[int] | None = None) -> tuple[list, list]:
-    """Deterministic shuffled split; at least one validation item when the split is > 0.
+    """Deterministic shuffled split; at least one validation item when the split is > 0
+    (and, with labels, some label has two or more items).
 
     With `labels`, each label is split on its own (`classifier.sampling.stratified_split`:
     round(split x n) of a label with two or more images validates, at least one, and at
