@@ -351,14 +351,13 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
     good, skipped = drop_unreadable(paths)
     if not good:
         raise DatasetError(f"none of the {len(paths)} images could be read; first: {skipped[0]}")
-    train_p, val_p = split_paths(good, validation_split, seed,
-                                 labels=[per_path["labels"][p] for p in good]
-                                 if "labels" in per_path else None)
-    if len(train_p) < 1:
-        raise DatasetError("no training images left after the validation split")
 
     def of(name, ps):
         return [per_path[name][p] for p in ps] if name in per_path else None
+
+    train_p, val_p = split_paths(good, validation_split, seed, labels=of("labels", good))
+    if len(train_p) < 1:
+        raise DatasetError("no training images left after the validation split")
 
     repeats: dict[int, int] = {}
     if label_balance > 0 and labels is not None:

@@ -57,7 +57,8 @@ def test_evidence_overrides_merge_by_section_and_refuse_unknown_sections():
     base = settings(quick=True, seeds=[0], ood_test_dirs=[])
     out = with_overrides(base, '{"diffusion": {"label_balance": 1}, "augmentation": '
                                '{"sample_weights": "last"}}')
-    assert out["diffusion"]["label_balance"] == 1 and out["augmentation"]["sample_weights"] == "last"
+    assert out["diffusion"]["label_balance"] == 1
+    assert out["augmentation"]["sample_weights"] == "last"
     assert out["diffusion"]["train_steps"] == base["diffusion"]["train_steps"]
     assert "label_balance" not in base["diffusion"]   # the base is left as it was
     for bad in ('{"difusion": {"seed": 1}}', '{"diffusion": 1}', "[]", "{oops"):
