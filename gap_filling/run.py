@@ -538,9 +538,12 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
         more = _replacements(plan, out_dir, rounds + 1)
         if len(more) == len(items):
             break
+        before = len(items)
         items, rounds = more, rounds + 1
         made, reused = _generate_missing(plan, out_dir, models, progress, items)
-        result.generated, result.reused = result.generated + made, reused
+        # this run's earlier rounds are not images "already present" from an earlier run
+        result.generated += made
+        result.reused += reused - before
         scores, result.rejected = _audit_and_gate(plan, out_dir, items)
     result.replacements = len(items) - len(plan.synthetic)
     write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir, scores, items))

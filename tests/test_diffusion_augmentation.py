@@ -154,6 +154,7 @@ def test_the_gate_replaces_flagged_images_with_fresh_ones_and_resumes_the_same(
             "--gate_rounds", "2", "--audit_percentile", "60", "--audit_features", "random",
             "--generator", generator)
     assert augment(original, out, *args) == 0
+    first_run = capsys.readouterr().out
     planned = {1: 3, 2: 6}  # GAP_LAYOUT: labels 1 and 2 gain 3 and 6 images
     kept = [r for r in read_manifest(out / "manifest.csv") if r.generator == generator]
     rejected = read_manifest(out / "rejected.csv")
@@ -172,10 +173,11 @@ def test_the_gate_replaces_flagged_images_with_fresh_ones_and_resumes_the_same(
             assert (r.params["source"] != replaced.params["source"]) == (len(cell) > 1)
     assert all(r.quality >= 1 for r in kept) and all(r.quality < 1 for r in rejected)
     assert "fresh replacement(s) made in" in (out / "summary.txt").read_text()
+    # every round's images counted once; none was there before this run
+    assert f"generated {9 + len(fresh)} image(s) (0 already present)" in first_run
     before = tree_hashes(out)
-    capsys.readouterr()
     assert augment(original, out, *args) == 0
-    assert "generated 0 image(s)" in capsys.readouterr().out
+    assert f"generated 0 image(s) ({9 + len(fresh)} already present)" in capsys.readouterr().out
     assert {k: v for k, v in tree_hashes(out).items() if k.endswith(".png")} == \
         {k: v for k, v in before.items() if k.endswith(".png")}
 
