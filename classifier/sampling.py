@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from balancing.plan import largest_remainder
+
 
 def stratified_split(labels: Sequence[int], val_fraction: float, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -43,18 +45,6 @@ def stratified_split(labels: Sequence[int], val_fraction: float, rng: np.random.
         val.extend(idx[:k])
         train.extend(idx[k:])
     return np.sort(np.asarray(train, dtype=int)), np.sort(np.asarray(val, dtype=int))
-
-
-def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
-    """Integer counts summing to `total`, proportional to `shares` (Hamilton's method)."""
-    shares = np.asarray(shares, dtype=np.float64)
-    if total <= 0 or shares.sum() <= 0:
-        return np.zeros(len(shares), dtype=int)
-    exact = shares / shares.sum() * total
-    base = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - base), kind="stable")
-    base[order[: total - base.sum()]] += 1
-    return base
 
 
 def select_synthetic(n_real: int, synthetic_labels: Sequence[int], ratio: float | None,
