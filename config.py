@@ -119,18 +119,19 @@ class BalancerConfig(SiteRuleConfig):
                               f"away most of the image")
 
 
-# Settings of the U-Net and its noise schedule: a model folder restores these, whatever the
-# flags of a later run say.
+# Settings of the U-Net, its noise schedule and the shape of its optimizer's state (a
+# constant learning rate is a saved variable, a schedule is not): a model folder restores
+# these, whatever the flags of a later run say.
 ARCHITECTURE_FIELDS = ("image_size", "widths", "block_depth", "embedding_dims",
                        "attention_in_bottleneck", "attention_in_up_down_sample", "groups",
                        "min_signal_rate", "max_signal_rate", "conditional", "channels",
                        "block_conditioning", "site_conditioning", "augment_conditioning",
-                       "prediction", "residual_block", "model", "gan_latent_dim")
+                       "prediction", "residual_block", "model", "gan_latent_dim", "lr_decay")
 # What a model folder's config.json meant when it was written before a field existed (the
 # architecture of that time), so old folders keep loading.
 LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_conditioning": False,
                        "augment_conditioning": False, "prediction": "eps",
-                       "residual_block": "postnorm", "model": "ddim"}
+                       "residual_block": "postnorm", "model": "ddim", "lr_decay": "constant"}
 
 
 @dataclass
@@ -238,6 +239,9 @@ class DiffusionConfig(ExecutorConfig):
                            "epochs suggest.", min=0)
     batch_size: int = opt(16, "Images per training step.", min=1, max=4096)
     learning_rate: float = opt(1e-3, "AdamW learning rate.", min=1e-7, max=1.0)
+    lr_decay: str = opt("constant", "Learning rate over the budget: constant, or cosine "
+                        "(from --learning_rate to 0 at the last planned step).",
+                        choices=("constant", "cosine"))
     weight_decay: float = opt(1e-4, "AdamW weight decay.", min=0.0, max=1.0)
     ema: float = opt(0.999, "EMA decay of the weights used for sampling.", min=0.0, max=1.0)
     min_signal_rate: float = opt(0.02, "Signal rate at diffusion time 1 (pure noise end).",

@@ -164,6 +164,22 @@ def epoch_budget(cfg: DiffusionConfig, n_train: int, batch_size: int) -> tuple[i
     return -(-cfg.train_steps // steps), steps
 
 
+def learning_rate(cfg: DiffusionConfig, planned_steps: int):
+    """The optimizer's learning rate: `cfg.learning_rate`, or with `cfg.lr_decay == "cosine"`
+    a cosine from it to 0 over `planned_steps` optimizer steps (counted from the run's first
+    step, so a resumed run continues the curve; a resumed run with a larger budget stretches
+    it, which raises the rate again).
+
+    Example:
+        >>> round(float(learning_rate(DiffusionConfig(lr_decay="cosine"), 100)(50)), 6)
+        0.0005
+    """
+    if cfg.lr_decay == "constant":
+        return cfg.learning_rate
+    import keras
+    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, max(1, planned_steps))
+
+
 def with_architecture_of(cfg: DiffusionConfig, saved: DiffusionConfig,
                          quiet: bool = False) -> DiffusionConfig:
     """`cfg` with the architecture fields of `saved` (a model can only load its own shape)."""
@@ -190,7 +206,8 @@ def resume_config(cfg: DiffusionConfig, saved: DiffusionConfig,
         ignored = sorted(f for f in given if f in ARCHITECTURE_FIELDS
                          and getattr(cfg, f) != getattr(saved, f))
         if ignored:
-            print(f"note: a resumed run keeps its architecture; ignoring --{', --'.join(ignored)}")
+            print(f"note: a resumed run keeps its architecture (and learning-rate schedule); "
+                  f"ignoring --{', --'.join(ignored)}")
         changes = {f: getattr(cfg, f) for f in (set(given) | keep)
                    if f not in ARCHITECTURE_FIELDS and hasattr(cfg, f)}
         merged = dataclasses.replace(saved, **changes)
@@ -460,7 +477,8 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
     num_classes = len(plan.class_names) if cfg.conditional else 0
     with strategy.scope():
         model = build_model(cfg, num_classes, len(site_names), augment_dims)
-        optimizer = keras.optimizers.AdamW(learning_rate=cfg.learning_rate,
+        planned = num_epochs * (steps_per_epoch or max(1, data.n_train // global_batch))
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(cfg, planned),
                                            weight_decay=cfg.weight_decay)
         model.compile(optimizer=optimizer)
         if cfg.load_and_train:

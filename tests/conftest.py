@@ -152,3 +152,18 @@ def tensorboard_tags(log_dir: Path) -> dict[str, int]:
                 key = f"{path.parent.relative_to(log_dir)}/{value.tag}"
                 tags[key] = tags.get(key, 0) + 1
     return tags
+
+
+def tensorboard_scalars(log_dir: Path, key: str) -> list[float]:
+    """The values of one "<sub-folder>/<tag>" (e.g. "train/epoch_learning_rate") below
+    `log_dir`, in step order."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+    points = []
+    for path in Path(log_dir).rglob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if f"{path.parent.relative_to(log_dir)}/{value.tag}" == key:
+                    points.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return [v for _, v in sorted(points)]

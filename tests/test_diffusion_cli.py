@@ -83,13 +83,17 @@ def _optimizer_iterations(weights: Path) -> int:
         return int(fh["optimizer/vars/0"][()])
 
 
-def test_resume_continues_epochs_and_optimizer(run_dir, tmp_path):
+def test_resume_continues_epochs_and_optimizer(run_dir, tmp_path, capsys):
     run = shutil.copytree(run_dir, tmp_path / "run")
     steps_before = _optimizer_iterations(run / "last.weights.h5")
     assert steps_before > 0
+    # a learning-rate schedule has no saved rate variable: the run keeps its constant rate
     code = run_diffusion.main(["--load_and_train", "--model_dir", str(run), "--num_epochs", "3",
-                               "--kid_every", "0", "--kid_features", "random"])
+                               "--kid_every", "0", "--kid_features", "random",
+                               "--lr_decay", "cosine"])
     assert code == 0
+    assert "ignoring --lr_decay" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["lr_decay"] == "constant"
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 3
     lines = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]

@@ -15,7 +15,8 @@ keras = pytest.importorskip("keras")
 
 import train_all  # noqa: E402
 from cli.flags import ConfigError  # noqa: E402
-from conftest import TINY_UNET_FLAGS, save_image, tree_hashes  # noqa: E402
+from conftest import (TINY_UNET_FLAGS, save_image, tensorboard_scalars,  # noqa: E402
+                      tree_hashes)
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion.data import (AUGMENT_DIMS, detect_channels, find_label_images,  # noqa: E402
                             load_image, load_training_data, make_dataset, split_paths)
@@ -55,7 +56,7 @@ def grey_model(grey_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     assert train_all.main(["--in_dir", str(grey_data), "--out_dir", str(out), "--conditional",
                            "--site_conditioning", "--train_steps", "6", "--augment_p", "0.5",
-                           *TINY]) == 0
+                           "--lr_decay", "cosine", "--learning_rate", "0.002", *TINY]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run
 
@@ -69,6 +70,9 @@ def test_grey_data_trains_a_one_channel_site_conditioned_model(grey_data, grey_m
     assert saved["_epochs"] * saved["_steps_per_epoch"] >= 6
     state = json.loads((grey_model / "state.json").read_text())
     assert state["train_steps_done"] == saved["_epochs"] * saved["_steps_per_epoch"]
+    # the cosine reaches 0 at the last planned step, not before (2 passes of 3 steps)
+    rates = tensorboard_scalars(grey_model / "logs", "train/epoch_learning_rate")
+    assert saved["lr_decay"] == "cosine" and rates == pytest.approx([0.001, 0.0], abs=1e-6)
     model, _, _ = load_model(grey_model)
     assert model.channels == 1 and model.num_sites == 2
     assert model.augment_dims == AUGMENT_DIMS + ONLINE_AUGMENT_DIMS and saved["augment_p"] == 0.5
