@@ -140,17 +140,23 @@ def restore_float32_policy():
     reset()
 
 
-def tensorboard_tags(log_dir: Path) -> dict[str, int]:
-    """{"<sub-folder>/<tag>": number of events} over every TensorBoard event file below
-    `log_dir` (e.g. "validation/epoch_kid"), read as TensorBoard reads them."""
+def _tensorboard_events(log_dir: Path):
+    """("<sub-folder>/<tag>", step, summary value) of every event file below `log_dir`, read
+    as TensorBoard reads them."""
     import tensorflow as tf
     from tensorflow.core.util import event_pb2
-    tags: dict[str, int] = {}
     for path in Path(log_dir).rglob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
-            for value in event_pb2.Event.FromString(record.numpy()).summary.value:
-                key = f"{path.parent.relative_to(log_dir)}/{value.tag}"
-                tags[key] = tags.get(key, 0) + 1
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                yield f"{path.parent.relative_to(log_dir)}/{value.tag}", event.step, value
+
+
+def tensorboard_tags(log_dir: Path) -> dict[str, int]:
+    """{"<sub-folder>/<tag>": number of events} below `log_dir` (e.g. "validation/epoch_kid")."""
+    tags: dict[str, int] = {}
+    for key, _, _ in _tensorboard_events(log_dir):
+        tags[key] = tags.get(key, 0) + 1
     return tags
 
 
@@ -158,12 +164,6 @@ def tensorboard_scalars(log_dir: Path, key: str) -> list[float]:
     """The values of one "<sub-folder>/<tag>" (e.g. "train/epoch_learning_rate") below
     `log_dir`, in step order."""
     import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-    points = []
-    for path in Path(log_dir).rglob("events.out.tfevents.*"):
-        for record in tf.data.TFRecordDataset(str(path)):
-            event = event_pb2.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if f"{path.parent.relative_to(log_dir)}/{value.tag}" == key:
-                    points.append((event.step, float(tf.make_ndarray(value.tensor))))
+    points = [(step, float(tf.make_ndarray(value.tensor)))
+              for k, step, value in _tensorboard_events(log_dir) if k == key]
     return [v for _, v in sorted(points)]
