@@ -475,10 +475,11 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
           f"{cfg.channels} channel(s), {budget}, {strategy.num_replicas_in_sync} replica(s), "
           f"precision {policy}, run folder {run_dir}")
     num_classes = len(plan.class_names) if cfg.conditional else 0
+    epoch_steps = steps_per_epoch or max(1, data.n_train // global_batch)
     with strategy.scope():
         model = build_model(cfg, num_classes, len(site_names), augment_dims)
-        planned = num_epochs * (steps_per_epoch or max(1, data.n_train // global_batch))
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(cfg, planned),
+        rate = learning_rate(cfg, num_epochs * epoch_steps)
+        optimizer = keras.optimizers.AdamW(learning_rate=rate,
                                            weight_decay=cfg.weight_decay)
         model.compile(optimizer=optimizer)
         if cfg.load_and_train:
@@ -537,7 +538,7 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
         best_value = best_epoch = None
     checkpoint = cb.RunCheckpoint(write_dir, monitor, best_value, best_epoch,
                                   {"precision": policy, "kid_features": kid_kind},
-                                  steps_per_epoch or max(1, data.n_train // global_batch))
+                                  epoch_steps)
     callbacks.append(checkpoint)
     grid = cb.SampleGrid(write_dir, cfg.sample_every,
                          len(sample_labels) if num_classes else 16,
