@@ -134,6 +134,15 @@ LEGACY_ARCHITECTURE = {"channels": "3", "block_conditioning": False, "site_condi
                        "residual_block": "postnorm", "model": "ddim", "lr_decay": "constant"}
 
 
+# Settings only the diffusion U-Net, its noise schedule and its AdamW read: --model gan trains
+# without them (it has its own widths-only networks, Adam and DiffAugment).
+DDIM_ONLY_FIELDS = ("prediction", "loss_weighting", "min_snr_gamma", "lr_decay",
+                    "learning_rate", "weight_decay", "unet_dropout", "residual_block",
+                    "block_conditioning", "site_conditioning", "site_dropout",
+                    "augment_conditioning", "augment_p", "label_dropout", "block_depth",
+                    "embedding_dims", "attention_in_bottleneck", "attention_in_up_down_sample",
+                    "groups", "min_signal_rate", "max_signal_rate")
+
 @dataclass
 class DiffusionConfig(ExecutorConfig):
     """Stage 2 (run_diffusion.py): train a DDIM diffusion model, generate or inpaint with it."""
@@ -304,6 +313,17 @@ class DiffusionConfig(ExecutorConfig):
                               "the same file names; white mask pixels are regenerated.")
     jump_length: int = opt(10, "RePaint: levels of each jump back in time.", min=1)
     jump_n_sample: int = opt(10, "RePaint: resamplings per jump (1 = no jumps).", min=1)
+
+    def ignored_by_gan(self) -> list[str]:
+        """The DDIM-only settings (`DDIM_ONLY_FIELDS`) this config sets away from their
+        defaults, as flags: what `--model gan` would silently go without.
+
+        Example: `DiffusionConfig(model="gan", prediction="v").ignored_by_gan()` ->
+        `["--prediction"]`.
+        """
+        defaults = {f.name: f.default for f in fields(self)}
+        return [f"--{name}" for name in DDIM_ONLY_FIELDS
+                if getattr(self, name) != defaults[name]]
 
     def validate(self) -> None:
         from diffusion_maths.unet_rules import UNetConfigError, validate_unet_args

@@ -3,6 +3,8 @@ the usual run folder (config, model.json, weights, curves, samples, KID), resume
 without its flags, and stage 3 samples it with the same plan and manifest."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -34,9 +36,13 @@ def original(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gan_run(original, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
-    assert train_all.main(["--in_dir", str(original), "--out_dir", str(out), "--conditional",
-                           "--train_steps", "6", *GAN]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # DDIM-only flags: trained without, with a note
+        assert train_all.main(["--in_dir", str(original), "--out_dir", str(out),
+                               "--conditional", "--train_steps", "6", "--prediction", "v",
+                               "--lr_decay", "cosine", *GAN]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
+    (out / "printed.txt").write_text(printed.getvalue())
     return run
 
 
@@ -54,6 +60,8 @@ def test_diff_augment_changes_images_alike_per_seed_and_passes_gradients():
 
 
 def test_train_all_gan_writes_a_run_folder_that_loads_and_resumes(gan_run, original):
+    assert ("note: --model gan trains without the DDIM-only --prediction, --lr_decay"
+            in (gan_run.parent / "printed.txt").read_text())
     files = {p.name for p in gan_run.iterdir()}
     assert {"config.json", "model.json", "last.weights.h5", "history.csv", "state.json",
             "curves.png", "samples"} <= files
