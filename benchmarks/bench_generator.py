@@ -20,7 +20,8 @@ Recipes, at the same optimizer-step budget (the wall time of each is printed):
 Per label of the filled category it prints: KID of generated vs real test images beside
 KID of real training vs real test images (same features: InceptionV3 when its weights load,
 else a fixed random conv net, said in the header); GAN-test (a real-only classifier's accuracy
-on the generated images, beside its accuracy on real test images, and their ratio);
+on the generated images, beside its accuracy on real test images, and their ratio; then on
+the images stage 3's memorisation gate would keep, so copies cannot carry the score);
 GAN-train (a classifier trained on generated images only, tested on real test images);
 memorisation share (generated images closer to a training image, or its mirror image, than
 the 5th percentile of the label's test-to-train distances) in pixel space, stage 3's audit,
@@ -255,19 +256,27 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
                             early_stop_patience=3 if quick else 8)
     gtr, _ = gan_train(pairs(generated), pairs(train), pairs(test), base, work / "gan_train")
     gtr = gtr.set_index("label")
-    shares = {}
+    shares, audits = {}, {}
     for key, space in (("pixels", pixel_space()), ("kid", kid_space("auto"))):
-        audit = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
+        audit = audits[key] = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
                                 space, scope="label",
                                 synthetic_labels=[lab for lab, ps in generated.items()
                                                   for _ in ps])
         closest_pairs_sheet(audit, title=space.name).save(
             work / f"closest_pairs_{space.name}.png")
         shares[key] = audit.groupby("label").flagged.mean()
+    # what stage 3's gate (pixels) would keep: are the recognisable images only the copies?
+    copies = set(audits["pixels"].path[audits["pixels"].flagged.astype(bool)])
+    kept = [pair for pair in pairs(generated) if pair[0] not in copies]
+    gk = (gan_test(classifier_run, kept, pairs(test)).set_index("label")
+          if kept else None)
     rows = []
     for label in generated:
         rows.append({"label": label, "kid_gen": kid[label][0], "kid_train": kid[label][1],
                      "gan_test": gt.loc[label, "gan_test_accuracy"],
+                     "gan_test_kept": (gk.loc[label, "gan_test_accuracy"]
+                                       if gk is not None and label in gk.index
+                                       else float("nan")),
                      "real_test": gt.loc[label, "real_test_accuracy"],
                      "gan_train": gtr.loc[label, "gan_train_accuracy"],
                      "real_train": gtr.loc[label, "real_train_accuracy"],
@@ -353,7 +362,8 @@ def main(argv=None) -> int:
     sheet = real_sheet(train, size, work / f"real_sheet_{size}px.png")
     print(f"real training images at {size} px: {sheet}")
     print("recipe | steps | train s | label | KID gen (real train) | GAN-test / real test "
-          "(ratio) | GAN-train (real train) | memorised: pixels (KID features)")
+          "(ratio) | GAN-test of the images the gate keeps | GAN-train (real train) | "
+          "memorised: pixels (KID features)")
 
     combos = [(g, r, s) for s in args.strength for g in args.guidance
               for r in (args.guidance_rescale if g > 1 else [0.0])]
@@ -386,7 +396,8 @@ def main(argv=None) -> int:
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
             print(f"{what} | {steps} | {sec} | {name} | {r['kid_gen']:.4f} "
                   f"({r['kid_train']:.4f}) | {r['gan_test']:.2f} / {r['real_test']:.2f} "
-                  f"({ratio:.2f}) | {r['gan_train']:.2f} ({r['real_train']:.2f}) | "
+                  f"({ratio:.2f}) | {r['gan_test_kept']:.2f} | "
+                  f"{r['gan_train']:.2f} ({r['real_train']:.2f}) | "
                   f"{r['memorised']:.1%} ({r['memorised_kid']:.1%})", flush=True)
 
     def evaluate_sd() -> None:
