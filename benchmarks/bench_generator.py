@@ -21,7 +21,8 @@ Per label of the filled category it prints: KID of generated vs real test images
 KID of real training vs real test images (same features: InceptionV3 when its weights load,
 else a fixed random conv net, said in the header); GAN-test (a real-only classifier's accuracy
 on the generated images, beside its accuracy on real test images, and their ratio; then on
-the images stage 3's memorisation gate would keep, so copies cannot carry the score);
+the images stage 3's memorisation gate would keep, so copies cannot carry the score; the
+eval folder's gate_sheet.png shows per label what the gate keeps and what it moves aside);
 GAN-train (a classifier trained on generated images only, tested on real test images);
 memorisation share (generated images closer to a training image, or its mirror image, than
 the 5th percentile of the label's test-to-train distances) in pixel space, stage 3's audit,
@@ -194,6 +195,20 @@ def save_sheet(rows: list[np.ndarray], path: Path) -> None:
     save_rgb(path, grid.repeat(scale, 0).repeat(scale, 1))
 
 
+def gate_sheet(audit, labels: list[str], size: int, path: Path) -> None:
+    """Two rows per label: up to 12 images the memorisation gate keeps, then up to 12 it
+    moves aside (black when none): are the recognisable images only the copies?"""
+    from diffusion.data import load_image
+    rows = []
+    for label in labels:
+        mine = audit[audit.label == label]
+        for flagged in (False, True):
+            paths = list(mine.path[mine.flagged.astype(bool) == flagged])[:12]
+            rows.append(np.stack([load_image(p, (size, size)) for p in paths]) if paths
+                        else np.zeros((1, size, size, 3), np.float32))
+    save_sheet(rows, path)
+
+
 def real_sheet(train: dict, size: int, path: Path) -> Path:
     """The first 12 training images of each label at the generator's resolution, the sheet
     every generated one is read against (can a person name the label at this size?)."""
@@ -266,6 +281,7 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
             work / f"closest_pairs_{space.name}.png")
         shares[key] = audit.groupby("label").flagged.mean()
     # what stage 3's gate (pixels) would keep: are the recognisable images only the copies?
+    gate_sheet(audits["pixels"], list(generated), size, work / "gate_sheet.png")
     copies = set(audits["pixels"].path[audits["pixels"].flagged.astype(bool)])
     kept = [pair for pair in pairs(generated) if pair[0] not in copies]
     gk = (gan_test(classifier_run, kept, pairs(test)).set_index("label")
@@ -391,6 +407,7 @@ def main(argv=None) -> int:
                    + sdedit, str(steps), f"{sec:.0f}", gen, tag)
 
     def print_rows(what: str, steps: str, sec: str, gen: dict, tag: str) -> None:
+        print(f"kept and moved aside by the gate: {work / 'eval' / tag / 'gate_sheet.png'}")
         for r in evaluate(gen, train, test, clf, work / "eval" / tag, size, args.quick):
             name = FMNIST_NAMES.get(r["label"], r["label"]) if args.dataset == "fmnist" else r["label"]
             ratio = r["gan_test"] / r["real_test"] if r["real_test"] else float("nan")
