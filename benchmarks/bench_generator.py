@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -269,6 +270,9 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     base = ClassifierConfig(backbone="small_cnn", input_shape=size,
                             number_epochs=3 if quick else 30, batch_size=32, seed=0,
                             early_stop_patience=3 if quick else 8)
+    # The images were just generated again: a finished classifier of an earlier
+    # evaluation in this folder (the same tag, other weights) must not stand in for them.
+    shutil.rmtree(work / "gan_train", ignore_errors=True)
     gtr, _ = gan_train(pairs(generated), pairs(train), pairs(test), base, work / "gan_train")
     gtr = gtr.set_index("label")
     shares, audits = {}, {}
@@ -432,7 +436,11 @@ def main(argv=None) -> int:
             print_rows(f"sd s{strength:g}", "-", "-", gen, tag)
 
     if args.model_dir:
-        report("given", 0, Path(args.model_dir), 0.0)
+        given = Path(args.model_dir)
+        state = (given if given.is_dir() else given.parent) / "state.json"
+        # the steps the weights have seen name the evaluation, so budgets never share one
+        done = json.loads(state.read_text()).get("train_steps_done", 0) if state.exists() else 0
+        report("given", done, given, 0.0)
         return 0
     if "sd" in args.recipes:
         evaluate_sd()
