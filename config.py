@@ -143,6 +143,7 @@ DDIM_ONLY_FIELDS = ("prediction", "loss_weighting", "min_snr_gamma", "lr_decay",
                     "embedding_dims", "attention_in_bottleneck", "attention_in_up_down_sample",
                     "groups", "min_signal_rate", "max_signal_rate")
 
+
 @dataclass
 class DiffusionConfig(ExecutorConfig):
     """Stage 2 (run_diffusion.py): train a DDIM diffusion model, generate or inpaint with it."""

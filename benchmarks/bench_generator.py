@@ -279,10 +279,9 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     gtr = gtr.set_index("label")
     shares, audits = {}, {}
     for key, space in (("pixels", pixel_space()), ("kid", kid_space("auto"))):
-        audit = audits[key] = audit_synthetic([p for ps in generated.values() for p in ps], train, test,
-                                space, scope="label",
-                                synthetic_labels=[lab for lab, ps in generated.items()
-                                                  for _ in ps])
+        audit = audits[key] = audit_synthetic(
+            [p for ps in generated.values() for p in ps], train, test, space, scope="label",
+            synthetic_labels=[lab for lab, ps in generated.items() for _ in ps])
         closest_pairs_sheet(audit, title=space.name).save(
             work / f"closest_pairs_{space.name}.png")
         shares[key] = audit.groupby("label").flagged.mean()
@@ -290,8 +289,7 @@ def evaluate(generated: dict, train: dict, test: dict, classifier_run: Path, wor
     gate_sheet(audits["pixels"], list(generated), size, work / "gate_sheet.png")
     copies = set(audits["pixels"].path[audits["pixels"].flagged.astype(bool)])
     kept = [pair for pair in pairs(generated) if pair[0] not in copies]
-    gk = (gan_test(classifier_run, kept, pairs(test)).set_index("label")
-          if kept else None)
+    gk = gan_test(classifier_run, kept, pairs(test)).set_index("label") if kept else None
     rows = []
     for label in generated:
         rows.append({"label": label, "kid_gen": kid[label][0], "kid_train": kid[label][1],

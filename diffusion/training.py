@@ -502,8 +502,9 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
         print("note: a GAN keeps the weights of its best KID (--kid_every) as best, else the "
               "last; early stopping is off")
         monitor = "val_kid"
-    if gan and cfg.ignored_by_gan():
-        print(f"note: --model gan trains without the DDIM-only {', '.join(cfg.ignored_by_gan())}")
+    ignored = cfg.ignored_by_gan() if gan else []
+    if ignored:
+        print(f"note: --model gan trains without the DDIM-only {', '.join(ignored)}")
     if not has_val and monitor == "val_n_loss":
         print("note: no validation images (--validation_split 0): best weights follow the "
               "training loss")
