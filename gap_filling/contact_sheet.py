@@ -1,4 +1,5 @@
-"""A contact sheet: a row of real images above a row of generated ones, for a quick look.
+"""A contact sheet: a row of real images above a row of generated ones (and, when the
+memorisation gate moved some aside, a row of those), for a quick look.
 
 Example:
     >>> write_contact_sheet(real_paths[:8], fake_paths[:8], "balanced_data/contact_sheets/1.png")
@@ -15,22 +16,25 @@ from dataset.images import load_rgb
 
 
 def write_contact_sheet(real: Sequence[Path], generated: Sequence[Path], path: str | Path,
-                        cell: int = 96, title: str = "") -> Path:
-    """Writes a PNG with `real` images in the top row and `generated` ones below.
+                        cell: int = 96, title: str = "", aside: Sequence[Path] = ()) -> Path:
+    """Writes a PNG with `real` images in the top row, `generated` ones below and, when
+    given, the ones the memorisation gate moved `aside` in a third row: a person sees
+    whether the recognisable images are only the copies.
 
     Args:
-        real, generated: image files (unreadable ones are left blank).
+        real, generated, aside: image files (unreadable ones are left blank).
         path: output PNG (written atomically).
         cell: the side of each thumbnail in pixels (aspect kept, centred).
         title: text above the rows.
     """
-    cols = max(len(real), len(generated), 1)
+    rows = [("real", real), ("generated", generated)] + ([("moved aside", aside)] if aside else [])
+    cols = max(max(len(paths) for _, paths in rows), 1)
     margin, label_w, head = 4, 78, 22
     sheet = Image.new("RGB", (label_w + cols * (cell + margin) + margin,
-                              head + 2 * (cell + margin) + margin), "white")
+                              head + len(rows) * (cell + margin) + margin), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((margin, 4), title, fill="black")
-    for row, (name, paths) in enumerate((("real", real), ("generated", generated))):
+    for row, (name, paths) in enumerate(rows):
         y = head + row * (cell + margin)
         draw.text((margin, y + cell // 2 - 6), name, fill="black")
         for col, p in enumerate(paths):

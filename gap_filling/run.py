@@ -504,7 +504,8 @@ def _manifest_rows(plan: GapFillPlan, out_dir: Path, scores: dict[str, float],
 
 def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
     """Copies the originals, generates the missing synthetic images, and writes
-    manifest.csv, summary.txt, contact_sheets/<label>.png and config.json into out_dir.
+    manifest.csv, summary.txt, contact_sheets/<label>.png (real, generated, moved aside)
+    and config.json into out_dir.
 
     Raises:
         DatasetError: out_dir is unusable (inside in_dir, foreign files, other settings).
@@ -570,8 +571,11 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
         real = [out_dir / plan.originals[r.relpath] for r in plan.scan.images if r.label == label]
         fake = [out_dir / s.name for s in items if s.label == label
                 and (out_dir / s.name).exists()]
-        if fake:
+        aside = [out_dir / "rejected" / s.name for s in items if s.label == label
+                 and (out_dir / "rejected" / s.name).exists()]
+        if fake or aside:
             result.sheets.append(write_contact_sheet(
                 real[: cfg.sheet_size], fake[: cfg.sheet_size],
-                out_dir / "contact_sheets" / f"{label}.png", title=f"label {label}"))
+                out_dir / "contact_sheets" / f"{label}.png", title=f"label {label}",
+                aside=aside[: cfg.sheet_size]))
     return result

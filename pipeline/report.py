@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
+from dataset.manifest import read_manifest
 from dataset.scan import natural_key
 from pipeline import charts, evidence, image_quality
 from pipeline.stages import EXTRA_FILLS, Layout, extra_fills
@@ -161,13 +162,26 @@ def _diffusion_html(state: dict) -> str:
     return "".join(parts)
 
 
+def _labels_moved_aside(folder: Path) -> set[str]:
+    """The labels with images stage 3's memorisation gate moved to rejected/ (their contact
+    sheets have a third row)."""
+    listed = folder / "rejected.csv"
+    try:
+        return {r.label for r in read_manifest(listed)} if listed.is_file() else set()
+    except ValueError:  # not a manifest: the captions stay two-row
+        return set()
+
+
 def _generated_html(layout: Layout) -> str:
     parts = []
     for folder, what in ((layout.balanced_data, "generated"),
                          *((layout.fill_data[s], f.caption) for s, f in EXTRA_FILLS.items())):
         sheets = sorted((folder / "contact_sheets").glob("*.png"),
                         key=lambda p: natural_key(p.stem))
-        parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what} (bottom)")
+        aside = _labels_moved_aside(folder)
+        parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what}"
+                          + (" (middle), moved aside by the memorisation gate (bottom)"
+                             if p.stem in aside else " (bottom)"))
                   for p in sheets]
     if not parts:
         return _missing("No synthetic images were generated in this run.")

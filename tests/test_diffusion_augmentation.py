@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 keras = pytest.importorskip("keras")
 
@@ -16,6 +17,7 @@ from conftest import GAP_LAYOUT, TINY_UNET_FLAGS, make_dataset, tree_hashes  # n
 from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from diffusion_augmentation import main  # noqa: E402
+from gap_filling.contact_sheet import write_contact_sheet  # noqa: E402
 
 TINY = [*TINY_UNET_FLAGS, "--batch_size", "8", "--kid_every", "0", "--sample_every", "0",
         "--generate_diffusion_steps", "2"]
@@ -139,8 +141,27 @@ def test_memorisation_gate_moves_flagged_images_aside_and_lists_them(original, m
     kept = [r for r in read_manifest(out / "manifest.csv") if r.generator == "ddim"]
     assert len(kept) == 9 - len(flagged) and all(r.quality >= 1 for r in kept)
     assert f"short by {len(flagged)}" in (out / "summary.txt").read_text()
+    for label in {r.label for r in rejected}:  # a third row: the images moved aside
+        assert Image.open(out / "contact_sheets" / f"{label}.png").height == 22 + 3 * 100 + 4
     assert augment(original, out, *args) == 0  # a re-run does not generate them again
     assert "generated 0 image(s) (9 already present)" in capsys.readouterr().out
+
+
+def test_contact_sheet_rows_real_generated_and_moved_aside(tmp_path):
+    colours = {"real": (200, 0, 0), "generated": (0, 200, 0), "aside": (0, 0, 200)}
+    files = {}
+    for name, rgb in colours.items():
+        files[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", (8, 8), rgb).save(files[name])
+    cell, head, margin, label_w = 32, 22, 4, 78
+    centre = lambda row: (label_w + margin + cell // 2, head + row * (cell + margin) + cell // 2)  # noqa: E731
+    two = write_contact_sheet([files["real"]], [files["generated"]], tmp_path / "two.png", cell)
+    three = write_contact_sheet([files["real"]], [files["generated"]], tmp_path / "three.png",
+                                cell, aside=[files["aside"]])
+    assert Image.open(two).height == head + 2 * (cell + margin) + margin
+    sheet = Image.open(three).convert("RGB")
+    assert sheet.height == head + 3 * (cell + margin) + margin
+    assert [sheet.getpixel(centre(k)) for k in range(3)] == list(colours.values())
 
 
 @pytest.mark.parametrize("generator", ["ddim", "sdedit"])
