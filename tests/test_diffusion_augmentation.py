@@ -154,7 +154,9 @@ def test_contact_sheet_rows_real_generated_and_moved_aside(tmp_path):
         files[name] = tmp_path / f"{name}.png"
         Image.new("RGB", (8, 8), rgb).save(files[name])
     cell, head, margin, label_w = 32, 22, 4, 78
-    centre = lambda row: (label_w + margin + cell // 2, head + row * (cell + margin) + cell // 2)  # noqa: E731
+
+    def centre(row: int) -> tuple[int, int]:  # of the row's first thumbnail
+        return label_w + margin + cell // 2, head + row * (cell + margin) + cell // 2
     two = write_contact_sheet([files["real"]], [files["generated"]], tmp_path / "two.png", cell)
     three = write_contact_sheet([files["real"]], [files["generated"]], tmp_path / "three.png",
                                 cell, aside=[files["aside"]])

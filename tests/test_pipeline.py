@@ -311,8 +311,6 @@ def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_pat
 
 
 def test_the_captions_name_the_row_of_images_the_gate_moved_aside(tmp_path):
-    from PIL import Image
-
     from dataset.manifest import ManifestRow, write_manifest
     from pipeline.report import _generated_html
     from pipeline.stages import Layout
