@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
-from dataset.manifest import read_manifest
 from dataset.scan import natural_key
 from pipeline import charts, evidence, image_quality
 from pipeline.stages import EXTRA_FILLS, Layout, extra_fills
@@ -162,31 +161,21 @@ def _diffusion_html(state: dict) -> str:
     return "".join(parts)
 
 
-def _labels_moved_aside(folder: Path) -> set[str]:
-    """The labels with images stage 3's memorisation gate moved to rejected/ (their contact
-    sheets have a third row)."""
-    listed = folder / "rejected.csv"
-    try:
-        return {r.label for r in read_manifest(listed)} if listed.is_file() else set()
-    except ValueError:  # not a manifest: the captions stay two-row
-        return set()
-
-
 def _generated_html(layout: Layout) -> str:
     parts = []
     for folder, what in ((layout.balanced_data, "generated"),
                          *((layout.fill_data[s], f.caption) for s, f in EXTRA_FILLS.items())):
         sheets = sorted((folder / "contact_sheets").glob("*.png"),
                         key=lambda p: natural_key(p.stem))
-        aside = _labels_moved_aside(folder)
-        parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what}"
-                          + (" (middle), moved aside by the memorisation gate (bottom)"
-                             if p.stem in aside else " (bottom)"))
+        parts += [img_tag(png_data_uri(p), f"label {p.stem}: real (top) vs {what} (below)")
                   for p in sheets]
     if not parts:
         return _missing("No synthetic images were generated in this run.")
-    return "".join(parts) + _missing("KID, memorisation and GAN-test per label: see "
-                                               "Generated image quality below.")
+    # The sheet names its own rows, so a sheet from an older stage 3 (two rows) reads right.
+    return "".join(parts) + _missing(
+        'A row named "moved aside" holds images the memorisation gate took out of the fill '
+        "(not used for training). KID, memorisation and GAN-test per label: see Generated "
+        "image quality below.")
 
 
 def _kid(layout: Layout, pcfg: PipelineConfig, assets: Path) -> tuple[list[dict], str]:

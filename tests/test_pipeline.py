@@ -310,23 +310,6 @@ def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_pat
     assert (busy / "report.html").read_text() == "my own report"
 
 
-def test_the_captions_name_the_row_of_images_the_gate_moved_aside(tmp_path):
-    from dataset.manifest import ManifestRow, write_manifest
-    from pipeline.report import _generated_html
-    from pipeline.stages import Layout
-    layout = Layout(tmp_path / "run")
-    sheets = layout.balanced_data / "contact_sheets"
-    sheets.mkdir(parents=True)
-    for label in ("1", "2"):
-        Image.new("RGB", (8, 8)).save(sheets / f"{label}.png")
-    write_manifest(layout.balanced_data / "rejected.csv",
-                   [ManifestRow("rejected/1/x.png", "1", "S1", "none", "ddim", 0)])
-    text = _generated_html(layout)
-    assert "label 1: real (top) vs generated (middle), moved aside by the memorisation gate " \
-           "(bottom)" in text
-    assert "label 2: real (top) vs generated (bottom)" in text
-
-
 def test_the_verdict_claims_an_effect_only_when_corrected_p_and_ci_agree():
     from pipeline.report import _verdict
     summary = [{"variant": "original", "balanced_accuracy_mean": 0.80},
