@@ -567,12 +567,13 @@ def run_gap_fill(plan: GapFillPlan, progress: bool = True) -> GapFillResult:
                     + (f"the labels concerned are short by {-short}" if short < 0
                        else "every label reached its planned count"))
     atomic_write_text(out_dir / "summary.txt", summary + "\n")
+    moved = set(result.rejected)
     for label in plan.gap.extra:
         real = [out_dir / plan.originals[r.relpath] for r in plan.scan.images if r.label == label]
         fake = [out_dir / s.name for s in items if s.label == label
                 and (out_dir / s.name).exists()]
         aside = [out_dir / "rejected" / s.name for s in items if s.label == label
-                 and (out_dir / "rejected" / s.name).exists()]
+                 and s.name in moved]
         if fake or aside:
             result.sheets.append(write_contact_sheet(
                 real[: cfg.sheet_size], fake[: cfg.sheet_size],
