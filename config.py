@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from cli.flags import ConfigError, opt
+from cli.flags import ConfigError, check_number, check_path_component, opt
 from inpainting.masks import REGIONS, region_share
 
 
@@ -92,7 +92,8 @@ class BalancerConfig(SiteRuleConfig):
 
     in_dir: str = opt("", "Dataset folder with one sub-folder per label.", required=True)
     out_dir: str = opt("diffusion_data", "Output folder (created; never overwritten).")
-    labels: list[str] | None = opt(None, "Label folders to balance (default: all of them).")
+    labels: list[str] | None = opt(None, "Label folders to balance (default: all of them).",
+                                   path_component=True)
     theta: float = opt(5.0, "Rotation step in degrees: augmentations rotate by theta, "
                        "2*theta, ... multiplier*theta.", min=0.1, max=45.0)
     multiplier: int = opt(6, "Number of rotation steps; each is used plain and flipped, so "
@@ -303,7 +304,7 @@ class DiffusionConfig(ExecutorConfig):
                      "default, measured in docs/benchmarks.md).", min=0.0, max=1.0)
     generate_batch_size: int = opt(32, "Images generated per network call.", min=1)
     generate_labels: list[str] | None = opt(None, "Conditional models: labels to generate "
-                                            "(default: all).")
+                                            "(default: all).", path_component=True)
     guidance_scale: float = opt(3.0, "Conditional models: classifier-free guidance "
                                 "(1 = none, 2-4 = closer to the label; 3 measured best for "
                                 "recognisable images).", min=0.0, max=20.0)
@@ -358,7 +359,8 @@ class TrainAllConfig(ManyRunsConfig, DiffusionConfig):
     in_dir: str = opt("diffusion_data", "Folder with one sub-folder of images per label.")
     out_dir: str = opt("models", "A run folder per label (or one conditional run) is made "
                        "inside it.")
-    labels: list[str] | None = opt(None, "Label folders to train (default: all).")
+    labels: list[str] | None = opt(None, "Label folders to train (default: all).",
+                                   path_component=True)
 
     def validate(self) -> None:
         if self.runtime != "training":
@@ -395,6 +397,8 @@ class GapPlanConfig(SiteRuleConfig):
 
     def validate(self) -> None:
         cats = self.category_labels()
+        for label in (lab for c in cats for lab in c):
+            check_path_component("--categories", label)   # each label is a folder name
         if self.balance == "categories":
             if len(cats) < 2 or any(not c for c in cats):
                 raise ConfigError("--categories needs at least two non-empty groups, e.g. "
@@ -588,7 +592,8 @@ class ClassifierConfig:
                             "TensorBoard in <run folder>/logs/.")
     # Runs
     out_dir: str = opt("classifier_runs", "Each run gets its own folder inside it.")
-    run_name: str = opt("", "Run folder name. Default: <backbone>_<date>-<time>_<id>.")
+    run_name: str = opt("", "Run folder name. Default: <backbone>_<date>-<time>_<id>.",
+                        path_component=True)
     seed: int = opt(42, "Seed of the split, the batch order, augmentation and weights.",
                     min=0)
     workers: int | None = opt(None, "Processes decoding images (default: all cores).", min=1)
@@ -764,7 +769,8 @@ class PipelineConfig(ExecutorConfig):
                                              "Default: every label (one shared conditional "
                                              "model, the pipeline's default; with "
                                              "\"conditional\": false in the diffusion section, "
-                                             "one model per label that stage 3 fills).")
+                                             "one model per label that stage 3 fills).",
+                                             path_component=True)
     sdedit_fill: bool = opt(False, "Also fill the gap with SDEdit variations of real images "
                             "(stage 3 again with --generator sdedit, same plan and counts; "
                             "the 'sdedit' section overrides the 'augmentation' one) and "
@@ -1038,6 +1044,7 @@ class RobustnessSynthesizeConfig(RobustnessSearchConfig):
                 sep = ""
             if not sep or not op.strip():
                 raise ConfigError(f"--{name} expects OP=NUMBER, got {spec!r}")
+            check_number(f"--{name} {op.strip()}", out[op.strip()])
         return out
 
     def validate(self) -> None:

@@ -115,13 +115,30 @@ def _train_announced(where: str, run_cfg, verbose: int) -> None:
     train_run(run_cfg, verbose=verbose)
 
 
+# Settings the grid search sets per run itself: a grid over them would name or seed the
+# runs twice (the run folder is out_dir/<combo>/seed<S>_r<R>; seeds come from --seeds).
+RUNNER_OWNED = {"out_dir": "give --out_dir once",
+                "run_name": "its runs are named <combo>/seed<S>_r<R>",
+                "seed": "vary it with --seeds and --repeats"}
+
+
 def grid_jobs(cfg) -> list[dict]:
-    """The runs of a grid search: one per combination x seed x repeat."""
+    """The runs of a grid search: one per combination x seed x repeat.
+
+    Raises:
+        ConfigError: the grid names a setting that is not a training setting, or one the
+            search sets per run (`RUNNER_OWNED`).
+    """
     grid = parse_grid(cfg.grid, type(cfg))
     base_only = set(grid) - _base_fields()
     if base_only:
         raise ConfigError(f"--grid over {', '.join(sorted(base_only))}: not a training "
                           f"setting")
+    owned = [name for name in grid if name in RUNNER_OWNED]
+    if owned:
+        name = owned[0]
+        raise ConfigError(f"--grid cannot vary {name}: the grid search sets it per run "
+                          f"({RUNNER_OWNED[name]})")
     jobs = []
     for params in expand_grid(grid):
         combo = combo_name(params)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -32,8 +33,12 @@ class ConfigError(ValueError):
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
         choices: Sequence[Any] | None = None, required: bool = False,
-        min_len: int | None = None) -> Any:
+        min_len: int | None = None, allow_inf: bool = False,
+        path_component: bool = False) -> Any:
     """Declares one setting of a config dataclass.
+
+    Every number must be finite (NaN never passes); `allow_inf` lets +-inf through for a
+    field where it means something ("no limit").
 
     Args:
         default: the value a user gets when they set nothing (lists are copied per instance).
@@ -42,12 +47,17 @@ def opt(default: Any, help: str, *, min: float | None = None, max: float | None 
         choices: the allowed values.
         required: the value must be given (by flag or JSON); the default is only a placeholder.
         min_len: the fewest elements a list may have.
+        allow_inf: +-inf is a meaningful value of this field (still within min/max).
+        path_component: the value (each element, for lists) becomes one folder or file name
+            inside an output folder: no separator, not '.' or '..', not absolute ('' passes:
+            it means "the default name").
 
     Example:
         >>> theta: float = opt(5.0, "Rotation step in degrees.", min=0.1, max=45)
+        >>> run_name: str = opt("", "Run folder name.", path_component=True)
     """
     meta = {"help": help, "min": min, "max": max, "choices": choices, "required": required,
-            "min_len": min_len}
+            "min_len": min_len, "allow_inf": allow_inf, "path_component": path_component}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -194,9 +204,43 @@ def _coerce(cls, name: str, value: Any) -> Any:
     return value
 
 
+def check_number(flag: str, value: float, allow_inf: bool = False) -> None:
+    """Refuses NaN, and +-inf unless `allow_inf`: NaN fails every comparison, so a range
+    check alone lets it through (and it then trains to NaN or draws black images).
+
+    Raises:
+        ConfigError: one line naming the flag.
+
+    Example:
+        >>> check_number("--theta", float("nan"))
+        Traceback (most recent call last):
+        ConfigError: --theta must be a finite number, got nan
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value) or not allow_inf:
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
+
+
+def check_path_component(flag: str, name: str) -> None:
+    """Refuses a name that would not stay one entry of its folder: a path separator, '.' or
+    '..', an absolute path, a NUL byte (`../../data/x` would write a run into the data).
+
+    Raises:
+        ConfigError: one line naming the flag.
+
+    Example:
+        >>> check_path_component("--run_name", "../evil")
+        Traceback (most recent call last):
+        ConfigError: --run_name must be one plain name, without '/', '\\', '.' or '..': got '../evil'
+    """
+    if any(c in name for c in "/\\\0") or name in (".", ".."):
+        raise ConfigError(f"{flag} must be one plain name, without '/', '\\', '.' or '..': "
+                          f"got {name!r}")
+
+
 def validate_config(cfg) -> None:
-    """Checks every field against its declared range/choices, then the `validate()` of
-    its class and of every settings class it inherits from.
+    """Checks every field against its declared range/choices, finiteness and name rule,
+    then the `validate()` of its class and of every settings class it inherits from.
 
     Raises:
         ConfigError: with a one-line message naming the flag.
@@ -212,12 +256,15 @@ def validate_config(cfg) -> None:
         if meta.get("min_len") is not None and len(values) < meta["min_len"]:
             raise ConfigError(f"--{f.name} needs at least {meta['min_len']} values")
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                pass
-            elif meta.get("min") is not None and v < meta["min"]:
-                raise ConfigError(f"--{f.name} must be >= {meta['min']}, got {v}")
-            elif meta.get("max") is not None and v > meta["max"]:
-                raise ConfigError(f"--{f.name} must be <= {meta['max']}, got {v}")
+            if meta.get("path_component") and isinstance(v, str) and v:
+                check_path_component(f"--{f.name}", v)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                # finite first: NaN would pass both comparisons below
+                check_number(f"--{f.name}", v, meta.get("allow_inf", False))
+                if meta.get("min") is not None and v < meta["min"]:
+                    raise ConfigError(f"--{f.name} must be >= {meta['min']}, got {v}")
+                if meta.get("max") is not None and v > meta["max"]:
+                    raise ConfigError(f"--{f.name} must be <= {meta['max']}, got {v}")
             if meta.get("choices") and v not in meta["choices"]:
                 raise ConfigError(f"--{f.name} must be one of {list(meta['choices'])}, got {v!r}")
     # Each settings class checks only its own fields: run them all, shared groups first.

@@ -139,3 +139,53 @@ def test_every_command_family_follows_one_dispatch_rule(capsys):
     assert dispatch(["--x", "1"], commands, "usage: t", default="a") == 0
     assert dispatch(["--x"], commands, "usage: t") == 2          # no default: an error
     assert seen == [("b", ["--x"]), ("a", ["--x", "1"])]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_float_flag_must_be_finite(value, capsys):
+    # NaN fails every comparison, so a min/max check alone lets it through (issue 37)
+    with pytest.raises(SystemExit) as exc:
+        parse_config(BalancerConfig, ["--in_dir", "x", f"--theta={value}"])
+    assert exc.value.code == 2
+    assert "--theta must be a finite number" in capsys.readouterr().err
+
+
+def test_a_json_nan_or_an_unbounded_inf_is_refused_and_allow_inf_lets_inf_through():
+    import dataclasses
+    from cli.flags import opt
+    from config import AugmentationConfig, DiffusionConfig
+    cfg = config_from_dict(AugmentationConfig, json.loads('{"in_dir": "x", '
+                                                          '"guidance_scale": NaN}'))
+    with pytest.raises(ConfigError, match="--guidance_scale must be a finite number"):
+        validate_config(cfg)
+    # a field with no max: inf is still refused unless the field says it means something
+    with pytest.raises(ConfigError, match="--early_stop_min_delta must be a finite"):
+        validate_config(DiffusionConfig(in_dir="x", early_stop_min_delta=float("inf")))
+
+    @dataclasses.dataclass
+    class Limit:
+        most: float = opt(1.0, "No limit at inf.", min=0.0, allow_inf=True)
+    validate_config(Limit(most=float("inf")))
+    with pytest.raises(ConfigError, match="finite"):
+        validate_config(Limit(most=float("nan")))
+    with pytest.raises(ConfigError, match=">= 0.0"):
+        validate_config(Limit(most=float("-inf")))
+
+
+@pytest.mark.parametrize("name", ["../../data/evil", "/abs/run", "a/b", "..", ".", "a\\b"])
+def test_a_run_name_or_label_must_be_one_plain_path_component(name):
+    from config import ClassifierConfig, TrainAllConfig
+    with pytest.raises(ConfigError, match="--run_name must be one plain name"):
+        validate_config(ClassifierConfig(train_dir="t", run_name=name))
+    with pytest.raises(ConfigError, match="--labels must be one plain name"):
+        validate_config(BalancerConfig(in_dir="x", labels=["a", name]))
+    with pytest.raises(ConfigError, match="--labels must be one plain name"):
+        validate_config(TrainAllConfig(labels=[name]))
+
+
+def test_plain_names_pass_and_an_empty_run_name_means_the_default():
+    from config import AugmentationConfig, ClassifierConfig
+    validate_config(ClassifierConfig(train_dir="t", run_name=""))
+    validate_config(ClassifierConfig(train_dir="t", run_name="lr1e-3_seed0..b"))
+    with pytest.raises(ConfigError, match="--categories must be one plain name"):
+        validate_config(AugmentationConfig(in_dir="x", categories=["a,../b", "c"]))

@@ -332,3 +332,94 @@ def test_kill_9_during_gap_filling_then_rerun_completes_the_plan(data, tmp_path)
     assert rows(killed) == rows(clean)
     assert all((killed / path).is_file() for path, *_ in rows(killed))
     assert list(killed.rglob(".tmp-*")) == [] and tree_hashes(data["train"]) == before
+
+
+# Settings that must never reach a run (issue 37): a non-finite number passes every min/max
+# comparison, and a name with a separator climbs out of its output folder. Each is refused
+# while the flags are read, before anything is written.
+def _cli(module: str):
+    import importlib
+    return importlib.import_module(module).main
+
+
+BAD_SETTINGS = {
+    "site_id_balancer --theta nan": ("site_id_balancer", ["--in_dir", "{train}", "--theta",
+                                                          "nan"], "--theta must be a finite"),
+    "site_id_balancer --labels /abs": ("site_id_balancer", ["--in_dir", "{train}", "--labels",
+                                                            "{root}"], "--labels must be one"),
+    "run_diffusion --learning_rate nan": ("run_diffusion", ["--in_dir", "{train}",
+                                                            "--learning_rate", "nan"],
+                                          "--learning_rate must be a finite"),
+    "train_all --learning_rate inf": ("train_all", ["--in_dir", "{train}", "--learning_rate",
+                                                    "inf"], "--learning_rate must be a finite"),
+    "diffusion_augmentation --eta nan": ("diffusion_augmentation",
+                                         ["--in_dir", "{train}", "--categories", "a,b", "c,d",
+                                          "--eta", "nan"], "--eta must be a finite"),
+    "diffusion_augmentation --strength nan": ("diffusion_augmentation",
+                                              ["--in_dir", "{train}", "--categories", "a,b",
+                                               "c,d", "--generator", "sdedit", "--strength",
+                                               "nan"], "--strength must be a finite"),
+    "inpainting generate --eta nan": ("inpainting.__main__",
+                                      ["generate", "--test_dir", "{train}", "--backend", "ddim",
+                                       "--model_dir", "{root}", "--eta", "nan"],
+                                      "--eta must be a finite"),
+    "classifier.train --learning_rate nan": ("classifier.train",
+                                             ["--train_dir", "{train}", "--learning_rate",
+                                              "nan"], "--learning_rate must be a finite"),
+    "classifier.train --run_name ../..": ("classifier.train",
+                                          ["--train_dir", "{train}", "--out_dir", "{root}/o",
+                                           "--run_name", "../../train/evil"],
+                                          "--run_name must be one plain name"),
+    "classifier.train --run_name /abs": ("classifier.train",
+                                         ["--train_dir", "{train}", "--out_dir", "{root}/o",
+                                          "--run_name", "{train}"],
+                                         "--run_name must be one plain name"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SETTINGS)
+def test_a_non_finite_number_or_a_climbing_name_is_refused_before_any_write(
+        case, tmp_path, capsys):
+    module, argv, expected = BAD_SETTINGS[case]
+    train = make_dataset(tmp_path / "train", LAYOUT)
+    before = tree_hashes(tmp_path)
+    argv = [a.format(train=train, root=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        _cli(module)(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and expected in err and "Traceback" not in err, err
+    assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("config", [{"guidance_scale": float("nan")},
+                                    {"augmentation": {"eta": float("inf")}}])
+def test_a_nan_in_a_pipeline_config_is_refused_by_the_dry_run(config, tmp_path, capsys):
+    from run_pipeline import main
+    train = make_dataset(tmp_path / "train", LAYOUT)
+    path = tmp_path / "c.json"
+    section = config if "augmentation" in config else {"augmentation": config}
+    path.write_text(json.dumps(section))        # json writes NaN / Infinity, as a user might
+    code = main(["--in_dir", str(train), "--test_dir", str(train), "--out_dir",
+                 str(tmp_path / "o"), "--categories", "a,b", "c,d", "--config", str(path),
+                 "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "must be a finite number" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("out_dir=a,b", "--grid cannot vary out_dir"),
+    ("run_name=a,b", "--grid cannot vary run_name"),
+    ("seed=1,2", "--grid cannot vary seed"),
+    ("learning_rate=1e-3,nan", "--learning_rate must be a finite number"),
+])
+def test_a_grid_cannot_set_the_run_folders_or_a_non_finite_number(grid, expected, tmp_path,
+                                                                  capsys):
+    from classifier.grid_search import main
+    train = make_dataset(tmp_path / "train", LAYOUT)
+    code = main(["--train_dir", str(train), "--out_dir", str(tmp_path / "g"), "--grid", grid,
+                 "--dry-run"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err
+    assert not (tmp_path / "g").exists()
