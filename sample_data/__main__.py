@@ -26,6 +26,7 @@ from cli.errors import one_line_errors
 from dataset.atomic import atomic_write_text
 from dataset.images import save_rgb
 from sample_data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from sample_data.fmnist_lt import build_fmnist_lt
 
 # label -> (Fashion-MNIST class, number of images): category 1 is the smaller one.
 LABELS = {"1": (0, 40), "2": (2, 24), "3": (1, 16), "4": (7, 90), "5": (8, 70), "6": (9, 60)}
@@ -64,19 +65,31 @@ def _write_split(out_dir: Path, images: np.ndarray, classes: np.ndarray, totals:
     return summary
 
 
-def build(out_dir: Path, size: int = 32, seed: int = 0, arrangement: str = "demo") -> dict:
+def build(out_dir: Path, size: int | None = None, seed: int = 0, arrangement: str = "demo",
+          imbalance: float = 100) -> dict:
     """Writes train/ and test/ (skips the work when a complete dataset is already there).
 
     Args:
-        arrangement: "demo" (tinted sites, 40/24/16 vs 90/70/60) or "longtail" (grey,
-            300/200/120 vs 60/40/20).
+        size: image side; None: 32 (demo, longtail) or 28 (fmnist_lt, Fashion-MNIST's own).
+        arrangement: "demo" (tinted sites, 40/24/16 vs 90/70/60), "longtail" (grey,
+            300/200/120 vs 60/40/20) or "fmnist_lt" (all 10 classes, 6000 .. 6000/imbalance).
+        imbalance: fmnist_lt's imbalance factor (largest / smallest class).
     """
-    labels, site_looks, test_per_label = ARRANGEMENTS[arrangement]
     marker = out_dir / MARKER
     if marker.exists():
-        return json.loads(marker.read_text())
+        summary = json.loads(marker.read_text())
+        found = (summary.get("arrangement", "demo"), summary.get("imbalance"))
+        if found != (arrangement, imbalance if arrangement == "fmnist_lt" else None):
+            what = found[0] + (f" at imbalance {found[1]:g}" if found[1] else "")
+            raise SystemExit(f"error: {out_dir} holds another sample dataset ({what}); "
+                             f"choose another --out_dir")
+        return summary
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SystemExit(f"error: {out_dir} exists and is not a sample dataset; choose another --out_dir")
+    if arrangement == "fmnist_lt":
+        return build_fmnist_lt(out_dir, imbalance, seed, size or 28)
+    size = size or 32
+    labels, site_looks, test_per_label = ARRANGEMENTS[arrangement]
     rng = np.random.default_rng(seed)
     summary = {"source": "Fashion-MNIST", "size": size, "seed": seed,
                "arrangement": arrangement}
@@ -97,13 +110,25 @@ def build(out_dir: Path, size: int = 32, seed: int = 0, arrangement: str = "demo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out_dir", default="demo_run/sample_dataset")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image side in pixels (default 32; fmnist_lt: 28)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arrangement", choices=sorted(ARRANGEMENTS), default="demo",
-                        help="demo: tinted sites; longtail: grey, 300/200/120 vs 60/40/20")
+    parser.add_argument("--arrangement", choices=sorted([*ARRANGEMENTS, "fmnist_lt"]),
+                        default="demo",
+                        help="demo: tinted sites; longtail: grey, 300/200/120 vs 60/40/20; "
+                             "fmnist_lt: Fashion-MNIST-LT, all 10 classes, 6000 .. "
+                             "6000/--imbalance training images, full test split")
+    parser.add_argument("--imbalance", type=float, default=100,
+                        help="fmnist_lt: imbalance factor, largest / smallest class (default "
+                             "100; 10 is the other standard one)")
     args = parser.parse_args(argv)
+    if args.imbalance < 1:
+        parser.error("--imbalance must be at least 1")
+    if args.size is not None and args.size < 8:
+        parser.error("--size must be at least 8")
     try:
-        summary = build(Path(args.out_dir), args.size, args.seed, args.arrangement)
+        summary = build(Path(args.out_dir), args.size, args.seed, args.arrangement,
+                        args.imbalance)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
