@@ -533,8 +533,48 @@ class ClassifierConfig:
                                   "p / threshold.", min=0.0, max=1.0)
     diagen_views: int = opt(4, "DIAGen: augmented views averaged per synthetic image.",
                             min=1, max=64)
-    filter_model: str = opt("", "DIAGen: a finished real-only run folder to score with. "
-                            "Default: train one inside the run folder.")
+    filter_model: str = opt("", "DIAGen and --synthetic_filter: a finished real-only run "
+                            "folder to score with. Default: train one inside the run folder.")
+    # Long tail: the loss, and how synthetic images are used (docs/classifier.md)
+    logit_adjusted: bool = opt(False, "Logit-adjusted loss (Menon et al. 2021): cross-entropy "
+                               "of logits + la_tau * log(prior), the prior being the label "
+                               "distribution the loss sees; plain logits at test time.")
+    la_tau: float = opt(1.0, "Logit adjustment's temperature tau.", min=0.0, max=10.0)
+    synthetic_weight: float = opt(1.0, "Loss weight of a synthetic image (0 = leave synthetic "
+                                  "images out: real-only training).", min=0.0, max=10.0)
+    synthetic_label_smoothing: float = opt(0.0, "Label smoothing of synthetic images only "
+                                           "(target (1 - s) * one-hot + s / classes).",
+                                           min=0.0, max=0.99)
+    synthetic_replace_prob: float | None = opt(None, "DA-Fusion: each real training image is "
+                                               "swapped for a synthetic image of its label "
+                                               "with this probability, the epoch keeping the "
+                                               "size of the real data. Default: synthetic "
+                                               "images are added to the real ones.",
+                                               min=0.0, max=1.0)
+    synthetic_filter: str = opt("none", "in_distribution: keep a synthetic image only when a "
+                                "classifier trained on the real images (--filter_model, or "
+                                "one trained in the run folder) predicts its label and its "
+                                "feature distance to the label's real images is within the "
+                                "real images' own --filter_percentile spread.",
+                                choices=("none", "in_distribution"))
+    filter_percentile: float = opt(95.0, "--synthetic_filter: percentile of the real images' "
+                                   "nearest-neighbour distances (per label) a synthetic image "
+                                   "must stay within.", min=50.0, max=100.0)
+    finetune_head_epochs: int = opt(0, "After training, re-train only the output layer for "
+                                    "this many epochs on the real images' features (encoder "
+                                    "frozen) in class-balanced batches, as cRT does (Kang et "
+                                    "al. 2020); with --feature_fill on real + generated "
+                                    "features. 0 = off.", min=0, max=10000)
+    from_run: str = opt("", "A finished classifier run folder to start from (same data and "
+                        "seed): its network is loaded instead of trained, and only the head "
+                        "is re-trained (--finetune_head_epochs).")
+    feature_fill: bool = opt(False, "LDMLR: train a class-conditional diffusion model on the "
+                             "real training images' penultimate features, generate features "
+                             "until every label has as many as the largest, and re-train the "
+                             "head on real + generated features (needs "
+                             "--finetune_head_epochs).")
+    feature_fill_steps: int = opt(3000, "--feature_fill: training steps of the feature "
+                                  "diffusion model.", min=1, max=1000000)
     # Images
     input_shape: int = opt(96, "Square input side in pixels (shorter side resized, centre "
                            "crop). The original pipeline used 224; 96-128 suits a CPU.", min=16,
@@ -608,6 +648,20 @@ class ClassifierConfig:
         if self.sample_weighting == "diagen" and not self._reads_synthetic_images():
             raise ConfigError("--sample_weighting diagen weights synthetic images: it needs "
                               "--manifest")
+        synthetic_options = [name for name, on in (
+            ("--synthetic_weight", self.synthetic_weight != 1.0),
+            ("--synthetic_label_smoothing", self.synthetic_label_smoothing > 0),
+            ("--synthetic_replace_prob", self.synthetic_replace_prob is not None),
+            ("--synthetic_filter", self.synthetic_filter != "none")) if on]
+        if synthetic_options and not self._reads_synthetic_images():
+            raise ConfigError(f"{', '.join(synthetic_options)} change(s) how synthetic images "
+                              f"train: it needs --manifest (a stage-3 folder)")
+        if self.feature_fill and not self.finetune_head_epochs:
+            raise ConfigError("--feature_fill re-trains the head on generated features: give "
+                              "--finetune_head_epochs N (N > 0)")
+        if self.from_run and not self.finetune_head_epochs:
+            raise ConfigError("--from_run loads a trained network and only re-trains its "
+                              "head: give --finetune_head_epochs N (N > 0)")
 
     def _reads_synthetic_images(self) -> bool:
         # One training reads synthetic images only through a manifest.
@@ -663,11 +717,14 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
     out_dir: str = opt("compare", "Run folders and the comparison tables go here; re-running "
                        "skips finished runs.")
     variants: list[str] | None = opt(None, "Arms: original, rebalanced (class-balanced "
-                                     "batches), classic (online augmentation), classic_fill, "
-                                     "diffusion_fill (old name: synthetic), the --fill_dirs "
-                                     "names; a fill arm may add +classic and/or +diagen "
-                                     "(e.g. diffusion_fill+classic). Default: original "
-                                     "rebalanced classic and each fill whose folder is given.")
+                                     "batches), classic (online augmentation), "
+                                     "logit_adjusted, crt (original's encoder, head re-"
+                                     "trained class-balanced), classic_fill, diffusion_fill "
+                                     "(old name: synthetic), feature_fill (LDMLR), the "
+                                     "--fill_dirs names; a fill arm may add +classic, "
+                                     "+diagen and/or +la (e.g. diffusion_fill+la). Default: "
+                                     "original rebalanced classic logit_adjusted crt and "
+                                     "each fill whose folder is given.")
     classic_augm_type: str = opt("flip", "Online augmentation of 'classic' and the +classic "
                                  "arms.", choices=("flip", "autoaugment", "randaugment",
                                                    "augmix", "albumentations"))
@@ -683,6 +740,9 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
     tail_fraction: float = opt(0.33, "Share of the labels, those with the fewest real "
                                "training images, whose mean test recall is the tail recall.",
                                min=0.01, max=1.0)
+    crt_epochs: int = opt(10, "Epochs of the head re-training of 'crt' and 'feature_fill' "
+                          "(their encoder is the 'original' run's of the same seed).", min=1,
+                          max=10000)
 
     def arms(self) -> list[str]:
         """The arms to run, canonically named (the default list when --variants is unset).
@@ -694,7 +754,7 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
         try:
             fills = parse_fill_dirs(self.fill_dirs)
             if self.variants is None:
-                names = ["original", "rebalanced", "classic"]
+                names = ["original", "rebalanced", "classic", "logit_adjusted", "crt"]
                 names += ["classic_fill"] if self.classic_fill_dir else []
                 names += ["diffusion_fill"] if self.balanced_dir else []
                 return names + list(fills)
@@ -716,6 +776,11 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
                               "leave --augm_type base")
         arms = self.arms()
         bases = {a.split("+")[0] for a in arms}
+        from classifier.arms import starts_from
+        for arm in arms:
+            if starts_from(arm) and starts_from(arm) not in arms:
+                raise ConfigError(f"the '{arm}' arm starts from the '{starts_from(arm)}' "
+                                  f"arm's runs: add {starts_from(arm)} to --variants")
         if "diffusion_fill" in bases and not self.balanced_dir:
             raise ConfigError("the 'diffusion_fill' (synthetic) arm needs --balanced_dir "
                               "(stage 3's output); or leave it out of --variants")

@@ -5,12 +5,20 @@ Arm names:
 - `original`: the real training images, shuffled, no augmentation.
 - `rebalanced`: the same images in class-balanced batches (what the counts alone give).
 - `classic`: the real images with online classic augmentation (strength chosen on validation).
+- `logit_adjusted`: the real images, logit-adjusted loss (Menon et al. 2021, --la_tau).
+- `crt`: the `original` run's encoder with its head re-trained in class-balanced batches
+  (Kang et al. 2020, --crt_epochs): trained once, never twice.
 - `classic_fill`: the gap filled with classic augmentations of real images (--classic_fill_dir).
 - `diffusion_fill`: the gap filled with generated images (--balanced_dir); `synthetic` is an
   old name for it.
+- `feature_fill`: the `original` run's encoder, a diffusion model over its features fills
+  every label up to the largest, and the head is re-trained on real + generated features
+  (LDMLR); `feature_fill+la` starts from the `logit_adjusted` run instead and re-trains the
+  head with the logit-adjusted loss.
 - any NAME of `--fill_dirs NAME=DIR`: another generated fill (e.g. `sdedit_fill`).
-- a fill arm with `+classic` (online classic augmentation on top) and/or `+diagen` (DIAGen
-  weights of its non-real images), e.g. `diffusion_fill+classic+diagen`.
+- a fill arm with `+classic` (online classic augmentation on top), `+diagen` (DIAGen
+  weights of its non-real images) and/or `+la` (the logit-adjusted loss), e.g.
+  `diffusion_fill+classic+la`.
 
 Example:
     >>> normalise_arm("synthetic+diagen")
@@ -24,10 +32,13 @@ import math
 import re
 from typing import Sequence
 
-NON_GENERATIVE = ("original", "rebalanced", "classic", "classic_fill")
+NON_GENERATIVE = ("original", "rebalanced", "classic", "logit_adjusted", "crt", "classic_fill")
 FILL_ARMS = ("classic_fill", "diffusion_fill")
-BASE_ARMS = NON_GENERATIVE + ("diffusion_fill",)
-SUFFIXES = ("classic", "diagen")          # canonical order in names
+FEATURE_ARMS = ("feature_fill",)          # generated in feature space, from a finished run
+BASE_ARMS = NON_GENERATIVE + ("diffusion_fill",) + FEATURE_ARMS
+SUFFIXES = ("classic", "diagen", "la")    # canonical order in names
+# The arm whose finished run (same seed) an arm starts from instead of training an encoder.
+STARTS_FROM = {"crt": "original", "feature_fill": "original", "feature_fill+la": "logit_adjusted"}
 ALIASES = {"synthetic": "diffusion_fill"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -51,10 +62,15 @@ def split_arm(name: str, fill_names: Sequence[str] = ()) -> tuple[str, tuple[str
                        + ", and fill arms with +classic and/or +diagen")
     bad = [s for s in suffixes if s not in SUFFIXES]
     if bad or len(set(suffixes)) != len(suffixes):
-        raise ArmError(f"arm {name!r}: suffixes are +classic and +diagen, each at most once")
-    if suffixes and base not in fills:
-        raise ArmError(f"arm {name!r}: only fill arms ({', '.join(fills)}) take +classic or "
-                       f"+diagen ('classic' is already the augmented real-only arm)")
+        raise ArmError(f"arm {name!r}: suffixes are +classic, +diagen and +la, each at most "
+                       f"once")
+    if suffixes and base not in fills + FEATURE_ARMS:
+        raise ArmError(f"arm {name!r}: only fill arms ({', '.join(fills + FEATURE_ARMS)}) "
+                       f"take +classic, +diagen or +la ('classic' is already the augmented "
+                       f"real-only arm, 'logit_adjusted' the real-only arm with that loss)")
+    if base in FEATURE_ARMS and set(suffixes) - {"la"}:
+        raise ArmError(f"arm {name!r}: {base} works on features, not images: of the suffixes "
+                       f"only +la applies")
     return base, tuple(s for s in SUFFIXES if s in suffixes)
 
 
@@ -69,6 +85,17 @@ def is_generative(name: str) -> bool:
     arm name that fails to parse, e.g. a --fill_dirs name, counts as generative)."""
     base = ALIASES.get(name.split("+")[0], name.split("+")[0])
     return base not in NON_GENERATIVE
+
+
+def starts_from(name: str) -> str | None:
+    """The arm whose finished run of the same seed `name` starts from (crt, feature_fill),
+    or None for an arm that trains its own network.
+
+    Example:
+        >>> starts_from("feature_fill+la"), starts_from("original")
+        ('logit_adjusted', None)
+    """
+    return STARTS_FROM.get(name)
 
 
 def uses_classic(name: str) -> bool:

@@ -29,7 +29,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from classifier import statistics
-from classifier.arms import is_generative, parse_fill_dirs, split_arm, strongest_non_generative
+from classifier.arms import (is_generative, parse_fill_dirs, split_arm, starts_from,
+                            strongest_non_generative)
 from classifier.experiments import _execute, _rows_from_runs, to_classifier_config
 from classifier.grid import summarize
 from classifier.metrics import SUMMARY_METRICS, higher_is_better, paired_comparison
@@ -52,19 +53,34 @@ def fill_folders(cfg) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
+# What a real-only arm never uses: the synthetic-aware options of the fill arms.
+_REAL_ONLY = dict(synthetic_weight=1.0, synthetic_label_smoothing=0.0,
+                  synthetic_replace_prob=None, synthetic_filter="none",
+                  finetune_head_epochs=0, feature_fill=False, logit_adjusted=False)
+
+
 def arm_settings(cfg, arm: str, strength: float | None) -> dict:
-    """The ClassifierConfig changes that make `arm` (strength: the classic augmentation's)."""
+    """The ClassifierConfig changes that make `arm` (strength: the classic augmentation's).
+    An arm that starts from another arm's run also needs `from_run` (see `_job`)."""
     fills = fill_folders(cfg)
     base, suffixes = split_arm(arm, [k for k in fills if k not in ("classic_fill",
                                                                    "diffusion_fill")])
     classic = dict(augm_type=cfg.classic_augm_type, augm_strength=strength)
-    if base in ("original", "rebalanced"):
-        return dict(train_dir=cfg.train_dir, manifest="", augm_type="base",
-                    sample_weighting="none", class_balanced=base == "rebalanced")
+    real = dict(train_dir=cfg.train_dir, manifest="", sample_weighting="none", **_REAL_ONLY)
+    if base in ("original", "rebalanced", "logit_adjusted", "crt"):
+        out = dict(real, augm_type="base", class_balanced=base == "rebalanced",
+                   logit_adjusted=base == "logit_adjusted")
+        if base == "crt":
+            out["finetune_head_epochs"] = cfg.crt_epochs
+        return out
     if base == "classic":
-        return dict(train_dir=cfg.train_dir, manifest="", sample_weighting="none", **classic)
+        return dict(real, **classic)
+    if base == "feature_fill":
+        return dict(real, augm_type="base", feature_fill=True,
+                    finetune_head_epochs=cfg.crt_epochs, logit_adjusted="la" in suffixes)
     out = dict(train_dir="", manifest=fills[base], augm_type="base",
-               sample_weighting="diagen" if "diagen" in suffixes else cfg.sample_weighting)
+               sample_weighting="diagen" if "diagen" in suffixes else cfg.sample_weighting,
+               logit_adjusted="la" in suffixes)
     if "classic" in suffixes:
         out.update(classic)
     return out
@@ -124,9 +140,11 @@ def step_budget(cfg, arms: Sequence[str], counts: dict[str, dict]) -> int:
 
 
 def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps: int) -> dict:
+    start = starts_from(arm)
+    from_run = str(Path(cfg.out_dir) / start / f"seed{seed}") if start else ""
     run_cfg = to_classifier_config(cfg, **arm_settings(cfg, arm, strength), seed=seed,
                                    steps_per_epoch=steps, out_dir=str(run_dir.parent),
-                                   run_name=run_dir.name)
+                                   run_name=run_dir.name, from_run=from_run)
     return {"variant": arm, "seed": seed, "run_dir": str(run_dir), "cfg": run_cfg}
 
 
@@ -552,7 +570,7 @@ def _convergence_notes(rows: Sequence[dict]) -> list[str]:
 # --- running ----------------------------------------------------------------------------
 
 _RUN_ONLY = {"out_dir", "run_name", "workers", "tensorboard"}  # where and how, not what
-_PATHS = {"train_dir", "val_dir", "test_dir", "manifest", "filter_model"}
+_PATHS = {"train_dir", "val_dir", "test_dir", "manifest", "filter_model", "from_run"}
 
 
 def _same(key: str, a, b) -> bool:
@@ -680,7 +698,15 @@ def run_compare(cfg, verbose: int = 2):
                         f"did not finish")
     check_finished_runs(jobs)
     state["jobs"] = jobs
-    failures += _execute(jobs, cfg, verbose, tables)
+    # Arms that start from another arm's finished run (crt, feature_fill) go second.
+    first = [j for j in jobs if not j["cfg"].from_run]
+    failures += _execute(first, cfg, verbose, tables)
+    ready = {j["run_dir"] for j in first if is_finished(j["run_dir"])}
+    second = [j for j in jobs if j["cfg"].from_run]
+    blocked = [j for j in second if j["cfg"].from_run not in ready]
+    failures += [f"{Path(j['run_dir']).parent.name}/{Path(j['run_dir']).name} skipped: "
+                 f"{j['cfg'].from_run} did not finish" for j in blocked]
+    failures += _execute([j for j in second if j not in blocked], cfg, verbose, tables)
     tables()
     if failures:
         print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))

@@ -188,13 +188,17 @@ def load_images(paths: Sequence[str], size: int, grayscale: bool = False,
     return arr, [r[0] for r in ok], errors
 
 
-def train_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+def train_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray,
                   plan: np.ndarray, batch_size: int, augment=None):
-    """A tf.data pipeline yielding (pixels float32 [0, 255], label, sample weight) batches
-    in the order of `plan` (epochs x indices); prefetches while the model trains."""
+    """A tf.data pipeline yielding (pixels float32 [0, 255], target, sample weight) batches
+    in the order of `plan` (epochs x indices); prefetches while the model trains.
+
+    Args:
+        targets: per image, a class index (int) or a row of class probabilities (float).
+    """
     import tensorflow as tf
     images_t = tf.constant(images)
-    labels_t = tf.constant(labels.astype(np.int32))
+    labels_t = tf.constant(targets.astype(np.int32 if targets.ndim == 1 else np.float32))
     weights_t = tf.constant(weights.astype(np.float32))
 
     def gather(idx):

@@ -71,3 +71,34 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def contact_sheet(images: np.ndarray, captions: Sequence[str], path: str | Path, title: str,
+                  columns: int = 8, limit: int = 64) -> Path:
+    """Saves up to `limit` uint8 images (N, S, S, 3) in a grid, each with its caption.
+
+    Example:
+        >>> contact_sheet(images[:4], ["boot: predicted", "bag: farther"] * 2, "sheet.png",
+        ...               "dropped images")
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(images), limit)
+    cols = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.4), dpi=100,
+                             squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k])
+            ax.set_title(captions[k], fontsize=6)
+    fig.suptitle(title + (f" (first {n} of {len(images)})" if len(images) > n else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -73,7 +73,7 @@ def save_model_json(run_dir: str | Path, arch: dict) -> Path:
     return atomic_write_text(Path(run_dir) / MODEL_NAME, text)
 
 
-def _saved_architecture(run_dir: Path, cfg, classes: list) -> dict:
+def saved_architecture(run_dir: Path, cfg, classes: list) -> dict:
     """model.json's description, or (older runs) the one config.json implies."""
     path = run_dir / MODEL_NAME
     if not path.is_file():
@@ -133,7 +133,7 @@ def load_run(model_path: str | Path, verbose: bool = False):
         cfg = config_from_dict(ClassifierConfig, known)
     except ConfigError as err:
         raise DatasetError(f"{cfg_path}: {err}") from None
-    arch = _saved_architecture(cfg_path.parent, cfg, list(classes))
+    arch = saved_architecture(cfg_path.parent, cfg, list(classes))
     # what the network is comes from its own description, whatever config.json says
     cfg = dataclasses.replace(cfg, backbone=arch["backbone"], input_shape=arch["image_size"],
                               mean=arch["mean"], std=arch["std"], dropout=arch["dropout"])

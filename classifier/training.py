@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from classifier import calibration, sampling
+from classifier import calibration, longtail, sampling
 from classifier.data import (Sample, load_images, predict_logits, samples_from_dir,
                              samples_from_manifest, train_dataset)
+from classifier.losses import AdjustedCrossEntropy
 from classifier.metrics import (classification_metrics, cross_entropy, higher_is_better,
                                 monitor_value)
 from classifier.report import plot_confusion, write_csv, write_json
@@ -92,7 +94,9 @@ def prepare_data(cfg, rng: np.random.Generator, skipped: list[str]):
     # comparison select their epochs on the same images.
     real = sorted((s for s in samples if not s.synthetic),
                   key=lambda s: (s.label, natural_key(Path(s.path).name), s.path))
-    synth = [s for s in samples if s.synthetic]
+    # Weight 0 means the synthetic images carry nothing: leaving them out also keeps them
+    # out of the batches and the BatchNorm statistics, so the run is the real-only run.
+    synth = [s for s in samples if s.synthetic] if cfg.synthetic_weight > 0 else []
     if cfg.val_dir:
         val_samples, _ = samples_from_dir(cfg.val_dir, class_names, what="--val_dir")
         train_real = real
@@ -170,6 +174,30 @@ class BestCheckpoint:
         return _Impl(*args, **kwargs)
 
 
+def training_plan(cfg, train: ImageSet, rng: np.random.Generator) -> np.ndarray:
+    """The sample indices of every batch of every epoch (`sampling.epoch_plan`); with
+    --synthetic_replace_prob the plan runs over the real images, whose slots are then given
+    to synthetic images of the same label with that probability (DA-Fusion)."""
+    if cfg.synthetic_replace_prob is None:
+        return sampling.epoch_plan(train.labels, cfg.number_epochs, cfg.batch_size, rng,
+                                   class_balanced=cfg.class_balanced,
+                                   steps_per_epoch=cfg.steps_per_epoch)
+    real = np.flatnonzero(~train.synthetic)
+    plan = real[sampling.epoch_plan(train.labels[real], cfg.number_epochs, cfg.batch_size,
+                                    rng, class_balanced=cfg.class_balanced,
+                                    steps_per_epoch=cfg.steps_per_epoch)]
+    return longtail.replace_with_synthetic(plan, train.labels, train.synthetic,
+                                           cfg.synthetic_replace_prob, rng)
+
+
+def loss_weights(cfg, train: ImageSet) -> np.ndarray:
+    """Per image: its DIAGen weight (1 without), times --synthetic_weight if synthetic."""
+    weights = (np.ones(len(train.labels)) if train.weights is None
+               else np.asarray(train.weights, dtype=np.float64).copy())
+    weights[train.synthetic] *= cfg.synthetic_weight
+    return weights
+
+
 def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
               weights_path: Path, verbose: int = 2, extra_callbacks: Sequence = ()):
     """Builds, trains and returns (model, checkpoint callback, weights_used); the model ends
@@ -185,18 +213,22 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
     arch = architecture(cfg, len(class_names))
     model, used = build_classifier(**arch, weights=None if cfg.weights == "none" else cfg.weights)
     save_model_json(weights_path.parent, arch)  # the run folder describes its network
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=False)  # XLA measured slower for these small nets on CPU
     rng = np.random.default_rng(cfg.seed + 1)
-    plan = sampling.epoch_plan(train.labels, cfg.number_epochs, cfg.batch_size, rng,
-                               class_balanced=cfg.class_balanced,
-                               steps_per_epoch=cfg.steps_per_epoch)
-    weights = train.weights if train.weights is not None else np.ones(len(train.labels))
+    plan = training_plan(cfg, train, rng)
+    weights = loss_weights(cfg, train)
+    seen = plan.reshape(-1)
+    offsets = (longtail.logit_offsets(longtail.effective_prior(
+        train.labels[seen], len(class_names), weights[seen]), cfg.la_tau)
+        if cfg.logit_adjusted else None)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=AdjustedCrossEntropy(offsets),
+                  jit_compile=False)  # XLA measured slower for these small nets on CPU
+    smoothing = np.where(train.synthetic, cfg.synthetic_label_smoothing, 0.0)
+    targets = longtail.soft_targets(train.labels, len(class_names), smoothing)
     augment = make_batch_augmenter(cfg.augm_type, cfg.augm_probability, seed=cfg.seed,
                                    preset=cfg.albumentations_preset,
                                    strength=cfg.augm_strength, flip=cfg.augm_flip)
-    ds = train_dataset(train.images, train.labels, weights, plan, cfg.batch_size, augment)
+    ds = train_dataset(train.images, targets, weights, plan, cfg.batch_size, augment)
     ckpt = BestCheckpoint(val, class_names, cfg.evaluation_type, weights_path,
                           cfg.early_stop_patience, cfg.early_stop_min_delta,
                           max(cfg.batch_size, 64))
@@ -210,31 +242,56 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
     return model, ckpt, used
 
 
+def _real_part(train: ImageSet) -> ImageSet:
+    real = ~train.synthetic
+    return ImageSet(train.images[real], train.labels[real],
+                    [s for s, r in zip(train.samples, real) if r])
+
+
+def real_only_classifier(cfg, run_dir: Path, class_names, train: ImageSet, val: ImageSet,
+                         verbose: int, what: str):
+    """The classifier that judges synthetic images (DIAGen, --synthetic_filter): the
+    finished run --filter_model names, else one trained on the real images alone, once per
+    run folder (run_dir/filter_model, reused by both)."""
+    from classifier.runs import is_finished, load_run
+
+    fdir = run_dir / "filter_model"
+    source = cfg.filter_model or (str(fdir) if (fdir / WEIGHTS_NAME).is_file()
+                                  and (fdir / "trained.txt").is_file() else "")
+    if source:
+        model, _, filter_classes = load_run(source)
+        if list(filter_classes) != list(class_names):
+            raise DatasetError(f"--filter_model {source} knows classes {filter_classes}, "
+                               f"the data has {list(class_names)}")
+        if cfg.filter_model and not is_finished(cfg.filter_model):
+            raise DatasetError(f"--filter_model {cfg.filter_model} is not a finished run "
+                               f"(no metrics.json)")
+        return model
+    fdir.mkdir(exist_ok=True)
+    fcfg = dataclasses.replace(cfg, sample_weighting="none", synthetic_ratio=0.0,
+                               synthetic_filter="none", synthetic_weight=1.0,
+                               synthetic_label_smoothing=0.0, synthetic_replace_prob=None,
+                               finetune_head_epochs=0, feature_fill=False, from_run="",
+                               logit_adjusted=False, manifest="",
+                               train_dir="(real images of the parent run)",
+                               run_name="filter_model", out_dir=str(run_dir))
+    save_config_json(fcfg, fdir / CONFIG_NAME, class_names=list(class_names))
+    real_set = _real_part(train)
+    if verbose:
+        print(f"{what}: training the real-only filter classifier on {len(real_set.labels)} "
+              f"images")
+    model, _, _ = fit_model(fcfg, class_names, real_set, val, fdir / WEIGHTS_NAME, verbose)
+    (fdir / "trained.txt").write_text("finished\n")
+    return model
+
+
 def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: ImageSet,
                        verbose: int) -> tuple[np.ndarray, dict]:
     """DIAGen: weights of the training images (1 for real ones) from a temperature-
     calibrated real-only classifier averaged over `diagen_views` augmented views."""
     from classifier.augment import keras_augmenter
-    from classifier.runs import load_run
 
-    if cfg.filter_model:
-        model, _, filter_classes = load_run(cfg.filter_model)
-        if list(filter_classes) != list(class_names):
-            raise DatasetError(f"--filter_model {cfg.filter_model} knows classes "
-                               f"{filter_classes}, the data has {list(class_names)}")
-    else:
-        fdir = run_dir / "filter_model"
-        fdir.mkdir(exist_ok=True)
-        fcfg = dataclasses.replace(cfg, sample_weighting="none", synthetic_ratio=0.0,
-                                   manifest="", train_dir="(real images of the parent run)",
-                                   run_name="filter_model", out_dir=str(run_dir))
-        save_config_json(fcfg, fdir / CONFIG_NAME, class_names=list(class_names))
-        real = ~train.synthetic
-        real_set = ImageSet(train.images[real], train.labels[real],
-                            [s for s, r in zip(train.samples, real) if r])
-        if verbose:
-            print(f"DIAGen: training the real-only filter classifier on {real.sum()} images")
-        model, _, _ = fit_model(fcfg, class_names, real_set, val, fdir / WEIGHTS_NAME, verbose)
+    model = real_only_classifier(cfg, run_dir, class_names, train, val, verbose, "DIAGen")
     temperature = calibration.fit_temperature(predict_logits(model, val.images), val.labels)
     syn = np.flatnonzero(train.synthetic)
     weights = np.ones(len(train.labels))
@@ -258,6 +315,105 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
             # The images that lost weight: the same test as diagen_weights' (p < threshold).
             "n_below_threshold": int((weights[syn] < 1.0).sum())}
     return weights, info
+
+
+def filter_synthetic(cfg, run_dir: Path, class_names, train: ImageSet, val: ImageSet,
+                     verbose: int) -> tuple[ImageSet, dict]:
+    """--synthetic_filter in_distribution: drops the synthetic images the real-only
+    classifier calls another label or finds farther from their label's real images than
+    those are from each other. Writes synthetic_filter.csv (every image, kept or not, and
+    why) and synthetic_filter_dropped.png (a contact sheet of the dropped ones).
+
+    Returns:
+        (the training set without the dropped images, per-label counts kept / dropped)."""
+    import pandas as pd
+
+    from classifier.head import penultimate_features
+    from classifier.synthetic_filter import in_distribution
+
+    syn = np.flatnonzero(train.synthetic)
+    if not len(syn):
+        return train, {"n_synthetic": 0, "per_label": {}}
+    model = real_only_classifier(cfg, run_dir, class_names, train, val, verbose,
+                                 "--synthetic_filter")
+    real = np.flatnonzero(~train.synthetic)
+    real_f = penultimate_features(model, train.images[real])
+    syn_f = penultimate_features(model, train.images[syn])
+    predicted = predict_logits(model, train.images[syn]).argmax(1)
+    keep, rows = in_distribution(real_f, train.labels[real], syn_f, train.labels[syn],
+                                 predicted, cfg.filter_percentile)
+    table = pd.DataFrame(rows)
+    table.insert(0, "path", [train.samples[i].path for i in syn])
+    table["label"] = [class_names[i] for i in table["label"]]
+    table["predicted"] = [class_names[i] for i in table["predicted"]]
+    write_csv(run_dir / "synthetic_filter.csv", table)
+    per_label = {c: {"kept": int(((table["label"] == c) & table["kept"]).sum()),
+                     "dropped": int(((table["label"] == c) & ~table["kept"]).sum())}
+                 for c in dict.fromkeys(table["label"])}
+    dropped = table[~table["kept"]]
+    if len(dropped):
+        from classifier.report import contact_sheet
+        contact_sheet(train.images[syn[~keep]], [f"{r.label}: {r.reason.split()[0]}"
+                                                 for r in dropped.itertuples()],
+                      run_dir / "synthetic_filter_dropped.png",
+                      "synthetic images the in-distribution filter dropped")
+    if verbose:
+        print("--synthetic_filter: " + ", ".join(
+            f"{c} kept {v['kept']} dropped {v['dropped']}" for c, v in per_label.items()))
+    drop = set(syn[~keep].tolist())
+    kept = np.array([i for i in range(len(train.labels)) if i not in drop], dtype=np.int64)
+    out = ImageSet(train.images[kept], train.labels[kept], [train.samples[i] for i in kept],
+                   None if train.weights is None else np.asarray(train.weights)[kept])
+    return out, {"n_synthetic": int(len(syn)), "n_dropped": int((~keep).sum()),
+                 "percentile": cfg.filter_percentile, "per_label": per_label}
+
+
+def load_start_run(cfg, class_names):
+    """(model, model.json description) of --from_run, checked to know the same classes.
+
+    Raises:
+        DatasetError: not a finished classifier run, or one of other classes.
+    """
+    from classifier.runs import is_finished, load_run, saved_architecture
+    if not is_finished(cfg.from_run):
+        raise DatasetError(f"--from_run {cfg.from_run} is not a finished classifier run (no "
+                           f"{METRICS_NAME})")
+    model, start_cfg, start_classes = load_run(cfg.from_run)
+    if list(start_classes) != list(class_names):
+        raise DatasetError(f"--from_run {cfg.from_run} knows classes {start_classes}, the "
+                           f"data has {list(class_names)}")
+    if (start_cfg.input_shape, start_cfg.grayscale) != (cfg.input_shape, cfg.grayscale):
+        raise DatasetError(f"--from_run {cfg.from_run} reads {start_cfg.input_shape} px "
+                           f"images (grayscale {start_cfg.grayscale}); this run reads "
+                           f"{cfg.input_shape} px (grayscale {cfg.grayscale})")
+    return model, saved_architecture(Path(cfg.from_run), start_cfg, start_classes)
+
+
+def finetune_head(model, cfg, run_dir: Path, class_names, train: ImageSet, val: ImageSet,
+                  verbose: int) -> dict:
+    """Re-trains the output layer on the real training images' features (cRT: class-
+    balanced batches), or with --feature_fill on real + generated features (LDMLR), and
+    saves the whole network (encoder unchanged + new head) as the run's best weights."""
+    from classifier.head import penultimate_features, retrain_head
+
+    real = _real_part(train)
+    features = penultimate_features(model, real.images)
+    val_features = penultimate_features(model, val.images)
+    labels, weights = real.labels, np.ones(len(real.labels))
+    info: dict = {"n_real_features": int(len(labels))}
+    if cfg.feature_fill:
+        from classifier.feature_fill import fill_features
+        gen, gen_labels, fill_info = fill_features(cfg, run_dir, class_names, features,
+                                                   labels, verbose)
+        features = np.concatenate([features, gen])
+        labels = np.concatenate([labels, gen_labels])
+        weights = np.concatenate([weights, np.full(len(gen_labels), cfg.synthetic_weight)])
+        info.update(fill_info)
+    # cRT balances the batches; a feature fill has balanced the data itself.
+    result = retrain_head(model, cfg, class_names, features, labels, weights, val_features,
+                          val.labels, class_balanced=not cfg.feature_fill, verbose=verbose)
+    save_weights_atomic(model, run_dir / WEIGHTS_NAME)
+    return {**info, **result}
 
 
 def evaluate_folder(model, folder: str | Path, class_names: Sequence[str], cfg,
@@ -344,18 +500,32 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
                          "--test_dir" if name == "test" else "--ood_test_dirs")
     run_dir = new_run_dir(cfg.out_dir, cfg.run_name, cfg.backbone)
     save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names)
-    diagen_info = None
+    diagen_info = filter_info = head_info = None
+    if cfg.synthetic_filter == "in_distribution":
+        train, filter_info = filter_synthetic(cfg, run_dir, class_names, train, val, verbose)
     if cfg.sample_weighting == "diagen":
         train.weights, diagen_info = diagen_weights_for(cfg, run_dir, class_names, train, val,
                                                         verbose)
     if verbose:
         print(f"{run_dir}: {len(class_names)} classes, {len(train.labels)} training images "
               f"({int(train.synthetic.sum())} synthetic), {len(val.labels)} validation")
-    model, ckpt, used = fit_model(cfg, class_names, train, val, run_dir / WEIGHTS_NAME,
-                                  verbose, extra_callbacks)
     import keras
     import pandas as pd
-    write_csv(run_dir / "history.csv", pd.DataFrame(ckpt.history))
+    if cfg.from_run:
+        model, arch = load_start_run(cfg, class_names)
+        save_model_json(run_dir, arch)
+        used, history, best, stopped_early = "from_run", [], (0, math.nan), False
+    else:
+        model, ckpt, used = fit_model(cfg, class_names, train, val, run_dir / WEIGHTS_NAME,
+                                      verbose, extra_callbacks)
+        history, best = ckpt.history, (ckpt.best_epoch, float(ckpt.best))
+        stopped_early = bool(ckpt.stopped_epoch)
+    if cfg.finetune_head_epochs:
+        head_info = finetune_head(model, cfg, run_dir, class_names, train, val, verbose)
+        history = history + [{**row, "phase": "head"} for row in head_info["history"]]
+        best = (len(history) - len(head_info["history"]) + head_info["best_epoch"],
+                head_info["best_value"])
+    write_csv(run_dir / "history.csv", pd.DataFrame(history))
     # The config is saved again with what the run found out (weights actually loaded).
     save_config_json(cfg, run_dir / CONFIG_NAME, class_names=class_names, weights_used=used,
                      precision_used=keras.config.dtype_policy().name)
@@ -378,12 +548,16 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
     counts = np.bincount(train.labels, minlength=len(class_names))
     metrics = {
         "run": run_dir.name, "class_names": class_names, "evaluation_type": cfg.evaluation_type,
-        "best_epoch": ckpt.best_epoch, "best_value": float(ckpt.best),
-        "epochs_run": len(ckpt.history), "stopped_early": bool(ckpt.stopped_epoch),
+        "best_epoch": best[0], "best_value": best[1],
+        "epochs_run": len(history), "stopped_early": stopped_early,
         "n_train": int(len(train.labels)), "n_train_synthetic": int(train.synthetic.sum()),
         "n_val": int(len(val.labels)),
         "train_counts": {c: int(n) for c, n in zip(class_names, counts)},
-        "weights_used": used, "diagen": diagen_info, "skipped": skipped,
+        "weights_used": used, "diagen": diagen_info, "synthetic_filter": filter_info,
+        "from_run": cfg.from_run or None,
+        "head": None if head_info is None else {k: v for k, v in head_info.items()
+                                                if k != "history"},
+        "skipped": skipped,
         "seconds": round(time.time() - t0, 1), "val": val_m, "tests": tests}
     write_json(run_dir / METRICS_NAME, metrics)  # last: marks the run finished
-    return RunResult(run_dir, model, metrics, ckpt.history)
+    return RunResult(run_dir, model, metrics, history)

@@ -126,21 +126,6 @@ def kid_space(kind: str = "auto") -> FeatureSpace:
     return FeatureSpace(f"kid_{extractor.kind}", int(extractor.input_size[0]), False, embed)
 
 
-def penultimate_model(model):
-    """A Keras model from `model`'s input to the input of its last (logits) layer.
-
-    Classifiers built by `classifier.backbones.build_classifier` end in a Dense layer named
-    `logits` (after dropout, which is the identity at inference); any other model's last
-    layer is taken as its output layer.
-    """
-    import keras
-    try:
-        head = model.get_layer("logits")
-    except ValueError:
-        head = model.layers[-1]
-    return keras.Model(model.inputs, head.input, name=f"{model.name}_features")
-
-
 def classifier_space(run_dir: str | Path, batch_size: int = 64) -> FeatureSpace:
     """A trained classifier's penultimate layer as a feature space.
 
@@ -155,6 +140,7 @@ def classifier_space(run_dir: str | Path, batch_size: int = 64) -> FeatureSpace:
     Example:
         >>> space = classifier_space("classifier_runs/small_cnn_20260101-120000_ab12")
     """
+    from classifier.head import penultimate_model
     from classifier.runs import load_run
 
     model, cfg, _ = load_run(run_dir)

@@ -10,12 +10,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cli.flags import parse_config
-from conftest import class_image, save_image, tensorboard_tags, tree_hashes, write_class_images
+from conftest import (class_image, classifier_dataset, tensorboard_tags, tree_hashes,
+                      write_class_images)
 from config import ClassifierConfig, GridSearchConfig
-from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError
 
 SIZE = 16
@@ -23,45 +22,7 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clf")
-    train = write_class_images(root / "train", {"red": 14, "green": 10, "blue": 8}, seed=1,
-                               suffix=".jpg")
-    test = write_class_images(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
-    # Stage-3-like balanced folder: originals + synthetic ("ddim") images, with a manifest.
-    bal = root / "balanced"
-    rows = []
-    for p in sorted(train.rglob("*.jpg")):
-        dst = bal / p.parent.name / p.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(p.read_bytes())
-        rows.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
-                                "original"))
-    rng = np.random.default_rng(3)
-    for label, n in {"green": 4, "blue": 6, "red": 2}.items():
-        for i in range(n):
-            name = f"{label}/ddim_{i}.png"
-            # The last red synthetic image is really blue: DIAGen should weight it down.
-            save_image(bal / name, class_image("blue" if (label, i) == ("red", 1) else label, rng))
-            rows.append(ManifestRow(name, label, "s", "", "ddim", i, {}, 0.5))
-    write_manifest(bal / "manifest.csv", rows)
-    # The same gap filled classically: flipped copies of real images, the same counts.
-    fill = root / "classic_fill"
-    crow = []
-    for p in sorted(train.rglob("*.jpg")):
-        dst = fill / p.parent.name / p.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(p.read_bytes())
-        crow.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
-                                "original"))
-    for label, n in {"green": 4, "blue": 6, "red": 2}.items():
-        for i, src in enumerate(sorted((train / label).glob("*.jpg"))[:n]):
-            name = f"{label}/classic_{i}.png"
-            Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(fill / name)
-            crow.append(ManifestRow(name, label, "s", str(src), "albumentations", i,
-                                    {"flip": True}))
-    write_manifest(fill / "manifest.csv", crow)
-    return {"root": root, "train": train, "test": test, "balanced": bal,
-            "classic_fill": fill}
+    return classifier_dataset(tmp_path_factory.mktemp("clf"))
 
 
 def _cfg(cls=ClassifierConfig, **kw):
