@@ -206,6 +206,7 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
 
     from classifier.augment import make_batch_augmenter
     from classifier.backbones import build_classifier
+    from runtime.divergence import stop_on_non_finite_loss
     from runtime.precision import set_precision
 
     set_precision(cfg.precision, use_gpu=False if cfg.precision == "auto" else None)
@@ -237,7 +238,9 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
                                           write_graph=False, profile_batch=0)]
              if cfg.tensorboard else [])
     model.fit(ds, epochs=cfg.number_epochs, steps_per_epoch=plan.shape[1] // cfg.batch_size,
-              callbacks=[ckpt, *board, *extra_callbacks], verbose=verbose,
+              # first: a NaN/inf loss stops the run before the checkpoint sees the epoch
+              callbacks=[stop_on_non_finite_loss(), ckpt, *board, *extra_callbacks],
+              verbose=verbose,
               shuffle=False)  # the plan already shuffles, reproducibly
     return model, ckpt, used
 

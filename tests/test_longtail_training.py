@@ -231,3 +231,25 @@ def test_compare_without_the_arm_crt_starts_from_is_refused(data, tmp_path, caps
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and "add original to --variants" in err
+
+
+
+def test_a_nan_loss_stops_the_classifier_before_any_checkpoint(data, tmp_path):
+    import keras
+
+    from classifier.training import train_run
+    from runtime.divergence import TrainingDiverged
+
+    class Poison(keras.callbacks.Callback):
+        # Weights turned NaN after the first step: every later loss is NaN.
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                layer = self.model.get_layer("logits")
+                layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+
+    cfg = _cfg("--train_dir", data["train"], "--out_dir", tmp_path / "o", "--run_name", "nan",
+               "--number_epochs", 2)
+    with pytest.raises(TrainingDiverged, match="became nan in epoch 1"):
+        train_run(cfg, verbose=0, extra_callbacks=[Poison()])
+    run = tmp_path / "o" / "nan"
+    assert not (run / "metrics.json").exists() and not (run / "best.weights.h5").exists()
