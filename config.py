@@ -492,6 +492,67 @@ class AugmentationConfig(GapPlanConfig, StableDiffusionConfig):
         self.label_model_pairs()
 
 
+# Stage 3 in feature space (feature_diffusion/, LDMLR): a small class-conditional diffusion
+# model over a classifier's penultimate feature vectors instead of pixels.
+@dataclass
+class FeatureDiffusionConfig:
+    """Feature-space generation: train an MLP denoiser on (N, D) feature vectors with
+    labels, then sample new feature vectors per label (feature_diffusion/)."""
+
+    # Denoiser (an MLP of residual blocks; the noise level and the label condition every block)
+    hidden_dim: int = opt(512, "Width of the denoiser's residual MLP blocks.", min=8,
+                          max=8192)
+    blocks: int = opt(4, "Residual MLP blocks.", min=1, max=32)
+    embedding_dims: int = opt(128, "Size of the noise-level and label embeddings; even.",
+                              min=2, max=2048)
+    dropout: float = opt(0.0, "Dropout inside every block while training.", min=0.0, max=0.9)
+    prediction: str = opt("eps", "What the denoiser predicts: the noise (eps) or v.",
+                          choices=("eps", "v"))
+    min_signal_rate: float = opt(0.02, "Signal rate at diffusion time 1 (pure noise end).",
+                                 min=1e-4, max=0.5)
+    max_signal_rate: float = opt(0.95, "Signal rate at diffusion time 0 (clean end).",
+                                 min=0.5, max=0.9999)
+
+    # Training
+    train_steps: int = opt(3000, "Training budget in optimizer steps.", min=1)
+    batch_size: int = opt(256, "Feature vectors per training step (drawn with replacement).",
+                          min=2, max=65536)
+    learning_rate: float = opt(1e-3, "AdamW learning rate.", min=1e-7, max=1.0)
+    weight_decay: float = opt(1e-4, "AdamW weight decay.", min=0.0, max=1.0)
+    ema: float = opt(0.999, "EMA decay of the weights used for sampling.", min=0.0, max=1.0)
+    label_dropout: float = opt(0.1, "Share of training vectors without their label "
+                               "(makes classifier-free guidance possible).", min=0.0, max=1.0)
+    label_balance: float = opt(0.0, "How much more often rarer labels' vectors are drawn "
+                               "while training: each label's share goes as its count to the "
+                               "power 1 - this (0 = as they come, 1 = every label equally).",
+                               min=0.0, max=1.0)
+    loss_every: int = opt(100, "Write the mean loss of every this many steps to loss.csv.",
+                          min=1)
+
+    # Generation
+    generate_steps: int = opt(50, "DDIM steps per generated feature vector.", min=1,
+                              max=1000)
+    eta: float = opt(1.0, "Sampling noise: 0 = deterministic DDIM, 1 = DDPM-like.", min=0.0,
+                     max=1.0)
+    guidance_scale: float = opt(1.5, "Classifier-free guidance (1 = plain conditional; "
+                                "larger = closer to the label, less varied).", min=0.0,
+                                max=20.0)
+    clip_features: str = opt("final", "Keep generated vectors inside the per-dimension "
+                             "range of the real training vectors: none (as LDMLR), final "
+                             "(the finished vectors clipped; ReLU features stay >= 0) or "
+                             "every_step (each step's predicted clean vector clipped). "
+                             "Measured in docs/feature_fill.md.",
+                             choices=("none", "final", "every_step"))
+    seed: int = opt(42, "Seed of the training noise and of the generated vectors (vector k "
+                    "of a label has its own seed).", min=0)
+
+    def validate(self) -> None:
+        if self.embedding_dims % 2:
+            raise ConfigError(f"--embedding_dims must be even, got {self.embedding_dims}")
+        if self.min_signal_rate >= self.max_signal_rate:
+            raise ConfigError("--min_signal_rate must be below --max_signal_rate")
+
+
 # Stage 4 (classifier/). The original pipeline's key names are kept (mean, std, input_shape,
 # grayscale, number_epochs, batch_size, learning_rate, augm_type, augm_probability,
 # evaluation_type, train_dir, val_dir, test_dir).
