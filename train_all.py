@@ -26,6 +26,7 @@ from config import TrainAllConfig
 from dataset.atomic import atomic_write_text
 from dataset.scan import DatasetError
 from diffusion.per_label import per_label_configs, train_label
+from runtime.divergence import TrainingDiverged
 from runtime.jobs import Job, JobLost, Outcome, run_jobs
 
 
@@ -34,7 +35,8 @@ def failure_row(label: str, err: BaseException) -> dict:
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     if isinstance(err, OSError):
         first = describe_os_error(err)   # a full disk is not a bug
-    elif not isinstance(err, (ConfigError, DatasetError, ValueError, JobLost)):
+    elif not isinstance(err, (ConfigError, DatasetError, ValueError, JobLost,
+                              TrainingDiverged)):
         traceback.print_exception(err)
     print(f"[{label}] failed: {first}", file=sys.stderr)
     return {"label": label, "status": "failed", "error": first}

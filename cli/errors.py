@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 from cli.flags import ConfigError
 from dataset.scan import DatasetError
+from runtime.divergence import TrainingDiverged
 from runtime.jobs import ExecutorError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -67,7 +68,8 @@ def describe_os_error(err: OSError) -> str:
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
     """Wraps a command's main: ConfigError, DatasetError, ExecutorError (Ray missing or out of
-    reach) and OSError become `error: ...` on stderr and exit status 2."""
+    reach) and OSError become `error: ...` on stderr and exit status 2; a training stopped by
+    a NaN/inf loss (TrainingDiverged) becomes `error: ...` and exit status 1."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
@@ -77,6 +79,10 @@ def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
                   file=sys.stderr)
         except OSError as err:
             print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        except TrainingDiverged as err:
+            # the run failed, not the input: its good epochs are kept (exit status 1)
+            print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+            return EXIT_SOME_FAILED
         return EXIT_BAD_INPUT
     return wrapper
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from dataset.atomic import atomic_path, atomic_write_text, save_weights_atomic
 from dataset.images import save_rgb, to_uint8
+from runtime.divergence import non_finite_losses
 
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
@@ -122,6 +123,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.best_epoch = best_epoch
         self.extra_state = extra_state or {}
         self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs_done = 0    # epochs whose weights are in the folder
 
     def write_state(self, epochs_done: int, finished: bool = False) -> None:
         state = {"epochs_done": epochs_done, "monitor": self.monitor,
@@ -130,8 +132,13 @@ class RunCheckpoint(keras.callbacks.Callback):
                  "finished": finished, **self.extra_state}
         atomic_write_text(self.run_dir / STATE_JSON, json.dumps(state, indent=2) + "\n")
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs_done = epoch    # every earlier epoch saved its weights (here or resumed)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if non_finite_losses(logs):
+            return   # NaN weights are neither best nor last (runtime.divergence stops the run)
         last = self.run_dir / LAST_WEIGHTS
         save_weights_atomic(self.model, last)
         value = logs.get(self.monitor)
@@ -140,6 +147,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best_value, self.best_epoch = float(value), epoch + 1
             with atomic_path(self.run_dir / BEST_WEIGHTS) as tmp:
                 shutil.copyfile(last, tmp)
+        self.epochs_done = epoch + 1
         self.write_state(epoch + 1)
         plot_curves(self.run_dir / HISTORY_CSV, self.run_dir / CURVES_PNG)
 

@@ -460,6 +460,25 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
+def diverged_reason(what: str, checkpoint, run_dir: Path, model: str) -> str:
+    """The one-line reason of a run stopped by a NaN/inf loss, after marking its state.json
+    failed (its last good epoch stays resumable: the NaN epoch saved no weights).
+
+    Example:
+        >>> diverged_reason("training loss n_loss became nan in epoch 3 (step 7)", ...)
+        'training loss n_loss became nan in epoch 3 (step 7); best weights of epoch 2 kept in ...'
+    """
+    checkpoint.extra_state["failed"] = what
+    done = checkpoint.epochs_done
+    if done:
+        checkpoint.write_state(done)
+    kept = (f"best weights of epoch {checkpoint.best_epoch} kept in {run_dir}"
+            if checkpoint.best_epoch else
+            f"last weights of epoch {done} kept in {run_dir}" if done else "no weights kept")
+    rate = "--gan_learning_rate" if model == "gan" else "--learning_rate"
+    return f"{what}; {kept}; try a lower {rate}"
+
+
 def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Path,
          site_names, augment_dims: int, num_epochs: int, steps_per_epoch: int | None,
          global_batch: int, verbose) -> TrainResult:
@@ -469,6 +488,7 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
     import keras
     from diffusion import callbacks as cb
     from diffusion.kid import KernelInceptionDistance
+    from runtime.divergence import TrainingDiverged, stop_on_non_finite_loss
     budget = (f"{num_epochs} x {steps_per_epoch} = {num_epochs * steps_per_epoch} steps"
               if steps_per_epoch else f"{num_epochs} epochs")
     print(f"training {plan.label}: {data.n_train} train / {data.n_val} validation images, "
@@ -514,7 +534,8 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
     per_label = 8 if num_classes <= 8 else 4
     sample_labels = (np.repeat(np.arange(min(num_classes, 16)), per_label)
                      if num_classes else None)
-    callbacks = []
+    # first: a NaN/inf loss stops the run before KID, checkpoints or grids see its epoch
+    callbacks = [stop_on_non_finite_loss()]
     kid = None
     if kid_every:
         real = data.val_images
@@ -566,6 +587,9 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
         print(f"\ninterrupted; resume with: python3 run_diffusion.py --load_and_train "
               f"--model_dir {run_dir}")
         raise
+    except TrainingDiverged as err:
+        raise TrainingDiverged(diverged_reason(str(err), checkpoint, run_dir, cfg.model)
+                               ) from None
     epochs_done = initial_epoch + len(history.history.get("n_loss", []))
     checkpoint.write_state(epochs_done, finished=True)
     grid.save("final")

@@ -423,3 +423,57 @@ def test_a_grid_cannot_set_the_run_folders_or_a_non_finite_number(grid, expected
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and expected in lines[0], err
     assert not (tmp_path / "g").exists()
+
+
+def _poison_losses_after(monkeypatch, model_class, steps: int) -> None:
+    """From optimizer step `steps` on, every loss the model reports is NaN (as a run whose
+    weights blew up reports them)."""
+    from keras import ops
+    original = model_class.train_step
+
+    def train_step(self, data):
+        logs = original(self, data)
+        late = self.optimizer.iterations > steps
+        return {k: ops.where(late, float("nan"), v) if k.endswith("loss") else v
+                for k, v in logs.items()}
+    monkeypatch.setattr(model_class, "train_step", train_step)
+
+
+@pytest.mark.parametrize("model", ["ddim", "gan"])
+def test_a_nan_loss_stops_training_marks_the_label_failed_and_keeps_no_nan_weights(
+        model, tmp_path, monkeypatch, capsys):
+    import train_all
+    from diffusion_model import DiffusionModel
+    from gan_model import ConditionalGan
+    train = make_dataset(tmp_path / "train", LAYOUT)
+    # label c: 10 images, 8 for training at batch 4 = 2 steps per epoch; epoch 2 goes NaN
+    _poison_losses_after(monkeypatch, ConditionalGan if model == "gan" else DiffusionModel, 2)
+    code = train_all.main(["--in_dir", str(train), "--out_dir", str(tmp_path / "models"),
+                           "--labels", "c", "--model", model, *TINY_DIFFUSION,
+                           "--num_epochs", "3"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    assert re.search(r"\[c\] failed: training loss [\w, ]+ became nan in epoch 2", err), err
+    assert "c | failed |" in out
+    (run,) = (tmp_path / "models").glob("c_*")
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 1 and not state["finished"]
+    assert "became nan in epoch 2" in state["failed"]
+    assert state["best_epoch"] in (None, 1)          # a GAN's best needs KID (off here)
+    assert len((run / "history.csv").read_text().splitlines()) == 2   # header + epoch 1
+
+
+def test_run_diffusion_with_a_nan_loss_is_one_error_line_and_exit_status_1(
+        tmp_path, monkeypatch, capsys):
+    from diffusion_model import DiffusionModel
+    from run_diffusion import main
+    train = make_dataset(tmp_path / "train", {"c": {"S1": 10}})
+    _poison_losses_after(monkeypatch, DiffusionModel, 0)
+    code = main(["--in_dir", str(train / "c"), "--out_dir", str(tmp_path / "runs"),
+                 *TINY_DIFFUSION])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert "became nan in epoch 1 (step 1); no weights kept" in lines[0]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "best.weights.h5").exists() and not (run / "last.weights.h5").exists()
