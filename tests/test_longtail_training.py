@@ -253,3 +253,67 @@ def test_a_nan_loss_stops_the_classifier_before_any_checkpoint(data, tmp_path):
         train_run(cfg, verbose=0, extra_callbacks=[Poison()])
     run = tmp_path / "o" / "nan"
     assert not (run / "metrics.json").exists() and not (run / "best.weights.h5").exists()
+
+
+def test_feature_fill_generates_the_planned_features_and_keeps_the_encoder(data, original):
+    import pandas as pd
+
+    from classifier.runs import load_run
+    from classifier.training import predict_logits, train_run
+    cfg = _cfg("--train_dir", data["train"], "--test_dir", data["test"], "--out_dir",
+               data["root"] / "runs", "--run_name", "ffill", "--from_run", original.run_dir,
+               "--finetune_head_epochs", 2, "--feature_fill", "--feature_fill_steps", 40,
+               "--seed", 0)
+    res = train_run(cfg, verbose=0)
+    run = res.run_dir
+    # Real training counts after the validation split: blue 6, green 8, red 11.
+    rows = pd.read_csv(run / "generated_features.csv")
+    assert rows["label"].value_counts().to_dict() == {"blue": 5, "green": 3}
+    assert set(rows["source_run"]) == {str(original.run_dir)} and rows["seed"].is_unique
+    saved = np.load(run / "generated_features.npz")
+    assert saved["features"].shape[0] == 8 and np.isfinite(saved["features"]).all()
+    assert (run / "feature_model" / "config.json").is_file()
+    assert (run / "feature_model" / "model.json").is_file()
+    quality = pd.read_csv(run / "feature_quality.csv")
+    assert set(quality["label"]) >= {"blue", "green"}
+    fill = res.metrics["head"]["feature_fill"]
+    assert fill["n_generated"] == 8 and fill["generated_per_label"] == {"blue": 5, "green": 3}
+    before, _, _ = load_run(original.run_dir)
+    after, _, _ = load_run(run)
+    for old, new in zip(before.layers, after.layers):
+        if old.name != "logits":
+            assert all(np.array_equal(x, y)
+                       for x, y in zip(old.get_weights(), new.get_weights())), old.name
+    images = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    assert np.allclose(predict_logits(res.model, images), predict_logits(after, images),
+                       atol=1e-5)
+
+
+def test_compare_trains_each_encoder_once_and_runs_the_long_tail_arms(data, tmp_path):
+    import pandas as pd
+
+    from classifier.compare import main
+    out = tmp_path / "cmp"
+    code = main(["--train_dir", str(data["train"]), "--balanced_dir", str(data["balanced"]),
+                 "--test_dir", str(data["test"]), "--out_dir", str(out), "--seeds", "0",
+                 "--number_epochs", "2", "--bootstrap", "100", "--crt_epochs", "2",
+                 "--feature_fill_steps", "30", "--variants", "original", "logit_adjusted",
+                 "crt", "feature_fill", "feature_fill+la", "diffusion_fill+la", *COMMON])
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary[summary["set"] == "test"]["variant"]) == {
+        "original", "logit_adjusted", "crt", "feature_fill", "feature_fill+la",
+        "diffusion_fill+la"}
+    config = {a: json.loads((out / a / "seed0" / "config.json").read_text())
+              for a in ("crt", "feature_fill", "feature_fill+la", "diffusion_fill+la",
+                        "logit_adjusted")}
+    assert config["crt"]["from_run"] == str(out / "original" / "seed0")
+    assert config["feature_fill+la"]["from_run"] == str(out / "logit_adjusted" / "seed0")
+    assert config["feature_fill+la"]["logit_adjusted"] and config["feature_fill"]["feature_fill"]
+    assert config["diffusion_fill+la"]["logit_adjusted"] and config["logit_adjusted"][
+        "logit_adjusted"]
+    assert config["crt"]["finetune_head_epochs"] == 2 and not config["crt"]["logit_adjusted"]
+    # crt and feature_fill did not train an encoder: their history is the head's only.
+    for arm in ("crt", "feature_fill"):
+        history = pd.read_csv(out / arm / "seed0" / "history.csv")
+        assert len(history) == 2 and set(history["phase"]) == {"head"}
