@@ -10,9 +10,9 @@ Fairness: every arm trains the same classifier for the same number of steps per 
 pass over the largest arm's training set) and epochs, with the same seeds; the classic
 augmentation gets a small validation grid so that the baseline is tuned, not strawmanned.
 Evidence: a bootstrap CI per arm over seeds and test images; the paired difference of every
-arm to the strongest non-generative arm (by mean test balanced accuracy) with its bootstrap
-CI, a paired test over seeds and Holm's correction across arms; the verdict says better or
-worse only when both the corrected p and the CI say so.
+arm to the strongest non-generative arm (by mean test balanced accuracy), whose one paired
+bootstrap distribution gives both its p-value (Holm-corrected across arms) and its interval
+(at the level of the arm's Holm step); the verdict is read off that interval (VERDICT_RULE).
 
 Example:
     >>> summary, paired, failures = run_compare(cfg)   # cfg: a validated CompareConfig
@@ -42,6 +42,12 @@ TABLE_METRICS = SUMMARY_METRICS + ("tail_recall",)
 PAIRED_METRICS = statistics.BOOT_METRICS          # balanced accuracy, macro-F1, tail recall
 VERDICT_METRIC = "balanced_accuracy"
 ALPHA = 0.05
+VERDICT_RULE = (
+    "Verdict rule: the paired bootstrap of (arm - reference) over seeds and test images gives "
+    "a two-sided p-value, Holm-corrected across the arms of each test set and metric, and an "
+    "interval at the level of the arm's Holm step; 'better'/'worse' exactly when that printed "
+    "interval excludes 0 (Holm p < 0.05), 'n/a (no bootstrap)' without per-image predictions "
+    "or resamples.")
 
 
 # --- planning ---------------------------------------------------------------------------
@@ -242,10 +248,15 @@ def bootstrap_set(preds: dict[tuple, "object"], arms: Sequence[str], reference: 
     {(arm, seed, generator seed): DataFrame} for arms trained on several generators' images.
 
     Returns:
-        ({arm: {metric: (low, high)}}, {arm: {metric: (low, high) of arm - reference}});
-        the same image resamples serve every arm, the same seed resamples every pair, and
-        the generators of an arm are resampled too (crossed with the classifier seeds), so a
-        generator's own variance widens the arm's CI.
+        ({arm: {metric: (low, high)}} 95% CIs, {arm: {metric: (n_boot,) replicates of
+        arm - reference}}) for `statistics.paired_verdicts`; the same image resamples serve
+        every arm, the same seed resamples every pair, and the generators of an arm are
+        resampled too (crossed with the classifier seeds), so a generator's own variance
+        widens the arm's CI.
+
+    Example:
+        >>> per_arm, diffs = bootstrap_set(preds, ["original", "classic"], "classic", [], 2000)
+        >>> statistics.bootstrap_p(diffs["original"]["balanced_accuracy"])
     """
     if not preds or n_boot <= 0:
         return {}, {}
@@ -286,10 +297,10 @@ def bootstrap_set(preds: dict[tuple, "object"], arms: Sequence[str], reference: 
         if arm == reference or not common:
             continue
         counts = statistics.seed_counts(n_boot, len(common), seed + 1)
-        diffs[arm] = {m: statistics.percentile_interval(
-            statistics.crossed_resampled_means(scores(m, arm, common), gen_counts(arm), counts)
+        diffs[arm] = {m: statistics.crossed_resampled_means(
+            scores(m, arm, common), gen_counts(arm), counts)
             - statistics.crossed_resampled_means(scores(m, reference, common),
-                                                 gen_counts(reference), counts))
+                                                 gen_counts(reference), counts)
             for m in boot}
     return per_arm, diffs
 
@@ -306,17 +317,21 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
         predictions: {(set, arm, seed): DataFrame(path, label, predicted)} for the CIs
             ({(set, arm, seed, generator seed): ...} for such arms).
         tail: the tail labels (for the bootstrap's tail recall).
-        n_boot: bootstrap resamples (0: no CIs).
+        n_boot: bootstrap resamples (0: no CIs and the verdict 'n/a (no bootstrap)').
 
     Returns:
         summary: per set and arm: kind, reference (the strongest non-generative arm of the
             set), n (runs), <metric>_mean/_std over runs, and <metric>_ci_low/_ci_high (95%)
             for PAIRED_METRICS; with `generator_seed` rows also `generators` (how many).
         paired: per test set, arm (other than the reference) and metric in PAIRED_METRICS:
-            baseline, mean/std/CI of the per-seed difference (an arm's score of a seed is
-            its mean over generators; the CI also resamples the generators), generators,
-            wins/ties/losses, t, p_value, test, p_holm (Holm across the arms of that set and
-            metric) and verdict ("better", "worse", "no clear difference").
+            baseline, mean/std of the per-seed difference (an arm's score of a seed is its
+            mean over generators), generators, wins/ties/losses, the descriptive seed-level
+            test (seed_t, seed_p, seed_test: paired t or sign test; it decides nothing),
+            and the verdict rule's columns (`statistics.paired_verdicts`, VERDICT_RULE):
+            p_value (two-sided paired bootstrap p), test, p_holm (Holm across the arms of
+            that set and metric), ci_level, ci_low/ci_high (the interval at that level; the
+            bootstrap also resamples the generators) and verdict ("better", "worse",
+            "no clear difference", "n/a (no bootstrap)").
 
     Example:
         >>> summary, paired = compare_tables(pd.read_csv("compare/runs.csv").to_dict("records"))
@@ -374,19 +389,22 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
                     continue
                 res = paired_comparison(base.loc[common].to_numpy(),
                                         other.loc[common].to_numpy())
-                lo, hi = diffs.get(arm, {}).get(m, (math.nan, math.nan))
+                # The seed-level test is kept to read, renamed so that it is not taken for
+                # the p-value that Holm corrects.
+                seed_test = {"seed_t": res.pop("t"), "seed_p": res.pop("p_value"),
+                             "seed_test": res.pop("test")}
                 n_gen = (runs.loc[runs["variant"] == arm, "generator_seed"].nunique()
                          if gen_col else 0)
                 block.append({"set": test_set, "variant": arm, "kind": "generative"
                               if is_generative(arm) else "non-generative",
-                              "baseline": reference, "metric": m, **res,
+                              "baseline": reference, "metric": m, **res, **seed_test,
                               "generators": max(1, int(n_gen)),
-                              "ci_low": lo, "ci_high": hi})
+                              "_replicates": diffs.get(arm, {}).get(m)})
         for m in PAIRED_METRICS:
             family = [r for r in block if r["metric"] == m]
-            for r, p in zip(family, statistics.holm([r["p_value"] for r in family])):
-                r["p_holm"] = p
-                r["verdict"] = statistics.verdict(p, r["ci_low"], r["ci_high"], ALPHA)
+            decided = statistics.paired_verdicts([r.pop("_replicates") for r in family], ALPHA)
+            for r, d in zip(family, decided):
+                r.update(d, test="none" if d["p_value"] != d["p_value"] else "paired bootstrap")
         paired += block
     return summary, pd.DataFrame(paired)
 
@@ -532,18 +550,47 @@ def markdown_table(summary, metrics=("balanced_accuracy", "macro_f1", "tail_reca
     return "\n".join(lines)
 
 
+def ci_text(low: float, high: float, level: float) -> str:
+    """A difference's interval with its level, as the tables print it.
+
+    Example:
+        >>> ci_text(-0.101, -0.016, 1 - 0.05 / 3)
+        ' [-0.101, -0.016] (98.33%)'
+        >>> ci_text(-0.107, 6.4e-05, 0.95)
+        ' [-0.107, +6.4e-05] (95%)'
+    """
+    if low != low or high != high:
+        return ""
+    return (f" [{_bound(low)}, {_bound(high)}]"
+            + ("" if level != level else f" ({100 * level:.4g}%)"))
+
+
+def _bound(x: float) -> str:
+    # A bound just off 0 keeps its digits: "+0.000" would hide which side of 0 it is on,
+    # and the verdict is read off that side.
+    return f"{x:+.2g}" if 0 < abs(x) < 0.0005 else f"{x:+.3f}"
+
+
+def _p_text(p) -> str:
+    return "n/a" if p is None or p != p else f"{p:.3g}"
+
+
 def paired_markdown(paired, metrics=("balanced_accuracy", "macro_f1", "tail_recall")) -> str:
-    """The paired differences to the reference arm as Markdown."""
-    lines = ["| set | arm | vs | metric | mean diff [95% CI] | wins/ties/losses | p (test) | "
-             "Holm p | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    """The paired differences to the reference arm as Markdown: the mean difference over
+    seeds with its Holm-matched bootstrap interval and level, the bootstrap p and its Holm
+    correction, the verdict, and the seed-level test as a descriptive last column."""
+    lines = ["| set | arm | vs | metric | mean diff [interval] (level) | wins/ties/losses | "
+             "bootstrap p | Holm p | verdict | seeds: p (test) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in paired[paired["metric"].isin(metrics)].iterrows():
-        ci = "" if r["ci_low"] != r["ci_low"] else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-        p = "n/a" if r["p_value"] is None or r["p_value"] != r["p_value"] \
-            else f"{r['p_value']:.3g} ({r['test']})"
-        ph = "n/a" if r["p_holm"] != r["p_holm"] else f"{r['p_holm']:.3g}"
+        seed_p = r.get("seed_p")
+        seeds = "n/a" if seed_p is None or seed_p != seed_p \
+            else f"{seed_p:.3g} ({r['seed_test']})"
         lines.append(f"| {r['set']} | {r['variant']} | {r['baseline']} | {r['metric']} | "
-                     f"{r['mean_diff']:+.3f}{ci} | {r['wins']}/{r['ties']}/{r['losses']} | "
-                     f"{p} | {ph} | {r['verdict']} |")
+                     f"{r['mean_diff']:+.3f}"
+                     f"{ci_text(r['ci_low'], r['ci_high'], r.get('ci_level', math.nan))} | "
+                     f"{r['wins']}/{r['ties']}/{r['losses']} | {_p_text(r['p_value'])} | "
+                     f"{_p_text(r['p_holm'])} | {r['verdict']} | {seeds} |")
     return "\n".join(lines)
 
 
@@ -565,6 +612,24 @@ def _convergence_notes(rows: Sequence[dict]) -> list[str]:
     total = Counter(r["variant"] for r in rows if r["set"] == "val")
     return [f"{arm}: the best epoch was the last in {k} of {total[arm]} runs (more epochs "
             f"might still help)" for arm, k in last.items() if k]
+
+
+def shots_section(out: Path, predictions: Mapping[tuple, "object"],
+                  real_counts: Mapping[str, int], arms: Sequence[str]) -> str:
+    """Many / medium / few-shot accuracy (classifier.shot_groups) when the real training
+    data is long-tailed: writes out/shots.csv (one row per run, test set, split and group)
+    and returns compare.md's section; "" (and no file) otherwise."""
+    import pandas as pd
+
+    from classifier import shot_groups
+    if not predictions or not shot_groups.is_long_tailed(real_counts):
+        return ""
+    rows = shot_groups.shot_rows(predictions, real_counts)
+    write_csv(out / "shots.csv", pd.DataFrame(rows))
+    return ("\n## Many / medium / few-shot accuracy\n\nMean per-class test accuracy over "
+            "each group's labels, mean ± std over seeds; groups by real training images.\n\n"
+            + shot_groups.shots_markdown(shot_groups.shot_summary(rows, arms), real_counts)
+            + "\n")
 
 
 # --- running ----------------------------------------------------------------------------
@@ -677,9 +742,9 @@ def run_compare(cfg, verbose: int = 2):
         text += "\n" + markdown_table(summary) + "\n"
         if not paired.empty:
             text += ("\n## Paired against the strongest non-generative arm (same seeds)\n\n"
-                     "Verdict 'better'/'worse' only when the Holm-corrected p < 0.05 and the "
-                     "bootstrap CI of the difference excludes 0.\n\n"
+                     + VERDICT_RULE + "\n\n"
                      + paired_markdown(paired) + "\n")
+        text += shots_section(out, _predictions(state["jobs"]), real_counts, cfg.arms())
         all_notes = notes + _convergence_notes(rows)
         if all_notes:
             text += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in all_notes)

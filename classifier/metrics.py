@@ -121,6 +121,10 @@ def sign_test_p(wins: int, losses: int) -> float:
 def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict:
     """Compares scores `b` against baseline `a`, paired by seed (same seeds, same order).
 
+    Descriptive only: the comparison's verdict comes from the paired bootstrap
+    (`statistics.paired_verdicts`), since this test ignores the test images' share of the
+    variance and jumps at zero variance (from the sign test to the t-test).
+
     Returns mean and std of b - a, wins/ties/losses of b (|difference| <= EQUAL_TOL is a
     tie), and a two-sided p-value, from:
     - "paired t": the paired t-test, when the differences vary;

@@ -9,6 +9,10 @@ Scores come from confusion matrices, with the definitions of `classification_met
 balanced accuracy = mean recall over classes present, macro-F1 over classes present or
 predicted, tail recall = mean recall over the tail labels present.
 
+The verdict rule (`paired_verdicts`): one paired bootstrap distribution of (arm - reference)
+gives both the p-value and the interval; Holm corrects the p-values across the arms; each
+interval is printed at the level of its arm's Holm step, and the verdict is read off it.
+
 Example:
     >>> y = np.array([0, 0, 1, 1, 2, 2])
     >>> runs = np.array([[0, 0, 1, 1, 2, 1], [0, 1, 1, 1, 2, 2]])    # 2 seeds
@@ -24,6 +28,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 BOOT_METRICS = ("balanced_accuracy", "macro_f1", "tail_recall")
+# Not "n/a" alone: pandas reads that back from a CSV as a missing value.
+NO_VERDICT = "n/a (no bootstrap)"
 
 
 def scores_from_confusion(cm: np.ndarray, tail: Sequence[int] = ()) -> dict[str, np.ndarray]:
@@ -222,19 +228,146 @@ def tail_labels(counts: Mapping[str, int], fraction: float = 0.33) -> list[str]:
     return [lab for lab, n in ranked if n <= limit]
 
 
-def verdict(p_corrected: float | None, ci_low: float, ci_high: float,
-            alpha: float = 0.05) -> str:
-    """'better' / 'worse' only when the corrected p < alpha AND the CI of the difference
-    lies on that side of 0; otherwise 'no clear difference'.
+def bootstrap_p(diffs: Sequence[float]) -> float:
+    """Two-sided p-value of "no difference" from paired bootstrap replicates of a difference.
+
+    p = min(1, 2 * (min(#{d <= 0}, #{d >= 0}) + 1) / (B + 1)) over the B finite replicates:
+    the share of replicates on the far side of 0, doubled, with the +1 of a Monte Carlo
+    p-value so that it is never 0. It moves only when a replicate crosses 0, so five equal
+    +0.02 differences and the same with one of them moved by 1e-7 get the same p. NaN when
+    no replicate is finite.
 
     Example:
-        >>> verdict(0.01, 0.02, 0.08), verdict(0.01, -0.01, 0.05), verdict(0.2, 0.01, 0.03)
-        ('better', 'no clear difference', 'no clear difference')
+        >>> bootstrap_p([0.02] * 99), bootstrap_p([-1, 1, 2, 3])
+        (0.02, 0.8)
     """
-    if p_corrected is None or not p_corrected == p_corrected or p_corrected >= alpha:
-        return "no clear difference"
-    if ci_low == ci_low and ci_low > 0:
+    d = _finite(diffs)
+    if len(d) == 0:
+        return math.nan
+    far = min(int(np.count_nonzero(d <= 0)), int(np.count_nonzero(d >= 0)))
+    return min(1.0, _tail_share(far + 1, len(d)))
+
+
+def _finite(x: Sequence[float]) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return x[~np.isnan(x)]
+
+
+def _tail_share(k, n_boot: int):
+    """2k / (B + 1): the one expression behind both `bootstrap_p` and `matched_interval`'s
+    ranks, so that "p < a" and "the interval excludes 0" agree to the last bit."""
+    return 2 * k / (n_boot + 1)
+
+
+def matched_interval(diffs: Sequence[float], error: float) -> tuple[float, float]:
+    """The bootstrap interval of a difference that excludes 0 exactly when
+    `bootstrap_p(diffs) < error`: order statistics [d_(j), d_(B+1-j)] of the B finite
+    replicates, with j the number of k in 1..B whose 2k / (B + 1) < error (a percentile
+    interval at level 1 - error, without interpolation).
+
+    Args:
+        diffs: bootstrap replicates of (arm - reference).
+        error: 1 - the interval's level, e.g. 0.05 for 95%.
+
+    Returns:
+        (low, high); (-inf, inf) when B is too small for that level (j = 0: then p >= error
+        whatever the replicates say), (nan, nan) when no replicate is finite.
+
+    Example:
+        >>> matched_interval(np.arange(1, 100) / 100, 0.05)     # j = 2
+        (0.02, 0.98)
+    """
+    d = np.sort(_finite(diffs))
+    n = len(d)
+    if n == 0:
+        return math.nan, math.nan
+    j = int(np.count_nonzero(_tail_share(np.arange(1, n + 1), n) < error))
+    if j == 0:
+        return -math.inf, math.inf
+    return float(d[j - 1]), float(d[n - j])
+
+
+def holm_errors(p_values: Sequence[float | None], alpha: float = 0.05) -> list[float]:
+    """The error rate of each test's Holm step: alpha / (m - i) for the test of rank i
+    (0-based, by p) while Holm rejects, and the rate of the step where it stops for that test
+    and every later one (NaN for a missing p; m counts the others).
+
+    With it, an interval at level 1 - error excludes 0 exactly for the tests Holm rejects: a
+    rejected test has p < its step's rate, and every test from the stop on has p >= the
+    stop's rate.
+
+    Example:
+        >>> holm_errors([0.04, 0.02])       # both rejected: 0.02 < 0.05/2, 0.04 < 0.05/1
+        [0.05, 0.025]
+        >>> holm_errors([0.04, 0.03])       # 0.03 >= 0.05/2: Holm stops at its first step
+        [0.025, 0.025]
+    """
+    p = np.array([math.nan if v is None else float(v) for v in p_values], dtype=np.float64)
+    out = [math.nan] * len(p)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    stopped = None
+    for i, k in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        rate = alpha / (m - i) if stopped is None else stopped
+        out[k] = rate
+        if stopped is None and not p[k] < rate:
+            stopped = rate          # Holm's step-down ends here: no later test is rejected
+    return out
+
+
+def verdict(ci_low: float, ci_high: float) -> str:
+    """'better' / 'worse' when the interval of (arm - reference) lies above / below 0, 'no
+    clear difference' when it holds 0, 'n/a (no bootstrap)' when there is none (NaN).
+
+    The interval is the Holm-matched one of `paired_verdicts`, so the verdict is Holm's test
+    of the bootstrap p-values, read off the interval that is printed.
+
+    Example:
+        >>> verdict(0.02, 0.08), verdict(-0.01, 0.05), verdict(-0.05, -0.01)
+        ('better', 'no clear difference', 'worse')
+    """
+    if ci_low != ci_low or ci_high != ci_high:
+        return NO_VERDICT
+    if ci_low > 0:
         return "better"
-    if ci_high == ci_high and ci_high < 0:
+    if ci_high < 0:
         return "worse"
     return "no clear difference"
+
+
+def paired_verdicts(replicates: Sequence[Sequence[float] | None],
+                    alpha: float = 0.05) -> list[dict]:
+    """The rule of a comparison, for the arms of one test set and metric: each arm's paired
+    bootstrap replicates of (arm - reference) give a two-sided p (`bootstrap_p`); Holm
+    corrects them across the arms; each arm's interval is printed at the level of its Holm
+    step (`holm_errors`, `matched_interval`); the verdict is read off that interval.
+
+    So "better"/"worse" <=> the printed interval excludes 0 <=> Holm rejects at `alpha`
+    (p_holm < alpha, up to the last bit of rounding). An arm without replicates (no
+    bootstrap) gets NaN and the verdict 'n/a (no bootstrap)' and does not count for Holm.
+
+    Args:
+        replicates: per arm, its B bootstrap differences, or None.
+        alpha: the family-wise error rate.
+
+    Returns:
+        per arm: {p_value, p_holm, ci_level, ci_low, ci_high, verdict}.
+
+    Example:
+        >>> rows = paired_verdicts([np.full(999, 0.02), np.linspace(-1, 1, 999), None])
+        >>> [r["verdict"] for r in rows], rows[0]["ci_level"]
+        (['better', 'no clear difference', 'n/a (no bootstrap)'], 0.975)
+    """
+    p = [math.nan if d is None else bootstrap_p(d) for d in replicates]
+    adjusted = holm(p)
+    errors = holm_errors(p, alpha)
+    out = []
+    for d, p_raw, p_adj, error in zip(replicates, p, adjusted, errors):
+        if p_raw != p_raw:
+            out.append({"p_value": math.nan, "p_holm": math.nan, "ci_level": math.nan,
+                        "ci_low": math.nan, "ci_high": math.nan, "verdict": NO_VERDICT})
+            continue
+        low, high = matched_interval(d, error)
+        out.append({"p_value": p_raw, "p_holm": p_adj, "ci_level": 1 - error,
+                    "ci_low": low, "ci_high": high, "verdict": verdict(low, high)})
+    return out

@@ -70,11 +70,13 @@ def _ci(lo, hi, signed: bool = False) -> str:
 def _verdict(summary: list[dict], paired: list[dict]) -> str:
     """One line per generative arm: helped / hurt / no clear difference against the
     strongest non-generative arm (the `baseline` of the paired rows), on test balanced
-    accuracy. 'helped'/'hurt' only when the Holm-corrected p < 0.05 AND the bootstrap CI of
-    the difference lies on that side of 0 (rows without them, e.g. from an older
-    comparison, never claim an effect)."""
+    accuracy, by the comparison's rule (`classifier.comparison.VERDICT_RULE`): read off the
+    printed interval of the difference, at the level of the arm's Holm step. Rows without
+    that interval (no bootstrap, or an older comparison without `ci_level`, whose 95% CI
+    did not match Holm's step) get no verdict."""
     from classifier.arms import is_generative
-    from classifier.comparison import ALPHA, VERDICT_METRIC
+    from classifier.comparison import VERDICT_METRIC, ci_text
+    from classifier.statistics import NO_VERDICT
     from classifier.statistics import verdict as decide
 
     by_arm = {r["variant"]: r for r in summary}
@@ -88,20 +90,23 @@ def _verdict(summary: list[dict], paired: list[dict]) -> str:
             continue
         p_holm = p.get("p_holm")
         p_holm = None if p_holm is None or p_holm != p_holm else float(p_holm)
-        word = decide(p_holm, p.get("ci_low", nan), p.get("ci_high", nan), ALPHA)
-        word, cls = {"better": ("helped", "good"), "worse": ("hurt", "bad")}.get(
-            word, ("made no clear difference", "neutral"))
+        level = p.get("ci_level", nan)
+        level = nan if level is None else float(level)
+        low, high = (p.get("ci_low", nan), p.get("ci_high", nan)) if level == level \
+            else (nan, nan)
+        word, cls = {"better": ("helped", "good"), "worse": ("hurt", "bad"),
+                     NO_VERDICT: ("has no verdict (no bootstrap interval)", "neutral")}.get(
+            decide(low, high), ("made no clear difference", "neutral"))
         a, b = by_arm[arm], by_arm[ref]
         m = f"{VERDICT_METRIC}_mean"
-        p_text = (f", Holm-corrected p = {p_holm:.3f}" if p_holm is not None else "") + \
-            f" over {int(p['n'])} seeds"
+        p_text = (f", Holm-corrected bootstrap p = {p_holm:.3f}" if p_holm is not None
+                  else "") + f" over {int(p['n'])} seeds"
         lines.append(
             f'<p class="{cls}"><b>{html.escape(arm)} {word}</b> against '
             f'{html.escape(ref)}, the strongest non-generative arm: test balanced accuracy '
             f'{a[m]:.3f}{_ci(a.get("balanced_accuracy_ci_low"), a.get("balanced_accuracy_ci_high"))}'
             f' vs {b[m]:.3f}{_ci(b.get("balanced_accuracy_ci_low"), b.get("balanced_accuracy_ci_high"))}'
-            f' (difference {p["mean_diff"]:+.3f}{_ci(p.get("ci_low"), p.get("ci_high"), True)}'
-            f'{p_text}).</p>')
+            f' (difference {p["mean_diff"]:+.3f}{ci_text(low, high, level)}{p_text}).</p>')
     return "".join(lines)
 
 
@@ -284,6 +289,8 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
         msg = _missing("The classifier comparison has not run.")
         return msg, msg, ""
     import pandas as pd
+    from classifier.comparison import VERDICT_RULE, ci_text
+    nan = float("nan")
     sets = [s for s in dict.fromkeys(pd.read_csv(layout.results / "summary.csv")["set"])
             if s != "val"]
     body, verdict = "", ""
@@ -306,19 +313,20 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
         if paired:
             body += html_table([{
                 "arm": p["variant"], "vs": p.get("baseline", ""), "metric": p["metric"],
-                "mean diff [95% CI]": f"{p['mean_diff']:+.3f}"
-                + _ci(p.get("ci_low"), p.get("ci_high"), True),
+                "mean diff [interval] (level)": f"{p['mean_diff']:+.3f}"
+                + ci_text(p.get("ci_low", nan), p.get("ci_high", nan), p.get("ci_level", nan)),
                 "wins/ties/losses": f"{p['wins']}/{p['ties']}/{p['losses']}",
-                "p": p.get("p_value"), "test": p.get("test", ""),
-                "Holm p": p.get("p_holm"), "verdict": p.get("verdict", "")}
+                "bootstrap p": p.get("p_value"), "Holm p": p.get("p_holm"),
+                "verdict": p.get("verdict", ""),
+                "seeds: p (test)": p.get("seed_p"), "seed test": p.get("seed_test", "")}
                 for p in paired if p["metric"] in _COMPARE_METRICS])
     body += ('<p class="note">Mean ± std over seeds [95% bootstrap CI over seeds and test '
              'images]. Every arm trains the same classifier for the same steps on the same '
              'seeds; the paired rows compare each arm with the strongest non-generative arm '
-             '(original, rebalanced, classic or classic_fill, by mean balanced accuracy), '
-             'with Holm\'s correction across arms; "better"/"worse" only when the corrected '
-             'p &lt; 0.05 and the CI excludes 0. Tail recall: mean recall of the labels with '
-             'the fewest real training images (results/compare.md names them).</p>')
+             '(original, rebalanced, classic or classic_fill, by mean balanced accuracy). '
+             + html.escape(VERDICT_RULE) + ' The seed-level test is shown to read and decides '
+             'nothing. Tail recall: mean recall of the labels with the fewest real training '
+             'images (results/compare.md names them).</p>')
     body += ("<h3>Per-label recall (mean over seeds)</h3>"
              + _recall_html(layout, sets, references, arms))
     body += ("<h3>Convergence: validation curves</h3>"

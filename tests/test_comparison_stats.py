@@ -82,13 +82,118 @@ def test_tail_labels_are_the_rarest_with_ties():
     assert statistics.tail_labels({"x": 3}, 0.1) == ["x"]
 
 
-def test_verdict_needs_both_the_corrected_p_and_the_ci():
-    assert statistics.verdict(0.01, 0.01, 0.05) == "better"
-    assert statistics.verdict(0.01, -0.05, -0.01) == "worse"
-    assert statistics.verdict(0.01, -0.01, 0.05) == "no clear difference"
-    assert statistics.verdict(0.06, 0.01, 0.05) == "no clear difference"
-    assert statistics.verdict(None, 0.01, 0.05) == "no clear difference"
-    assert statistics.verdict(0.01, math.nan, math.nan) == "no clear difference"
+def test_verdict_is_read_off_the_interval():
+    assert statistics.verdict(0.01, 0.05) == "better"
+    assert statistics.verdict(-0.05, -0.01) == "worse"
+    assert statistics.verdict(-0.01, 0.05) == "no clear difference"
+    assert statistics.verdict(0.0, 0.05) == "no clear difference"        # 0 is inside
+    assert statistics.verdict(-math.inf, math.inf) == "no clear difference"
+    assert statistics.verdict(math.nan, math.nan) == statistics.NO_VERDICT
+
+
+def test_bootstrap_p_counts_the_replicates_beyond_zero_with_one_added():
+    assert statistics.bootstrap_p(np.full(999, 0.02)) == pytest.approx(2 / 1000)
+    assert statistics.bootstrap_p(np.full(999, -0.02)) == pytest.approx(2 / 1000)
+    assert statistics.bootstrap_p(np.zeros(99)) == 1.0                 # all ties: no effect
+    d = np.r_[np.full(10, -1.0), np.full(89, 1.0)]
+    assert statistics.bootstrap_p(d) == pytest.approx(2 * 11 / 100)
+    assert statistics.bootstrap_p(np.r_[d, np.nan]) == statistics.bootstrap_p(d)
+    assert math.isnan(statistics.bootstrap_p([np.nan]))
+
+
+def test_interval_excludes_zero_exactly_when_p_is_below_its_error_rate():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(5, 400))
+        d = rng.normal(rng.normal(0, 1), 1, n).round(int(rng.integers(0, 3)))  # ties at 0
+        for error in (0.05, 0.05 / 2, 0.05 / 3, 0.05 / 7, 0.2, 2 / (n + 1)):
+            low, high = statistics.matched_interval(d, error)
+            assert (low > 0 or high < 0) == (statistics.bootstrap_p(d) < error)
+            assert low <= high
+    # Too few replicates for the level: no interval can exclude 0, and it says so.
+    assert statistics.matched_interval(np.ones(30), 0.05) == (-math.inf, math.inf)
+    assert statistics.matched_interval(np.ones(40), 0.05) == (1.0, 1.0)
+
+
+def test_holm_errors_follow_the_step_down():
+    p = [0.001, 0.3, 0.02, None, 0.012]
+    # Ranks: 0.001 (0.05/4), 0.012 (0.05/3), 0.02 (0.05/2 = 0.025), 0.3 (0.05: kept).
+    assert statistics.holm_errors(p) == pytest.approx([0.0125, 0.05, 0.025, math.nan,
+                                                       0.05 / 3], nan_ok=True)
+    # The first kept test stops Holm: every later one keeps that step's rate.
+    assert statistics.holm_errors([0.04, 0.03, 0.5]) == pytest.approx([0.05 / 3] * 3)
+    assert statistics.holm_errors([]) == []
+
+
+def _family(rng, m: int, n_boot: int) -> list:
+    """m arms' bootstrap differences: some clear effects, some near 0, one missing."""
+    out = [rng.normal(rng.choice([-0.06, -0.02, 0.0, 0.01, 0.05]), 0.02, n_boot)
+           for _ in range(m)]
+    out[rng.integers(0, m)] = None if rng.random() < 0.3 else out[0]
+    return out
+
+
+def test_the_verdict_agrees_with_its_printed_interval_and_with_holm():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        m = int(rng.integers(1, 7))
+        rows = statistics.paired_verdicts(_family(rng, m, int(rng.integers(50, 800))))
+        for r in rows:
+            if r["verdict"] == statistics.NO_VERDICT:
+                assert math.isnan(r["ci_low"]) and math.isnan(r["p_holm"])
+                continue
+            excludes = r["ci_low"] > 0 or r["ci_high"] < 0
+            assert (r["verdict"] != "no clear difference") == excludes
+            assert (r["verdict"] != "no clear difference") == (r["p_holm"] < 0.05)
+            assert r["ci_level"] >= 0.95 and r["ci_low"] <= r["ci_high"]
+
+
+def test_case_a_an_interval_away_from_zero_is_a_verdict():
+    """`make demo` printed "no clear difference ... difference -0.052 [-0.101, -0.016],
+    Holm-corrected p = 0.430": a seed-level t-test decided against its own bootstrap CI."""
+    from classifier.metrics import paired_comparison
+    rng = np.random.default_rng(0)
+    boot = rng.normal(-0.052, 0.022, 2000)
+    lo, hi = statistics.percentile_interval(boot)
+    assert hi < 0                                      # the 95% CI excludes 0
+    seeds = paired_comparison([0.80, 0.82, 0.84], [0.70, 0.83, 0.80])   # 3 seeds
+    assert seeds["p_value"] > 0.3                      # the old rule's p: no verdict
+    (alone,) = statistics.paired_verdicts([boot])
+    assert alone["verdict"] == "worse" and alone["ci_level"] == 0.95
+    assert alone["ci_high"] < 0 and alone["p_holm"] < 0.05
+    assert alone["ci_low"] == pytest.approx(lo, abs=0.005)
+    # Among three arms it is printed at its Holm step's level, 98.3%: that interval just
+    # reaches 0 (Holm p = 0.051), so the verdict, read off it, is no clear difference.
+    rows = statistics.paired_verdicts([boot, rng.normal(0, 0.02, 2000),
+                                       rng.normal(0.01, 0.02, 2000)])
+    assert rows[0]["ci_level"] == pytest.approx(1 - 0.05 / 3)
+    assert rows[0]["ci_low"] < lo and rows[0]["ci_high"] >= 0 > hi
+    assert rows[0]["p_holm"] == pytest.approx(0.051, abs=0.001)
+    assert [r["verdict"] for r in rows] == ["no clear difference"] * 3
+    # Holm stopped at its first step, so every arm is printed at that step's level.
+    assert {r["ci_level"] for r in rows} == {rows[0]["ci_level"]}
+
+
+def test_case_b_the_rule_does_not_jump_at_zero_variance():
+    """Five equal +0.02 differences gave the sign test's p = 0.0625; moving one by 1e-7
+    gave a t-test with p = 6e-24. The bootstrap p moves only when a replicate crosses 0."""
+    from classifier.metrics import paired_comparison
+    base = np.array([0.70, 0.72, 0.74, 0.76, 0.78])
+    equal, moved = base + 0.02, base + 0.02 + np.array([1e-7, 0, 0, 0, 0])
+    # The seed-level test still jumps; it is descriptive now and decides nothing.
+    assert paired_comparison(base, equal)["p_value"] == pytest.approx(0.0625)
+    assert paired_comparison(base, moved)["p_value"] < 1e-20
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 0.004, 2000)                 # the test images' share
+    flat = statistics.paired_verdicts([0.02 + noise, rng.normal(0, 0.01, 2000)])
+    nudged = statistics.paired_verdicts([0.02 + noise + np.r_[1e-7, np.zeros(1999)],
+                                         rng.normal(0, 0.01, 2000)])
+    assert flat[0]["p_value"] == nudged[0]["p_value"]
+    assert flat[0]["verdict"] == nudged[0]["verdict"] == "better"
+    assert nudged[0]["ci_low"] - flat[0]["ci_low"] <= 1e-7
+    # With no image noise at all every replicate is +0.02: p = 2 / (B + 1), not 0.
+    (still,) = statistics.paired_verdicts([np.full(2000, 0.02)])
+    assert still["p_value"] == pytest.approx(2 / 2001) and still["verdict"] == "better"
 
 
 def test_arm_names():
@@ -182,10 +287,84 @@ def test_a_small_gain_is_no_clear_difference():
     # original loses to classic at every seed (its errors are a superset): a real effect.
     assert paired.set_index(["variant", "metric"]).loc[("original", "balanced_accuracy"),
                                                        "verdict"] == "worse"
-    # Without predictions there is no CI, so no verdict either way.
-    _, paired = compare_tables(rows, None, tail=["d"], n_boot=300)
-    assert paired["ci_low"].isna().all()
-    assert set(paired["verdict"]) == {"no clear difference"}
+    # Without predictions, or without resamples, there is no interval and no verdict.
+    for preds_, n_boot in ((None, 300), (preds, 0)):
+        _, paired = compare_tables(rows, preds_, tail=["d"], n_boot=n_boot)
+        assert paired["ci_low"].isna().all() and paired["p_holm"].isna().all()
+        assert set(paired["verdict"]) == {statistics.NO_VERDICT}
+        assert set(paired["test"]) == {"none"}
+        assert paired["seed_p"].notna().all()          # the seed test is still shown
+
+
+def _shifted_runs(extra: dict[str, list[int]], n_img: int = 120):
+    """Runs on the same test images: the reference `classic` errs on a fixed 30%; every
+    other arm errs where classic does, plus on the first k of classic's right images
+    (k > 0, per seed) or is right on the first -k of classic's wrong images (k < 0)."""
+    y = np.repeat(np.arange(4), n_img // 4)
+    names = np.array(["a", "b", "c", "d"])
+    paths = [f"t/{names[c]}/{i}.png" for i, c in enumerate(y)]
+    wrong = np.random.default_rng(0).permutation(n_img) < 0.3 * n_img
+    right_idx, wrong_idx = np.flatnonzero(~wrong), np.flatnonzero(wrong)
+    rows, preds = [], {}
+    for arm, ks in {"classic": [0] * len(next(iter(extra.values()))), **extra}.items():
+        for s, k in enumerate(ks):
+            miss = wrong.copy()
+            miss[right_idx[:max(k, 0)]] = True
+            miss[wrong_idx[:max(-k, 0)]] = False
+            p = np.where(miss, (y + 1) % 4, y)
+            m = classification_metrics(y, p, list(names))
+            rows.append({"variant": arm, "seed": s, "set": "test",
+                         **{k: m[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
+                                              "weighted_f1")},
+                         "tail_recall": m["per_class"]["d"]["recall"]})
+            preds[("test", arm, s)] = pd.DataFrame({"path": paths, "label": names[y],
+                                                    "predicted": names[p]})
+    return rows, preds
+
+
+def test_compare_tables_case_a_seed_test_would_say_nothing_the_interval_decides():
+    from classifier.comparison import compare_tables, paired_markdown
+    # Three seeds that all lose (2, 6 and 12 of 120 images): the t-test over 3 seeds gives
+    # p > 0.05, the bootstrap over seeds and images lies below 0.
+    rows, preds = _shifted_runs({"original": [1, 0, 1], "diffusion_fill": [2, 6, 12]})
+    _, paired = compare_tables(rows, preds, n_boot=1000)
+    fill = paired.set_index(["variant", "metric"]).loc[("diffusion_fill", "balanced_accuracy")]
+    assert fill["seed_p"] > 0.05 and fill["seed_test"] == "paired t"
+    assert fill["ci_high"] < 0 and fill["verdict"] == "worse" and fill["p_holm"] < 0.05
+    assert fill["test"] == "paired bootstrap"
+    assert "worse" in paired_markdown(paired) and "(97.5%)" in paired_markdown(paired)
+
+
+def test_compare_tables_case_b_equal_gains_at_every_seed_are_better():
+    from classifier.comparison import compare_tables
+    # Right on the same 8 images classic gets wrong, at each of 5 seeds: equal differences,
+    # the sign test's p = 0.0625; the bootstrap sees the gain in every resample but a few.
+    rows, preds = _shifted_runs({"original": [3] * 5, "diffusion_fill": [-8] * 5})
+    _, paired = compare_tables(rows, preds, n_boot=1000)
+    fill = paired.set_index(["variant", "metric"]).loc[("diffusion_fill", "balanced_accuracy")]
+    assert fill["seed_test"] == "sign" and fill["seed_p"] == pytest.approx(0.0625)
+    assert fill["verdict"] == "better" and fill["ci_low"] > 0
+
+
+def test_compare_tables_verdicts_always_match_their_printed_intervals():
+    from classifier.comparison import ci_text, compare_tables
+    for gain in (0.0, 0.01, 0.05, 0.25):
+        _, paired = compare_tables(*_rows_and_predictions(gain, n_seeds=3), tail=["d"],
+                                   n_boot=200)
+        for _, r in paired.iterrows():
+            if r["verdict"] == statistics.NO_VERDICT:       # a tail label never drawn
+                assert math.isnan(r["ci_low"])
+                continue
+            excludes = r["ci_low"] > 0 or r["ci_high"] < 0
+            assert (r["verdict"] in ("better", "worse")) == excludes
+            assert (r["verdict"] == "better") == (r["ci_low"] > 0)
+            assert (r["p_holm"] < 0.05) == excludes
+            # What a reader sees says the same: the printed bounds, as text.
+            low, high = (float(x) for x in ci_text(r["ci_low"], r["ci_high"], r["ci_level"])
+                         .split("]")[0].strip(" [").split(", "))
+            assert (low > 0 or high < 0) == excludes
+    # A bound just off 0 is printed with the digits that show its side.
+    assert ci_text(3e-4, 0.05, 0.95) == " [+0.0003, +0.050] (95%)"
 
 
 def test_epoch_plan_with_a_step_budget():

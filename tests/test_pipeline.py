@@ -310,27 +310,31 @@ def test_out_dir_inside_the_data_or_holding_other_files_is_refused(data, tmp_pat
     assert (busy / "report.html").read_text() == "my own report"
 
 
-def test_the_verdict_claims_an_effect_only_when_corrected_p_and_ci_agree():
+def test_the_verdict_line_is_read_off_the_printed_interval():
     from pipeline.report import _verdict
     summary = [{"variant": "original", "balanced_accuracy_mean": 0.80},
                {"variant": "rebalanced", "balanced_accuracy_mean": 0.83},
                {"variant": "diffusion_fill", "balanced_accuracy_mean": 0.88}]
 
-    def paired(p_holm, lo, hi, arm="diffusion_fill"):
+    def paired(p_holm, lo, hi, arm="diffusion_fill", level=0.975):
         return [{"variant": arm, "baseline": "rebalanced", "metric": "balanced_accuracy",
-                 "mean_diff": (lo + hi) / 2, "ci_low": lo, "ci_high": hi,
+                 "mean_diff": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "ci_level": level,
                  "p_value": p_holm / 2, "p_holm": p_holm, "n": 5}]
     text = _verdict(summary, paired(0.01, 0.02, 0.08))
     assert "diffusion_fill helped" in text and "against rebalanced" in text
-    assert "no clear difference" in _verdict(summary, paired(0.01, -0.01, 0.08))  # CI
-    assert "no clear difference" in _verdict(summary, paired(0.2, 0.02, 0.08))    # p
-    assert "no clear difference" in _verdict(summary, paired(float("nan"), 0.02, 0.08))
+    assert "[+0.020, +0.080] (97.5%)" in text and "bootstrap p = 0.010" in text
+    assert "no clear difference" in _verdict(summary, paired(0.2, -0.01, 0.08))
     assert "hurt" in _verdict(summary, paired(0.01, -0.08, -0.02))
-    # Non-generative arms get no verdict line; old rows without p_holm/CI claim nothing.
+    # No interval (no bootstrap), or an older comparison's 95% CI without its level: no
+    # verdict, whatever its p says.
+    nan = float("nan")
+    assert "has no verdict" in _verdict(summary, paired(nan, nan, nan, level=nan))
+    old = paired(0.01, 0.02, 0.08)[0]
+    del old["ci_level"]
+    assert "has no verdict" in _verdict(summary, [old]) and "helped" not in \
+        _verdict(summary, [old])
+    # Non-generative arms get no verdict line.
     assert _verdict(summary, paired(0.01, 0.02, 0.08, arm="original")) == ""
-    old = [{"variant": "diffusion_fill", "baseline": "rebalanced", "metric":
-            "balanced_accuracy", "mean_diff": 0.05, "p_value": 0.001, "n": 3}]
-    assert "no clear difference" in _verdict(summary, old)
 
 
 def test_gan_test_is_cached_and_missing_measurements_are_named(finished, data, tmp_path):
