@@ -210,9 +210,11 @@ def test_config_flags_json_and_validation(tmp_path):
     cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--balanced_dir", "b",
                                           "--test_dir", "c"])
     # Default arms: the real-only ones and each fill whose folder is given.
-    assert cfg.arms() == ["original", "rebalanced", "classic", "diffusion_fill"]
+    assert cfg.arms() == ["original", "rebalanced", "classic", "logit_adjusted", "crt",
+                          "diffusion_fill"]
     cfg, _ = parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c"])
-    assert cfg.balanced_dir == "" and cfg.arms() == ["original", "rebalanced", "classic"]
+    assert cfg.balanced_dir == "" and cfg.arms() == ["original", "rebalanced", "classic",
+                                                  "logit_adjusted", "crt"]
     with pytest.raises(SystemExit):     # only the fill arm needs the fill folder
         parse_config(CompareConfig, ["--train_dir", "a", "--test_dir", "c",
                                      "--variants", "original", "synthetic"])

@@ -406,8 +406,8 @@ def test_compare_plans_every_arm_at_one_step_budget(tmp_path):
             "--classic_fill_dir", str(clas), "--out_dir", str(tmp_path / "out"),
             "--seeds", "3", "4", "--batch_size", "8", "--classic_strengths", "0.5", "1"]
     cfg, _ = parse_config(CompareConfig, argv)
-    assert cfg.arms() == ["original", "rebalanced", "classic", "classic_fill",
-                          "diffusion_fill"]
+    assert cfg.arms() == ["original", "rebalanced", "classic", "logit_adjusted", "crt",
+                          "classic_fill", "diffusion_fill"]
     counts = source_counts(cfg)
     # Largest arm: diffusion_fill, 25 real - 5 validation + 15 added = 35 images -> 5 steps.
     assert step_budget(cfg, cfg.arms(), counts) == 5
@@ -418,10 +418,12 @@ def test_compare_plans_every_arm_at_one_step_budget(tmp_path):
     jobs, waiting = compare_jobs(cfg, None, 5, counts)
     assert waiting == ["classic"]
     jobs, waiting = compare_jobs(cfg, 0.5, 5, counts)
-    assert not waiting and len(jobs) == 10
+    assert not waiting and len(jobs) == 14
     by = {(j["variant"], j["seed"]): j["cfg"] for j in jobs}
     assert {c.steps_per_epoch for c in by.values()} == {5}
     assert by[("rebalanced", 3)].class_balanced and not by[("original", 3)].class_balanced
+    assert by[("logit_adjusted", 4)].logit_adjusted and not by[("original", 4)].logit_adjusted
+    assert by[("crt", 4)].from_run == str(tmp_path / "out" / "original" / "seed4")
     assert by[("classic", 4)].augm_type == "flip" and by[("classic", 4)].augm_strength == 0.5
     assert by[("diffusion_fill", 3)].manifest == str(diff)
     assert by[("classic_fill", 3)].manifest == str(clas)
