@@ -181,6 +181,8 @@ def _coerce(cls, name: str, value: Any) -> Any:
     """Converts a JSON value to the field's type (lists to tuples, ints to floats)."""
     tp, optional = _unwrap_optional(_field_types(cls)[name])
     if value is None:
+        if not optional:   # JSON null where a number or a name is needed
+            raise ConfigError(f"{name}: expected {getattr(tp, '__name__', tp)}, got null")
         return None
     origin = typing.get_origin(tp)
     original = value
