@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dataset.atomic import load_weights_checked
 from dataset.out_dir import holds_files, remove_stale_temp_files
+from dataset.run_folders import read_run_config
 from dataset.scan import DatasetError
 
 CONFIG_NAME = "config.json"
@@ -79,10 +80,16 @@ def saved_architecture(run_dir: Path, cfg, classes: list) -> dict:
     if not path.is_file():
         return architecture(cfg, len(classes))
     try:
-        arch = json.loads(path.read_text())["config"]
+        saved = json.loads(path.read_text())
+        if saved.get("class", "Classifier") != "Classifier":
+            raise ValueError(f"it describes a {saved['class']}, not a classifier")
+        arch = saved["config"]
+        missing = {"backbone", "image_size", "mean", "std", "dropout"} - set(arch)
+        if missing:
+            raise ValueError(f"no {', '.join(sorted(missing))}")
         if int(arch["num_classes"]) != len(classes):
             raise ValueError(f"{arch['num_classes']} classes, config.json names {len(classes)}")
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path} is damaged ({err})") from None
     return arch
 
@@ -121,9 +128,10 @@ def load_run(model_path: str | Path, verbose: bool = False):
     if not cfg_path.is_file():
         raise DatasetError(f"no {CONFIG_NAME} beside {model_path}: a saved classifier is a "
                            f"run folder with config.json + {WEIGHTS_NAME}")
+    # the kind first: a diffusion folder also has config.json and best.weights.h5
+    data = read_run_config(cfg_path.parent, "classifier")
     if not weights.is_file():
         raise DatasetError(f"{weights} does not exist (an unfinished run?)")
-    data = json.loads(cfg_path.read_text())
     classes = data.get("_class_names")
     if not classes:
         raise DatasetError(f"{cfg_path} has no _class_names: not a classifier run")

@@ -34,6 +34,7 @@ from cli.flags import ConfigError, changed_settings, load_config_json, validate_
 from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.atomic import load_weights_checked
 from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
+from dataset.run_folders import read_run_config
 from dataset.scan import DatasetError
 from diffusion.data import AUGMENT_DIMS, find_label_images, find_labelled_images
 from diffusion.model_folder import CONFIG_JSON, describe_run, saved_model_config
@@ -84,16 +85,18 @@ def plan_data(cfg: DiffusionConfig, labels: list[str] | None = None) -> DataPlan
 
 
 def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
-    """The config and the `_`-prefixed metadata saved in a run folder's config.json."""
+    """The config and the `_`-prefixed metadata saved in a run folder's config.json.
+
+    Raises:
+        ConfigError: no config.json, a damaged one, or a folder of another kind (one line).
+    """
     path = Path(model_dir) / CONFIG_JSON
     if not path.exists():
         raise ConfigError(f"{model_dir} is not a run folder (no {CONFIG_JSON})")
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is damaged ({err})") from None
+        data = read_run_config(model_dir, "diffusion")
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
     try:
         cfg = load_config_json(DiffusionConfig, path)
         # the architecture and ranges; where it trained from may since have moved

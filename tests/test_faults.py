@@ -477,3 +477,46 @@ def test_run_diffusion_with_a_nan_loss_is_one_error_line_and_exit_status_1(
     assert "became nan in epoch 1 (step 1); no weights kept" in lines[0]
     (run,) = (tmp_path / "runs").iterdir()
     assert not (run / "best.weights.h5").exists() and not (run / "last.weights.h5").exists()
+
+
+# Loaders (issue 37): a run folder of the wrong kind, or a config.json that is not JSON, is
+# one line naming the folder, whichever command loads it.
+def _damaged_copy(run: Path, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(run, dst)
+    (dst / "config.json").write_text("{not json")
+    return dst
+
+
+def _evaluate(run: Path, data, out: Path) -> int:
+    from classifier.evaluate import main
+    return main(["--model", str(run), "--test_dir", str(data["test"]), "--out_dir", str(out)])
+
+
+def _sample(run: Path, data, out: Path) -> int:
+    from run_diffusion import main
+    return main(["--runtime", "inference", "--model_dir", str(run), "--out_dir", str(out),
+                 "--images_to_generate", "1", "--generate_diffusion_steps", "2"])
+
+
+@pytest.mark.parametrize("command, wrong, expected", [
+    (_evaluate, "model", "is a diffusion run folder; this needs a classifier run folder"),
+    (_evaluate, "damaged", "config.json is not valid JSON"),
+    (_sample, "classifier", "is a classifier run folder; this needs a diffusion run folder"),
+    (_sample, "damaged", "config.json is not valid JSON"),
+], ids=["evaluate-diffusion-run", "evaluate-damaged", "sample-classifier-run",
+        "sample-damaged"])
+def test_a_run_folder_of_the_wrong_kind_or_damaged_is_one_line(command, wrong, expected,
+                                                                 data, capsys):
+    if wrong == "damaged":
+        own = data["classifier"] if command is _evaluate else data["model"]
+        run = _damaged_copy(own, data["root"] / "damaged_run")
+    else:
+        run = data[wrong]
+    out = data["root"] / "out"
+    code = command(run, data, out)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert expected in lines[0] and str(run) in lines[0], lines
+    assert not out.exists()
