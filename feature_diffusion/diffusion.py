@@ -158,9 +158,10 @@ class FeatureDiffusion:
                                 self.class_names, self.stats, self.label_counts)
 
     # -- sampling --------------------------------------------------------------------
-    def _step_fn(self, guided: bool, clip: bool):
-        """A compiled DDIM step (network + update), cached per guidance and clip mode."""
-        key = (guided, clip)
+    def _step_fn(self, guided: bool, clip: bool, compiled: bool = True):
+        """A compiled DDIM step (network + update), cached per guidance and clip mode;
+        `compiled=False` gives the same step run eagerly (the benchmark's baseline)."""
+        key = (guided, clip, compiled)
         if key in self._step_fns:
             return self._step_fns[key]
         import tensorflow as tf
@@ -199,6 +200,9 @@ class FeatureDiffusion:
         # one batch size may pick other kernels than a relaxed one, and the same seed must
         # give the same vectors whatever was generated before.
         vec, scalar = tf.TensorSpec((None, self.feature_dim), "float32"), tf.TensorSpec((), "float32")
+        if not compiled:
+            self._step_fns[key] = step
+            return step
         self._step_fns[key] = tf.function(step, input_signature=[
             vec, scalar, scalar, scalar, vec, tf.TensorSpec((None,), "int32"), scalar])
         return self._step_fns[key]
@@ -219,11 +223,12 @@ class FeatureDiffusion:
     def generate_from_seeds(self, labels: Sequence[str], seeds: Sequence[int],
                             guidance_scale: float | None = None, steps: int | None = None,
                             eta: float | None = None, batch_size: int = 1024,
-                            clip: str | None = None) -> np.ndarray:
+                            clip: str | None = None, compiled: bool = True) -> np.ndarray:
         """One feature vector per (label, seed) pair, in the original feature scale.
 
         Row i draws its noise from `numpy.random.default_rng(seeds[i])` only, so any row can
-        be regenerated alone. Settings left None are the model's (cfg).
+        be regenerated alone. Settings left None are the model's (cfg); `compiled=False`
+        runs the network eagerly (only to measure what compiling gains).
 
         Returns:
             float32 (len(labels), D).
@@ -239,9 +244,13 @@ class FeatureDiffusion:
             raise ValueError(f"one seed per label is needed: {len(seeds)} for {len(labels)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if guidance_scale != 1.0 and cfg.label_dropout == 0.0:
+            raise ValueError(f"guidance_scale {guidance_scale} needs a model trained with "
+                             f"label_dropout > 0 (this one never saw the null label); use "
+                             f"guidance_scale 1")
         ids = self._label_ids(labels)
         times = sampling_times(steps)
-        fn = self._step_fn(guidance_scale != 1.0, clip == "every_step")
+        fn = self._step_fn(guidance_scale != 1.0, clip == "every_step", compiled)
         d = self.feature_dim
         out = np.empty((len(ids), d), np.float32)
         for b0 in range(0, len(ids), batch_size):

@@ -77,7 +77,10 @@ def _model_from_folder(run_dir: Path, data: dict) -> FeatureDiffusion:
     """The FeatureDiffusion that a folder's files describe, weights loaded."""
     from config import FeatureDiffusionConfig
     from feature_diffusion.model import FeatureDenoiser
-    cfg = config_from_dict(FeatureDiffusionConfig, data)
+    try:
+        cfg = config_from_dict(FeatureDiffusionConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{run_dir / CONFIG_JSON}: {err}") from None
     try:
         names = [str(n) for n in data["_class_names"]]
         stats = FeatureStats.from_lists(data["_feature_mean"], data["_feature_std"],

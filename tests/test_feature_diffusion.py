@@ -122,11 +122,13 @@ def test_finished_folder_is_loaded_not_retrained(trained):
     model, run_dir = trained
     x, y, _ = blobs()
     stamp = (run_dir / WEIGHTS).stat().st_mtime_ns, (run_dir / LOSS_CSV).read_text()
-    cfg = FeatureDiffusionConfig(**{**TINY, "guidance_scale": 1.0, "eta": 0.0})
+    cfg = FeatureDiffusionConfig(**{**TINY, "guidance_scale": 2.0, "eta": 0.0})
     again = train_feature_model(x, y, NAMES, cfg, run_dir, progress=False)
     assert ((run_dir / WEIGHTS).stat().st_mtime_ns, (run_dir / LOSS_CSV).read_text()) == stamp
-    assert again.cfg.guidance_scale == 1.0 and again.cfg.eta == 0.0   # generation settings
-    np.testing.assert_allclose(again.generate({"rare": 3}, seed=2, guidance_scale=1.5, eta=1.0)[0],
+    assert again.cfg.guidance_scale == 2.0 and again.cfg.eta == 0.0   # generation settings
+    np.testing.assert_allclose(again.generate({"rare": 3}, seed=2,
+                                              guidance_scale=model.cfg.guidance_scale,
+                                              eta=model.cfg.eta)[0],
                                model.generate({"rare": 3}, seed=2)[0], atol=1e-4)
     with pytest.raises(ConfigError) as err:
         train_feature_model(x, y, NAMES, FeatureDiffusionConfig(**{**TINY, "blocks": 3}),
@@ -230,6 +232,11 @@ def test_bad_training_data_and_requests_are_one_line_errors(trained, tmp_path):
     assert "unicorn" in one_line(err)
     with pytest.raises(ValueError):
         model.generate({"rare": -1}, seed=0)
+    blind_to_null = model.with_generation_settings(model.cfg)
+    blind_to_null.cfg.label_dropout = 0.0
+    with pytest.raises(ValueError) as err:
+        blind_to_null.generate({"rare": 1}, seed=0, guidance_scale=2.0)
+    assert "label_dropout" in one_line(err)
 
 
 def test_feature_quality_numbers():
