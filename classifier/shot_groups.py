@@ -193,12 +193,14 @@ def shot_summary(rows: Sequence[dict], arms: Sequence[str] = ()) -> list[dict]:
     return out
 
 
-def _split_text(split: str, groups: Mapping[str, str], many_above: int, few_below: int,
+def _split_text(split: str, counts: Mapping[str, int], many_above: int, few_below: int,
                 shares: tuple[float, float]) -> str:
+    groups = shot_groups(counts, split, many_above, few_below, shares)
     rule = (f"many > {many_above} training images, few < {few_below}" if split == "absolute"
             else f"the {shares[0]:.0%} of labels with the most training images are many, "
                  f"the {shares[1]:.0%} with the fewest few")
-    named = "; ".join(f"{g}: {', '.join(lab for lab, x in groups.items() if x == g) or 'none'}"
+    by_count = sorted(counts, key=lambda lab: (-counts[lab], lab))     # head first
+    named = "; ".join(f"{g}: {', '.join(lab for lab in by_count if groups[lab] == g) or 'none'}"
                       for g in GROUPS)
     return f"**{split}** split ({rule}). {named}."
 
@@ -212,8 +214,7 @@ def shots_markdown(summary: Sequence[dict], train_counts: Mapping[str, int],
     cell = {(r["set"], r["split"], r["variant"], r["group"]): r for r in summary}
     lines = []
     for split in dict.fromkeys(r["split"] for r in summary):
-        groups = shot_groups(counts, split, many_above, few_below, shares)
-        lines += ["", _split_text(split, groups, many_above, few_below, shares), "",
+        lines += ["", _split_text(split, counts, many_above, few_below, shares), "",
                   "| set | arm | n | many | medium | few |", "|---|---|---|---|---|---|"]
         for test_set, arm in dict.fromkeys((r["set"], r["variant"]) for r in summary
                                            if r["split"] == split):
