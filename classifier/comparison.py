@@ -5,6 +5,8 @@ budget, the classic augmentation's strength chosen on validation, and the eviden
     out_dir/<arm>/seed<S>/                         one run folder per arm and seed
     out_dir/runs.csv, summary.csv, paired.csv, compare.md
     out_dir/tail_labels.json                       the tail labels and the real counts
+    out_dir/shots.csv                              many / medium / few-shot accuracy per run
+                                                   (long-tailed data only, shot_groups.py)
 
 Fairness: every arm trains the same classifier for the same number of steps per epoch (one
 pass over the largest arm's training set) and epochs, with the same seeds; the classic
