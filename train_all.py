@@ -14,6 +14,7 @@ writes it to out_dir/train_all_<time>.csv.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import io
 import sys
@@ -42,9 +43,34 @@ def failure_row(label: str, err: BaseException) -> dict:
     return {"label": label, "status": "failed", "error": first}
 
 
+def without_empty_labels(cfg: TrainAllConfig) -> TrainAllConfig:
+    """A conditional run without the label folders that hold no image, saying which; the
+    labels the user named must all hold images (one per-label run fails alone anyway).
+
+    Raises:
+        DatasetError: a named label without images, or no label with images.
+    """
+    if not cfg.conditional:
+        return cfg
+    from diffusion.data import labels_with_images
+    found, left_out = labels_with_images(cfg.in_dir, cfg.labels)
+    if left_out and cfg.labels:
+        raise DatasetError(f"label {left_out[0]}: leave it out of --labels")
+    if not found:
+        raise DatasetError(f"no label folder of {cfg.in_dir} holds images")
+    if left_out:
+        print(f"left out {len(left_out)} label folder(s) without images (the conditional "
+              f"model trains on the other {len(found)}):")
+        for line in left_out:
+            print(f"  {line}")
+        cfg = dataclasses.replace(cfg, labels=list(found))
+    return cfg
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(TrainAllConfig, argv, prog="train_all.py")
+    cfg = without_empty_labels(cfg)
     runs = per_label_configs(cfg)
     if ns._dry_run:
         from diffusion.training import describe_plan

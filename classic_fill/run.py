@@ -280,7 +280,8 @@ def run_classic_fill(plan: ClassicFillPlan, progress: bool = True,
             workers = cfg.workers or default_workers()
             for new, errors in parallel_imap(
                     _make_images, jobs, desc="classic fill" if progress else None, unit="img",
-                    weight=lambda res: len(res[0]) + len(res[1]), total=len(todo) - 1,
+                    # the bar counts the first image, made above, too
+                    weight=lambda res: len(res[0]) + len(res[1]), total=len(todo), initial=1,
                     chunksize=max(1, min(8, len(jobs) // (4 * workers))), pool=pool,
                     workers=1):
                 append_manifest(manifest, new)  # as soon as they exist: resumable

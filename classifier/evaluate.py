@@ -22,6 +22,28 @@ def _new_folder(model_path: Path, test_dir: str) -> Path:
     return out
 
 
+def check_evaluation_folder(out_dir: str | Path, model_path: str | Path,
+                            test_dir: str | Path) -> None:
+    """Refuses an out_dir inside the test folder (the next evaluation would meet its folder
+    as an unknown class) or inside the run folder, except its evaluations/ (the default).
+
+    Raises:
+        DatasetError: one line naming the folder it lies in.
+
+    Example:
+        >>> check_evaluation_folder("data/test/e", "runs/r1", "data/test")
+        Traceback (most recent call last):
+        DatasetError: --out_dir data/test/e is inside --test_dir data/test: ...
+    """
+    from dataset.out_dir import check_location
+    check_location(out_dir, test_dir, "--test_dir")
+    run = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    out = Path(out_dir).resolve()
+    evaluations = (run / "evaluations").resolve()
+    if out != evaluations and evaluations not in out.parents:
+        check_location(out_dir, run, "--model")
+
+
 def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | Path = "",
                    batch_size: int = 64, workers: int | None = None) -> tuple[dict, Path]:
     """Evaluates a saved run on `test_dir`; writes metrics.json and confusion.png.
@@ -41,6 +63,8 @@ def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | 
 
     if not Path(test_dir).is_dir():
         raise DatasetError(f"--test_dir {test_dir} is not a folder")
+    if out_dir:
+        check_evaluation_folder(out_dir, model_path, test_dir)
     model, cfg, classes = load_run(model_path)
     cfg = dataclasses.replace(cfg, workers=workers)
     metrics = evaluate_folder(model, test_dir, classes, cfg, batch_size=batch_size)

@@ -30,28 +30,39 @@ def check_location(out_dir: str | Path, in_dir: str | Path, in_flag: str = "--in
     return out
 
 
-# Settings that name data a command reads (never written into): a command's out_dir must lie
-# outside every one, or its outputs (curves, grids, PNGs) become training images next time.
+# Settings that name data or models a command reads (never written into): a command's out_dir
+# must lie outside every one, or its outputs (curves, grids, PNGs) become training images next
+# time, an unknown class of the next evaluation, or files inside a model folder.
 INPUT_FIELDS = ("in_dir", "train_dir", "val_dir", "test_dir", "ood_test_dirs", "balanced_dir",
-                "classic_fill_dir", "fill_dirs", "manifest", "inpainting_dir")
+                "classic_fill_dir", "fill_dirs", "manifest", "inpainting_dir", "mask_dir",
+                "model_dir", "model", "weight_paths", "label_models", "classifier_run",
+                "filter_model", "from_run", "ood_dir")
+# Entries written NAME=DIR (or LABEL=DIR): the folder is after the first '='.
+_NAMED_FIELDS = ("fill_dirs", "label_models")
 
 
 def input_folders(cfg) -> list[tuple[str, str]]:
-    """(flag, folder) of every input folder `cfg` names (a manifest file: its folder;
-    `fill_dirs` entries NAME=DIR: the DIR).
+    """(flag, folder) of every input folder `cfg` names (a file, such as a manifest or a
+    weights file: its folder; NAME=DIR entries: the DIR). A field with fixed choices (e.g.
+    DiffusionConfig.model, ddim or gan) names no folder.
 
     Example:
         >>> input_folders(CompareConfig(train_dir="data/train", test_dir="data/test"))
         [('--train_dir', 'data/train'), ('--test_dir', 'data/test')]
     """
+    import dataclasses
+    choices = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("choices")} \
+        if dataclasses.is_dataclass(cfg) else set()
     found = []
     for name in INPUT_FIELDS:
         value = getattr(cfg, name, None)
+        if name in choices:
+            continue
         for item in (value if isinstance(value, (list, tuple)) else [value]):
             path = str(item or "")
-            if name == "fill_dirs":
+            if name in _NAMED_FIELDS:
                 path = path.split("=", 1)[-1]
-            if name == "manifest" and path.endswith(".csv"):
+            if path and (path.endswith((".csv", ".h5", ".keras")) or Path(path).is_file()):
                 path = str(Path(path).parent)
             if path:
                 found.append((f"--{name}", path))
@@ -106,6 +117,7 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
             from another input or with other settings. Nothing is changed in any case.
     """
     out = check_location(out_dir, in_dir)
+    check_outside_inputs(cfg, out_dir)   # model folders, masks, ... too
     src = Path(in_dir).resolve()
     refuse_foreign(out, out_dir, (type(cfg).__name__,), tool)
     if holds_files(out):

@@ -59,10 +59,11 @@ def find_label_images(in_dir: str | Path) -> list[Path]:
     nested = [p for sub in _subfolders(in_dir) for p in _images_in(sub)]
     if direct and nested:
         # A dataset root with a stray image: training on that one image alone is never meant.
+        # (the same advice for run_diffusion.py, train_all.py and --conditional)
         raise DatasetError(f"{in_dir} holds {len(direct)} image(s) and sub-folders with "
-                           f"{len(nested)} more: give one label's folder as --in_dir, or "
-                           f"train on every label (--conditional, or train_all.py); move the "
-                           f"stray image(s) away first ({direct[0].name})")
+                           f"{len(nested)} more: a label's images lie either in its folder "
+                           f"or in its sub-folders, not both; move the stray image(s) "
+                           f"({direct[0].name}) or the sub-folders away")
     if direct:
         return direct
     if not nested:
@@ -90,6 +91,28 @@ def find_labelled_images(in_dir: str | Path, labels: Sequence[str] | None = None
     """
     return {label: find_label_images(path)
             for label, path in find_label_folders(in_dir, labels).items()}
+
+
+def labels_with_images(in_dir: str | Path, labels: Sequence[str] | None = None
+                       ) -> tuple[dict[str, list[Path]], list[str]]:
+    """({label: images} of the label folders that hold images, one line per label folder
+    without any), for a conditional model that trains on the others.
+
+    Raises:
+        DatasetError: as `find_labelled_images`, except for a label folder without images.
+
+    Example:
+        >>> found, left_out = labels_with_images("diffusion_data")
+        >>> left_out
+        ['b: no images in diffusion_data/b nor in its sub-folders']
+    """
+    found, left_out = {}, []
+    for label, path in find_label_folders(in_dir, labels).items():
+        if not _images_in(path) and not any(_images_in(sub) for sub in _subfolders(path)):
+            left_out.append(f"{label}: no images in {path} nor in its sub-folders")
+            continue
+        found[label] = find_label_images(path)
+    return found, left_out
 
 
 def drop_unreadable(paths: Sequence[Path], workers: int | None = None

@@ -47,6 +47,9 @@ def prompts_main(argv: list[str]) -> int:
     out = Path(cfg.out)
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose another name (nothing changed)")
+    blocking = next((d for d in out.parents if d.exists() and not d.is_dir()), None)
+    if blocking is not None:   # else mkdir answers a bare "File exists"
+        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder")
     format_template(cfg.template, "x")  # a bad template fails before any model loads
     if cfg.lm_preset:
         lm = load_causal_lm(cfg.lm_preset, cfg.seed)

@@ -203,7 +203,9 @@ def prompt_csv_text(table: dict[str, list[str]]) -> str:
     """A table as the `class;prompt` CSV that `load_prompts` reads back."""
     lines = ["class;prompt"]
     for label, prompts in table.items():
-        if ";" in label or "\n" in label:
-            raise PromptError(f"class {label!r}: a class name in a prompt file cannot hold ';'")
+        if ";" in label or "\n" in label or "\r" in label:
+            what = "';'" if ";" in label else "a line break"
+            raise PromptError(f"class {label!r}: a class name in a prompt file cannot hold "
+                              f"{what}")
         lines += [f"{label};{' '.join(p.replace(';', ',').split())}" for p in prompts]
     return "\n".join(lines) + "\n"

@@ -96,7 +96,8 @@ def worker_pool(workers: int | None = None, threads: bool = False) -> Iterator[E
 def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None,
                   desc: str | None = None, unit: str = "it",
                   weight: Callable[[R], int] | None = None, total: int | None = None,
-                  chunksize: int = 4, pool: Executor | None = None) -> Iterator[R]:
+                  chunksize: int = 4, pool: Executor | None = None,
+                  initial: int = 0) -> Iterator[R]:
     """Yields `fn(item)` for every item, in any order, on all cores.
 
     Args:
@@ -107,9 +108,11 @@ def parallel_imap(fn: Callable[[T], R], items: Sequence[T], workers: int | None 
         desc, unit: progress-bar text; `desc=None` shows no bar.
         weight: how much progress one result counts (default 1), with `total` the sum.
         pool: an open `worker_pool` to reuse.
+        initial: progress made before these items (counted in `total` too), so the bar
+            counts everything the command writes.
     """
-    bar = tqdm(total=total if total is not None else len(items), desc=desc, unit=unit,
-               disable=desc is None, dynamic_ncols=True)
+    bar = tqdm(total=total if total is not None else len(items) + initial, desc=desc,
+               unit=unit, disable=desc is None, dynamic_ncols=True, initial=initial)
     try:
         with contextlib.ExitStack() as stack:
             if pool is None and len(items) > 1:

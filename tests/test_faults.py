@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_UNET_FLAGS, make_dataset, tree_hashes
+from conftest import TINY_UNET_FLAGS, make_dataset, tree_hashes, write_image
 
 TINY_DIFFUSION = [*TINY_UNET_FLAGS, "--batch_size", "4", "--num_epochs", "1",
                   "--kid_every", "0", "--sample_every", "0", "--kid_features", "random"]
@@ -520,3 +520,108 @@ def test_a_run_folder_of_the_wrong_kind_or_damaged_is_one_line(command, wrong, e
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
     assert expected in lines[0] and str(run) in lines[0], lines
     assert not out.exists()
+
+
+# Outputs inside inputs (issue 37): test folders and model folders are inputs too.
+def _evaluate_into(data, out):
+    from classifier.evaluate import main
+    return main(["--model", str(data["classifier"]), "--test_dir", str(data["test"]),
+                 "--out_dir", str(out)])
+
+
+def _sample_into(data, out):
+    return _sample(data["model"], data, out)
+
+
+def _inpaint_into(data, out):
+    from inpainting.__main__ import main
+    return main(["generate", "--test_dir", str(data["test"]), "--out_dir", str(out),
+                 "--backend", "ddim", "--model_dir", str(data["model"]), "--mask_mode", "box",
+                 "--num_steps", "2", "--jump_length", "1", "--jump_n_sample", "1"])
+
+
+@pytest.mark.parametrize("command, inside, flag", [
+    (_evaluate_into, "test", "--test_dir"),
+    (_evaluate_into, "classifier", "--model"),
+    (_sample_into, "model", "--model_dir"),
+    (_gap_fill, "model", "--weight_paths"),
+    (_inpaint_into, "model", "--model_dir"),
+], ids=["evaluate-in-test", "evaluate-in-run", "sample-in-model", "gap-fill-in-model",
+        "inpaint-in-model"])
+def test_an_out_dir_inside_a_test_or_model_folder_is_refused(command, inside, flag, data,
+                                                             capsys):
+    before = tree_hashes(data[inside])
+    out = data[inside] / "e"
+    code = command(data, out)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"is inside {flag}" in lines[0], lines
+    assert tree_hashes(data[inside]) == before and not out.exists()
+
+
+def test_an_evaluation_may_go_below_the_runs_own_evaluations_folder(data, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(data["classifier"], run)
+    assert _evaluate_into({**data, "classifier": run}, run / "evaluations" / "mine") == 0
+    assert (run / "evaluations" / "mine" / "metrics.json").is_file()
+
+
+# Messages (issue 37): each names the real problem; progress bars count what is written.
+def test_the_classic_fill_progress_bar_counts_every_image_it_writes(tmp_path, capsys):
+    from classic_fill.__main__ import main
+    train = make_dataset(tmp_path / "train", LAYOUT)
+    assert main(["--in_dir", str(train), "--out_dir", str(tmp_path / "out"), "--categories",
+                 "a,b", "c,d", "--workers", "1"]) == 0
+    out, err = capsys.readouterr()
+    written = int(re.search(r"wrote (\d+) augmented image", out).group(1))
+    done, total = map(int, re.findall(r"(\d+)/(\d+) ", err)[-1])
+    assert written > 1 and done == total == written, (written, err[-500:])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--labels", "a\nb"], "cannot hold a line break"),
+    (["--labels", "a;b"], "cannot hold ';'"),
+    (["--labels", "a", "--out", "{file}/p.csv"], "is a file, not a folder"),
+])
+def test_a_prompt_file_error_names_the_real_problem(argv, expected, tmp_path, capsys):
+    from pretrained.__main__ import main
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = [a.format(file=afile) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "p.csv")]
+    code = main(["prompts", *argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_conditional_train_all_leaves_out_an_empty_label_and_says_so(tmp_path, capsys):
+    import train_all
+    train = make_dataset(tmp_path / "train", {"a": {"S1": 6}, "c": {"S1": 6}})
+    (train / "b").mkdir()
+    code = train_all.main(["--in_dir", str(train), "--out_dir", str(tmp_path / "models"),
+                           "--conditional", *TINY_DIFFUSION])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "left out 1 label folder(s) without images" in out and "  b: no images in" in out
+    (run,) = (tmp_path / "models").glob("conditional_*")
+    assert json.loads((run / "config.json").read_text())["_class_names"] == ["a", "c"]
+
+
+def test_a_named_empty_label_or_a_stray_image_gets_advice_that_fits(tmp_path, capsys):
+    import train_all
+    from run_diffusion import main
+    train = make_dataset(tmp_path / "train", {"a": {"S1": 3}, "c": {"S1": 3}})
+    (train / "b").mkdir()
+    assert train_all.main(["--in_dir", str(train), "--conditional", "--labels", "a", "b",
+                           "--dry-run"]) == 2
+    assert "label b: no images in" in capsys.readouterr().err
+    write_image(train / "stray.jpg")
+    assert main(["--in_dir", str(train), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "move the stray image(s) (stray.jpg) or the sub-folders away" in err
+    assert "train_all.py" not in err
