@@ -500,9 +500,9 @@ class FeatureDiffusionConfig:
     labels, then sample new feature vectors per label (feature_diffusion/)."""
 
     # Denoiser (an MLP of residual blocks; the noise level and the label condition every block)
-    hidden_dim: int = opt(512, "Width of the denoiser's residual MLP blocks.", min=8,
+    hidden_dim: int = opt(256, "Width of the denoiser's residual MLP blocks.", min=8,
                           max=8192)
-    blocks: int = opt(4, "Residual MLP blocks.", min=1, max=32)
+    blocks: int = opt(2, "Residual MLP blocks.", min=1, max=32)
     embedding_dims: int = opt(128, "Size of the noise-level and label embeddings; even.",
                               min=2, max=2048)
     dropout: float = opt(0.0, "Dropout inside every block while training.", min=0.0, max=0.9)

@@ -35,12 +35,15 @@ class Sample:
 
 
 def samples_from_dir(folder: str | Path, class_names: Sequence[str] | None = None,
-                     what: str = "folder") -> tuple[list[Sample], list[str]]:
+                     what: str = "folder", skipped: list[str] | None = None
+                     ) -> tuple[list[Sample], list[str]]:
     """Lists `folder/<label>/...` images (all real).
 
     Args:
         class_names: the classes of a trained model; a label folder outside them is an error.
         what: how messages name the folder (e.g. "--test_dir").
+        skipped: receives one line per thing left out (an image at the root, a label folder
+            without images, a file that is not an image by its extension).
 
     Returns:
         (samples, class names found, natural order).
@@ -55,6 +58,8 @@ def samples_from_dir(folder: str | Path, class_names: Sequence[str] | None = Non
         if unknown:
             raise DatasetError(f"{what} {folder} has class folder(s) the model does not know: "
                                f"{', '.join(unknown)} (model classes: {', '.join(class_names)})")
+    if skipped is not None:
+        skipped.extend(f"{Path(folder)}/{name}: {reason}" for name, reason in scan.skipped)
     return [Sample(str(r.path), r.label) for r in scan.images], list(scan.labels)
 
 

@@ -76,6 +76,7 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
     prior = longtail.effective_prior(labels[seen], n_classes, np.asarray(weights)[seen])
     offsets = longtail.logit_offsets(prior, cfg.la_tau) if cfg.logit_adjusted else None
     from classifier.losses import AdjustedCrossEntropy
+    from runtime.divergence import stop_on_non_finite_loss
 
     inputs = keras.Input((features.shape[1],), name="features")
     head = keras.Model(inputs, keras.layers.Dense(n_classes, dtype="float32",
@@ -90,7 +91,8 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
     for epoch in range(cfg.finetune_head_epochs):
         rows = slice(epoch * plan.shape[1], (epoch + 1) * plan.shape[1])
         out = head.fit(x[rows], y[rows], sample_weight=w[rows], batch_size=cfg.batch_size,
-                       epochs=1, shuffle=False, verbose=0)
+                       epochs=1, shuffle=False, verbose=0,
+                       callbacks=[stop_on_non_finite_loss()])
         kernel, bias = (np.asarray(v) for v in head.get_layer(HEAD_LAYER).get_weights())
         logits = _head_logits(kernel, bias, val_features)
         m = classification_metrics(val_labels, logits.argmax(1), class_names)

@@ -84,7 +84,8 @@ def prepare_data(cfg, rng: np.random.Generator, skipped: list[str]):
     if cfg.manifest:
         samples, class_names = samples_from_manifest(cfg.manifest, cfg.real_generators)
     else:
-        samples, class_names = samples_from_dir(cfg.train_dir, what="--train_dir")
+        samples, class_names = samples_from_dir(cfg.train_dir, what="--train_dir",
+                                                skipped=skipped)
     if len(class_names) < 2:
         raise DatasetError(f"training data has {len(class_names)} class(es); a classifier "
                            f"needs at least 2")
@@ -498,6 +499,10 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
     skipped: list[str] = []
     check_outside_inputs(cfg)
     class_names, train, val = prepare_data(cfg, rng, skipped)
+    if skipped and verbose:
+        # Said before training, not only in metrics.json: a left-out label changes the task.
+        print(f"left out {len(skipped)} item(s) of the training data:\n  "
+              + "\n  ".join(skipped[:10]) + ("\n  ..." if len(skipped) > 10 else ""))
     for name, folder in _test_sets(cfg).items():  # an unknown test class fails before training
         samples_from_dir(folder, class_names,
                          "--test_dir" if name == "test" else "--ood_test_dirs")
@@ -547,7 +552,8 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
         plot_confusion(tests[name]["confusion_matrix"], class_names,
                        run_dir / f"confusion_{name}.png", f"{name}: {folder}")
     if skipped and verbose:
-        print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+        print(f"left out {len(skipped)} item(s) in all (metrics.json lists them), e.g. "
+              f"{skipped[0]}")
     counts = np.bincount(train.labels, minlength=len(class_names))
     metrics = {
         "run": run_dir.name, "class_names": class_names, "evaluation_type": cfg.evaluation_type,

@@ -317,3 +317,17 @@ def test_compare_trains_each_encoder_once_and_runs_the_long_tail_arms(data, tmp_
     for arm in ("crt", "feature_fill"):
         history = pd.read_csv(out / arm / "seed0" / "history.csv")
         assert len(history) == 2 and set(history["phase"]) == {"head"}
+
+
+def test_train_says_what_it_left_out_of_the_training_folder(tmp_path, capsys):
+    from conftest import write_class_images, write_image
+
+    from classifier.training import train_run
+    train = write_class_images(tmp_path / "train", {"red": 6, "blue": 6}, seed=0)
+    (train / "empty").mkdir()
+    write_image(train / "stray.jpg")
+    cfg = _cfg("--train_dir", train, "--out_dir", tmp_path / "o", "--number_epochs", 1)
+    res = train_run(cfg, verbose=1)
+    out = capsys.readouterr().out
+    assert "left out 2 item(s)" in out and "stray.jpg" in out and "empty/" in out
+    assert len(res.metrics["skipped"]) == 2 and res.metrics["class_names"] == ["blue", "red"]

@@ -99,8 +99,8 @@ def test_pipeline_runs_every_stage_and_fills_the_gap(finished, data):
     assert compare_cfg["classic_fill_dir"] == str(out / "classic_fill_data")
     summary = pd.read_csv(out / "results" / "summary.csv")
     test_rows = summary[summary["set"] == "test"]
-    assert set(test_rows["variant"]) == {"original", "rebalanced", "classic", "classic_fill",
-                                         "diffusion_fill"}
+    assert set(test_rows["variant"]) == {"original", "rebalanced", "classic", "logit_adjusted",
+                                         "crt", "classic_fill", "diffusion_fill"}
     assert set(test_rows["n"]) == {2}
     assert (out / "report.html").is_file()
     assert tree_hashes(data["train"]) == finished["inputs_before"]   # inputs untouched
@@ -154,7 +154,7 @@ def test_report_opens_in_headless_chromium_with_every_section(finished, tmp_path
     tail = json.loads((results / "tail_labels.json").read_text())["tail"]
     assert tail == ["b"]                                       # 4 real images, the fewest
     header, *rows = page.values["recall"]
-    assert header[:2] == ["label", "test images"] and len(header) == 2 + 5   # 5 arms
+    assert header[:2] == ["label", "test images"] and len(header) == 2 + 7   # 7 arms
     assert [r[0] for r in rows] == ["a", "b (tail)", "c", "d"]
     assert {r[1] for r in rows} == {"4"}
     (line,) = page.values["convergence"]
