@@ -283,6 +283,36 @@ def _convergence_html(layout: Layout, arms: list[str], assets: Path) -> str:
     return line + chart + table
 
 
+def _shots_html(layout: Layout, arms: list[str]) -> str:
+    """Many / medium / few-shot accuracy on the in-distribution test set, when the
+    comparison wrote shots.csv (it does for long-tailed training data)."""
+    path = layout.results / "shots.csv"
+    if not path.is_file():
+        return ""
+    import pandas as pd
+
+    from classifier.shot_groups import GROUPS, shot_summary
+    rows = [r for r in pd.read_csv(path).to_dict("records") if r["set"] == "test"]
+    summary = shot_summary(rows, arms)
+    cell = {(r["split"], r["variant"], r["group"]): r for r in summary}
+    out = ""
+    for split in dict.fromkeys(r["split"] for r in summary):
+        table = []
+        for arm in dict.fromkeys(r["variant"] for r in summary if r["split"] == split):
+            row = {"arm": arm}
+            for g in GROUPS:
+                r = cell.get((split, arm, g))
+                row[f"{g} ({r['labels'] if r else 0} labels)"] = (
+                    "n/a" if r is None or r["mean"] != r["mean"] else
+                    f"{r['mean']:.3f}" + ("" if r["std"] != r["std"] else f" ± {r['std']:.3f}"))
+            table.append(row)
+        out += f"<h4>{html.escape(split)} split</h4>" + html_table(table)
+    return ("<h3>Many / medium / few-shot accuracy (test, mean ± std over seeds)</h3>" + out
+            + '<p class="note">Labels grouped by their real training images: absolute split '
+              'many &gt; 100, few &lt; 20; relative split: thirds of the labels by count '
+              '(results/compare.md names the labels of each group).</p>')
+
+
 def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     """(comparison section, confusion section, verdict)."""
     if not (layout.results / "summary.csv").is_file():
@@ -323,10 +353,12 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     body += ('<p class="note">Mean ± std over seeds [95% bootstrap CI over seeds and test '
              'images]. Every arm trains the same classifier for the same steps on the same '
              'seeds; the paired rows compare each arm with the strongest non-generative arm '
-             '(original, rebalanced, classic or classic_fill, by mean balanced accuracy). '
+             '(original, rebalanced, classic, logit_adjusted, crt or classic_fill, by mean '
+             'balanced accuracy). '
              + html.escape(VERDICT_RULE) + ' The seed-level test is shown to read and decides '
              'nothing. Tail recall: mean recall of the labels with the fewest real training '
              'images (results/compare.md names them).</p>')
+    body += _shots_html(layout, arms)
     body += ("<h3>Per-label recall (mean over seeds)</h3>"
              + _recall_html(layout, sets, references, arms))
     body += ("<h3>Convergence: validation curves</h3>"

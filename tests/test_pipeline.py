@@ -518,3 +518,23 @@ def test_sd_fill_edits_the_same_plan_with_a_pretrained_model(data, tmp_path):
     assert all(r.params["prompt"] == f"a {r.label} at {r.site_id}" for r in edits)
     assert json.loads((out / "configs" / "sd.json").read_text())["generator"] == "sd_img2img"
     assert set(json.loads((out / "pipeline_state.json").read_text())) == {"sd"}
+
+
+def test_report_shows_many_medium_few_accuracy_when_the_comparison_wrote_it(tmp_path):
+    from classifier.shot_groups import shot_rows
+    from pipeline.report import _shots_html
+    from pipeline.stages import Layout
+    layout = Layout(tmp_path / "run")
+    layout.results.mkdir(parents=True)
+    assert _shots_html(layout, ["original"]) == ""       # no shots.csv: no section
+    preds = {("test", arm, seed): pd.DataFrame({"label": ["a", "a", "b", "c"],
+                                                "predicted": ["a", p, "b", "a"]})
+             for arm, p in [("original", "b"), ("crt", "a")] for seed in (0, 1)}
+    pd.DataFrame(shot_rows(preds, {"a": 500, "b": 50, "c": 5})).to_csv(
+        layout.results / "shots.csv", index=False)
+    page = _shots_html(layout, ["original", "crt"])
+    assert "Many / medium / few-shot accuracy" in page and "absolute split" in page
+    assert "many (1 labels)" in page and "few (1 labels)" in page
+    # original gets half of the head label right, crt all of it; the few label is missed.
+    assert "<td>original</td><td>0.500</td><td>1.000</td><td>0.000</td>" in page.replace(
+        " ± 0.000", "")
