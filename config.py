@@ -757,6 +757,14 @@ class GridSearchConfig(ManyRunsConfig, ClassifierConfig):
     repeats: int = opt(1, "Runs per combination and seed (seed + 1000*r).", min=1, max=100)
 
 
+# What classifier.compare's --recipe_grid may choose per generative arm: how the arm uses its
+# synthetic data, never what the data or the classifier is.
+RECIPE_FIELDS = ("synthetic_weight", "synthetic_label_smoothing", "synthetic_replace_prob",
+                 "synthetic_filter", "filter_percentile", "synthetic_ratio",
+                 "sample_weighting", "diagen_threshold", "finetune_head_epochs", "la_tau",
+                 "feature_fill_steps")
+
+
 @dataclass
 class CompareConfig(ManyRunsConfig, ClassifierConfig):
     """Stage 4 (python3 -m classifier.compare): do generated images beat what real images,
@@ -805,6 +813,13 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
     crt_epochs: int = opt(10, "Epochs of the head re-training of 'crt' and 'feature_fill' "
                           "(their encoder is the 'original' run's of the same seed).", min=1,
                           max=10000)
+    recipe_grid: list[str] | None = opt(None, "Synthetic-aware settings to choose per "
+                                        "generative arm on validation, each NAME=V1,V2 (e.g. "
+                                        "synthetic_weight=0.5,1 synthetic_replace_prob=0.5): "
+                                        "every combination trains once on --recipe_seed, the "
+                                        "best by validation --evaluation_type is used on "
+                                        "every seed. Never chosen on test.")
+    recipe_seed: int = opt(1000, "Seed of the recipe search, apart from --seeds.", min=0)
 
     def arms(self) -> list[str]:
         """The arms to run, canonically named (the default list when --variants is unset).
@@ -838,6 +853,14 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
                               "leave --augm_type base")
         arms = self.arms()
         bases = {a.split("+")[0] for a in arms}
+        outside = sorted({spec.partition("=")[0].strip() for spec in self.recipe_grid or []}
+                         - set(RECIPE_FIELDS))
+        if outside:
+            raise ConfigError(f"--recipe_grid over {', '.join(outside)}: a recipe chooses only "
+                              f"{', '.join(RECIPE_FIELDS)}")
+        if self.recipe_grid and self.recipe_seed in self.seeds:
+            raise ConfigError(f"--recipe_seed {self.recipe_seed} is one of --seeds: the recipe "
+                              f"is chosen on runs apart from the reported ones")
         from classifier.arms import starts_from
         for arm in arms:
             if starts_from(arm) and starts_from(arm) not in arms:

@@ -20,7 +20,8 @@ def main(argv=None) -> int:
     from config import CompareConfig
     cfg, ns = parse_config(CompareConfig, argv, prog="python3 -m classifier.compare")
     from classifier.comparison import (chosen_strength, compare_jobs, markdown_table,
-                                       run_compare, source_counts, step_budget, strength_jobs)
+                                       recipe_jobs, run_compare, source_counts, step_budget,
+                                       strength_jobs)
     from classifier.runs import is_finished
     if ns._dry_run:
         counts = source_counts(cfg)
@@ -28,16 +29,21 @@ def main(argv=None) -> int:
         selection = strength_jobs(cfg, steps)
         strength = chosen_strength(cfg, selection)
         jobs, waiting = compare_jobs(cfg, strength, steps, counts)
+        search = recipe_jobs(cfg, strength, steps) if cfg.recipe_grid else []
         print(format_config(cfg))
         print(f"every arm: {cfg.number_epochs} epochs x {steps} steps of "
               f"{cfg.batch_size} images")
-        for j in selection + jobs:
+        if search:
+            print(f"recipe search on seed {cfg.recipe_seed} (validation only), then every "
+                  f"generative arm runs with its best recipe:")
+        for j in selection + search + jobs:
             state = "finished, skipped" if is_finished(j["run_dir"]) else "to run"
             c = j["cfg"]
             augm = c.augm_type + ("" if c.augm_type == "base"
                                   else f" strength {c.augm_strength:g}")
             print(f"  {j['run_dir']}  augm_type={augm} class_balanced={c.class_balanced}"
-                  f" weighting={c.sample_weighting}  ({state})")
+                  f" weighting={c.sample_weighting}"
+                  + (f" from_run={c.from_run}" if c.from_run else "") + f"  ({state})")
         for arm in waiting:
             print(f"  {cfg.out_dir}/{arm}/seed*  (after the classic strength search)")
         return EXIT_OK

@@ -147,12 +147,18 @@ def step_budget(cfg, arms: Sequence[str], counts: dict[str, dict]) -> int:
     return max(1, math.ceil(max(sizes) / cfg.batch_size))
 
 
-def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps: int) -> dict:
+def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps: int,
+         params: Mapping | None = None, start_root: Path | None = None) -> dict:
+    """One run of `arm`; `params`: its recipe (settings chosen on validation); an arm that
+    starts from another arm's run finds it in start_root/<that arm>/seed<S> (default
+    out_dir)."""
     start = starts_from(arm)
-    from_run = str(Path(cfg.out_dir) / start / f"seed{seed}") if start else ""
-    run_cfg = to_classifier_config(cfg, **arm_settings(cfg, arm, strength), seed=seed,
-                                   steps_per_epoch=steps, out_dir=str(run_dir.parent),
-                                   run_name=run_dir.name, from_run=from_run)
+    root = Path(cfg.out_dir) if start_root is None else start_root
+    from_run = str(root / start / f"seed{seed}") if start else ""
+    run_cfg = to_classifier_config(cfg, **arm_settings(cfg, arm, strength), **(params or {}),
+                                   seed=seed, steps_per_epoch=steps,
+                                   out_dir=str(run_dir.parent), run_name=run_dir.name,
+                                   from_run=from_run)
     return {"variant": arm, "seed": seed, "run_dir": str(run_dir), "cfg": run_cfg}
 
 
@@ -185,9 +191,75 @@ def chosen_strength(cfg, selection: list[dict]) -> float | None:
     return best
 
 
+def recipe_combos(cfg) -> list[dict]:
+    """The combinations of --recipe_grid (empty without one; CompareConfig.validate has
+    checked that it names only config.RECIPE_FIELDS).
+
+    Raises:
+        ConfigError: a malformed spec or value.
+    """
+    from classifier.grid import expand_grid, parse_grid
+    grid = parse_grid(cfg.recipe_grid, type(cfg))
+    return expand_grid(grid) if grid else []
+
+
+def recipe_jobs(cfg, strength: float | None, steps: int) -> list[dict]:
+    """The recipe search on --recipe_seed: every generative arm x every combination (each
+    job carries `combo` and `params`), plus the runs they start from (crt's and
+    feature_fill's encoders), under out_dir/recipe_select/."""
+    from classifier.arms import uses_classic
+    from classifier.grid import combo_name
+    combos = recipe_combos(cfg)
+    root = Path(cfg.out_dir) / "recipe_select"
+    seed, jobs, starts = cfg.recipe_seed, [], {}
+    for arm in cfg.arms():
+        if not is_generative(arm) or (uses_classic(arm) and strength is None):
+            continue
+        if starts_from(arm):
+            start = starts_from(arm)
+            starts[start] = _job(cfg, start, seed, root / start / f"seed{seed}", None, steps)
+        for params in combos:
+            job = _job(cfg, arm, seed, root / arm / combo_name(params) / f"seed{seed}",
+                       strength if uses_classic(arm) else None, steps, params, root)
+            jobs.append({**job, "combo": combo_name(params), "params": params})
+    return list(starts.values()) + jobs
+
+
+def chosen_recipes(cfg, jobs: list[dict]) -> dict[str, dict] | None:
+    """{arm: params} of the combination each arm scored best with on validation
+    (--evaluation_type; first of equals); None while a search run is unfinished."""
+    higher = higher_is_better(cfg.evaluation_type)
+    best: dict[str, tuple] = {}
+    for job in (j for j in jobs if "params" in j):
+        path = Path(job["run_dir"]) / METRICS_NAME
+        if not path.is_file():
+            return None
+        value = json.loads(path.read_text())["best_value"]
+        arm = job["variant"]
+        if arm not in best or (value > best[arm][0] if higher else value < best[arm][0]):
+            best[arm] = (value, job["params"], job["combo"])
+    return {arm: params for arm, (_, params, _) in best.items()}
+
+
+def recipe_markdown(jobs: list[dict], recipes: Mapping[str, dict]) -> str:
+    """The recipe search as Markdown: validation score of every arm x combination, the
+    chosen one marked."""
+    from classifier.grid import combo_name
+    lines = ["| arm | recipe | validation score | chosen |", "|---|---|---|---|"]
+    for job in (j for j in jobs if "params" in j):
+        path = Path(job["run_dir"]) / METRICS_NAME
+        value = json.loads(path.read_text())["best_value"] if path.is_file() else math.nan
+        chosen = combo_name(recipes.get(job["variant"], {})) == job["combo"]
+        lines.append(f"| {job['variant']} | {job['combo']} | {value:.4f} | "
+                     f"{'yes' if chosen else ''} |")
+    return "\n".join(lines)
+
+
 def compare_jobs(cfg, strength: float | None = None, steps: int | None = None,
-                 counts: dict | None = None) -> tuple[list[dict], list[str]]:
-    """(jobs, arms waiting for the strength search): each arm x each seed.
+                 counts: dict | None = None, recipes: Mapping[str, dict] | None = None
+                 ) -> tuple[list[dict], list[str]]:
+    """(jobs, arms waiting for the strength search): each arm x each seed, a generative
+    arm with its recipe (`recipes`, chosen on validation) when there is one.
 
     Arms with classic augmentation wait (are left out) until `strength` is known."""
     from classifier.arms import uses_classic
@@ -201,7 +273,8 @@ def compare_jobs(cfg, strength: float | None = None, steps: int | None = None,
             continue
         for seed in cfg.seeds:
             jobs.append(_job(cfg, arm, seed, Path(cfg.out_dir) / arm / f"seed{seed}",
-                             strength if uses_classic(arm) else None, steps))
+                             strength if uses_classic(arm) else None, steps,
+                             (recipes or {}).get(arm)))
     return jobs, waiting
 
 
@@ -692,6 +765,20 @@ def _reuse_selected(cfg, selection: list[dict], strength: float) -> None:
     tmp.rename(dst)
 
 
+def _execute_in_order(jobs: list[dict], cfg, verbose: int, on_progress) -> list[str]:
+    """`_execute`, with the runs that start from another run's network (crt,
+    feature_fill) after the others; one whose start did not finish is skipped, and said."""
+    first = [j for j in jobs if not j["cfg"].from_run]
+    failures = _execute(first, cfg, verbose, on_progress)
+    ready = {j["run_dir"] for j in first if is_finished(j["run_dir"])}
+    second = [j for j in jobs if j["cfg"].from_run]
+    blocked = [j for j in second if j["cfg"].from_run not in ready]
+    failures += [f"{Path(j['run_dir']).parent.name}/{Path(j['run_dir']).name} skipped: "
+                 f"{j['cfg'].from_run} did not finish" for j in blocked]
+    return failures + _execute([j for j in second if j not in blocked], cfg, verbose,
+                               on_progress)
+
+
 def run_compare(cfg, verbose: int = 2):
     """Runs (or resumes) the comparison; writes runs.csv, summary.csv, paired.csv and
     compare.md in out_dir. Returns (summary, paired, failures): two DataFrames of the
@@ -741,6 +828,10 @@ def run_compare(cfg, verbose: int = 2):
                      f"{cfg.augm_flip}): strength {state['strength']:g}"
                      + (f", chosen on validation from {list(cfg.classic_strengths)}"
                         if selection else "") + ".\n")
+        if state.get("recipe_text"):
+            text += (f"\nRecipes of the generative arms, chosen on validation (seed "
+                     f"{cfg.recipe_seed}, apart from the reported seeds) from "
+                     f"{' '.join(cfg.recipe_grid)}:\n\n{state['recipe_text']}\n")
         text += "\n" + markdown_table(summary) + "\n"
         if not paired.empty:
             text += ("\n## Paired against the strongest non-generative arm (same seeds)\n\n"
@@ -759,21 +850,25 @@ def run_compare(cfg, verbose: int = 2):
     if strength is not None:
         _reuse_selected(cfg, selection, strength)
     state["strength"] = strength
-    jobs, waiting = compare_jobs(cfg, strength, steps, counts)
+    recipes = None
+    if cfg.recipe_grid:
+        search = recipe_jobs(cfg, strength, steps)
+        check_finished_runs(search)
+        failures += _execute_in_order(search, cfg, verbose, lambda: None)
+        recipes = chosen_recipes(cfg, search)
+        if recipes is None:
+            failures.append("the recipe search did not finish: generative arms run with "
+                            "the settings given")
+        else:
+            atomic_write_text(out / "recipes.json", json.dumps(recipes, indent=2) + "\n")
+            state["recipe_text"] = recipe_markdown(search, recipes)
+    jobs, waiting = compare_jobs(cfg, strength, steps, counts, recipes)
     if waiting:
         failures.append(f"arms {', '.join(waiting)} skipped: the classic strength search "
                         f"did not finish")
     check_finished_runs(jobs)
     state["jobs"] = jobs
-    # Arms that start from another arm's finished run (crt, feature_fill) go second.
-    first = [j for j in jobs if not j["cfg"].from_run]
-    failures += _execute(first, cfg, verbose, tables)
-    ready = {j["run_dir"] for j in first if is_finished(j["run_dir"])}
-    second = [j for j in jobs if j["cfg"].from_run]
-    blocked = [j for j in second if j["cfg"].from_run not in ready]
-    failures += [f"{Path(j['run_dir']).parent.name}/{Path(j['run_dir']).name} skipped: "
-                 f"{j['cfg'].from_run} did not finish" for j in blocked]
-    failures += _execute([j for j in second if j not in blocked], cfg, verbose, tables)
+    failures += _execute_in_order(jobs, cfg, verbose, tables)
     tables()
     if failures:
         print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))

@@ -331,3 +331,50 @@ def test_train_says_what_it_left_out_of_the_training_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "left out 2 item(s)" in out and "stray.jpg" in out and "empty/" in out
     assert len(res.metrics["skipped"]) == 2 and res.metrics["class_names"] == ["blue", "red"]
+
+
+def test_compare_chooses_each_fill_arms_recipe_on_validation_runs_only(data, tmp_path):
+    import pandas as pd
+
+    from classifier.compare import main
+    out = tmp_path / "cmp"
+    argv = ["--train_dir", str(data["train"]), "--balanced_dir", str(data["balanced"]),
+            "--test_dir", str(data["test"]), "--out_dir", str(out), "--seeds", "0",
+            "--number_epochs", "1", "--bootstrap", "50", "--variants", "original",
+            "diffusion_fill", "--recipe_grid", "synthetic_weight=0.5,1",
+            "synthetic_label_smoothing=0,0.2", *COMMON]
+    assert main(argv) == 0
+    recipes = json.loads((out / "recipes.json").read_text())
+    assert set(recipes) == {"diffusion_fill"}
+    params = recipes["diffusion_fill"]
+    # Four combinations trained on the recipe seed only, scored on validation.
+    runs = sorted(p.parent.parent.name for p in
+                  (out / "recipe_select" / "diffusion_fill").glob("*/seed1000/metrics.json"))
+    assert len(runs) == 4
+    scores = {r: json.loads((out / "recipe_select" / "diffusion_fill" / r / "seed1000" /
+                             "metrics.json").read_text())["best_value"] for r in runs}
+    from classifier.grid import combo_name
+    assert scores[combo_name(params)] == max(scores.values())
+    used = json.loads((out / "diffusion_fill" / "seed0" / "config.json").read_text())
+    assert (used["synthetic_weight"], used["synthetic_label_smoothing"]) == (
+        params["synthetic_weight"], params["synthetic_label_smoothing"])
+    assert "chosen on validation" in (out / "compare.md").read_text()
+    assert set(pd.read_csv(out / "summary.csv")["variant"]) == {"original", "diffusion_fill"}
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--recipe_grid", "learning_rate=1e-3,1e-2"], "a recipe chooses only"),
+    (["--recipe_grid", "synthetic_weight=1", "--recipe_seed", "0"], "--recipe_seed 0"),
+])
+def test_a_recipe_search_that_could_touch_the_protocol_is_refused(data, tmp_path, capsys,
+                                                                  extra, words):
+    from classifier.compare import main
+    try:
+        code = main(["--train_dir", str(data["train"]), "--balanced_dir", str(data["balanced"]),
+                     "--test_dir", str(data["test"]), "--out_dir", str(tmp_path / "c"),
+                     "--seeds", "0", "--variants", "original", "diffusion_fill", *extra,
+                     *COMMON])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and words in err[-1] and not (tmp_path / "c" / "recipe_select").exists()
