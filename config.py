@@ -710,11 +710,15 @@ class ClassifierConfig:
         if self.sample_weighting == "diagen" and not self._reads_synthetic_images():
             raise ConfigError("--sample_weighting diagen weights synthetic images: it needs "
                               "--manifest")
+        # Weight and soft labels apply to generated features too; the others only to images.
+        feature_ok = {"--synthetic_weight", "--synthetic_label_smoothing"}
         synthetic_options = [name for name, on in (
             ("--synthetic_weight", self.synthetic_weight != 1.0),
             ("--synthetic_label_smoothing", self.synthetic_label_smoothing > 0),
             ("--synthetic_replace_prob", self.synthetic_replace_prob is not None),
             ("--synthetic_filter", self.synthetic_filter != "none")) if on]
+        if self.feature_fill and not self._reads_synthetic_images():
+            synthetic_options = [n for n in synthetic_options if n not in feature_ok]
         if synthetic_options and not self._reads_synthetic_images():
             raise ConfigError(f"{', '.join(synthetic_options)} change(s) how synthetic images "
                               f"train: it needs --manifest (a stage-3 folder)")

@@ -50,7 +50,8 @@ def _head_logits(kernel: np.ndarray, bias: np.ndarray, features: np.ndarray) -> 
 
 def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
                  labels: np.ndarray, weights: np.ndarray, val_features: np.ndarray,
-                 val_labels: np.ndarray, class_balanced: bool, verbose: int = 0) -> dict:
+                 val_labels: np.ndarray, class_balanced: bool, verbose: int = 0,
+                 smoothing: np.ndarray | None = None) -> dict:
     """Trains a fresh output layer on `features` and puts its best epoch into `model`.
 
     Args:
@@ -60,6 +61,7 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
         features, labels, weights: training features (N, D), class indices, loss weights.
         val_features, val_labels: the run's validation set, in the same feature space.
         class_balanced: draw batches class-balanced (cRT) rather than shuffled.
+        smoothing: label smoothing per sample (default none: one-hot targets).
 
     Returns:
         {"history": per-epoch rows, "best_epoch", "best_value", "prior"}.
@@ -83,7 +85,8 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
                                                   name=HEAD_LAYER)(inputs))
     head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                  loss=AdjustedCrossEntropy(offsets), jit_compile=False)
-    targets = np.eye(n_classes, dtype=np.float32)[labels]
+    targets = longtail.soft_targets(labels, n_classes, np.zeros(len(labels))
+                                    if smoothing is None else smoothing)
     x, y, w = features[seen], targets[seen], np.asarray(weights, np.float32)[seen]
     higher = higher_is_better(cfg.evaluation_type)
     best = {"value": -np.inf if higher else np.inf, "epoch": 0, "weights": None}

@@ -404,6 +404,7 @@ def finetune_head(model, cfg, run_dir: Path, class_names, train: ImageSet, val: 
     features = penultimate_features(model, real.images)
     val_features = penultimate_features(model, val.images)
     labels, weights = real.labels, np.ones(len(real.labels))
+    smoothing = np.zeros(len(labels))
     info: dict = {"n_real_features": int(len(labels))}
     if cfg.feature_fill:
         from classifier.feature_fill import fill_features
@@ -412,10 +413,13 @@ def finetune_head(model, cfg, run_dir: Path, class_names, train: ImageSet, val: 
         features = np.concatenate([features, gen])
         labels = np.concatenate([labels, gen_labels])
         weights = np.concatenate([weights, np.full(len(gen_labels), cfg.synthetic_weight)])
+        smoothing = np.concatenate([smoothing, np.full(len(gen_labels),
+                                                       cfg.synthetic_label_smoothing)])
         info.update(fill_info)
     # cRT balances the batches; a feature fill has balanced the data itself.
     result = retrain_head(model, cfg, class_names, features, labels, weights, val_features,
-                          val.labels, class_balanced=not cfg.feature_fill, verbose=verbose)
+                          val.labels, class_balanced=not cfg.feature_fill, verbose=verbose,
+                          smoothing=smoothing)
     save_weights_atomic(model, run_dir / WEIGHTS_NAME)
     return {**info, **result}
 

@@ -378,3 +378,12 @@ def test_a_recipe_search_that_could_touch_the_protocol_is_refused(data, tmp_path
         code = exc.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and words in err[-1] and not (tmp_path / "c" / "recipe_select").exists()
+
+
+def test_feature_fill_takes_weight_and_soft_labels_but_not_image_only_options(data):
+    ok = _cfg("--train_dir", data["train"], "--feature_fill", "--finetune_head_epochs", 1,
+              "--synthetic_weight", 0.5, "--synthetic_label_smoothing", 0.1)
+    assert ok.synthetic_weight == 0.5
+    with pytest.raises(SystemExit):
+        _cfg("--train_dir", data["train"], "--feature_fill", "--finetune_head_epochs", 1,
+             "--synthetic_replace_prob", 0.5)
