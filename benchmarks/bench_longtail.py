@@ -45,7 +45,7 @@ FALLBACK_ARMS = ("original", "rebalanced", "classic")
 # One full run: 15 epochs x 100 steps of 128 (about one pass over IF 100's training split,
 # 0.65 of IF 10's) at both imbalance factors, so a run costs the same at both; measured in
 # docs/benchmarks.md. lr 3e-3: at 1e-3 (12 epochs) the small CNN ended under-trained at
-# 0.67 test balanced accuracy against 0.79. One classic strength: the search would add full
+# 0.67 test balanced accuracy against 0.74-0.79. One classic strength: the search would add full
 # runs per imbalance factor.
 CLASSIFIER = {"backbone": "small_cnn", "weights": "none", "input_shape": 28,
               "batch_size": 128, "learning_rate": 3e-3, "number_epochs": 15,
