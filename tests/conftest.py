@@ -169,6 +169,19 @@ def tensorboard_scalars(log_dir: Path, key: str) -> list[float]:
     return [v for _, v in sorted(points)]
 
 
+def _copy_originals(train: Path, out: Path) -> list:
+    """Copies train/<label>/*.jpg into out/ as a stage-3 folder's originals; their rows."""
+    from dataset.manifest import ManifestRow
+    rows = []
+    for p in sorted(train.rglob("*.jpg")):
+        dst = out / p.parent.name / p.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(p.read_bytes())
+        rows.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
+                                "original"))
+    return rows
+
+
 def classifier_dataset(root: Path) -> dict:
     """Three colour classes (14/10/8 training, 6 test each), a stage-3-like balanced folder
     (12 synthetic images, one of them mislabelled: a blue picture filed under red) and a
@@ -181,13 +194,7 @@ def classifier_dataset(root: Path) -> dict:
     test = write_class_images(root / "test", {"red": 6, "green": 6, "blue": 6}, seed=2)
     # Stage-3-like balanced folder: originals + synthetic ("ddim") images, with a manifest.
     bal = root / "balanced"
-    rows = []
-    for p in sorted(train.rglob("*.jpg")):
-        dst = bal / p.parent.name / p.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(p.read_bytes())
-        rows.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
-                                "original"))
+    rows = _copy_originals(train, bal)
     rng = np.random.default_rng(3)
     for label, n in {"green": 4, "blue": 6, "red": 2}.items():
         for i in range(n):
@@ -198,13 +205,7 @@ def classifier_dataset(root: Path) -> dict:
     write_manifest(bal / "manifest.csv", rows)
     # The same gap filled classically: flipped copies of real images, the same counts.
     fill = root / "classic_fill"
-    crow = []
-    for p in sorted(train.rglob("*.jpg")):
-        dst = fill / p.parent.name / p.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(p.read_bytes())
-        crow.append(ManifestRow(f"{p.parent.name}/{p.name}", p.parent.name, "s", str(p),
-                                "original"))
+    crow = _copy_originals(train, fill)
     for label, n in {"green": 4, "blue": 6, "red": 2}.items():
         for i, src in enumerate(sorted((train / label).glob("*.jpg"))[:n]):
             name = f"{label}/classic_{i}.png"
