@@ -153,11 +153,12 @@ def interleaved(models: dict, ds, rounds: int, steps: int) -> dict[str, list[flo
     return out
 
 
-def sample_rate(model, n: int, steps: int, batch: int) -> float:
-    """Images per second of `steps`-step DDIM in batches of `batch`, after a trace."""
-    model.generate(min(n, batch), steps=2, batch_size=batch)  # trace
+def sample_rate(model, n: int, steps: int, batch: int, **generate_kw) -> float:
+    """Images per second of `steps`-step DDIM in batches of `batch`, after a trace;
+    `generate_kw` go to `model.generate` (e.g. one label, guidance_scale, eta)."""
+    model.generate(min(n, batch), steps=2, batch_size=batch, **generate_kw)  # trace
     t = time.perf_counter()
-    model.generate(n, steps=steps, batch_size=batch)
+    model.generate(n, steps=steps, batch_size=batch, **generate_kw)
     return n / (time.perf_counter() - t)
 
 
