@@ -28,7 +28,6 @@ other settings: use a new --work_dir after changing them).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -193,12 +192,8 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         t1 = time.time()
-        # compare refreshes its tables after every run; with CIs that is a bootstrap over
-        # 10,000 test images x every finished run each time (about 30 s at 35 runs on 2
-        # cores). So the runs go first without CIs, then one pass over the finished runs
-        # makes the tables with them.
-        _, _, failures = run_compare(dataclasses.replace(cfg, bootstrap=0), verbose=2)
-        run_compare(cfg, verbose=0)
+        # compare makes the CIs once, when every run has finished
+        _, _, failures = run_compare(cfg, verbose=2)
         timings.append((imbalance, t_data, time.time() - t1))
         results = Path(cfg.out_dir)
         print(f"\n=== Fashion-MNIST-LT, imbalance {imbalance:g} "

@@ -806,7 +806,10 @@ def run_compare(cfg, verbose: int = 2):
     result = (pd.DataFrame(), pd.DataFrame())
     state = {"jobs": [], "strength": None}
 
-    def tables():
+    def tables(final: bool = False):
+        # The bootstrap reads every finished run's test predictions: redone after each run
+        # it grew with the square of the runs (30 s a refresh at 35 runs of 10,000 test
+        # images), so the tables between runs go without CIs and the last one has them.
         nonlocal result
         rows = _rows_from_runs(state["jobs"], tail)
         if not rows:
@@ -814,12 +817,14 @@ def run_compare(cfg, verbose: int = 2):
         df = pd.DataFrame(rows).drop(columns=["cfg"], errors="ignore")
         write_csv(out / "runs.csv", df)
         summary, paired = compare_tables(rows, _predictions(state["jobs"]), tail,
-                                         cfg.bootstrap, seed=cfg.seeds[0])
+                                         cfg.bootstrap if final else 0, seed=cfg.seeds[0])
         write_csv(out / "summary.csv", summary)
         write_csv(out / "paired.csv", paired)
         text = (f"# Classifier comparison\n\nMean ± std over seeds "
                 f"{', '.join(map(str, cfg.seeds))} [95% bootstrap CI over seeds and test "
-                f"images, {cfg.bootstrap} resamples]; {cfg.backbone} at {cfg.input_shape} px, "
+                f"images, {cfg.bootstrap} resamples"
+                + ("" if final else "; made when every run has finished") + "]; "
+                f"{cfg.backbone} at {cfg.input_shape} px, "
                 f"{cfg.number_epochs} epochs x {steps} steps of {cfg.batch_size} in every arm. "
                 f"Tail labels (fewest real training images): {', '.join(tail)}. "
                 f"* = the strongest non-generative arm, the reference of the paired tests.\n")
@@ -869,7 +874,7 @@ def run_compare(cfg, verbose: int = 2):
     check_finished_runs(jobs)
     state["jobs"] = jobs
     failures += _execute_in_order(jobs, cfg, verbose, tables)
-    tables()
+    tables(final=True)
     if failures:
         print(f"{len(failures)} problem(s):\n  " + "\n  ".join(failures))
     return (*result, failures)
