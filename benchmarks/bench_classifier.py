@@ -11,10 +11,29 @@ otherwise writes random JPEGs to a temp folder.
 
 A second table times a comparison's decoding: every run (arm x seed) decoding its images,
 against one cache the runs of the process share.
+
+    python3 benchmarks/bench_classifier.py --loop [--quick] [--repeats 3]
+
+--loop (issue 36's yardstick) instead times the project's training loop,
+`classifier.training.fit_model` (what `classifier.train` runs: the epoch plan, the tf.data
+pipeline, AdjustedCrossEntropy on one-hot targets with sample weights, the NaN-stop callback,
+BestCheckpoint's validation and weight saving every epoch), against a plain Keras
+`model.fit` of the same network on the same in-memory images (uint8 held as float32), the
+same batch size and number of steps, sparse categorical cross-entropy, no callbacks. Both
+start from scratch each time (build + compile + fit), as a run does. Two settings:
+small_cnn at 28 px on Fashion-MNIST-LT IF 100 (built with `python3 -m sample_data
+--arrangement fmnist_lt` in --work_dir) and MobileNetV3Small at 96 px on custom_coco (weights
+none). A third variant, the loop with its validation forward pass stubbed out (zeros logits),
+says what validation every epoch costs. Interleaved repeats (a, a without validation, b, ...),
+medians. Then the wall time of one `classifier.compare` of 3 arms (original, rebalanced,
+logit_adjusted) x 5 seeds on Fashion-MNIST-LT IF 100, 2 epochs x 20 steps of 128, per arm x
+seed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import sys
 import tempfile
 import time
@@ -115,13 +134,24 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--augm_type", default="flip")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats (best one counts)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats (best one counts; default 3, --quick 2; --loop: "
+                        "medians, default 3 for small_cnn and 2 for mobilenetv3small)")
     p.add_argument("--runs", type=int, default=10, help="runs sharing the decoded images "
                    "(a comparison of 5 arms x 2 seeds)")
+    p.add_argument("--loop", action="store_true",
+                   help="fit_model (classifier.train's loop) against a plain model.fit, and "
+                        "one compare's wall time (issue 36)")
+    p.add_argument("--work_dir", default="/tmp/bench_classifier_loop",
+                   help="--loop: where Fashion-MNIST-LT and the compare runs go")
     args = p.parse_args(argv)
+    if args.loop:
+        loop_benchmark(args)
+        return
     if args.quick:
         args.backbone, args.input_shape, args.epochs, args.classes = "small_cnn", 64, 3, 4
         args.repeats = 2
+    args.repeats = args.repeats or 3
     with tempfile.TemporaryDirectory() as tmp:
         paths, labels = dataset(args.classes, Path(tmp))
         plan = sampling.epoch_plan(labels, args.epochs, args.batch_size,
@@ -173,6 +203,231 @@ def decode_table(args, paths) -> None:
     for name in ("per run", "shared"):
         t = min(times[name])
         print(f"{name + ' decode':<44} {t:8.2f} {n / t:9.1f} {base / t:6.2f}")
+
+
+# --loop: classifier.training.fit_model against a plain model.fit (issue 36) ---------------
+
+# small_cnn: bench_longtail's classifier (28 px, batch 128, lr 3e-3); MobileNetV3Small: a
+# custom_coco run at 96 px. Epochs of one pass over the training split (93 steps on
+# Fashion-MNIST-LT IF 100, near bench_longtail's 100): a plain fit over arrays cannot run
+# more steps per epoch than the arrays hold.
+LOOP_SETTINGS = (
+    {"name": "small_cnn 28 px, Fashion-MNIST-LT IF 100", "data": "fmnist_lt",
+     "backbone": "small_cnn", "input_shape": 28, "batch_size": 128, "learning_rate": 3e-3,
+     "number_epochs": 2, "steps_per_epoch": None, "repeats": 3},
+    {"name": "mobilenetv3small 96 px, custom_coco", "data": "coco",
+     "backbone": "mobilenetv3small", "input_shape": 96, "batch_size": 32,
+     "learning_rate": 1e-3, "number_epochs": 2, "steps_per_epoch": None, "repeats": 2},
+)
+LOOP_QUICK = {"number_epochs": 2, "steps_per_epoch": 5}
+COMPARE_ARMS = ("original", "rebalanced", "logit_adjusted")
+
+
+def fmnist_lt(work: Path) -> Path:
+    """Fashion-MNIST-LT IF 100 in work/ (built once; sample_data reuses a finished folder)."""
+    from sample_data.__main__ import build
+    data = work / "fmnist_lt_if100"
+    build(data, None, 0, "fmnist_lt", 100)
+    return data
+
+
+def loop_config(setting: dict, train_dir: Path, out: Path, **over):
+    from cli.flags import config_from_dict, validate_config
+    from config import ClassifierConfig
+    keys = ("backbone", "input_shape", "batch_size", "learning_rate", "number_epochs",
+            "steps_per_epoch")
+    cfg = config_from_dict(ClassifierConfig, {
+        **{k: setting[k] for k in keys}, "train_dir": str(train_dir), "out_dir": str(out),
+        "weights": "none", "evaluation_type": "balanced_accuracy",
+        # never stops early: both sides train the same number of steps
+        "early_stop_patience": 0, "tensorboard": False, "seed": 0, **over})
+    validate_config(cfg)
+    return cfg
+
+
+class _Clock:
+    """Seconds spent in the patched functions of classifier.training during one call."""
+
+    def __init__(self):
+        self.spent: dict[str, float] = {}
+
+    def wrap(self, name, fn):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+
+@contextlib.contextmanager
+def _patched(module, **fns):
+    old = {k: getattr(module, k) for k in fns}
+    for k, v in fns.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def run_fit_model(cfg, class_names, train, val, run_dir: Path, validation: bool = True
+                  ) -> dict:
+    """One classifier.training.fit_model call from scratch; seconds in all and by part."""
+    import keras
+
+    from classifier import training
+    clock = _Clock()
+    marks: dict[str, float] = {}
+
+    class Marks(keras.callbacks.Callback):  # after the NaN stop and the checkpoint
+        def on_train_begin(self, logs=None):
+            marks["fit"] = time.perf_counter()
+
+    predict = (clock.wrap("validation", training.predict_logits) if validation
+               else clock.wrap("validation", lambda m, x, b=64: np.zeros(
+                   (len(x), len(class_names)), np.float32)))
+    with _patched(training, predict_logits=predict,
+                  classification_metrics=clock.wrap("validation",
+                                                    training.classification_metrics),
+                  save_weights_atomic=clock.wrap("saving", training.save_weights_atomic)):
+        t0 = time.perf_counter()
+        training.fit_model(cfg, class_names, train, val, run_dir / "best.weights.h5",
+                           verbose=0, extra_callbacks=[Marks()])
+        total = time.perf_counter() - t0
+    return {"total": total, "setup": marks["fit"] - t0, **clock.spent}
+
+
+def run_plain_fit(cfg, n_classes: int, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
+    """A plain Keras model.fit from scratch: same network, batch size and steps."""
+    import keras
+
+    from classifier.backbones import build_classifier
+    from classifier.runs import architecture
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)
+    model, _ = build_classifier(**architecture(cfg, n_classes), weights=None)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
+    t1 = time.perf_counter()
+    # Exactly `steps` batches per pass, so each epoch is one pass of `steps` steps (Keras
+    # keeps a partly used array iterator across epochs and would run out in the next).
+    n = steps * cfg.batch_size
+    model.fit(x[:n], y[:n], batch_size=cfg.batch_size, epochs=cfg.number_epochs, verbose=0)
+    return {"total": time.perf_counter() - t0, "setup": t1 - t0}
+
+
+def loop_setting(setting: dict, args, work: Path) -> list[dict]:
+    """Interleaved repeats of fit_model, fit_model without validation and plain fit at one
+    setting; one row per variant with medians."""
+    import dataclasses
+
+    from classifier.training import prepare_data, training_plan
+    train_dir = fmnist_lt(work) / "train" if setting["data"] == "fmnist_lt" else COCO
+    if not train_dir.is_dir():
+        print(f"[bench_classifier] {setting['name']}: no {train_dir}, skipped", flush=True)
+        return []
+    over = LOOP_QUICK if args.quick else {}
+    cfg = loop_config({**setting, **over}, train_dir, work / "runs")
+    class_names, train, val = prepare_data(cfg, np.random.default_rng(cfg.seed), [])
+    plan = training_plan(cfg, train, np.random.default_rng(cfg.seed + 1))
+    steps = plan.shape[1] // cfg.batch_size
+    n_images = cfg.number_epochs * steps * cfg.batch_size
+    x = train.images.astype(np.float32)  # the plain side holds its images as float32
+    run_dir = work / "runs" / "fit_model"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Warm-up of both (TensorFlow's one-time costs), tiny.
+    small = dataclasses.replace(cfg, number_epochs=1, steps_per_epoch=2)
+    run_fit_model(small, class_names, train, val, run_dir)
+    run_plain_fit(small, len(class_names), x, train.labels, 2)
+    variants = {
+        "(a) fit_model (classifier.train's loop)":
+            lambda: run_fit_model(cfg, class_names, train, val, run_dir),
+        "(a') fit_model, validation predict stubbed":
+            lambda: run_fit_model(cfg, class_names, train, val, run_dir, validation=False),
+        "(b) plain model.fit, no callbacks":
+            lambda: run_plain_fit(cfg, len(class_names), x, train.labels, steps),
+    }
+    times: dict[str, list[dict]] = {k: [] for k in variants}
+    if args.quick:
+        del variants["(a') fit_model, validation predict stubbed"]
+    repeats = args.repeats or setting["repeats"]
+    for r in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(fn())
+            print(f"  [{setting['name']}] repeat {r + 1}: {name}: "
+                  f"{times[name][-1]['total']:.2f} s", flush=True)
+    base = statistics.median(t["total"] for t in times["(b) plain model.fit, no callbacks"])
+    rows = []
+    for name, ts in times.items():
+        med = {k: statistics.median(t.get(k, 0.0) for t in ts) for k in ts[0]}
+        rows.append({"setting": setting["name"], "variant": name,
+                     "runs (s)": " / ".join(f"{t['total']:.1f}" for t in ts),
+                     "median s": f"{med['total']:.2f}",
+                     "set-up s": f"{med['setup']:.2f}",
+                     "validation s": f"{med['validation']:.2f}" if "validation" in med
+                     else "-",
+                     "saving s": f"{med['saving']:.2f}" if "saving" in med else "-",
+                     "images/s": f"{n_images / med['total']:.0f}",
+                     "vs (b)": f"{base / med['total']:.2f}x"})
+    print(f"\n{setting['name']}: {len(train.labels)} training, {len(val.labels)} validation "
+          f"images, {len(class_names)} classes; {cfg.number_epochs} epochs x {steps} steps "
+          f"of {cfg.batch_size} = {n_images} training images per run", flush=True)
+    return rows
+
+
+def compare_timing(args, work: Path) -> None:
+    """Wall time of one classifier.compare: 3 arms x 5 seeds on Fashion-MNIST-LT IF 100, a
+    short budget; per arm x seed from its runs.csv."""
+    import shutil
+
+    from benchmarks.bench_longtail import compare_settings, run_times
+    from classifier.comparison import run_compare
+    from cli.flags import config_from_dict, validate_config
+    from cli.tables import format_table
+    from config import CompareConfig
+    data = fmnist_lt(work)
+    out = work / "compare"
+    shutil.rmtree(out, ignore_errors=True)  # fresh: compare would skip finished runs
+    seeds = [0] if args.quick else [0, 1, 2, 3, 4]
+    budget = {"number_epochs": 1, "steps_per_epoch": 5} if args.quick else {
+        "number_epochs": 2, "steps_per_epoch": 20}
+    cfg = config_from_dict(CompareConfig, compare_settings(
+        data, out, list(COMPARE_ARMS), seeds, False, bootstrap=0, **budget))
+    validate_config(cfg)
+    t0 = time.perf_counter()
+    run_compare(cfg, verbose=0)
+    wall = time.perf_counter() - t0
+    times = run_times(out / "runs.csv")
+    n = len(COMPARE_ARMS) * len(seeds)
+    print(f"\none classifier.compare of {len(COMPARE_ARMS)} arms x {len(seeds)} seeds on "
+          f"Fashion-MNIST-LT IF 100 (small_cnn 28 px, {cfg.number_epochs} epochs x "
+          f"{cfg.steps_per_epoch} steps of {cfg.batch_size}, test 10,000 images, no "
+          f"bootstrap): wall {wall:.0f} s, {wall / n:.1f} s per arm x seed")
+    print("seconds per arm x seed (the run's own training + evaluation, compare's runs.csv):")
+    print(format_table(times, list(dict.fromkeys(k for r in times for k in r))))
+
+
+def loop_benchmark(args) -> None:
+    from cli.tables import format_table
+    if args.quick:
+        args.repeats = 1
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = []
+    for setting in LOOP_SETTINGS:
+        rows += loop_setting(setting, args, work)
+    print(f"\nfit_model against a plain model.fit, from scratch (build + compile + fit); "
+          f"interleaved repeats (a, a', b, a, ...), medians; vs (b) = (b)'s median time / "
+          f"the row's (the target for (a) is >= 0.9x)"
+          + (" -- QUICK: tiny settings, the numbers mean nothing" if args.quick else ""))
+    print(format_table(rows, list(rows[0])) if rows else "(no setting ran)")
+    compare_timing(args, work)
+    print(f"\n[bench_classifier --loop] total {(time.perf_counter() - t0) / 60:.1f} min")
 
 
 if __name__ == "__main__":
