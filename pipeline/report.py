@@ -283,6 +283,33 @@ def _convergence_html(layout: Layout, arms: list[str], assets: Path) -> str:
     return line + chart + table
 
 
+def _feature_quality_html(layout: Layout) -> str:
+    """Per feature-fill arm and label: KID and memorised share of the generated features
+    against the real ones (mean over seeds), from each run's feature_quality.csv; "" when
+    no feature_fill arm ran."""
+    import pandas as pd
+    frames = [pd.read_csv(p).assign(arm=p.parent.parent.name)
+              for p in sorted(layout.results.glob("*/seed*/feature_quality.csv"))]
+    if not frames:
+        return ""
+    df = pd.concat(frames)
+    table = (df.groupby(["arm", "label"], sort=False)
+             .agg(seeds=("kid", "size"), generated=("n_fake", "mean"), kid=("kid", "mean"),
+                  kid_real=("kid_real_baseline", "mean"),
+                  memorised=("memorised_share", "mean")).reset_index())
+    rows = [{"arm": r.arm, "label": r.label, "seeds": int(r.seeds),
+             "generated per run": f"{r.generated:.0f}", "KID generated": f"{r.kid:.3f}",
+             "KID real halves": f"{r.kid_real:.3f}", "memorised": f"{r.memorised:.1%}"}
+            for r in table.itertuples()]
+    return ("<h3>Generated features (feature_fill arms)</h3>" + html_table(rows)
+            + '<p class="note">The feature fill generates penultimate features of the arm\'s '
+              'own encoder, not images: KID of the generated against the real training '
+              'features of the label (per dimension standardised; "real halves" is two halves '
+              'of the real features against each other), and the share of generated vectors '
+              'nearer to a real one than the real vectors\' own 5th-percentile neighbour '
+              'distance (likely copies).</p>')
+
+
 def _shots_html(layout: Layout, arms: list[str]) -> str:
     """Many / medium / few-shot accuracy on the in-distribution test set, when the
     comparison wrote shots.csv (it does for long-tailed training data)."""
@@ -401,7 +428,8 @@ def build_report(layout: Layout, pcfg: PipelineConfig, state: dict) -> Path:
         _section("plan", "Gap filling plan (stage 3)", plan),
         _section("generated", "Real vs generated images", _generated_html(layout)),
         _section("quality", "Generated image quality",
-                 image_quality.quality_html(layout, pcfg.test_dir, *_kid(layout, pcfg, assets))),
+                 image_quality.quality_html(layout, pcfg.test_dir, *_kid(layout, pcfg, assets))
+                 + _feature_quality_html(layout)),
         _section("comparison", "Classifier comparison (stage 4)", comparison),
         _section("confusion", "Confusion matrices", confusion),
         _section("config", "Settings used", settings or _missing("No settings recorded.")),

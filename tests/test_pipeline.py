@@ -538,3 +538,21 @@ def test_report_shows_many_medium_few_accuracy_when_the_comparison_wrote_it(tmp_
     # original gets half of the head label right, crt all of it; the few label is missed.
     assert "<td>original</td><td>0.500</td><td>1.000</td><td>0.000</td>" in page.replace(
         " ± 0.000", "")
+
+
+def test_report_shows_the_generated_features_quality_beside_the_images(tmp_path):
+    from pipeline.report import _feature_quality_html
+    from pipeline.stages import Layout
+    layout = Layout(tmp_path / "run")
+    layout.results.mkdir(parents=True)
+    assert _feature_quality_html(layout) == ""           # no feature_fill arm ran
+    for seed, kid in [(0, 0.10), (1, 0.30)]:
+        run = layout.results / "feature_fill" / f"seed{seed}"
+        run.mkdir(parents=True)
+        pd.DataFrame({"label": ["boot", "bag"], "n_fake": [40, 20], "kid": [kid, 0.5],
+                      "kid_real_baseline": [0.0, 0.1], "memorised_share": [0.1, 0.0]}
+                     ).to_csv(run / "feature_quality.csv", index=False)
+    page = _feature_quality_html(layout)
+    assert "Generated features (feature_fill arms)" in page
+    assert "<td>feature_fill</td><td>boot</td><td>2</td><td>40</td><td>0.200</td>" in page
+    assert "10.0%" in page
