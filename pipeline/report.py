@@ -293,6 +293,7 @@ def _feature_quality_html(layout: Layout) -> str:
     if not frames:
         return ""
     df = pd.concat(frames)
+    df = df[df["n_fake"] > 0]       # the largest label needs no fill: nothing to judge
     table = (df.groupby(["arm", "label"], sort=False)
              .agg(seeds=("kid", "size"), generated=("n_fake", "mean"), kid=("kid", "mean"),
                   kid_real=("kid_real_baseline", "mean"),

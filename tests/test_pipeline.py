@@ -549,10 +549,11 @@ def test_report_shows_the_generated_features_quality_beside_the_images(tmp_path)
     for seed, kid in [(0, 0.10), (1, 0.30)]:
         run = layout.results / "feature_fill" / f"seed{seed}"
         run.mkdir(parents=True)
-        pd.DataFrame({"label": ["boot", "bag"], "n_fake": [40, 20], "kid": [kid, 0.5],
-                      "kid_real_baseline": [0.0, 0.1], "memorised_share": [0.1, 0.0]}
+        pd.DataFrame({"label": ["boot", "bag", "shirt"], "n_fake": [40, 20, 0],
+                      "kid": [kid, 0.5, float("nan")], "kid_real_baseline": [0.0, 0.1, 0.0],
+                      "memorised_share": [0.1, 0.0, float("nan")]}
                      ).to_csv(run / "feature_quality.csv", index=False)
     page = _feature_quality_html(layout)
     assert "Generated features (feature_fill arms)" in page
     assert "<td>feature_fill</td><td>boot</td><td>2</td><td>40</td><td>0.200</td>" in page
-    assert "10.0%" in page
+    assert "10.0%" in page and "shirt" not in page and "nan" not in page
