@@ -2,7 +2,10 @@
 budget, the classic augmentation's strength chosen on validation, and the evidence tables.
 
     out_dir/classic_select/strength=<s>_seed<S>/   the strength search (first seed only)
-    out_dir/<arm>/seed<S>/                         one run folder per arm and seed
+    out_dir/recipe_select/<arm>/<recipe>/seed<S>/  the recipe search (--recipe_grid, on
+                                                   --recipe_seed only), recipes.json the choice
+    out_dir/<arm>/seed<S>/                         one run folder per arm and seed (crt and
+                                                   feature_fill load <original>/seed<S>)
     out_dir/runs.csv, summary.csv, paired.csv, compare.md
     out_dir/tail_labels.json                       the tail labels and the real counts
     out_dir/shots.csv                              many / medium / few-shot accuracy per run
