@@ -613,6 +613,11 @@ class ClassifierConfig:
                                                "size of the real data. Default: synthetic "
                                                "images are added to the real ones.",
                                                min=0.0, max=1.0)
+    synthetic_bn: str = opt("shared", "separate: in every BatchNorm layer the synthetic "
+                            "images of a batch are normalised by their own batch statistics "
+                            "and only the real images update the moving averages used at "
+                            "test time; shared: one statistic for the whole batch.",
+                            choices=("shared", "separate"))
     synthetic_filter: str = opt("none", "in_distribution: keep a synthetic image only when a "
                                 "classifier trained on the real images (--filter_model, or "
                                 "one trained in the run folder) predicts its label and its "
@@ -716,6 +721,7 @@ class ClassifierConfig:
             ("--synthetic_weight", self.synthetic_weight != 1.0),
             ("--synthetic_label_smoothing", self.synthetic_label_smoothing > 0),
             ("--synthetic_replace_prob", self.synthetic_replace_prob is not None),
+            ("--synthetic_bn", self.synthetic_bn != "shared"),
             ("--synthetic_filter", self.synthetic_filter != "none")) if on]
         if self.feature_fill and not self._reads_synthetic_images():
             synthetic_options = [n for n in synthetic_options if n not in feature_ok]
@@ -764,9 +770,17 @@ class GridSearchConfig(ManyRunsConfig, ClassifierConfig):
 # What classifier.compare's --recipe_grid may choose per generative arm: how the arm uses its
 # synthetic data, never what the data or the classifier is.
 RECIPE_FIELDS = ("synthetic_weight", "synthetic_label_smoothing", "synthetic_replace_prob",
-                 "synthetic_filter", "filter_percentile", "synthetic_ratio",
+                 "synthetic_bn", "synthetic_filter", "filter_percentile", "synthetic_ratio",
                  "sample_weighting", "diagen_threshold", "finetune_head_epochs", "la_tau",
                  "feature_fill_steps")
+
+
+# The ClassifierConfig values of a run on real images alone, trained from scratch with the
+# plain loss: the non-generative arms and the judge of synthetic images start from these.
+REAL_ONLY_SETTINGS = dict(synthetic_weight=1.0, synthetic_label_smoothing=0.0,
+                          synthetic_replace_prob=None, synthetic_bn="shared",
+                          synthetic_filter="none", finetune_head_epochs=0, feature_fill=False,
+                          from_run="", logit_adjusted=False)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from classifier.grid import summarize
 from classifier.metrics import SUMMARY_METRICS, higher_is_better, paired_comparison
 from classifier.report import write_csv
 from classifier.runs import METRICS_NAME, is_finished
+from config import REAL_ONLY_SETTINGS
 from dataset.scan import DatasetError
 
 TABLE_METRICS = SUMMARY_METRICS + ("tail_recall",)
@@ -64,12 +65,6 @@ def fill_folders(cfg) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-# What a real-only arm never uses: the synthetic-aware options of the fill arms.
-_REAL_ONLY = dict(synthetic_weight=1.0, synthetic_label_smoothing=0.0,
-                  synthetic_replace_prob=None, synthetic_filter="none",
-                  finetune_head_epochs=0, feature_fill=False, logit_adjusted=False)
-
-
 def arm_settings(cfg, arm: str, strength: float | None) -> dict:
     """The ClassifierConfig changes that make `arm` (strength: the classic augmentation's).
     An arm that starts from another arm's run also needs `from_run` (see `_job`)."""
@@ -77,7 +72,8 @@ def arm_settings(cfg, arm: str, strength: float | None) -> dict:
     base, suffixes = split_arm(arm, [k for k in fills if k not in ("classic_fill",
                                                                    "diffusion_fill")])
     classic = dict(augm_type=cfg.classic_augm_type, augm_strength=strength)
-    real = dict(train_dir=cfg.train_dir, manifest="", sample_weighting="none", **_REAL_ONLY)
+    real = dict(train_dir=cfg.train_dir, manifest="", sample_weighting="none",
+                **REAL_ONLY_SETTINGS)
     if base in ("original", "rebalanced", "logit_adjusted", "crt"):
         out = dict(real, augm_type="base", class_balanced=base == "rebalanced",
                    logit_adjusted=base == "logit_adjusted")

@@ -194,22 +194,28 @@ def load_images(paths: Sequence[str], size: int, grayscale: bool = False,
 
 
 def train_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray,
-                  plan: np.ndarray, batch_size: int, augment=None):
+                  plan: np.ndarray, batch_size: int, augment=None,
+                  synthetic: np.ndarray | None = None):
     """A tf.data pipeline yielding (pixels float32 [0, 255], target, sample weight) batches
     in the order of `plan` (epochs x indices); prefetches while the model trains.
 
     Args:
         targets: per image, a class index (int) or a row of class probabilities (float).
+        synthetic: per image, whether it is synthetic; given, the batches' first element
+            is (pixels, is_synthetic), as `split_bn.SplitBatchNormTrainer` takes them.
     """
     import tensorflow as tf
     images_t = tf.constant(images)
     labels_t = tf.constant(targets.astype(np.int32 if targets.ndim == 1 else np.float32))
     weights_t = tf.constant(weights.astype(np.float32))
+    synthetic_t = None if synthetic is None else tf.constant(np.asarray(synthetic, bool))
 
     def gather(idx):
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
         if augment is not None:
             x = augment(x)
+        if synthetic_t is not None:
+            x = (x, tf.gather(synthetic_t, idx))
         return x, tf.gather(labels_t, idx), tf.gather(weights_t, idx)
 
     ds = tf.data.Dataset.from_tensor_slices(plan.reshape(-1))

@@ -37,6 +37,7 @@ from classifier.report import plot_confusion, write_csv, write_json
 from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, architecture,
                              new_run_dir, save_model_json)
 from cli.flags import save_config_json
+from config import REAL_ONLY_SETTINGS
 from dataset.atomic import save_weights_atomic
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key
@@ -130,8 +131,11 @@ class BestCheckpoint:
 
         class _Impl(keras.callbacks.Callback):
             def __init__(self, val: ImageSet, class_names, evaluation_type: str, path: Path,
-                         patience: int, min_delta: float, batch_size: int):
+                         patience: int, min_delta: float, batch_size: int, network=None):
                 super().__init__()
+                # The network whose weights are judged and saved; default: the fitted model
+                # (a SplitBatchNormTrainer fits a wrapper around the network).
+                self.network = network
                 self.val, self.class_names = val, list(class_names)
                 self.evaluation_type, self.path = evaluation_type, Path(path)
                 self.patience, self.min_delta, self.batch_size = patience, min_delta, batch_size
@@ -143,7 +147,7 @@ class BestCheckpoint:
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs if logs is not None else {}
-                logits = predict_logits(self.model, self.val.images, self.batch_size)
+                logits = predict_logits(self.net, self.val.images, self.batch_size)
                 m = classification_metrics(self.val.labels, logits.argmax(1), self.class_names)
                 m["loss"] = cross_entropy(logits, self.val.labels)
                 for key in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
@@ -159,7 +163,7 @@ class BestCheckpoint:
                     improved = True
                     self.best, self.best_epoch, self.wait = value, epoch + 1, 0
                     self.best_loss = m["loss"]
-                    save_weights_atomic(self.model, self.path)
+                    save_weights_atomic(self.net, self.path)
                 else:
                     self.wait += 1
                     if self.patience and self.wait >= self.patience:
@@ -170,7 +174,11 @@ class BestCheckpoint:
 
             def on_train_end(self, logs=None):
                 if self.path.is_file():
-                    self.model.load_weights(self.path)
+                    self.net.load_weights(self.path)
+
+            @property
+            def net(self):
+                return self.network if self.network is not None else self.model
 
         return _Impl(*args, **kwargs)
 
@@ -222,23 +230,28 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
     offsets = (longtail.logit_offsets(longtail.effective_prior(
         train.labels[seen], len(class_names), weights[seen]), cfg.la_tau)
         if cfg.logit_adjusted else None)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=AdjustedCrossEntropy(offsets),
-                  jit_compile=False)  # XLA measured slower for these small nets on CPU
+    trainer = model
+    if cfg.synthetic_bn == "separate":
+        from classifier.split_bn import SplitBatchNormTrainer
+        trainer = SplitBatchNormTrainer(model)
+    trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                    loss=AdjustedCrossEntropy(offsets),
+                    jit_compile=False)  # XLA measured slower for these small nets on CPU
     smoothing = np.where(train.synthetic, cfg.synthetic_label_smoothing, 0.0)
     targets = longtail.soft_targets(train.labels, len(class_names), smoothing)
     augment = make_batch_augmenter(cfg.augm_type, cfg.augm_probability, seed=cfg.seed,
                                    preset=cfg.albumentations_preset,
                                    strength=cfg.augm_strength, flip=cfg.augm_flip)
-    ds = train_dataset(train.images, targets, weights, plan, cfg.batch_size, augment)
+    ds = train_dataset(train.images, targets, weights, plan, cfg.batch_size, augment,
+                       synthetic=train.synthetic if trainer is not model else None)
     ckpt = BestCheckpoint(val, class_names, cfg.evaluation_type, weights_path,
                           cfg.early_stop_patience, cfg.early_stop_min_delta,
-                          max(cfg.batch_size, 64))
+                          max(cfg.batch_size, 64), network=model)
     # after the checkpoint, which adds the validation metrics to the epoch logs
     board = ([keras.callbacks.TensorBoard(log_dir=str(Path(weights_path).parent / "logs"),
                                           write_graph=False, profile_batch=0)]
              if cfg.tensorboard else [])
-    model.fit(ds, epochs=cfg.number_epochs, steps_per_epoch=plan.shape[1] // cfg.batch_size,
+    trainer.fit(ds, epochs=cfg.number_epochs, steps_per_epoch=plan.shape[1] // cfg.batch_size,
               # first: a NaN/inf loss stops the run before the checkpoint sees the epoch
               callbacks=[stop_on_non_finite_loss(), ckpt, *board, *extra_callbacks],
               verbose=verbose,
@@ -272,11 +285,8 @@ def real_only_classifier(cfg, run_dir: Path, class_names, train: ImageSet, val: 
                                f"(no metrics.json)")
         return model
     fdir.mkdir(exist_ok=True)
-    fcfg = dataclasses.replace(cfg, sample_weighting="none", synthetic_ratio=0.0,
-                               synthetic_filter="none", synthetic_weight=1.0,
-                               synthetic_label_smoothing=0.0, synthetic_replace_prob=None,
-                               finetune_head_epochs=0, feature_fill=False, from_run="",
-                               logit_adjusted=False, manifest="",
+    fcfg = dataclasses.replace(cfg, **REAL_ONLY_SETTINGS, sample_weighting="none",
+                               synthetic_ratio=0.0, manifest="",
                                train_dir="(real images of the parent run)",
                                run_name="filter_model", out_dir=str(run_dir))
     save_config_json(fcfg, fdir / CONFIG_NAME, class_names=list(class_names))

@@ -149,6 +149,26 @@ def test_synthetic_weight_zero_trains_as_real_only(data, original):
     assert res.metrics["val"]["macro_f1"] == pytest.approx(original.metrics["val"]["macro_f1"])
 
 
+def test_separate_batch_norm_trains_as_plain_on_real_images_and_reloads(data, original):
+    from classifier.runs import load_run
+    from classifier.training import predict_logits, train_run
+    common = ("--manifest", data["balanced"], "--test_dir", data["test"], "--out_dir",
+              data["root"] / "runs", "--number_epochs", 4, "--seed", 0, "--synthetic_bn",
+              "separate")
+    # No synthetic image in any batch: the split loop is the plain loop.
+    alone = train_run(_cfg(*common, "--run_name", "bn_real", "--synthetic_weight", 0),
+                      verbose=0)
+    assert alone.metrics["tests"]["test"]["confusion_matrix"] == \
+        original.metrics["tests"]["test"]["confusion_matrix"]
+    res = train_run(_cfg(*common, "--run_name", "bn_separate"), verbose=0)
+    assert res.metrics["n_train_synthetic"] == 12
+    assert json.loads((res.run_dir / "config.json").read_text())["synthetic_bn"] == "separate"
+    reloaded, _, _ = load_run(res.run_dir)
+    images = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    assert np.allclose(predict_logits(res.model, images), predict_logits(reloaded, images),
+                       atol=1e-5)
+
+
 def test_filter_and_label_smoothing_run_and_log_what_was_dropped(data):
     import pandas as pd
 
@@ -178,6 +198,7 @@ def test_filter_and_label_smoothing_run_and_log_what_was_dropped(data):
     (["--synthetic_label_smoothing", "1.5"], "--synthetic_label_smoothing"),
     (["--synthetic_replace_prob", "2"], "--synthetic_replace_prob"),
     (["--synthetic_filter", "nearby"], "--synthetic_filter"),
+    (["--synthetic_bn", "mixed"], "--synthetic_bn"),
     (["--la_tau", "-0.5"], "--la_tau"),
     (["--finetune_head_epochs", "-2"], "--finetune_head_epochs"),
     (["--feature_fill"], "--finetune_head_epochs"),
