@@ -4,9 +4,9 @@ Sections: the stages (status, time), counts per label and site before and after 
 site balancing, diffusion training (curves, KID, samples), the stage-3 plan, real vs
 generated images, the generated images' quality per label (memorisation share, GAN-test
 beside real-test accuracy, KID, closest pairs; `pipeline.image_quality`), the classifier
-comparison (every arm with CIs, paired differences, per-label recall per test set, the
-validation curves with the arms whose best epoch was the last named), confusion matrices,
-and the settings used. Every picture is inlined, so the page works from a file:// URL with
+comparison (every arm with CIs, paired differences, the recipe of each fill, per-label
+recall per test set, the validation curves with the arms whose best epoch was the last
+named), confusion matrices, and the settings used. Every picture is inlined, so the page works from a file:// URL with
 no network. The PNGs and numbers behind it are kept in `report_assets/`, the GAN-test table
 in `quality/`.
 
@@ -311,6 +311,50 @@ def _feature_quality_html(layout: Layout) -> str:
               'distance (likely copies).</p>')
 
 
+def _generators_of(manifest: str) -> str:
+    """The generators named in a fill folder's manifest.csv (its synthetic rows), or the
+    folder's name when the manifest cannot be read from here."""
+    import pandas as pd
+    path = Path(manifest) / "manifest.csv"
+    try:
+        names = pd.read_csv(path, usecols=["generator"])["generator"].dropna().astype(str)
+    except (OSError, ValueError):
+        return Path(manifest).name
+    return ", ".join(sorted(set(names) - {"original"})) or "none"
+
+
+def _recipes_html(layout: Layout, arms: list[str]) -> str:
+    """Per generative arm: what it trained on and how (the synthetic-aware settings that
+    differ from the classifier's defaults), and whether that recipe was chosen on validation
+    runs (recipes.json) or fixed by the settings; "" without generative arms."""
+    from classifier.arms import is_generative
+    from config import RECIPE_FIELDS, ClassifierConfig
+    chosen = {}
+    if (layout.results / "recipes.json").is_file():
+        chosen = json.loads((layout.results / "recipes.json").read_text())
+    defaults = ClassifierConfig(train_dir=".")
+    rows = []
+    for arm in (a for a in arms if is_generative(a)):
+        configs = sorted((layout.results / arm).glob("seed*/config.json"))
+        if not configs:
+            continue
+        cfg = json.loads(configs[0].read_text())
+        source = ("generated features of its own encoder" if cfg.get("feature_fill")
+                  else _generators_of(cfg["manifest"]) if cfg.get("manifest") else "-")
+        changed = {f: cfg[f] for f in (*RECIPE_FIELDS, "logit_adjusted")
+                   if f in cfg and cfg[f] != getattr(defaults, f)}
+        rows.append({"arm": arm, "synthetic data": source,
+                     "recipe": ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults",
+                     "chosen": ("on validation runs (recipe seed, never a reported seed)"
+                                if arm in chosen else "fixed by the settings")})
+    if not rows:
+        return ""
+    return ("<h3>Recipe of each fill</h3>" + html_table(rows)
+            + '<p class="note">How each generative arm used its synthetic data '
+              '(docs/longtail.md); every run\'s config.json holds all its settings, and '
+              'results/compare.md the validation score of every recipe tried.</p>')
+
+
 def _shots_html(layout: Layout, arms: list[str]) -> str:
     """Many / medium / few-shot accuracy on the in-distribution test set, when the
     comparison wrote shots.csv (it does for long-tailed training data)."""
@@ -386,6 +430,7 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
              + html.escape(VERDICT_RULE) + ' The seed-level test is shown to read and decides '
              'nothing. Tail recall: mean recall of the labels with the fewest real training '
              'images (results/compare.md names them).</p>')
+    body += _recipes_html(layout, arms)
     body += _shots_html(layout, arms)
     body += ("<h3>Per-label recall (mean over seeds)</h3>"
              + _recall_html(layout, sets, references, arms))

@@ -557,3 +557,35 @@ def test_report_shows_the_generated_features_quality_beside_the_images(tmp_path)
     assert "Generated features (feature_fill arms)" in page
     assert "<td>feature_fill</td><td>boot</td><td>2</td><td>40</td><td>0.200</td>" in page
     assert "10.0%" in page and "shirt" not in page and "nan" not in page
+
+
+def test_report_shows_the_recipe_of_each_fill_and_where_it_was_chosen(tmp_path):
+    import dataclasses
+
+    from config import ClassifierConfig
+    from pipeline.report import _recipes_html
+    from pipeline.stages import Layout
+    layout = Layout(tmp_path / "run")
+    layout.results.mkdir(parents=True)
+    fill = tmp_path / "fill"
+    fill.mkdir()
+    pd.DataFrame({"path": ["a/1.png", "a/2.png"], "generator": ["original", "ddim"]}).to_csv(
+        fill / "manifest.csv", index=False)
+    arms = {"original": {}, "diffusion_fill": dict(manifest=str(fill), synthetic_weight=0.5),
+            "feature_fill": dict(feature_fill=True, finetune_head_epochs=10),
+            "sdedit_fill+la": dict(manifest=str(fill), synthetic_bn="separate",
+                                   logit_adjusted=True)}
+    assert _recipes_html(layout, list(arms)) == ""         # no run folder yet
+    for arm, changes in arms.items():
+        run = layout.results / arm / "seed0"
+        run.mkdir(parents=True)
+        cfg = dataclasses.replace(ClassifierConfig(train_dir="t"), **changes)
+        (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (layout.results / "recipes.json").write_text(json.dumps({"diffusion_fill": {
+        "synthetic_weight": 0.5}}))
+    page = _recipes_html(layout, list(arms))
+    assert "Recipe of each fill" in page and "<td>original</td>" not in page
+    assert ("<td>diffusion_fill</td><td>ddim</td><td>synthetic_weight=0.5</td>"
+            "<td>on validation runs") in page
+    assert "generated features of its own encoder" in page
+    assert "synthetic_bn=separate, logit_adjusted=True</td><td>fixed by the settings" in page
