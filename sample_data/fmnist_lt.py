@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -79,20 +80,20 @@ def _write_png(job: tuple[Path, np.ndarray, int]) -> None:
 
 
 def write_split(folder: Path, images: np.ndarray, picks: list[np.ndarray], size: int = 28,
-                workers: int | None = None) -> dict:
-    """Writes `images[picks[c]]` as grey PNGs into folder/<class name>/; returns the summary
-    {class name: {"class": index, "sites": {site: count}}}."""
+                workers: int | None = None, names: Sequence[str] = FOLDER_NAMES) -> dict:
+    """Writes `images[picks[c]]` as grey PNGs into folder/<names[c]>/ (default: the class
+    names); returns the summary {name: {"class": c, "sites": {site: count}}}."""
     from runtime.parallel import parallel_imap, worker_pool
     jobs = []
     for cls, rows in enumerate(picks):
-        (folder / FOLDER_NAMES[cls]).mkdir(parents=True, exist_ok=True)
-        jobs += [(folder / FOLDER_NAMES[cls] / f"{SITE}_{row:05d}.png", images[row], size)
+        (folder / names[cls]).mkdir(parents=True, exist_ok=True)
+        jobs += [(folder / names[cls] / f"{SITE}_{row:05d}.png", images[row], size)
                  for row in rows]
     # Pillow's PNG encoder and file creation release the GIL: threads, no pickling.
     with worker_pool(workers, threads=True) as pool:
         for _ in parallel_imap(_write_png, jobs, pool=pool, chunksize=256):
             pass
-    return {FOLDER_NAMES[cls]: {"class": cls, "sites": {SITE: len(rows)}}
+    return {names[cls]: {"class": cls, "sites": {SITE: len(rows)}}
             for cls, rows in enumerate(picks)}
 
 
