@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dataset.atomic import atomic_write_text
+# Below the command-line layer so that dataset/ can compare saved settings; re-exported here.
+from setting_rules.saved_settings import changed_settings, config_to_dict  # noqa: F401
 
 _NONE_WORDS = {"none", "auto", "null"}
 
@@ -320,42 +322,6 @@ def load_config_json(cls, path: str | Path, base=None, section: str | None = Non
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: {section!r} must hold a JSON object")
     return config_from_dict(cls, data, base)
-
-
-def config_to_dict(cfg) -> dict[str, Any]:
-    """The config as plain JSON-able data, tagged with its class name."""
-    data = {"_config_class": type(cfg).__name__}
-    for key, value in dataclasses.asdict(cfg).items():
-        data[key] = list(value) if isinstance(value, tuple) else value
-    return data
-
-
-def changed_settings(saved: dict[str, Any], cfg, keys=None) -> list[str]:
-    """The settings of `cfg` (or only `keys`, in their order) whose value differs from a saved
-    config dict (sorted by name without `keys`).
-
-    A field missing from `saved` counts as unchanged while `cfg` holds its default: it was
-    added to config.py after the file was written, and its default is what that run did.
-
-    Example:
-        >>> changed_settings({"theta": 5.0}, BalancerConfig(in_dir="x", theta=7.0), ["theta"])
-        ['theta']
-    """
-    now = config_to_dict(cfg)
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
-                         else f.default_factory()) for f in dataclasses.fields(cfg)}
-    out = []
-    for key in (keys if keys is not None else now):
-        if key.startswith("_"):
-            continue
-        value = now.get(key)
-        if key not in saved:
-            default = defaults.get(key)
-            if value == (list(default) if isinstance(default, tuple) else default):
-                continue
-        if saved.get(key) != value:
-            out.append(key)
-    return out if keys is not None else sorted(out)   # `keys` order: the caller's priority
 
 
 def save_config_json(cfg, path: str | Path, **extra: Any) -> Path:

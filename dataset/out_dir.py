@@ -5,12 +5,14 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Sequence
 
 from dataset.atomic import is_temp_file
 from dataset.scan import DatasetError
+from setting_rules.saved_settings import changed_settings
 
 CONFIG_NAME = "config.json"
 
@@ -50,7 +52,6 @@ def input_folders(cfg) -> list[tuple[str, str]]:
         >>> input_folders(CompareConfig(train_dir="data/train", test_dir="data/test"))
         [('--train_dir', 'data/train'), ('--test_dir', 'data/test')]
     """
-    import dataclasses
     choices = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("choices")} \
         if dataclasses.is_dataclass(cfg) else set()
     found = []
@@ -144,12 +145,12 @@ def refuse_foreign(out: Path, out_dir: str | Path, owners: Sequence[str], tool: 
 
 def refuse_changed(out_dir: str | Path, saved: dict, cfg, keys: Sequence[str]) -> None:
     """A folder is resumed only with the settings `keys` it was made with (a field added to
-    config.py since then counts as unchanged at its default: `cli.flags.changed_settings`).
+    config.py since then counts as unchanged at its default:
+    `setting_rules.saved_settings.changed_settings`).
 
     Raises:
         DatasetError: naming the first changed setting, its old and its new value.
     """
-    from cli.flags import changed_settings
     changed = changed_settings(saved, cfg, keys)
     if changed:
         key = changed[0]
