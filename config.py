@@ -7,10 +7,12 @@ given with `--config` overrides the defaults, and the resolved settings are writ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from cli.flags import ConfigError, check_number, check_path_component, opt
-from inpainting.masks import REGIONS, region_share
+from diffusion_maths.unet_rules import UNetConfigError, validate_unet_args
+from setting_rules.arm_names import ArmError, normalise_arm, parse_fill_dirs, starts_from
+from setting_rules.mask_regions import REGIONS, region_share
 
 
 # Field groups shared by several stages, declared once.
@@ -328,7 +330,6 @@ class DiffusionConfig(ExecutorConfig):
                 if getattr(self, name) != defaults[name]]
 
     def validate(self) -> None:
-        from diffusion_maths.unet_rules import UNetConfigError, validate_unet_args
         try:
             validate_unet_args(self.image_size, self.widths, self.block_depth,
                                self.embedding_dims, self.groups, self.attention_in_bottleneck)
@@ -845,7 +846,6 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
         Raises:
             ConfigError: an unknown or repeated arm.
         """
-        from classifier.arms import ArmError, normalise_arm, parse_fill_dirs
         try:
             fills = parse_fill_dirs(self.fill_dirs)
             if self.variants is None:
@@ -879,7 +879,6 @@ class CompareConfig(ManyRunsConfig, ClassifierConfig):
         if self.recipe_grid and self.recipe_seed in self.seeds:
             raise ConfigError(f"--recipe_seed {self.recipe_seed} is one of --seeds: the recipe "
                               f"is chosen on runs apart from the reported ones")
-        from classifier.arms import starts_from
         for arm in arms:
             if starts_from(arm) and starts_from(arm) not in arms:
                 raise ConfigError(f"the '{arm}' arm starts from the '{starts_from(arm)}' "
@@ -1051,14 +1050,13 @@ class InpaintingConfig(StableDiffusionConfig):
 
     def resolved(self) -> "InpaintingConfig":
         """A copy with every automatic value (None) replaced by the value it stands for."""
-        import dataclasses
         kind = self.mask_kind()
         region = f"_{self.mask_region}" if self.mask_region != "all" else ""
         name = {"file": "mask", "dir": "masks", "none": ""}.get(kind, kind + region)
         if kind == "region":
             name = self.mask_region
         augm = self.augm_type or "_".join(p for p in (self.mode, name) if p)
-        return dataclasses.replace(
+        return replace(
             self, augm_type=augm,
             guidance_scale=(self.guidance_scale if self.guidance_scale is not None else
                             7.0 if self.backend == "keras_hub" else 1.0),

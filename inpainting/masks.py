@@ -19,33 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# (top, bottom, left, right) as fractions of the image height / width.
-REGIONS = {
-    "all": (0.0, 1.0, 0.0, 1.0),
-    "top": (0.0, 0.5, 0.0, 1.0), "bottom": (0.5, 1.0, 0.0, 1.0),
-    "left": (0.0, 1.0, 0.0, 0.5), "right": (0.0, 1.0, 0.5, 1.0),
-    "upper_third": (0.0, 1 / 3, 0.0, 1.0), "middle_third": (1 / 3, 2 / 3, 0.0, 1.0),
-    "lower_third": (2 / 3, 1.0, 0.0, 1.0),
-    "left_third": (0.0, 1.0, 0.0, 1 / 3), "right_third": (0.0, 1.0, 2 / 3, 1.0),
-    "center": (0.25, 0.75, 0.25, 0.75),
-}
+# The region table lives below config.py (which checks --mask_region); region_share is
+# re-exported for the callers that have always found it here.
+from setting_rules.mask_regions import REGIONS, region_share  # noqa: F401
+
 MODES = ("box", "blob", "region")
 ASPECT_TOLERANCE = 0.01
 
 
 class MaskError(ValueError):
     """A mask cannot be used; the message names the file and says why in one line."""
-
-
-def region_share(region: str) -> float:
-    """The share of an image a named region covers.
-
-    Example:
-        >>> region_share("center")
-        0.25
-    """
-    t, b, left, r = REGIONS[region]
-    return (b - t) * (r - left)
 
 
 def region_box(shape: tuple[int, int], region: str) -> tuple[int, int, int, int]:
