@@ -15,8 +15,11 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterator
+
+from dataset.errors import DatasetError
 
 
 # What `atomic_path` names its temp files: a kill -9 mid-write leaves one behind.
@@ -111,9 +114,6 @@ def load_weights_checked(model, path: str | Path) -> None:
     Raises:
         DatasetError: the file cannot be loaded into `model`.
     """
-    import warnings
-
-    from dataset.scan import DatasetError
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*(Skipping|freshly-initialized).*")

@@ -18,12 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from dataset.errors import DatasetError
 from dataset.images import ImageLoadError, is_image_name, probe_image
 from runtime.parallel import parallel_imap
-
-
-class DatasetError(ValueError):
-    """The input folder cannot be used as it is; the message says why in one line."""
 
 
 @dataclass(frozen=True)
