@@ -1,6 +1,7 @@
 """Which images train, which validate, and in what order (pure numpy, seeded).
 
-- `stratified_split`: a seeded per-class hold-out for validation (real images only).
+- `stratified_split` (from `dataset.split`): a seeded per-class hold-out for validation
+  (real images only).
 - `select_synthetic`: keep a real:synthetic ratio, spreading the kept synthetic images over
   the labels in proportion to what was generated (largest remainder, exact counts).
 - `epoch_plan`: the sample indices of every batch of every epoch, shuffled or
@@ -20,31 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from balancing.plan import largest_remainder
-
-
-def stratified_split(labels: Sequence[int], val_fraction: float, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Splits indices per class: round(fraction * n) to validation, but at least one image
-    of a class with two or more stays on each side (a class with one image only trains).
-
-    Returns:
-        (train_indices, val_indices), each sorted.
-
-    Example:
-        >>> stratified_split([0] * 10 + [1] * 2, 0.2, np.random.default_rng(1))[1].size
-        3
-    """
-    labels = np.asarray(labels, dtype=int)
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(val_fraction * len(idx)))
-        k = 0 if len(idx) < 2 else min(max(k, 1), len(idx) - 1)
-        val.extend(idx[:k])
-        train.extend(idx[k:])
-    return np.sort(np.asarray(train, dtype=int)), np.sort(np.asarray(val, dtype=int))
+# Below stage 2 and stage 4, which both hold out validation images; re-exported here.
+from dataset.split import stratified_split  # noqa: F401
 
 
 def select_synthetic(n_real: int, synthetic_labels: Sequence[int], ratio: float | None,

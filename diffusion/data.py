@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 from dataset.images import is_image_name, load_rgb
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.scan import DatasetError, label_folders, natural_key, probe_images, site_from_name
+from dataset.split import stratified_split
 
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 # The augmentation vector a training image carries: [horizontal flip, sin(theta),
@@ -130,7 +131,7 @@ def split_paths(paths: Sequence, validation_split: float, seed: int,
     """Deterministic shuffled split; at least one validation item when the split is > 0
     (and, with labels, some label has two or more items).
 
-    With `labels`, each label is split on its own (`classifier.sampling.stratified_split`:
+    With `labels`, each label is split on its own (`dataset.split.stratified_split`:
     round(split x n) of a label with two or more images validates, at least one, and at
     least one trains), so a 20-photo label of a shared model loses its share and no more to
     a lucky draw. Without, the paths are one group (the same split as one label).
@@ -139,8 +140,6 @@ def split_paths(paths: Sequence, validation_split: float, seed: int,
         >>> split_paths(["a", "b", "c", "d"], 0.25, seed=0, labels=[0, 0, 1, 1])[1]
         ['a', 'c']
     """
-    from classifier.sampling import stratified_split
-
     if validation_split <= 0 or len(paths) < 2:
         return list(paths), []
     groups = [0] * len(paths) if labels is None else list(labels)
