@@ -7,7 +7,7 @@ be of any size, so raw values would not compare across encoders. The real-vs-rea
 is the KID between two halves of the label's real vectors (even and odd rows): the value
 a generator as good as fresh real data would score, and the noise of a KID at that size.
 
-Memorisation (quality/neighbours.py): a generated vector is flagged when it lies closer
+Memorisation (quality_maths/neighbours.py): a generated vector is flagged when it lies closer
 (cosine distance) to a real vector of its label than `percentile` % of the label's real
 vectors lie to their nearest other real vector (leave-one-out), or is a copy.
 
@@ -23,9 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
+from diffusion.kid import kid_from_features
+from quality_maths.neighbours import (flag_memorised, memorisation_share, memorisation_threshold,
+                                      nearest)
+
 
 def _kid_or_nan(a: np.ndarray, b: np.ndarray) -> float:
-    from diffusion.kid import kid_from_features
     return kid_from_features(a, b) if len(a) >= 2 and len(b) >= 2 else float("nan")
 
 
@@ -40,7 +43,7 @@ def feature_quality(real: np.ndarray, real_labels: Sequence[str], fake: np.ndarr
         memorised_share    share of generated vectors flagged as near-copies (NaN without
                            generated vectors or below 2 real)
         threshold          the distance below which a vector is flagged, and
-        threshold_rule     how it was chosen (quality.neighbours.memorisation_threshold)
+        threshold_rule     how it was chosen (quality_maths.neighbours.memorisation_threshold)
         nn_fake_median     median distance of a generated vector to its nearest real one
         nn_real_median     median leave-one-out distance of a real vector to its nearest
 
@@ -53,8 +56,6 @@ def feature_quality(real: np.ndarray, real_labels: Sequence[str], fake: np.ndarr
     Raises:
         ValueError: shapes or label counts do not match.
     """
-    from quality.neighbours import (flag_memorised, memorisation_share,
-                                    memorisation_threshold, nearest)
     real = np.asarray(real, np.float64)
     fake = np.asarray(fake, np.float64).reshape(-1, real.shape[1] if real.ndim == 2 else 0)
     if real.ndim != 2 or len(real) < 2:

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from quality import neighbours
+from quality_maths import neighbours
 
 AUDIT_COLUMNS = ["path", "label", "space", "nearest_path", "nearest_label", "distance",
                  "threshold", "ratio", "flagged", "nearest_mirrored"]

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dataset.manifest import ManifestRow, write_manifest
-from quality import neighbours
+from quality_maths import neighbours
 from conftest import class_image, save_image, tree_hashes, write_class_images
 
 SIZE = 16
