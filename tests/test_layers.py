@@ -126,7 +126,8 @@ def import_graph() -> dict[str, set[str]]:
     each resolved to the longest module name that exists ('from dataset import scan' and
     'from dataset.scan import X' both give 'dataset.scan')."""
     modules = {module_name(p): p for p in REPO.rglob("*.py")}
-    modules = {name: p for name, p in modules.items() if name.split(".")[0] in PROJECT}
+    modules = {name: p for name, p in modules.items()
+               if name.split(".")[0] in PROJECT | ON_TOP}
     graph = {}
     for name, path in modules.items():
         targets = set()
