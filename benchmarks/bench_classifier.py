@@ -279,6 +279,7 @@ def run_fit_model(cfg, class_names, train, val, run_dir: Path, validation: bool 
     import keras
 
     from classifier import training
+    from model_folder.folder import ModelFolder
     clock = _Clock()
     marks: dict[str, float] = {}
 
@@ -294,7 +295,7 @@ def run_fit_model(cfg, class_names, train, val, run_dir: Path, validation: bool 
                                                     training.classification_metrics),
                   save_weights_atomic=clock.wrap("saving", training.save_weights_atomic)):
         t0 = time.perf_counter()
-        training.fit_model(cfg, class_names, train, val, run_dir / "best.weights.h5",
+        training.fit_model(cfg, class_names, train, val, ModelFolder(run_dir, "classifier").weights_path(),
                            verbose=0, extra_callbacks=[Marks()])
         total = time.perf_counter() - t0
     return {"total": total, "setup": marks["fit"] - t0, **clock.spent}

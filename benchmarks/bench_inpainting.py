@@ -34,9 +34,8 @@ def make_run(folder: Path, size: int, widths: list[int]) -> Path:
     """A DDIM run folder of an untrained model (speed does not depend on the weights)."""
     import keras
     from config import DiffusionConfig
-    from diffusion.callbacks import BEST_WEIGHTS
-    from diffusion.model_folder import describe_run
     from diffusion.training import build_model
+    from model_folder.folder import ModelFolder
 
     cfg = DiffusionConfig(image_size=(size, size), widths=widths, block_depth=2,
                           embedding_dims=16, use_mix_precision=False, channels="3")
@@ -44,8 +43,9 @@ def make_run(folder: Path, size: int, widths: list[int]) -> Path:
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 0)
     folder.mkdir(parents=True)
-    describe_run(model, cfg, folder, label="1", class_names=["1"], precision="float32")
-    model.save_weights(folder / BEST_WEIGHTS)
+    run = ModelFolder(folder, "diffusion")
+    run.describe(model, cfg, label="1", class_names=["1"], precision="float32")
+    run.save_weights(model, "best")
     return folder
 
 

@@ -1,6 +1,6 @@
 """Run folders: making a new one safely, knowing when one has finished, and rebuilding the
 saved classifier from `model.json` (its own description: what `build_classifier` takes) +
-`best.weights.h5`, never a pickle; runs written before model.json rebuild from config.json.
+its weights (`model_folder.ModelFolder`), never a pickle; runs written before model.json rebuild from config.json.
 
 Example:
     >>> run_dir = new_run_dir("classifier_runs", "", "small_cnn")
@@ -14,14 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
-from dataset.atomic import load_weights_checked
 from dataset.out_dir import holds_files, remove_stale_temp_files
-from dataset.run_folders import read_run_config
 from dataset.scan import DatasetError
+# The classifier's names for its folder's files (its commands and tests use these).
+from model_folder.files import BEST_WEIGHTS as WEIGHTS_NAME  # noqa: F401
+from model_folder.files import CONFIG_JSON as CONFIG_NAME
+from model_folder.files import MODEL_JSON as MODEL_NAME  # noqa: F401
+from model_folder.folder import ModelFolder
 
-CONFIG_NAME = "config.json"
-MODEL_NAME = "model.json"
-WEIGHTS_NAME = "best.weights.h5"
 METRICS_NAME = "metrics.json"
 _OUR_CLASSES = ("ClassifierConfig", "GridSearchConfig", "CompareConfig")
 
@@ -66,39 +66,24 @@ def architecture(cfg, num_classes: int) -> dict:
 def save_model_json(run_dir: str | Path, arch: dict) -> Path:
     """Writes run_dir/model.json (atomically): the network, independent of the flags that
     chose it, so a renamed setting cannot break a saved run."""
-    import keras
-
-    from dataset.atomic import atomic_write_text
-    text = json.dumps({"class": "Classifier", "keras_version": keras.__version__,
-                       "config": arch}, indent=2) + "\n"
-    return atomic_write_text(Path(run_dir) / MODEL_NAME, text)
+    folder = ModelFolder(run_dir, "classifier")
+    return folder.write_description(class_name="Classifier", config=arch)
 
 
 def saved_architecture(run_dir: Path, cfg, classes: list) -> dict:
     """model.json's description, or (older runs) the one config.json implies."""
-    path = run_dir / MODEL_NAME
-    if not path.is_file():
+    folder = ModelFolder(run_dir, "classifier")
+    described = folder.description()
+    if described is None:
         return architecture(cfg, len(classes))
-    try:
-        saved = json.loads(path.read_text())
-        if saved.get("class", "Classifier") != "Classifier":
-            raise ValueError(f"it describes a {saved['class']}, not a classifier")
-        arch = saved["config"]
-        missing = {"backbone", "image_size", "mean", "std", "dropout"} - set(arch)
-        if missing:
-            raise ValueError(f"no {', '.join(sorted(missing))}")
-        if int(arch["num_classes"]) != len(classes):
-            raise ValueError(f"{arch['num_classes']} classes, config.json names {len(classes)}")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path} is damaged ({err})") from None
+    arch = described[1]
+    missing = {"backbone", "image_size", "mean", "std", "dropout"} - set(arch)
+    problem = (f"no {', '.join(sorted(missing))}" if missing else None)
+    if not missing and int(arch.get("num_classes", -1)) != len(classes):
+        problem = f"{arch.get('num_classes')} classes, config.json names {len(classes)}"
+    if problem:
+        raise DatasetError(f"{folder.model_json_path} is damaged ({problem})")
     return arch
-
-
-def _resolve(model_path: Path) -> tuple[Path, Path]:
-    """(config.json, weights or .keras file) for a run folder or a file inside one."""
-    if model_path.is_dir():
-        return model_path / CONFIG_NAME, model_path / WEIGHTS_NAME
-    return model_path.parent / CONFIG_NAME, model_path
 
 
 def load_run(model_path: str | Path, verbose: bool = False):
@@ -112,43 +97,36 @@ def load_run(model_path: str | Path, verbose: bool = False):
         (model, ClassifierConfig, class_names).
 
     Raises:
-        DatasetError: missing files, or a config.json without class names.
+        DatasetError: missing files, a folder of another kind, a config.json without class
+            names, or weights of another network (one line naming the folder or file).
     """
     import keras
 
     from classifier.backbones import build_classifier
-    from cli.flags import ConfigError, config_from_dict
     from config import ClassifierConfig
     from runtime.precision import dtype_policy
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise DatasetError(f"--model {model_path} does not exist")
-    cfg_path, weights = _resolve(model_path)
-    if not cfg_path.is_file():
-        raise DatasetError(f"no {CONFIG_NAME} beside {model_path}: a saved classifier is a "
-                           f"run folder with config.json + {WEIGHTS_NAME}")
     # the kind first: a diffusion folder also has config.json and best.weights.h5
-    data = read_run_config(cfg_path.parent, "classifier")
-    if not weights.is_file():
-        raise DatasetError(f"{weights} does not exist (an unfinished run?)")
-    classes = data.get("_class_names")
+    folder = ModelFolder.open(model_path, "classifier")
+    weights = folder.weights()
+    classes = folder.config.get("_class_names")
     if not classes:
-        raise DatasetError(f"{cfg_path} has no _class_names: not a classifier run")
-    known = {k: v for k, v in data.items()
-             if k in ClassifierConfig.__dataclass_fields__ or k.startswith("_")}
-    try:
-        cfg = config_from_dict(ClassifierConfig, known)
-    except ConfigError as err:
-        raise DatasetError(f"{cfg_path}: {err}") from None
-    arch = saved_architecture(cfg_path.parent, cfg, list(classes))
+        raise DatasetError(f"{folder.config_path} has no _class_names: not a classifier run")
+    cfg = folder.settings(ClassifierConfig, known_only=True)
+    arch = saved_architecture(folder.path, cfg, list(classes))
     # what the network is comes from its own description, whatever config.json says
     cfg = dataclasses.replace(cfg, backbone=arch["backbone"], input_shape=arch["image_size"],
                               mean=arch["mean"], std=arch["std"], dropout=arch["dropout"])
+
+    def build(_folder, _description):
+        return build_classifier(**arch, weights=None, verbose=verbose)[0]
+
     with dtype_policy("float32"):  # evaluation in full precision; the caller's policy stays
         if weights.suffix == ".keras":
             model = keras.saving.load_model(weights, compile=False)
         else:
-            model, _ = build_classifier(**arch, weights=None, verbose=verbose)
-            load_weights_checked(model, weights)
+            model = folder.load(build=build)
     return model, cfg, list(classes)

@@ -14,12 +14,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from dataset.atomic import atomic_path, atomic_write_text, save_weights_atomic
+from dataset.atomic import atomic_path, atomic_write_text
 from dataset.images import save_rgb, to_uint8
+from model_folder.folder import ModelFolder
 from runtime.divergence import non_finite_losses
 
-LAST_WEIGHTS = "last.weights.h5"
-BEST_WEIGHTS = "best.weights.h5"
 STATE_JSON = "state.json"
 HISTORY_CSV = "history.csv"
 CURVES_PNG = "curves.png"
@@ -139,13 +138,13 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         if non_finite_losses(logs):
             return   # NaN weights are neither best nor last (runtime.divergence stops the run)
-        last = self.run_dir / LAST_WEIGHTS
-        save_weights_atomic(self.model, last)
+        folder = ModelFolder(self.run_dir, "diffusion")
+        last = folder.save_weights(self.model, "last")
         value = logs.get(self.monitor)
         if value is not None and np.isfinite(value) and (
                 self.best_value is None or value < self.best_value):
             self.best_value, self.best_epoch = float(value), epoch + 1
-            with atomic_path(self.run_dir / BEST_WEIGHTS) as tmp:
+            with atomic_path(folder.weights_path("best")) as tmp:
                 shutil.copyfile(last, tmp)
         self.epochs_done = epoch + 1
         self.write_state(epoch + 1)

@@ -20,14 +20,13 @@ import numpy as np
 
 from cli.flags import ConfigError
 from config import DiffusionConfig
-from dataset.atomic import load_weights_checked
 from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
-from diffusion.model_folder import model_from_folder
 from diffusion.training import read_run, safe_name, with_architecture_of
 
+from model_folder.folder import ModelFolder
 SYNTHETIC_SITE = "ddim"
 
 
@@ -62,28 +61,10 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
     Returns:
         (model, cfg with the saved architecture, metadata dict with _label, _class_names).
     """
-    from diffusion import callbacks as cb
-    from diffusion.training import build_model
-    weights = None
-    if Path(model_dir).is_file():
-        weights, model_dir = Path(model_dir), Path(model_dir).parent
-    saved, meta = read_run(model_dir)
+    folder = ModelFolder(model_dir, "diffusion")
+    saved, meta = read_run(folder.path)
     cfg = with_architecture_of(cfg, saved, quiet=True) if cfg is not None else saved
-    if weights is None:
-        weights = Path(model_dir) / (cb.BEST_WEIGHTS if which == "best" else cb.LAST_WEIGHTS)
-    if not weights.exists() and which == "best":
-        weights = Path(model_dir) / cb.LAST_WEIGHTS
-    if not weights.exists():
-        raise ConfigError(f"{model_dir} has no weights ({cb.BEST_WEIGHTS} / {cb.LAST_WEIGHTS})")
-    model = model_from_folder(model_dir)
-    if model is None:  # written before model.json
-        num_classes = len(meta.get("_class_names", [])) if saved.conditional else 0
-        try:
-            model = build_model(cfg, num_classes, len(meta.get("_site_names") or []))
-        except ValueError as err:
-            raise ConfigError(f"{model_dir}/config.json describes no buildable model ({err})"
-                              ) from None
-    load_weights_checked(model, weights)
+    model = folder.load(which)
     return model, cfg, meta
 
 

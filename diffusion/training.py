@@ -30,14 +30,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.flags import ConfigError, changed_settings, load_config_json, validate_config
-from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, LEGACY_ARCHITECTURE, DiffusionConfig
-from dataset.atomic import load_weights_checked
+from cli.flags import ConfigError, changed_settings, validate_config
+from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, DiffusionConfig
 from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
-from dataset.run_folders import read_run_config
 from dataset.scan import DatasetError
 from diffusion.data import AUGMENT_DIMS, find_label_images, find_labelled_images
-from diffusion.model_folder import CONFIG_JSON, describe_run, saved_model_config
+from model_folder.files import CONFIG_JSON
+from model_folder.folder import ModelFolder
 
 # With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
 # the data): validation, checkpoints and KID then come at ~20 points of any run.
@@ -90,24 +89,14 @@ def read_run(model_dir: str | Path) -> tuple[DiffusionConfig, dict]:
     Raises:
         ConfigError: no config.json, a damaged one, or a folder of another kind (one line).
     """
-    path = Path(model_dir) / CONFIG_JSON
-    if not path.exists():
-        raise ConfigError(f"{model_dir} is not a run folder (no {CONFIG_JSON})")
+    folder = ModelFolder.open(model_dir, "diffusion")
+    cfg = folder.settings(DiffusionConfig, legacy=False)
     try:
-        data = read_run_config(model_dir, "diffusion")
-    except DatasetError as err:
-        raise ConfigError(str(err)) from None
-    try:
-        cfg = load_config_json(DiffusionConfig, path)
         # the architecture and ranges; where it trained from may since have moved
         validate_config(dataclasses.replace(cfg, runtime="inference", model_dir=str(model_dir)))
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    legacy = {k: v for k, v in LEGACY_ARCHITECTURE.items() if k not in data}
-    if legacy:  # written before these fields existed: that was their architecture
-        cfg = dataclasses.replace(cfg, **legacy)
-    meta = {k: v for k, v in data.items() if k.startswith("_")}
-    return cfg, meta
+        raise ConfigError(f"{folder.config_path}: {err}") from None
+    return folder.settings(DiffusionConfig), folder.meta
 
 
 def training_conditions(cfg: DiffusionConfig, paths: list[Path],
@@ -269,7 +258,7 @@ def augment_inputs(cfg: DiffusionConfig, run_dir: str | Path | None = None) -> i
         return 0
     if run_dir is None:
         return AUGMENT_DIMS + ONLINE_AUGMENT_DIMS
-    saved = saved_model_config(run_dir)
+    saved = ModelFolder(run_dir, "diffusion").description()
     return int(saved[1].get("augment_dims", AUGMENT_DIMS)) if saved else AUGMENT_DIMS
 
 
@@ -282,32 +271,10 @@ def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0,
     `cfg.site_conditioning` is on (DDIM only); `augment_dims` as `augment_inputs` gives
     (default: that of a folder without model.json).
     """
-    from diffusion_model import DiffusionModel
+    from model_folder.build import build_image_model
     if augment_dims is None:
         augment_dims = AUGMENT_DIMS if cfg.augment_conditioning else 0
-    if cfg.channels not in ("1", "3"):
-        raise ConfigError(f"channels must be resolved to 1 or 3 before building, got "
-                          f"{cfg.channels!r}")
-    if cfg.model == "gan":
-        from gan_model import ConditionalGan
-        return ConditionalGan(image_size=cfg.image_size, channels=int(cfg.channels),
-                              num_classes=num_classes, widths=cfg.widths,
-                              latent_dim=cfg.gan_latent_dim, r1_gamma=cfg.gan_r1_gamma,
-                              learning_rate=cfg.gan_learning_rate, ema=cfg.ema, seed=cfg.seed)
-    return DiffusionModel(channels=int(cfg.channels), block_conditioning=cfg.block_conditioning,
-                          residual_block=cfg.residual_block, dropout=cfg.unet_dropout,
-                          num_sites=num_sites if cfg.site_conditioning else 0,
-                          augment_dims=augment_dims,
-                          site_dropout=cfg.site_dropout, prediction=cfg.prediction,
-                          loss_weighting=cfg.loss_weighting, min_snr_gamma=cfg.min_snr_gamma,
-                          image_size=cfg.image_size, widths=cfg.widths,
-                          block_depth=cfg.block_depth, embedding_dims=cfg.embedding_dims,
-                          attention_in_bottleneck=cfg.attention_in_bottleneck,
-                          attention_in_up_down_sample=cfg.attention_in_up_down_sample,
-                          num_classes=num_classes, groups=cfg.groups,
-                          min_signal_rate=cfg.min_signal_rate,
-                          max_signal_rate=cfg.max_signal_rate, ema=cfg.ema,
-                          label_dropout=cfg.label_dropout, seed=cfg.seed)
+    return build_image_model(cfg, num_classes, num_sites, augment_dims)
 
 
 def new_run_dir(out_dir: str | Path, label: str) -> Path:
@@ -336,7 +303,7 @@ def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None
         >>> earlier_runs(cfg, "conditional", ["1", "2"])
         [(PosixPath('models/conditional_20261130-145641_31f2'), True)]
     """
-    from diffusion.callbacks import LAST_WEIGHTS, STATE_JSON
+    from diffusion.callbacks import STATE_JSON
     keys = [f.name for f in dataclasses.fields(cfg) if f.name not in _RUN_ONLY]
     now = dataclasses.replace(cfg, in_dir=str(Path(cfg.in_dir).resolve()))
     found = []
@@ -352,7 +319,7 @@ def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None
         if now.channels == "auto":
             saved["channels"] = "auto"
         same = not changed_settings(saved, now, keys)
-        if (saved.get("_label") != label or not same or not (run / LAST_WEIGHTS).is_file()
+        if (saved.get("_label") != label or not same or not ModelFolder(run, "diffusion").has_weights("last")
                 or (class_names is not None and saved.get("_class_names") != class_names)):
             continue
         found.append((config.stat().st_mtime, run, bool(state.get("finished"))))
@@ -404,8 +371,9 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
         run_dir = Path(cfg.model_dir)
         saved, meta = read_run(run_dir)
         cfg = resume_config(cfg, saved, given)
-        if not (run_dir / cb.LAST_WEIGHTS).exists():
-            raise ConfigError(f"{run_dir} has no {cb.LAST_WEIGHTS} to resume from")
+        last = ModelFolder(run_dir, "diffusion").weights_path("last")
+        if not last.exists():
+            raise ConfigError(f"{run_dir} has no {last.name} to resume from")
         if (run_dir / cb.STATE_JSON).exists():
             state = json.loads((run_dir / cb.STATE_JSON).read_text())
     if strategy is None:
@@ -509,11 +477,11 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
             # The .weights.h5 holds the optimizer state too; it loads only into a built one.
             if not model.optimizer.built:
                 model.optimizer.build(model.network.trainable_variables)
-            load_weights_checked(model, run_dir / cb.LAST_WEIGHTS)
+            ModelFolder(run_dir, "diffusion").load_weights(model, "last")
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
     # the folder describes its settings and its network (old folders too, once resumed)
-    describe_run(model, cfg, write_dir, label=plan.label, class_names=plan.class_names,
+    ModelFolder(write_dir, "diffusion").describe(model, cfg, label=plan.label, class_names=plan.class_names,
                  precision=policy, num_train=data.n_train, num_val=data.n_val,
                  site_names=site_names, epochs=num_epochs, steps_per_epoch=steps_per_epoch)
 

@@ -23,24 +23,21 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cli.flags import ConfigError, config_from_dict, config_to_dict, read_json_object
-from dataset.atomic import atomic_write_text, load_weights_checked, save_weights_atomic
-from dataset.scan import DatasetError
+from cli.flags import ConfigError, config_to_dict
+from dataset.atomic import atomic_write_text
 from feature_diffusion.diffusion import GENERATION_FIELDS, FeatureDiffusion, FeatureTrainer
 from feature_diffusion.stats import (FeatureStats, check_training_data, data_fingerprint,
                                      draw_weights)
+from model_folder.files import CONFIG_JSON, MODEL_JSON
+from model_folder.files import FEATURE_WEIGHTS as WEIGHTS
+from model_folder.folder import ModelFolder
 
-CONFIG_JSON = "config.json"
-MODEL_JSON = "model.json"
 LOSS_CSV = "loss.csv"
-WEIGHTS = "feature_model.weights.h5"
 # Settings that change neither the trained network nor how it samples by default.
 _COSMETIC_FIELDS = ("loss_every",)
 
@@ -53,34 +50,25 @@ def _training_settings(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k not in skip and not k.startswith("_")}
 
 
-def _read_folder_config(run_dir: Path) -> dict:
-    """config.json of a feature-model folder as a dict.
+def _open_folder(run_dir: Path) -> ModelFolder:
+    """The feature-model folder run_dir, its config.json read and its kind checked.
 
     Raises:
-        DatasetError: no such folder or no config.json; ConfigError: not JSON, or the
-            config of another kind of folder.
+        ModelFolderError (a DatasetError and a ConfigError): no such folder, no
+            config.json, not JSON, or the config of another kind of folder.
     """
-    if not run_dir.is_dir():
-        raise DatasetError(f"{run_dir} is not a folder (a feature-model run folder expected)")
-    path = run_dir / CONFIG_JSON
-    if not path.is_file():
-        raise DatasetError(f"{run_dir} has no {CONFIG_JSON}: not a feature-model run folder")
-    data = read_json_object(path)
-    kind = data.get("_config_class")
-    if kind != "FeatureDiffusionConfig":
-        raise ConfigError(f"{run_dir} is not a feature-model run folder (its {CONFIG_JSON} "
-                          f"describes a {kind or 'unknown config'})")
-    return data
+    return ModelFolder.open(run_dir, "feature")
 
 
-def _model_from_folder(run_dir: Path, data: dict) -> FeatureDiffusion:
+def _build_denoiser(_folder, description):
+    from feature_diffusion.model import FeatureDenoiser
+    return FeatureDenoiser(**description[1])
+
+
+def _model_from_folder(folder: ModelFolder) -> FeatureDiffusion:
     """The FeatureDiffusion that a folder's files describe, weights loaded."""
     from config import FeatureDiffusionConfig
-    from feature_diffusion.model import FeatureDenoiser
-    try:
-        cfg = config_from_dict(FeatureDiffusionConfig, data)
-    except ConfigError as err:
-        raise ConfigError(f"{run_dir / CONFIG_JSON}: {err}") from None
+    cfg, data, run_dir = folder.settings(FeatureDiffusionConfig), folder.config, folder.path
     try:
         names = [str(n) for n in data["_class_names"]]
         stats = FeatureStats.from_lists(data["_feature_mean"], data["_feature_std"],
@@ -89,25 +77,10 @@ def _model_from_folder(run_dir: Path, data: dict) -> FeatureDiffusion:
         if stats.dim != int(data["_feature_dim"]):
             raise ValueError(f"_feature_dim {data['_feature_dim']} but {stats.dim} means")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ConfigError(f"{run_dir / CONFIG_JSON} is damaged ({type(err).__name__}: "
+        raise ConfigError(f"{folder.config_path} is damaged ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else 'missing value'})"
                           ) from None
-    model_path = run_dir / MODEL_JSON
-    try:
-        saved = json.loads(model_path.read_text())
-        if not isinstance(saved, dict) or saved.get("class") != "FeatureDenoiser":
-            raise ValueError("not a description of a FeatureDenoiser")
-        network = FeatureDenoiser(**saved["config"])
-    except FileNotFoundError:
-        raise DatasetError(f"{run_dir} has no {MODEL_JSON} (its training did not finish)"
-                           ) from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        raise ConfigError(f"{model_path} is damaged ({first})") from None
-    weights = run_dir / WEIGHTS
-    if not weights.is_file():
-        raise DatasetError(f"{run_dir} has no {WEIGHTS} (its training did not finish)")
-    load_weights_checked(network, weights)
+    network = folder.load(build=_build_denoiser)
     try:
         return FeatureDiffusion(network, cfg, names, stats, counts)
     except ValueError as err:
@@ -124,8 +97,7 @@ def load_feature_model(run_dir) -> FeatureDiffusion:
     Example:
         >>> model = load_feature_model("runs/features1")
     """
-    run_dir = Path(run_dir)
-    return _model_from_folder(run_dir, _read_folder_config(run_dir))
+    return _model_from_folder(_open_folder(Path(run_dir)))
 
 
 def _check_resumable(run_dir: Path, meta: dict, cfg) -> bool:
@@ -143,7 +115,8 @@ def _check_resumable(run_dir: Path, meta: dict, cfg) -> bool:
             raise ConfigError(f"{run_dir} holds {ours[0]} but no {CONFIG_JSON}: not a "
                               f"feature-model run folder; choose a new folder")
         return False
-    saved = _read_folder_config(run_dir)
+    folder = _open_folder(run_dir)
+    saved = folder.config
     old, new = _training_settings(saved), _training_settings(config_to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
@@ -153,7 +126,7 @@ def _check_resumable(run_dir: Path, meta: dict, cfg) -> bool:
         if saved.get(f"_{key}") != meta[key]:
             raise ConfigError(f"{run_dir} was trained on other data ({key} differs); choose "
                               f"a new folder")
-    return (run_dir / WEIGHTS).is_file()
+    return folder.has_weights()
 
 
 def train_feature_model(features: np.ndarray, labels: np.ndarray, class_names: list[str],
@@ -177,8 +150,7 @@ def train_feature_model(features: np.ndarray, labels: np.ndarray, class_names: l
     """
     import tensorflow as tf
     from tqdm import tqdm
-    from diffusion.model_folder import save_model_json
-    from cli.flags import save_config_json, validate_config
+    from cli.flags import validate_config
     validate_config(cfg)
     x, y = check_training_data(features, labels, class_names)
     run_dir = Path(run_dir)
@@ -192,7 +164,8 @@ def train_feature_model(features: np.ndarray, labels: np.ndarray, class_names: l
         return load_feature_model(run_dir).with_generation_settings(cfg)
     for name in (WEIGHTS, MODEL_JSON, LOSS_CSV):  # an interrupted run of ours: start over
         (run_dir / name).unlink(missing_ok=True)
-    save_config_json(cfg, run_dir / CONFIG_JSON, **meta)
+    folder = ModelFolder(run_dir, "feature")
+    folder.write_config(cfg, **meta)
 
     trainer = FeatureTrainer(cfg, x.shape[1], len(names))
     data = tf.constant(stats.standardise(x))
@@ -212,6 +185,6 @@ def train_feature_model(features: np.ndarray, labels: np.ndarray, class_names: l
         bar.set_postfix(loss=f"{loss:.4f}")
     bar.close()
     atomic_write_text(run_dir / LOSS_CSV, "\n".join(rows) + "\n")
-    save_model_json(trainer.ema_network, run_dir)
-    save_weights_atomic(trainer.ema_network, run_dir / WEIGHTS)  # last: marks the run done
+    folder.write_description(trainer.ema_network)
+    folder.save_weights(trainer.ema_network)  # last: marks the run done
     return FeatureDiffusion(trainer.ema_network, cfg, names, stats, counts)

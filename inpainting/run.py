@@ -46,6 +46,7 @@ from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_di
     validate_images
 from inpainting import crops, masks as mk
 from inpainting.backends import DDIM_FALLBACK, GENERATORS, build_backend, resolve_ddim_models
+from model_folder.folder import ModelFolder
 from pretrained.sd3 import check_preset_folder
 from pretrained.prompts import PromptError, check_classes, load_prompts, prompt_for
 
@@ -58,7 +59,6 @@ INPUT_NAMES = {"test_images": "the list of images in --test_dir",
                "prompt_file": "the contents of the prompt file (--prompt_dir)",
                "masks": "the contents of the mask file(s) (--mask_path / --mask_dir)",
                "models": "the model(s) (config.json or weights)"}
-WEIGHTS_NAMES = ("best.weights.h5", "last.weights.h5")  # the order load_model tries them
 HEAD_TAIL = 1 << 20  # a model file is identified by its size and its first and last MiB
 
 
@@ -194,11 +194,9 @@ def _model_digest(model: str | Path) -> str:
     its folder's config.json) or a local preset folder (every file), by `_file_digest`."""
     path = Path(model)
     base = path if path.is_dir() else path.parent
-    if path.is_file():
-        files = [base / "config.json", path]
-    elif any((path / name).is_file() for name in WEIGHTS_NAMES):
-        files = [base / "config.json",
-                 next(path / n for n in WEIGHTS_NAMES if (path / n).is_file())]
+    folder = ModelFolder(path, "diffusion")
+    if path.is_file() or folder.has_weights():
+        files = [folder.config_path, folder.weights()]  # the file load_model takes
     else:
         files = sorted(f for f in path.rglob("*") if f.is_file())
     return _digest("|".join(f"{f.relative_to(base).as_posix()}:"

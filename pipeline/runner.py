@@ -26,6 +26,7 @@ from cli.flags import changed_settings, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
 from dataset.atomic import atomic_write_text
 from dataset.scan import DatasetError
+from model_folder.folder import ModelFolder
 from pipeline.stages import (EXTRA_FILLS, REPO, Layout, PipelineError, command, extra_fills,
                              fingerprint, outputs_present, stage_configs)
 
@@ -102,7 +103,7 @@ def _earlier_runs(models: Path, since: float) -> dict[str, tuple[Path, bool]]:
     for config in models.glob("*/config.json"):
         run = config.parent
         started = config.stat().st_mtime
-        if started < since or not (run / "last.weights.h5").is_file():
+        if started < since or not ModelFolder(run, "diffusion").has_weights("last"):
             continue
         meta = json.loads(config.read_text())
         label = "conditional" if meta.get("conditional") else str(meta.get("_label"))

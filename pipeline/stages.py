@@ -24,6 +24,7 @@ from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_
                        validate_config)
 from config import (EXECUTOR_FIELDS, AugmentationConfig, BalancerConfig, CompareConfig,
                     PipelineConfig, TrainAllConfig)
+from model_folder.folder import ModelFolder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -259,8 +260,7 @@ def outputs_present(stage: str, layout: Layout, run_dirs: list[str]) -> bool:
     if stage == "balance":
         return (layout.diffusion_data / "manifest.csv").is_file()
     if stage == "diffusion":
-        return all(any((Path(d) / w).is_file() for w in ("best.weights.h5", "last.weights.h5"))
-                   for d in run_dirs)
+        return all(ModelFolder(d, "diffusion").has_weights() for d in run_dirs)
     if stage == "augment" or stage in EXTRA_FILLS:
         return (layout.stage_output(stage) / "manifest.csv").is_file()
     if stage == "classic_fill":

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from dataset.scan import DatasetError
+from model_folder.files import BEST_WEIGHTS
 
 
 class Predictor:
@@ -183,7 +184,7 @@ def load_model_path(path: str | Path):
         p.suffix == ".keras" and _has_class_names(p.parent / "config.json"))
     if not run_like and p.suffix != ".keras":
         raise DatasetError(f"--model {p}: expected a .keras file or a classifier run folder "
-                           f"(config.json + best.weights.h5)")
+                           f"(config.json + {BEST_WEIGHTS})")
     if run_like:
         from classifier.runs import load_run
         try:

@@ -163,8 +163,8 @@ def test_interrupted_folder_trains_again_from_the_start(trained, tmp_path):
     ("config_not_json", ConfigError, "not valid JSON"),
     ("no_weights", DatasetError, "has no feature_model.weights.h5"),
     ("truncated_weights", DatasetError, "cannot be loaded"),
-    ("other_kind", ConfigError, "not a feature-model run folder"),
-    ("no_config", DatasetError, "has no config.json"),
+    ("other_kind", ConfigError, "this needs a feature-model run folder"),
+    ("no_config", DatasetError, "not a run folder (no config.json"),
     ("model_json_other_size", DatasetError, "cannot be loaded"),
     ("config_missing_stats", ConfigError, "is damaged"),
 ])

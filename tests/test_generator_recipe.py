@@ -295,7 +295,7 @@ def test_a_model_folder_describes_its_network_and_loading_sets_no_policy(grey_mo
     """model.json (the model's get_config) builds the network, whatever config.json's
     architecture settings say; loading leaves the dtype policy and devices to the caller."""
     import shutil
-    from diffusion.model_folder import MODEL_JSON
+    from model_folder.files import MODEL_JSON
     run = tmp_path / "run"
     shutil.copytree(grey_model, run)
     described = json.loads((run / MODEL_JSON).read_text())

@@ -38,18 +38,18 @@ def test_dir(tmp_path_factory) -> Path:
 
 def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 32) -> Path:
     """A DDIM run folder (config.json, model.json, best.weights.h5) of a tiny untrained model."""
-    from diffusion.callbacks import BEST_WEIGHTS
-    from diffusion.model_folder import describe_run
     from diffusion.training import build_model
     cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
+    from model_folder.folder import ModelFolder
                           embedding_dims=8, conditional=conditional, use_mix_precision=False,
                           channels="3")
     keras.utils.set_random_seed(0)
     model = build_model(cfg, len(classes) if conditional else 0)
     folder.mkdir(parents=True)
-    describe_run(model, cfg, folder, label="conditional" if conditional else classes[0],
+    run = ModelFolder(folder, "diffusion")
+    run.describe(model, cfg, label="conditional" if conditional else classes[0],
                  class_names=classes, precision="float32")
-    model.save_weights(folder / BEST_WEIGHTS)
+    run.save_weights(model, "best")
     return folder
 
 
