@@ -13,8 +13,18 @@ from PIL import Image
 # The tiny U-Net every stage-2 test trains in seconds on a CPU (16x16, widths 8-16, one
 # block per level), as DiffusionModel arguments and as the flags of the stage-2 commands.
 TINY_UNET = dict(image_size=(16, 16), widths=[8, 16], block_depth=1, embedding_dims=8)
-TINY_UNET_FLAGS = ["--image_size", "16", "16", "--widths", "8", "16", "--block_depth", "1",
-                   "--embedding_dims", "8"]
+
+
+def as_flags(settings: dict) -> list[str]:
+    """Command-line flags of settings: {"widths": [8, 16]} -> ["--widths", "8", "16"]."""
+    flags = []
+    for name, value in settings.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flags += [f"--{name}", *(str(v) for v in values)]
+    return flags
+
+
+TINY_UNET_FLAGS = as_flags(TINY_UNET)
 
 
 # A stage-3 dataset: categories {1,2} (9 real) vs {3,4} (18 real), so labels 1 and 2 gain
@@ -123,6 +133,70 @@ def small_dataset(tmp_path: Path) -> Path:
     """Two labels; label 1 has sites of 6, 2 and 1 images, label 2 of 3 and 3."""
     return make_dataset(tmp_path / "in", {"1": {"S1": 6, "S2": 2, "S3": 1},
                                           "2": {"A": 3, "B": 3}})
+
+
+# One tiny randomly initialised model per kind of model folder (seeded: the same weights
+# every time), at the size each kind's tests load in well under a second.
+TINY_CLASSES = ["a", "b", "c"]
+TINY_MODELS = {
+    "ddim": dict(TINY_UNET, conditional=True),
+    "gan": dict(model="gan", image_size=(16, 16), widths=[8, 16], gan_latent_dim=8,
+                conditional=True),
+    "classifier": dict(backbone="small_cnn", input_shape=16),
+    "feature": dict(hidden_dim=16, blocks=1, embedding_dims=8),
+}
+FEATURE_DIM = 6
+
+
+def tiny_model_folder(kind: str, folder: Path, **changes) -> Path:
+    """Writes a model folder of `kind` ("ddim", "gan", "classifier", "feature") with a tiny
+    random model, through the project's own writers; `changes` alter TINY_MODELS[kind].
+
+    Example:
+        >>> tiny_model_folder("classifier", tmp_path / "clf", input_shape=24)
+    """
+    import keras
+
+    from model_folder.folder import ModelFolder
+    settings = {**TINY_MODELS[kind], **changes}
+    keras.utils.set_random_seed(0)
+    folder = Path(folder)
+    if kind in ("ddim", "gan"):
+        from config import DiffusionConfig
+        from diffusion.training import build_model
+        cfg = DiffusionConfig(**settings, channels="3", use_mix_precision=False)
+        model = build_model(cfg, len(TINY_CLASSES))
+        run = ModelFolder(folder, "diffusion")
+        run.describe(model, cfg, label="conditional", class_names=TINY_CLASSES,
+                     precision="float32")
+        run.save_weights(model, "last")
+        run.save_weights(model, "best")
+    elif kind == "classifier":
+        from classifier.backbones import build_classifier
+        from classifier.runs import architecture, save_model_json
+        from config import ClassifierConfig
+        cfg = ClassifierConfig(**settings)
+        arch = architecture(cfg, len(TINY_CLASSES))
+        model, _ = build_classifier(**arch, weights=None, verbose=False)
+        run = ModelFolder(folder, "classifier")
+        run.write_config(cfg, class_names=TINY_CLASSES)
+        save_model_json(folder, arch)
+        run.save_weights(model)
+    else:
+        from config import FeatureDiffusionConfig
+        from feature_diffusion.train import train_feature_model
+        rng = np.random.default_rng(0)
+        x = np.abs(rng.normal(size=(30, FEATURE_DIM))).astype("float32")
+        cfg = FeatureDiffusionConfig(**settings, train_steps=2, batch_size=8, loss_every=1)
+        train_feature_model(x, np.arange(30) % 3, TINY_CLASSES, cfg, folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folders(tmp_path_factory) -> dict[str, Path]:
+    """{kind: a folder of tiny_model_folder(kind)}, made once: copy one before changing it."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {kind: tiny_model_folder(kind, root / kind) for kind in TINY_MODELS}
 
 
 @pytest.fixture(autouse=True)
