@@ -230,6 +230,7 @@ def test_manifest_training_with_diagen_weights_and_class_balancing(data):
     assert m["n_val"] == 7
 
 
+@pytest.mark.slow
 def test_compare_runs_every_arm_at_one_budget_and_tests_against_the_strongest(data,
                                                                                  tmp_path,
                                                                                  capsys):

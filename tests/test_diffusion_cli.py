@@ -229,6 +229,7 @@ def test_train_all_stops_at_first_failure(data_dir, tmp_path, capsys):
     assert "a_bad,failed" in report.read_text()
 
 
+@pytest.mark.slow
 def test_train_all_rerun_keeps_finished_labels_and_resumes_the_interrupted_one(
         data_dir, tmp_path, capsys):
     out = tmp_path / "models"
@@ -259,6 +260,7 @@ def test_train_all_rerun_keeps_finished_labels_and_resumes_the_interrupted_one(
     assert len([p for p in out.iterdir() if p.name.startswith("blue_")]) == 2
 
 
+@pytest.mark.slow
 def test_train_all_keep_going_mirrored_on_two_cpu_devices(data_dir, tmp_path):
     """A fresh process: logical CPU devices must be set before TensorFlow starts."""
     root = tmp_path / "data"

@@ -341,6 +341,7 @@ def test_conditional_model_samples_per_label(conditional):
         model.generate(1, steps=2)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_policy_builds_bf16_network_with_float32_output():
     from runtime.precision import set_precision
     set_precision("mixed_bfloat16")

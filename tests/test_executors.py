@@ -95,6 +95,7 @@ def _run_folders(out: Path) -> dict[str, Path]:
     return {p.name.split("_")[0]: p for p in out.iterdir() if p.is_dir()}
 
 
+@pytest.mark.slow
 def test_train_all_on_ray_writes_what_the_local_executor_writes(local_ray, two_labels,
                                                                  tmp_path):
     argv = ["--in_dir", str(two_labels), "--num_epochs", "2", *DIFFUSION_FLAGS]
@@ -124,6 +125,7 @@ def _ray_task_pid(name: str) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_killed_training_is_reported_and_a_rerun_finishes_only_it(two_labels, tmp_path,
                                                                      capsys):
     """The command as users type it: it starts its own local Ray."""
@@ -158,6 +160,7 @@ def test_a_killed_training_is_reported_and_a_rerun_finishes_only_it(two_labels, 
     assert json.loads((runs["blue"] / "state.json").read_text())["epochs_done"] == 12
 
 
+@pytest.mark.slow
 def test_compare_on_ray_gives_the_local_tables(local_ray, tmp_path):
     from classifier.compare import main as compare
     train = write_class_images(tmp_path / "train", {"red": 12, "green": 8, "blue": 6}, seed=1)
@@ -184,6 +187,7 @@ def test_compare_on_ray_gives_the_local_tables(local_ray, tmp_path):
                 set(tree_hashes(tmp_path / "ray" / a / f"seed{s}"))
 
 
+@pytest.mark.slow
 def test_robustness_search_on_ray_probes_each_op_in_a_task_and_matches_local(local_ray,
                                                                             tmp_path):
     import keras
@@ -211,6 +215,7 @@ def test_robustness_search_on_ray_probes_each_op_in_a_task_and_matches_local(loc
     assert {p.stem for p in (tmp_path / "ray" / "cache").glob("*/*.json")} >= set(ops)
 
 
+@pytest.mark.slow
 def test_ray_starts_two_workers_that_train_one_model_and_only_the_chief_writes(
         two_labels, tmp_path, capsys, monkeypatch):
     """--distribute multiworker --executor ray: one command; Ray runs two worker processes

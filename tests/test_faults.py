@@ -201,6 +201,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_during_diffusion_training_is_an_error_not_a_crash(data, small_disk):
     """h5py swallows write errors on a full disk and the process later segfaults (exit 139):
     the weights' space is checked before they are written."""
@@ -286,6 +287,7 @@ def _kill_when(cmd: list[str], repo: Path, ready) -> int:
     return proc.wait()
 
 
+@pytest.mark.slow
 def test_kill_9_during_diffusion_training_then_rerun_resumes_the_same_run(tmp_path):
     """train_all.py: the rerun finds the killed run (same settings) and continues it."""
     import subprocess
@@ -310,6 +312,7 @@ def test_kill_9_during_diffusion_training_then_rerun_resumes_the_same_run(tmp_pa
     assert list(out.rglob(".tmp-*")) == []
 
 
+@pytest.mark.slow
 def test_kill_9_during_gap_filling_then_rerun_completes_the_plan(data, tmp_path):
     import subprocess
     import sys
@@ -599,6 +602,7 @@ def test_a_prompt_file_error_names_the_real_problem(argv, expected, tmp_path, ca
     assert not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_conditional_train_all_leaves_out_an_empty_label_and_says_so(tmp_path, capsys):
     import train_all
     train = make_dataset(tmp_path / "train", {"a": {"S1": 6}, "c": {"S1": 6}})

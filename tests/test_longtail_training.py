@@ -169,6 +169,7 @@ def test_separate_batch_norm_trains_as_plain_on_real_images_and_reloads(data, or
                        atol=1e-5)
 
 
+@pytest.mark.slow
 def test_filter_and_label_smoothing_run_and_log_what_was_dropped(data):
     import pandas as pd
 
@@ -310,6 +311,7 @@ def test_feature_fill_generates_the_planned_features_and_keeps_the_encoder(data,
                        atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compare_trains_each_encoder_once_and_runs_the_long_tail_arms(data, tmp_path):
     import pandas as pd
 
@@ -354,6 +356,7 @@ def test_train_says_what_it_left_out_of_the_training_folder(tmp_path, capsys):
     assert len(res.metrics["skipped"]) == 2 and res.metrics["class_names"] == ["blue", "red"]
 
 
+@pytest.mark.slow
 def test_compare_chooses_each_fill_arms_recipe_on_validation_runs_only(data, tmp_path):
     import pandas as pd
 

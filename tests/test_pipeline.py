@@ -188,6 +188,7 @@ def test_rerun_skips_every_finished_stage_and_changes_nothing(finished, data, ca
     assert capsys.readouterr().out.count("done before, skipped") == 5
 
 
+@pytest.mark.slow
 def test_changed_settings_stop_with_the_changed_key_and_redo_keeps_the_old_folder(
         finished, data, tmp_path, capsys):
     out = finished["out"]
@@ -273,6 +274,7 @@ def test_every_shipped_config_passes_every_stage_check(config, tmp_path, capsys)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_diffusion_stage_resumes_its_run(finished, data, capsys):
     out = finished["out"]
     state = json.loads((out / "pipeline_state.json").read_text())
@@ -469,6 +471,7 @@ def test_report_shows_per_label_recall_side_by_side_and_names_under_trained_arms
             "runs stopped early") in text.replace("&#39;", "'")
 
 
+@pytest.mark.slow
 def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
     out = finished["out"]
     settings = json.loads(data["config"].read_text())
@@ -500,6 +503,7 @@ def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
     assert "SDEdit variations of real images" in html
 
 
+@pytest.mark.slow
 def test_sd_fill_edits_the_same_plan_with_a_pretrained_model(data, tmp_path):
     preset = tmp_path / "tiny_sd3"
     tiny_sd3("img2img").save_to_preset(str(preset))
