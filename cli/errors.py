@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from cli.flags import ConfigError
@@ -58,12 +59,25 @@ def describe_os_error(err: OSError) -> str:
     elif err.errno is None and "Permission denied" in text:
         reason = _REASONS[errno.EACCES]
     where = err.filename or err.filename2
+    blocking = _file_in_the_way(where) if err.errno in (errno.EEXIST, errno.ENOTDIR) else None
+    if blocking is not None:    # mkdir below a file answers a bare "File exists"
+        return f"{blocking} is a file, not a folder" + (
+            f" (making {where})" if str(blocking) != str(where) else "")
     line = reason + (f" (writing {where})" if where and err.errno in (errno.ENOSPC,
                                                                          errno.EDQUOT)
                      else f": {where}" if where else "")
     if reason in (_REASONS[errno.ENOSPC], _REASONS[errno.EDQUOT]):
         line += "; free some space and run the same command again: finished work is kept"
     return line.splitlines()[0]
+
+
+def _file_in_the_way(where) -> Path | None:
+    """The file among `where` and its parents that a folder was to be made at (an output
+    path below a file), or None."""
+    if not where:
+        return None
+    path = Path(where)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
