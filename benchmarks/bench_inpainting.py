@@ -2,7 +2,7 @@
 
 Both are measured in one process on the same untrained DDIM model and the same images, so the
 ratio compares numbers taken side by side:
-    model      DdimBackend.run on prepared crops: all images, `--batch_size` per network call,
+    model      RePaint.generate on prepared crops: all images, `--batch_size` per network call,
                vs a loop calling it with one image each (the original pipeline's per-image loop)
     pipeline   python3 -m inpainting generate's run_inpainting on a folder of JPEGs
                (load, mask, crop, RePaint, paste back, save PNG, manifest) with
@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     from dataset.images import load_rgb
     from diffusion_maths.schedule import repaint_schedule
     from inpainting import crops
+    from generators.base import Request
     from inpainting.backends import build_backend
     from inpainting.run import mask_weights, plan_inpainting, run_inpainting
 
@@ -110,11 +111,14 @@ def main(argv=None) -> int:
             prepared.append(crops.to_model(image, weights, win, (args.size, args.size)))
         images = np.stack([p[0] for p in prepared])
         masks = np.stack([p[1] for p in prepared])
-        labels, seeds = [it.record.label for it in items], [it.seed for it in items]
+        refs, seeds = [plan.models[it.record.label] for it in items], [it.seed for it in items]
+
+        def run(k0: int, k1: int) -> np.ndarray:  # images k0..k1-1 in one generator call
+            return backend.generate(Request(refs[k0:k1], seeds[k0:k1], sources=images[k0:k1],
+                                            masks=masks[k0:k1]))
         # warm-up: trace the compiled step for both batch shapes
-        backend.run(images[:args.batch_size], masks[:args.batch_size], [""] * args.batch_size,
-                    labels[:args.batch_size], seeds[:args.batch_size])
-        backend.run(images[:1], masks[:1], [""], labels[:1], seeds[:1])
+        run(0, args.batch_size)
+        run(0, 1)
 
         # best of `--repeats` runs each (this machine may be shared), alternating the two
         def best(fn):
@@ -124,12 +128,10 @@ def main(argv=None) -> int:
                 times.append(t)
             return min(times), out
 
-        t_batch, out_batch = best(lambda: backend.run(images, masks, [""] * n, labels, seeds))
-        t_single, out_single = best(lambda: np.concatenate([
-            backend.run(images[k:k + 1], masks[k:k + 1], [""], labels[k:k + 1],
-                        seeds[k:k + 1]) for k in range(n)]))
+        t_batch, out_batch = best(lambda: run(0, n))
+        t_single, out_single = best(lambda: np.concatenate([run(k, k + 1) for k in range(n)]))
         diff = float(np.abs(out_batch - out_single).max())
-        rows.append(("model (DdimBackend.run)", t_batch, t_single, diff))
+        rows.append(("model (RePaint.generate)", t_batch, t_single, diff))
 
         runs = iter(range(1000))
 

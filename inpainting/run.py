@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import zlib
@@ -38,22 +37,25 @@ from cli.flags import ConfigError, save_config_json
 from cli.tables import format_table
 from config import InpaintingConfig
 from dataset.copying import copy_original, original_names, short_hash
-from dataset.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb, save_rgb
-from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from dataset.generated import record_generated, save_generated
+from dataset.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from dataset.manifest import ManifestRow
 from dataset.out_dir import CONFIG_NAME, check_out_dir, holds_files, remove_stale_temp_files, \
     saved_config
+from dataset.resume import resume_keys
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, \
     validate_images
 from inpainting import crops, masks as mk
-from inpainting.backends import DDIM_FALLBACK, GENERATORS, build_backend, resolve_ddim_models
+from generators.base import Generator, Request
+from inpainting.backends import DDIM_FALLBACK, GENERATORS, build_backend, class_models
 from model_folder.folder import ModelFolder
 from pretrained.sd3 import check_preset_folder
 from pretrained.prompts import PromptError, check_classes, load_prompts, prompt_for
 
 TOOL = "python3 -m inpainting generate"
 # Settings that change what is written: a folder made with other values is not resumed.
-RESUME_KEYS = tuple(f.name for f in dataclasses.fields(InpaintingConfig)
-                    if f.name not in ("test_dir", "out_dir", "batch_size", "samples"))
+RESUME_KEYS = resume_keys(InpaintingConfig, exclude=("test_dir", "out_dir", "batch_size",
+                                                     "samples"))
 # Inputs whose contents change what is written (digests in config.json, key "_inputs").
 INPUT_NAMES = {"test_images": "the list of images in --test_dir",
                "prompt_file": "the contents of the prompt file (--prompt_dir)",
@@ -79,7 +81,7 @@ class InpaintPlan:
     cfg: InpaintingConfig                       # resolved: no automatic (None) values left
     scan: ScanResult
     items: list[PlanItem]
-    models: dict = field(default_factory=dict)  # ddim: class -> ModelRef
+    models: dict = field(default_factory=dict)  # class -> ModelRef (its run, or the preset)
     notes: list[str] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # INPUT_NAMES -> digest (see input_digests)
 
@@ -296,7 +298,7 @@ def plan_inpainting(cfg: InpaintingConfig, progress: bool = True) -> InpaintPlan
             raise ConfigError(str(err)) from None
     elif cfg.prompt_dir:
         notes.append("the ddim backend does not read prompts: --prompt_dir is ignored")
-    models = resolve_ddim_models(cfg, needed) if cfg.backend == "ddim" else {}
+    models = class_models(cfg, needed)
     mask_files, mask_notes = _check_masks(cfg, scan, chosen)
     notes += mask_notes
     names = original_names(scan.images)
@@ -414,25 +416,25 @@ def _manifest_rows(plan: InpaintPlan, out_dir: Path) -> list[ManifestRow]:
     return rows
 
 
-def _transform_batch(plan: InpaintPlan, backend, chunk: list[PlanItem], out_dir: Path) -> None:
+def _transform_batch(plan: InpaintPlan, backend: Generator, chunk: list[PlanItem],
+                     out_dir: Path) -> None:
     cfg = plan.cfg
     prepared = []
-    for it in chunk:
+    refs = [plan.models[it.record.label] for it in chunk]
+    for it, ref in zip(chunk, refs):
         image = load_rgb(it.record.path)
         weights = mask_weights(cfg, it, image.shape[:2])
         bbox = crops.bounding_box(weights)
-        window = crops.crop_window(image.shape[:2], bbox, backend.image_size_for(it.record.label))
-        model_in, model_mask = crops.to_model(image, weights, window,
-                                              backend.image_size_for(it.record.label))
+        window = crops.crop_window(image.shape[:2], bbox, backend.image_size(ref))
+        model_in, model_mask = crops.to_model(image, weights, window, backend.image_size(ref))
         prepared.append((image, weights, window, model_in, model_mask))
-    results = backend.run(np.stack([p[3] for p in prepared]),
-                          np.stack([p[4] for p in prepared]),
-                          [it.prompt or "" for it in chunk], [it.record.label for it in chunk],
-                          [it.seed for it in chunk])
+    results = backend.generate(Request(
+        refs, [it.seed for it in chunk], sources=np.stack([p[3] for p in prepared]),
+        masks=np.stack([p[4] for p in prepared]), prompts=[it.prompt or "" for it in chunk]))
     for it, (image, weights, window, _, _), result in zip(chunk, prepared, results):
         # the mask first: an existing output always has its mask beside it
-        save_rgb(out_dir / it.mask_name, mk.to_uint8_mask(weights))
-        save_rgb(out_dir / it.out_name, crops.paste_back(image, weights, window, result))
+        save_generated(out_dir / it.mask_name, mk.to_uint8_mask(weights))
+        save_generated(out_dir / it.out_name, crops.paste_back(image, weights, window, result))
 
 
 def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> InpaintResult:
@@ -469,21 +471,21 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
     # images of one model together, so that every call is a full batch of one model; a
     # batch never spans two models (they may work at different image sizes)
     def model_of(it: PlanItem) -> str:
-        return backend.group_key(it.record.label)
+        return backend.group_key(plan.models[it.record.label])
 
     todo.sort(key=model_of)
     chunks = []
     for _, group in groupby(todo, key=model_of):
         group = list(group)
         chunks += [group[i:i + cfg.batch_size] for i in range(0, len(group), cfg.batch_size)]
-    bar = tqdm(total=len(todo), desc=f"{backend.generator}", unit="img",
+    bar = tqdm(total=len(todo), desc=f"{backend.name}", unit="img",
                disable=not progress or not todo)
     for chunk in chunks:
         _transform_batch(plan, backend, chunk, out_dir)
         result.generated += len(chunk)
         bar.update(len(chunk))
     bar.close()
-    write_manifest(out_dir / MANIFEST_NAME, _manifest_rows(plan, out_dir))
+    record_generated(out_dir, _manifest_rows(plan, out_dir))
     done = [it for it in plan.transformed() if (out_dir / it.out_name).exists()]
     if cfg.samples and done:
         triples = [(it.record.path, out_dir / it.mask_name, out_dir / it.out_name)

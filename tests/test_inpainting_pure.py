@@ -207,7 +207,7 @@ def test_config_rejects_contradictions():
 
 
 def test_sd3_masks_cover_whole_latent_cells():
-    from inpainting.backends import latent_aligned
+    from generators.sd3 import latent_aligned
     mask = np.zeros((32, 32), np.float32)
     mask[9, 2] = 1                      # one pixel: KerasHub's nearest shrink could miss it
     mask[20:22, 17:30] = 1

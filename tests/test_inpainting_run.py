@@ -19,7 +19,8 @@ from conftest import make_dataset, save_image, tiny_sd3, tree_hashes, write_imag
 from dataset.images import load_rgb  # noqa: E402
 from dataset.manifest import read_manifest  # noqa: E402
 from inpainting.__main__ import main  # noqa: E402
-from inpainting.backends import DDIM_FALLBACK, KerasHubBackend  # noqa: E402
+from generators.sd3 import Sd3Inpaint  # noqa: E402
+from inpainting.backends import DDIM_FALLBACK, sampling_settings  # noqa: E402
 from pretrained.sd3 import PresetError, load_sd3_task  # noqa: E402
 from inpainting.run import plan_inpainting, run_inpainting  # noqa: E402
 
@@ -191,9 +192,8 @@ def test_changed_inputs_or_stray_images_refuse_a_resume(test_dir, sd3, tmp_path,
             "--sd_preset", str(sd3["presets"]["inpaint"]), "--mask_dir", str(masks),
             "--num_steps", "2", "--augm_probability", "0.3", "--samples", "0"]
     plan = plan_inpainting(parse_config(InpaintingConfig, argv)[0], progress=False)
-    run_inpainting(plan, KerasHubBackend(sd3["tasks"]["inpaint"], "inpaint", 2,
-                                         plan.cfg.guidance_scale, plan.cfg.strength, "tiny"),
-                   progress=False)
+    run_inpainting(plan, Sd3Inpaint({"tiny": sd3["tasks"]["inpaint"]},
+                                    sampling_settings(plan.cfg)), progress=False)
     assert len(plan.transformed()) == 3
     assert json.loads((out / "config.json").read_text())["_inputs"] == plan.inputs
     before = tree_hashes(out)
@@ -280,8 +280,7 @@ def test_keras_hub_inpaint_with_a_task_object(test_dir, sd3, prompt_csv, tmp_pat
             str(prompt_csv), "--mask_mode", "box", "--num_steps", "2", "--seed", str(seed),
             "--guidance_scale", "2", "--samples", "0"])
         plan = plan_inpainting(cfg, progress=False)
-        backend = KerasHubBackend(sd3["tasks"]["inpaint"], "inpaint", plan.cfg.num_steps,
-                                  plan.cfg.guidance_scale, plan.cfg.strength, "tiny")
+        backend = Sd3Inpaint({"tiny": sd3["tasks"]["inpaint"]}, sampling_settings(plan.cfg))
         run_inpainting(plan, backend, progress=False)
         return {f.relative_to(out).as_posix(): f.read_bytes() for f in out.rglob("*.png")}
 
