@@ -20,8 +20,9 @@ import numpy as np
 
 from cli.flags import ConfigError
 from config import DiffusionConfig
-from dataset.images import ImageLoadError, is_image_name, save_rgb, to_uint8
-from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest
+from dataset.generated import record_generated, save_generated
+from dataset.images import ImageLoadError, is_image_name, to_uint8
+from dataset.manifest import ManifestRow
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
 from diffusion.training import read_run, safe_name, with_architecture_of
@@ -134,11 +135,11 @@ def generate_to_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path
             if path.exists():  # same name = same pixels, already listed: keep it as it is
                 existing += 1
                 continue
-            save_rgb(path, pixels)
+            save_generated(path, pixels)
             rows.append(ManifestRow(path.relative_to(out_dir).as_posix(), label, SYNTHETIC_SITE,
                                     str(cfg.model_dir), "ddim", cfg.seed,
                                     {**params, "index": k}))
-        append_manifest(out_dir / MANIFEST_NAME, rows)
+        record_generated(out_dir, rows, append=True)
     if existing:
         print(f"{existing} of the images existed already (same model, seed and settings); "
               f"give another --seed for new ones")
@@ -215,12 +216,12 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
         written.append(path)
         if path.exists():  # the same result is already there and listed
             continue
-        save_rgb(path, pixels)
+        save_generated(path, pixels)
         rows.append(ManifestRow(path.relative_to(out_dir).as_posix(), label,
                                 site_from_name(img_path.name), str(img_path), "repaint", cfg.seed,
                                 {"eta": cfg.eta, "steps": cfg.generate_diffusion_steps,
                                  "jump_length": cfg.jump_length,
                                  "jump_n_sample": cfg.jump_n_sample, "mask": str(mask_path),
                                  "model": str(cfg.model_dir), "index": k}))
-    append_manifest(out_dir / MANIFEST_NAME, rows)
+    record_generated(out_dir, rows, append=True)
     return written
