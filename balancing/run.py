@@ -33,12 +33,14 @@ from dataset.images import ImageLoadError, load_rgb, save_rgb
 from dataset.out_dir import CONFIG_NAME, remove_stale_temp_files
 from dataset.out_dir import check_out_dir as check_resumable
 from dataset.manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from dataset.resume import resume_keys
 from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_dir, validate_images
 from runtime.parallel import parallel_imap, worker_pool
 
-# Settings that change what is written: a resumed run must match them.
-_RESUME_KEYS = ("labels", "theta", "multiplier", "fact", "seed", "site_regex", "site_csv",
-                "min_size", "jpeg_quality")
+# Settings that change what is written: a resumed run must match them. Left out: where the
+# inputs and outputs are, and how the work is done (workers, links or copies).
+_RESUME_KEYS = resume_keys(BalancerConfig, exclude=("in_dir", "out_dir", "workers",
+                                                    "link_originals"))
 
 
 def balancer_pool(workers: int | None = None):

@@ -37,6 +37,7 @@ from dataset.images import ImageLoadError, save_rgb
 from dataset.manifest import (MANIFEST_NAME, ManifestRow, append_manifest, read_manifest,
                               write_manifest)
 from dataset.out_dir import CONFIG_NAME, check_out_dir, remove_stale_temp_files, saved_config
+from dataset.resume import resume_keys
 from dataset.scan import DatasetError, ScanResult, scan_labelled_dir, validate_images
 from gap_filling.plan import GapPlan, plan_gap
 from runtime.parallel import default_workers, parallel_imap, worker_pool
@@ -45,8 +46,8 @@ GENERATOR = "classic_fill"
 TOOL = "python3 -m classic_fill"
 # Settings that change what is written: a resumed run must match them (the pipeline itself
 # is compared by the hash of its serialisation, wherever its file lies).
-_RESUME_KEYS = ("categories", "balance", "split_sites", "seed", "site_regex", "site_csv",
-                "min_size")
+_RESUME_KEYS = resume_keys(ClassicFillConfig, exclude=(
+    "in_dir", "out_dir", "link_originals", "workers", "preset", "pipeline"))
 
 
 @dataclass

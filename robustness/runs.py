@@ -14,10 +14,12 @@ import json
 from pathlib import Path
 
 from cli.flags import save_config_json
+from config import EXECUTOR_FIELDS, RobustnessSynthesizeConfig
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_manifest
 from dataset.out_dir import (CONFIG_NAME, check_location, refuse_changed, refuse_foreign,
                              saved_config)
+from dataset.resume import resume_keys
 from dataset.scan import DatasetError
 
 # Config classes whose runs write a search folder (search.json, curves.csv, cache/);
@@ -224,10 +226,11 @@ def run_report_cmd(cfg, progress: bool = True) -> Path:
 
 # Settings a resumed synthesize must share with the first run (--images is compared
 # resolved, and by the pixels it loads).
-_SYNTH_RESUME = ("seed", "realism", "min_augs", "max_augs", "op_realism",
-                 "op_weights", "min_error", "max_error", "ops", "exclude_ops", "step",
-                 "noticeable_error", "critical_error", "error", "image_size", "max_images",
-                 "full_curve", "input_scale", "output")
+# Left out: where the inputs, outputs and caches are (model and images by their contents),
+# how the work runs, and how many images are wanted (a larger count extends the folder).
+_SYNTH_RESUME = resume_keys(RobustnessSynthesizeConfig, exclude=(
+    *EXECUTOR_FIELDS, "model", "images", "out_dir", "batch_size", "cache_dir", "search_dir",
+    "count", "max_attempts", "preview"))
 
 
 def _check_resume(out: Path, cfg, model_fp: str, images_root: Path, images_fp: str) -> None:
