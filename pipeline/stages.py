@@ -24,6 +24,7 @@ from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_
                        validate_config)
 from config import (EXECUTOR_FIELDS, AugmentationConfig, BalancerConfig, CompareConfig,
                     PipelineConfig, TrainAllConfig)
+from generators.registry import generator_class
 from model_folder.folder import ModelFolder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,14 +62,18 @@ class ExtraFill(NamedTuple):
     """Stage 3 run again with another generator, on the same plan, as one more arm."""
     flag: str         # the PipelineConfig switch that asks for it
     generator: str    # stage 3's --generator
-    needs_models: bool  # whether it samples stage 2's models
     caption: str      # what the report calls its images
+
+    @property
+    def needs_models(self) -> bool:
+        """Whether it samples stage 2's models (the generator says), so waits for them."""
+        return generator_class(self.generator).trained_models
 
 
 # stage -> its fill; the arm and its folder are named after the flag (sdedit_fill_data/)
 EXTRA_FILLS = {
-    "sdedit": ExtraFill("sdedit_fill", "sdedit", True, "SDEdit variations of real images"),
-    "sd": ExtraFill("sd_fill", "sd_img2img", False, "Stable Diffusion 3 edits of real images"),
+    "sdedit": ExtraFill("sdedit_fill", "sdedit", "SDEdit variations of real images"),
+    "sd": ExtraFill("sd_fill", "sd_img2img", "Stable Diffusion 3 edits of real images"),
 }
 
 
