@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import sys
 
+from classifier.comparison import (chosen_strength, compare_jobs, markdown_table, recipe_jobs,
+                                   run_compare, source_counts, step_budget, strength_jobs)
+from classifier.runs import is_finished
 from cli.errors import EXIT_OK, EXIT_SOME_FAILED, one_line_errors
 from cli.flags import format_config, parse_config
+from config import CompareConfig
 
 
 @one_line_errors
 def main(argv=None) -> int:
-    from config import CompareConfig
     cfg, ns = parse_config(CompareConfig, argv, prog="python3 -m classifier.compare")
-    from classifier.comparison import (chosen_strength, compare_jobs, markdown_table,
-                                       recipe_jobs, run_compare, source_counts, step_budget,
-                                       strength_jobs)
-    from classifier.runs import is_finished
     if ns._dry_run:
         counts = source_counts(cfg)
         steps = step_budget(cfg, cfg.arms(), counts)

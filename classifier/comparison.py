@@ -33,16 +33,20 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from classifier import statistics
+from classifier import sampling, shot_groups, statistics
 from classifier.arms import (is_generative, parse_fill_dirs, split_arm, starts_from,
-                            strongest_non_generative)
+                             strongest_non_generative, uses_classic)
+from classifier.data import samples_from_dir, samples_from_manifest
 from classifier.experiments import _execute, _rows_from_runs, to_classifier_config
-from classifier.grid import summarize
+from classifier.grid import combo_name, expand_grid, parse_grid, summarize
 from classifier.metrics import SUMMARY_METRICS, higher_is_better, paired_comparison
 from classifier.report import write_csv
-from classifier.runs import METRICS_NAME, is_finished
+from classifier.runs import CONFIG_NAME, METRICS_NAME, is_finished
+from cli.flags import config_to_dict, save_config_json
 from config import REAL_ONLY_SETTINGS
-from dataset.scan import DatasetError
+from dataset.atomic import atomic_write_text
+from dataset.out_dir import check_outside_inputs
+from dataset.scan import DatasetError, natural_key
 
 TABLE_METRICS = SUMMARY_METRICS + ("tail_recall",)
 PAIRED_METRICS = statistics.BOOT_METRICS          # balanced accuracy, macro-F1, tail recall
@@ -95,7 +99,6 @@ def arm_settings(cfg, arm: str, strength: float | None) -> dict:
 
 def _n_train(labels_real: Sequence[str], n_synthetic_by_label: Mapping[str, int], cfg) -> int:
     """Training images of one arm after the validation split and --synthetic_ratio."""
-    from classifier import sampling
     n_real = len(labels_real)
     if not cfg.val_dir:
         index = {c: i for i, c in enumerate(sorted(set(labels_real)))}
@@ -115,7 +118,6 @@ def source_counts(cfg) -> dict[str, dict]:
     Raises:
         DatasetError: a missing folder or manifest, a manifest listing missing files.
     """
-    from classifier.data import samples_from_dir, samples_from_manifest
     samples, _ = samples_from_dir(cfg.train_dir, what="--train_dir")
     out = {"train_dir": {"real": [s.label for s in samples], "added": {}}}
     used = {a.split("+")[0] for a in cfg.arms()}
@@ -164,7 +166,6 @@ def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps:
 def strength_jobs(cfg, steps: int) -> list[dict]:
     """The classic-strength search: one run per --classic_strengths value on the first seed
     (none with a single value, or when no arm uses classic augmentation)."""
-    from classifier.arms import uses_classic
     if len(cfg.classic_strengths) < 2 or not any(uses_classic(a) for a in cfg.arms()):
         return []
     seed = cfg.seeds[0]
@@ -197,7 +198,6 @@ def recipe_combos(cfg) -> list[dict]:
     Raises:
         ConfigError: a malformed spec or value.
     """
-    from classifier.grid import expand_grid, parse_grid
     grid = parse_grid(cfg.recipe_grid, type(cfg))
     return expand_grid(grid) if grid else []
 
@@ -206,8 +206,6 @@ def recipe_jobs(cfg, strength: float | None, steps: int) -> list[dict]:
     """The recipe search on --recipe_seed: every generative arm x every combination (each
     job carries `combo` and `params`), plus the runs they start from (crt's and
     feature_fill's encoders), under out_dir/recipe_select/."""
-    from classifier.arms import uses_classic
-    from classifier.grid import combo_name
     combos = recipe_combos(cfg)
     root = Path(cfg.out_dir) / "recipe_select"
     seed, jobs, starts = cfg.recipe_seed, [], {}
@@ -243,7 +241,6 @@ def chosen_recipes(cfg, jobs: list[dict]) -> dict[str, dict] | None:
 def recipe_markdown(jobs: list[dict], recipes: Mapping[str, dict]) -> str:
     """The recipe search as Markdown: validation score of every arm x combination, the
     chosen one marked."""
-    from classifier.grid import combo_name
     lines = ["| arm | recipe | validation score | chosen |", "|---|---|---|---|"]
     for job in (j for j in jobs if "params" in j):
         path = Path(job["run_dir"]) / METRICS_NAME
@@ -261,7 +258,6 @@ def compare_jobs(cfg, strength: float | None = None, steps: int | None = None,
     arm with its recipe (`recipes`, chosen on validation) when there is one.
 
     Arms with classic augmentation wait (are left out) until `strength` is known."""
-    from classifier.arms import uses_classic
     arms = cfg.arms()
     if steps is None:
         steps = step_budget(cfg, arms, counts or source_counts(cfg))
@@ -410,6 +406,7 @@ def compare_tables(rows: Sequence[dict], predictions: dict | None = None,
     Example:
         >>> summary, paired = compare_tables(pd.read_csv("compare/runs.csv").to_dict("records"))
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     df = pd.DataFrame(list(rows))
     metrics = [m for m in TABLE_METRICS if m in df]
@@ -500,7 +497,6 @@ def recall_by_label(predictions: Mapping[tuple, "object"], arms: Sequence[str]) 
         >>> recall_by_label({("original", 0): df}, ["original"])
         [{'label': 'a', 'test images': 2, 'original': 0.5}, {'label': 'b', 'test images': 1, 'original': 1.0}]
     """
-    from dataset.scan import natural_key
     per_arm: dict[str, dict[str, list[float]]] = {}
     support: dict[str, int] = {}
     for key, df in predictions.items():
@@ -555,7 +551,6 @@ def tail_labels_of(results_dir: str | Path) -> list[str]:
     cfg_path = results_dir / "compare_config.json"
     if not cfg_path.is_file():
         return []
-    from classifier.data import samples_from_dir
     cfg = json.loads(cfg_path.read_text())
     try:
         samples, _ = samples_from_dir(cfg["train_dir"])
@@ -583,6 +578,7 @@ def pool_generator_runs(results: Sequence[tuple[int, str | Path]]):
         >>> rows, preds = pool_generator_runs([(42, "run/results"), (43, "run_gen43/results")])
         >>> summary, paired = compare_tables(rows, preds, tail_labels_of("run/results"), 2000)
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     rows, preds = [], {}
     for k, (gen, folder) in enumerate(results):
@@ -670,6 +666,7 @@ def paired_markdown(paired, metrics=("balanced_accuracy", "macro_f1", "tail_reca
 
 def _predictions(jobs: Sequence[dict]) -> dict[tuple, "object"]:
     """{(test set, arm, seed): DataFrame} from the runs' predictions_<set>.csv files."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     out = {}
     for job in jobs:
@@ -693,9 +690,9 @@ def shots_section(out: Path, predictions: Mapping[tuple, "object"],
     """Many / medium / few-shot accuracy (classifier.shot_groups) when the real training
     data is long-tailed: writes out/shots.csv (one row per run, test set, split and group)
     and returns compare.md's section; "" (and no file) otherwise."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
-    from classifier import shot_groups
     if not predictions or not shot_groups.is_long_tailed(real_counts):
         return ""
     rows = shot_groups.shot_rows(predictions, real_counts)
@@ -727,8 +724,6 @@ def check_finished_runs(jobs: Sequence[dict]) -> None:
     Raises:
         DatasetError: naming the run folder and the first settings that differ.
     """
-    from classifier.runs import CONFIG_NAME
-    from cli.flags import config_to_dict
     for job in jobs:
         path = Path(job["run_dir"]) / CONFIG_NAME
         if not is_finished(job["run_dir"]) or not path.is_file():
@@ -783,12 +778,9 @@ def run_compare(cfg, verbose: int = 2):
     compare.md in out_dir. Returns (summary, paired, failures): two DataFrames of the
     finished runs and one line per problem (a failed run, arms left waiting; empty unless
     `cfg.keep_going`, without which the first failure is raised)."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
-    from classifier.data import samples_from_dir
-    from cli.flags import save_config_json
-    from dataset.atomic import atomic_write_text
-    from dataset.out_dir import check_outside_inputs
     out = check_outside_inputs(cfg)
     counts = source_counts(cfg)
     steps = step_budget(cfg, cfg.arms(), counts)

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -125,7 +126,6 @@ class DecodedCache:
     """
 
     def __init__(self, max_bytes: int = 2 ** 31):
-        from collections import OrderedDict
         self.max_bytes = max_bytes
         self.items: OrderedDict = OrderedDict()
         self.bytes = 0
@@ -204,6 +204,7 @@ def train_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray,
         synthetic: per image, whether it is synthetic; given, the batches' first element
             is (pixels, is_synthetic), as `split_bn.SplitBatchNormTrainer` takes them.
     """
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     images_t = tf.constant(images)
     labels_t = tf.constant(targets.astype(np.int32 if targets.ndim == 1 else np.float32))

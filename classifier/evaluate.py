@@ -4,11 +4,17 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
+from classifier.report import plot_confusion, write_json
+from classifier.runs import load_run
+from classifier.training import evaluate_folder
 from cli.errors import EXIT_OK, one_line_errors
 from cli.flags import format_config, parse_config
+from config import EvaluateConfig
+from dataset.out_dir import check_location
 from dataset.scan import DatasetError
 
 
@@ -35,7 +41,6 @@ def check_evaluation_folder(out_dir: str | Path, model_path: str | Path,
         Traceback (most recent call last):
         DatasetError: --out_dir data/test/e is inside --test_dir data/test: ...
     """
-    from dataset.out_dir import check_location
     check_location(out_dir, test_dir, "--test_dir")
     run = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     out = Path(out_dir).resolve()
@@ -55,12 +60,6 @@ def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | 
         DatasetError: the model or folder is unusable, or the folder has a class the model
             does not know.
     """
-    import dataclasses
-
-    from classifier.report import plot_confusion, write_json
-    from classifier.runs import load_run
-    from classifier.training import evaluate_folder
-
     if not Path(test_dir).is_dir():
         raise DatasetError(f"--test_dir {test_dir} is not a folder")
     if out_dir:
@@ -81,7 +80,6 @@ def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | 
 
 @one_line_errors
 def main(argv=None) -> int:
-    from config import EvaluateConfig
     cfg, ns = parse_config(EvaluateConfig, argv, prog="python3 -m classifier.evaluate")
     if ns._dry_run:
         print(format_config(cfg))

@@ -24,17 +24,19 @@ from classifier.grid import combo_name, expand_grid, parse_grid, run_seed, summa
 from classifier.metrics import SUMMARY_METRICS, higher_is_better
 from classifier.report import write_csv
 from classifier.runs import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, is_finished
-from cli.flags import ConfigError, config_from_dict, validate_config
+from classifier.training import train_run
+from cli.flags import ConfigError, config_from_dict, save_config_json, validate_config
+from config import ClassifierConfig
+from dataset.out_dir import check_outside_inputs
+from runtime.jobs import Job, run_jobs
 
 
 def _base_fields():
-    from config import ClassifierConfig
     return {f.name for f in dataclasses.fields(ClassifierConfig)}
 
 
 def to_classifier_config(cfg, **changes):
     """A ClassifierConfig from a GridSearch/Compare config plus `changes`, validated."""
-    from config import ClassifierConfig
     data = {k: v for k, v in dataclasses.asdict(cfg).items() if k in _base_fields()}
     data.update(changes)
     out = config_from_dict(ClassifierConfig, data)
@@ -80,7 +82,6 @@ def _execute(jobs: list[dict], cfg, verbose: int,
     """Trains every unfinished job, here or as Ray tasks (`cfg.executor`); calls
     `on_progress` after each. Returns the failures as lines; without `cfg.keep_going` the
     first failure is raised instead (after Ray has cancelled the rest)."""
-    from runtime.jobs import Job, run_jobs
     todo = []
     for k, job in enumerate(jobs, 1):
         run_dir = Path(job["run_dir"])
@@ -110,7 +111,6 @@ def _execute(jobs: list[dict], cfg, verbose: int,
 
 def _train_announced(where: str, run_cfg, verbose: int) -> None:
     # One job of `_execute`; it returns nothing: the run folder holds the results.
-    from classifier.training import train_run
     print(where)
     train_run(run_cfg, verbose=verbose)
 
@@ -156,6 +156,7 @@ def grid_jobs(cfg) -> list[dict]:
 
 def _keep_best(jobs: list[dict], rows, out_dir: Path, evaluation_type: str) -> None:
     """Copies the best run of each combination (by validation metric) to best/<combo>/."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     df = pd.DataFrame(rows)
     if df.empty:
@@ -189,12 +190,11 @@ def run_grid_search(cfg, verbose: int = 2) -> "object":
         evaluation set) of the finished runs, and one line per failed run (empty unless
         `cfg.keep_going`; without it the first failure is raised).
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-    from dataset.out_dir import check_outside_inputs
     out = check_outside_inputs(cfg)
     jobs = grid_jobs(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    from cli.flags import save_config_json
     save_config_json(cfg, out / "grid_search_config.json")
     group = ["combo"] + [c for c in jobs[0] if c.startswith("param_")] + ["set"]
 

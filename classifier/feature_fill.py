@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections import Counter
@@ -26,6 +27,10 @@ import numpy as np
 
 from classifier import longtail
 from classifier.report import write_csv
+from config import FeatureDiffusionConfig
+from dataset.atomic import atomic_path
+from feature_diffusion.quality import feature_quality
+from feature_diffusion.train import train_feature_model
 
 FEATURE_MODEL_DIR = "feature_model"
 FEATURES_NAME = "generated_features.npz"
@@ -34,15 +39,11 @@ FEATURES_NAME = "generated_features.npz"
 def feature_model_config(cfg):
     """The feature diffusion settings of a classifier run: the defaults of
     FeatureDiffusionConfig (config.py), with the run's step budget and seed."""
-    import dataclasses
-
-    from config import FeatureDiffusionConfig
     return dataclasses.replace(FeatureDiffusionConfig(), train_steps=cfg.feature_fill_steps,
                                seed=cfg.seed)
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    from dataset.atomic import atomic_path
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     with atomic_path(path) as tmp:
@@ -64,10 +65,8 @@ def fill_features(cfg, run_dir: Path, class_names: Sequence[str], features: np.n
         (generated features (M, D), their class indices (M,), info for metrics.json:
         counts per label, wall times, feature quality per label).
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-
-    from feature_diffusion.quality import feature_quality
-    from feature_diffusion.train import train_feature_model
 
     names = [class_names[i] for i in labels]
     counts = Counter(names)

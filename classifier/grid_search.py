@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import sys
 
+from classifier.experiments import grid_jobs, run_grid_search
+from classifier.runs import is_finished
 from cli.errors import EXIT_OK, EXIT_SOME_FAILED, one_line_errors
 from cli.flags import format_config, parse_config
+from config import GridSearchConfig
 
 
 @one_line_errors
 def main(argv=None) -> int:
-    from config import GridSearchConfig
     cfg, ns = parse_config(GridSearchConfig, argv, prog="python3 -m classifier.grid_search")
-    from classifier.experiments import grid_jobs, run_grid_search
-    from classifier.runs import is_finished
     jobs = grid_jobs(cfg)
     if ns._dry_run:
         print(format_config(cfg))

@@ -18,8 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from classifier import longtail, sampling
+from classifier.losses import AdjustedCrossEntropy
 from classifier.metrics import classification_metrics, cross_entropy, higher_is_better, \
     monitor_value
+from runtime.divergence import stop_on_non_finite_loss
 
 HEAD_LAYER = "logits"
 
@@ -27,6 +29,7 @@ HEAD_LAYER = "logits"
 def penultimate_model(model):
     """A Keras model from `model`'s input to the input of its `logits` layer (any other
     model: of its last layer)."""
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     try:
         head = model.get_layer(HEAD_LAYER)
@@ -66,6 +69,7 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
     Returns:
         {"history": per-epoch rows, "best_epoch", "best_value", "prior"}.
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -77,8 +81,6 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
     seen = plan.reshape(-1)
     prior = longtail.effective_prior(labels[seen], n_classes, np.asarray(weights)[seen])
     offsets = longtail.logit_offsets(prior, cfg.la_tau) if cfg.logit_adjusted else None
-    from classifier.losses import AdjustedCrossEntropy
-    from runtime.divergence import stop_on_non_finite_loss
 
     inputs = keras.Input((features.shape[1],), name="features")
     head = keras.Model(inputs, keras.layers.Dense(n_classes, dtype="float32",

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import sys
 
+from classifier.training import plan_text, train_run
 from cli.errors import EXIT_OK, one_line_errors
 from cli.flags import format_config, parse_config
+from config import ClassifierConfig
 
 
 @one_line_errors
 def main(argv=None) -> int:
-    from config import ClassifierConfig
     cfg, ns = parse_config(ClassifierConfig, argv, prog="python3 -m classifier.train")
-    from classifier.training import plan_text
     if ns._dry_run:
         print(format_config(cfg))
         print(plan_text(cfg))
         return EXIT_OK
-    from classifier.training import train_run
     result = train_run(cfg)
     m = result.metrics
     print(f"best epoch {m['best_epoch']} of {m['epochs_run']} ({cfg.evaluation_type} = "

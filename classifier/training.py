@@ -28,19 +28,26 @@ from typing import Sequence
 import numpy as np
 
 from classifier import calibration, longtail, sampling
+from classifier.augment import keras_augmenter, make_batch_augmenter
+from classifier.backbones import build_classifier
 from classifier.data import (Sample, load_images, predict_logits, samples_from_dir,
                              samples_from_manifest, train_dataset)
+from classifier.feature_fill import fill_features
+from classifier.head import penultimate_features, retrain_head
 from classifier.losses import AdjustedCrossEntropy
 from classifier.metrics import (classification_metrics, cross_entropy, higher_is_better,
                                 monitor_value)
-from classifier.report import plot_confusion, write_csv, write_json
-from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, architecture,
-                             new_run_dir, save_model_json)
+from classifier.report import contact_sheet, plot_confusion, write_csv, write_json
+from classifier.runs import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, architecture, is_finished,
+                             load_run, new_run_dir, save_model_json, saved_architecture)
+from classifier.synthetic_filter import in_distribution
 from cli.flags import save_config_json
 from config import REAL_ONLY_SETTINGS
 from dataset.atomic import save_weights_atomic
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key
+from runtime.divergence import stop_on_non_finite_loss
+from runtime.precision import set_precision
 
 
 @dataclass
@@ -211,12 +218,8 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
               weights_path: Path, verbose: int = 2, extra_callbacks: Sequence = ()):
     """Builds, trains and returns (model, checkpoint callback, weights_used); the model ends
     with the best validation weights, which are also in `weights_path`."""
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
-
-    from classifier.augment import make_batch_augmenter
-    from classifier.backbones import build_classifier
-    from runtime.divergence import stop_on_non_finite_loss
-    from runtime.precision import set_precision
 
     set_precision(cfg.precision, use_gpu=False if cfg.precision == "auto" else None)
     keras.utils.set_random_seed(cfg.seed)
@@ -270,8 +273,6 @@ def real_only_classifier(cfg, run_dir: Path, class_names, train: ImageSet, val: 
     """The classifier that judges synthetic images (DIAGen, --synthetic_filter): the
     finished run --filter_model names, else one trained on the real images alone, once per
     run folder (run_dir/filter_model, reused by both)."""
-    from classifier.runs import is_finished, load_run
-
     fdir = run_dir / "filter_model"
     source = cfg.filter_model or (str(fdir) if (fdir / WEIGHTS_NAME).is_file()
                                   and (fdir / "trained.txt").is_file() else "")
@@ -303,8 +304,6 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
                        verbose: int) -> tuple[np.ndarray, dict]:
     """DIAGen: weights of the training images (1 for real ones) from a temperature-
     calibrated real-only classifier averaged over `diagen_views` augmented views."""
-    from classifier.augment import keras_augmenter
-
     model = real_only_classifier(cfg, run_dir, class_names, train, val, verbose, "DIAGen")
     temperature = calibration.fit_temperature(predict_logits(model, val.images), val.labels)
     syn = np.flatnonzero(train.synthetic)
@@ -318,6 +317,7 @@ def diagen_weights_for(cfg, run_dir: Path, class_names, train: ImageSet, val: Im
             probs = calibration.softmax(predict_logits(model, np.clip(view, 0, 255)), temperature)
             p_true += probs[np.arange(len(syn)), train.labels[syn]] / cfg.diagen_views
         weights[syn] = calibration.diagen_weights(np.clip(p_true, 0, 1), cfg.diagen_threshold)
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     write_csv(run_dir / "synthetic_weights.csv", pd.DataFrame({
         "path": [train.samples[i].path for i in syn],
@@ -340,10 +340,8 @@ def filter_synthetic(cfg, run_dir: Path, class_names, train: ImageSet, val: Imag
 
     Returns:
         (the training set without the dropped images, per-label counts kept / dropped)."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-
-    from classifier.head import penultimate_features
-    from classifier.synthetic_filter import in_distribution
 
     syn = np.flatnonzero(train.synthetic)
     if not len(syn):
@@ -366,7 +364,6 @@ def filter_synthetic(cfg, run_dir: Path, class_names, train: ImageSet, val: Imag
                  for c in dict.fromkeys(table["label"])}
     dropped = table[~table["kept"]]
     if len(dropped):
-        from classifier.report import contact_sheet
         contact_sheet(train.images[syn[~keep]], [f"{r.label}: {r.reason.split()[0]}"
                                                  for r in dropped.itertuples()],
                       run_dir / "synthetic_filter_dropped.png",
@@ -388,7 +385,6 @@ def load_start_run(cfg, class_names):
     Raises:
         DatasetError: not a finished classifier run, or one of other classes.
     """
-    from classifier.runs import is_finished, load_run, saved_architecture
     if not is_finished(cfg.from_run):
         raise DatasetError(f"--from_run {cfg.from_run} is not a finished classifier run (no "
                            f"{METRICS_NAME})")
@@ -408,8 +404,6 @@ def finetune_head(model, cfg, run_dir: Path, class_names, train: ImageSet, val: 
     """Re-trains the output layer on the real training images' features (cRT: class-
     balanced batches), or with --feature_fill on real + generated features (LDMLR), and
     saves the whole network (encoder unchanged + new head) as the run's best weights."""
-    from classifier.head import penultimate_features, retrain_head
-
     real = _real_part(train)
     features = penultimate_features(model, real.images)
     val_features = penultimate_features(model, val.images)
@@ -417,7 +411,6 @@ def finetune_head(model, cfg, run_dir: Path, class_names, train: ImageSet, val: 
     smoothing = np.zeros(len(labels))
     info: dict = {"n_real_features": int(len(labels))}
     if cfg.feature_fill:
-        from classifier.feature_fill import fill_features
         gen, gen_labels, fill_info = fill_features(cfg, run_dir, class_names, features,
                                                    labels, verbose)
         features = np.concatenate([features, gen])
@@ -454,6 +447,7 @@ def evaluate_folder(model, folder: str | Path, class_names: Sequence[str], cfg,
     m["loss"] = cross_entropy(logits, test.labels)
     m["folder"] = str(folder)
     if predictions_path is not None:
+        # why: pandas is slow to import and only the tables need it
         import pandas as pd
         write_csv(predictions_path, pd.DataFrame({
             "path": [s.path for s in test.samples],
@@ -531,6 +525,7 @@ def train_run(cfg, verbose: int = 2, extra_callbacks: Sequence = ()) -> RunResul
     if verbose:
         print(f"{run_dir}: {len(class_names)} classes, {len(train.labels)} training images "
               f"({int(train.synthetic.sum())} synthetic), {len(val.labels)} validation")
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     import pandas as pd
     if cfg.from_run:
