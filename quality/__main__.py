@@ -14,6 +14,9 @@ import sys
 
 from cli.errors import one_line_errors
 from cli.subcommands import dispatch, parse_or_plan
+from cli.tables import format_table
+from quality import run
+from quality.config import AuditConfig, RecognisabilityConfig
 
 USAGE = ("usage: python3 -m quality {audit,recognisability} [flags]\n"
          "       python3 -m quality audit --help")
@@ -40,7 +43,6 @@ def _run(command: str, config_class, argv: list[str]) -> int:
                         lambda c: _plan(command, c))
     if cfg is None:
         return 0
-    from quality import run
     try:
         if command == "audit":
             res = run.run_audit(cfg)
@@ -52,7 +54,6 @@ def _run(command: str, config_class, argv: list[str]) -> int:
                   f"closest_pairs.png)")
         else:
             res = run.run_recognisability(cfg)
-            from cli.tables import format_table
             for name in ("gan_test", "gan_train"):
                 df = res.get(name)
                 if df is not None:
@@ -71,7 +72,6 @@ def _run(command: str, config_class, argv: list[str]) -> int:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    from quality.config import AuditConfig, RecognisabilityConfig
     return dispatch(argv, {"audit": lambda a: _run("audit", AuditConfig, a),
                            "recognisability": lambda a: _run("recognisability",
                                                              RecognisabilityConfig, a)},

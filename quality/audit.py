@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
+from dataset.images import ImageLoadError, load_rgb
+from quality.features import pixel_space
 from quality_maths import neighbours
 
 AUDIT_COLUMNS = ["path", "label", "space", "nearest_path", "nearest_label", "distance",
@@ -97,12 +100,12 @@ def audit_synthetic(synthetic_paths: Sequence[str | Path],
         ...                      ["test/boot/9.png"], pixel_space(32))
         >>> df.loc[0, "flagged"]
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     if scope not in ("global", "label"):
         raise ValueError(f"scope must be 'global' or 'label', got {scope!r}")
     if space is None:
-        from quality.features import pixel_space
         space = pixel_space()
     syn_paths = [str(p) for p in synthetic_paths]
     syn_labels = ([str(x) for x in synthetic_labels] if synthetic_labels is not None
@@ -178,6 +181,7 @@ def summarise(table):
     Example:
         >>> summarise(table)[["label", "space", "memorisation_share"]]
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     cols = ["label", "space", "n_synthetic", "n_flagged", "memorisation_share", "threshold",
@@ -208,9 +212,6 @@ def closest_pairs(table, n: int = 16):
 
 
 def _thumb(path: str, cell: int):
-    from PIL import Image
-
-    from dataset.images import ImageLoadError, load_rgb
     try:
         img = Image.fromarray(load_rgb(path, min_side=cell))
     except ImageLoadError:
@@ -231,8 +232,6 @@ def closest_pairs_sheet(table, n: int = 16, cell: int = 96, pairs_per_row: int =
     Example:
         >>> closest_pairs_sheet(table, n=8).save("closest_pairs.png")
     """
-    from PIL import Image, ImageDraw
-
     pairs = closest_pairs(table, n)
     margin, cap, head = 6, 28, 22 if title else 4
     cols = max(1, min(pairs_per_row, len(pairs)))

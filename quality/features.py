@@ -30,6 +30,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from classifier.data import load_images
+from classifier.head import penultimate_model
+from classifier.runs import load_run
+from diffusion.kid import build_feature_extractor
+
 
 @dataclass
 class FeatureSpace:
@@ -49,7 +54,6 @@ class FeatureSpace:
 
     def load(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[int], list[str]]:
         """(uint8 images, indices of the paths that loaded, one message per unreadable file)."""
-        from classifier.data import load_images
         return load_images([str(p) for p in paths], self.image_size, self.grayscale, desc=None)
 
     def features(self, paths: Sequence[str | Path]
@@ -117,8 +121,6 @@ def kid_space(kind: str = "auto") -> FeatureSpace:
         >>> kid_space("random").name
         'kid_random'
     """
-    from diffusion.kid import build_feature_extractor
-
     extractor = build_feature_extractor(kind)
 
     def embed(images: np.ndarray) -> np.ndarray:
@@ -140,9 +142,6 @@ def classifier_space(run_dir: str | Path, batch_size: int = 64) -> FeatureSpace:
     Example:
         >>> space = classifier_space("classifier_runs/small_cnn_20260101-120000_ab12")
     """
-    from classifier.head import penultimate_model
-    from classifier.runs import load_run
-
     model, cfg, _ = load_run(run_dir)
     features = penultimate_model(model)
 

@@ -24,12 +24,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from classifier.calibration import softmax
+from classifier.data import load_images, predict_logits
+from classifier.runs import METRICS_NAME, is_finished, load_run
+from classifier.training import train_run
+from dataset.copying import copy_original, short_hash
+from dataset.manifest import ManifestRow, write_manifest
 from dataset.scan import DatasetError, natural_key
 
 GAN_TEST_COLUMNS = ["label", "n_generated", "gan_test_accuracy", "mean_p_label", "n_test",
@@ -50,6 +57,7 @@ def per_label_accuracy(true_labels: Sequence[str], pred_labels: Sequence[str],
         >>> per_label_accuracy(["a", "a", "b"], ["a", "b", "b"], ["a", "b"]).accuracy.tolist()
         [0.5, 1.0]
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     t = np.asarray(list(true_labels), dtype=object)
@@ -82,6 +90,7 @@ def gan_test_table(generated_true: Sequence[str], generated_pred: Sequence[str],
         >>> gan_test_table(["a", "a"], ["a", "b"], ["a"], ["a"], ["a"]).gan_test_accuracy[0]
         0.5
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     gen = per_label_accuracy(generated_true, generated_pred, labels).set_index("label")
@@ -123,6 +132,7 @@ def gan_train_table(synthetic_metrics: dict, real_metrics: dict | None = None,
         >>> gan_train_table(m).gan_train_accuracy[0]
         0.5
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     syn = synthetic_metrics["tests"]["test"]["per_class"]
@@ -154,9 +164,6 @@ def predict_samples(model, cfg, class_names: Sequence[str], paths: Sequence[str 
     Returns:
         (predicted names, probabilities (N_ok, C), indices of readable paths, skip messages).
     """
-    from classifier.calibration import softmax
-    from classifier.data import load_images, predict_logits
-
     images, ok, errors = load_images([str(p) for p in paths], cfg.input_shape, cfg.grayscale,
                                      desc=None)
     logits = predict_logits(model, images, batch_size)
@@ -183,7 +190,6 @@ def gan_test(classifier, synthetic: Sequence[tuple[str, str]],
         >>> gan_test("runs/real_only", [("g/boot/1.png", "boot")], [("t/boot/9.png", "boot")])
     """
     if isinstance(classifier, (str, Path)):
-        from classifier.runs import load_run
         classifier = load_run(classifier)
     model, cfg, class_names = classifier
     labels = sorted({lab for _, lab in synthetic}, key=natural_key)
@@ -212,8 +218,6 @@ def _link_tree(samples: Sequence[tuple[str, str]], folder: Path) -> Path:
     """`folder/<label>/<name>` links (symlinks; hard links or copies where the file system
     refuses) to the given images, so that folder-based code can read a chosen subset
     without copying a dataset. Names are made unique per label."""
-    from dataset.copying import copy_original, short_hash
-
     seen: set[str] = set()
     for path, label in samples:
         src = Path(path).resolve()
@@ -234,11 +238,6 @@ def _link_tree(samples: Sequence[tuple[str, str]], folder: Path) -> Path:
 
 def _run_or_reuse(cfg, verbose: int) -> dict:
     """metrics.json of the run `cfg` names: read back when it finished earlier, else trained."""
-    import json
-
-    from classifier.runs import METRICS_NAME, is_finished
-    from classifier.training import train_run
-
     run_dir = Path(cfg.out_dir) / cfg.run_name
     if is_finished(run_dir):
         return json.loads((run_dir / METRICS_NAME).read_text())
@@ -289,8 +288,6 @@ def gan_train(synthetic: Sequence[tuple[str, str]], real_train: Sequence[tuple[s
         DatasetError: synthetic images of fewer than 2 labels, or a label without real
             training or test images.
     """
-    from dataset.manifest import ManifestRow, write_manifest
-
     work = Path(work_dir)
     labels = sorted({lab for _, lab in synthetic}, key=natural_key)
     if len(labels) < 2:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dataset.scan import natural_key
+from quality.audit import closest_pairs_sheet, summarise
 from reporting.html import html_table, img_tag, png_data_uri
 
 
@@ -65,7 +66,6 @@ def _pairs_uri(audit, pairs_png, max_pairs: int) -> str | None:
         return png_data_uri(pairs_png)
     if audit is None or len(audit) == 0:
         return None
-    from quality.audit import closest_pairs_sheet
     buf = io.BytesIO()
     closest_pairs_sheet(audit, max_pairs, cell=72).save(buf, format="PNG")
     return png_data_uri(buf.getvalue())
@@ -80,7 +80,6 @@ def panel_html(audit=None, audit_summary=None, gan_test=None, gan_train=None,
         >>> panel_html(audit=table, audit_summary=summarise(table), gan_test=gt)
     """
     if audit is not None and audit_summary is None and len(audit):
-        from quality.audit import summarise
         audit_summary = summarise(audit)
     rows = per_label_rows(audit_summary, gan_test, gan_train, kid_rows)
     if not rows:
@@ -116,6 +115,7 @@ def quality_panel(audit_dir: str | Path | None = None,
     Example:
         >>> quality_panel("run/quality_audit", None, kid_rows)
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     def read(folder, name):

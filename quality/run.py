@@ -17,11 +17,21 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from classifier.report import write_json
+from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_object,
+                       save_config_json, validate_config)
+from cli.tables import format_table
+from config import ClassifierConfig
 from dataset.atomic import atomic_path, atomic_write_text
 from dataset.manifest import MANIFEST_NAME, read_manifest
+from dataset.out_dir import check_location, holds_files, remove_stale_temp_files, saved_config
 from dataset.scan import DatasetError, scan_labelled_dir
+from quality.audit import audit_synthetic, closest_pairs_sheet, summarise
+from quality.features import classifier_space, kid_space, pixel_space
+from quality.recognisability import gan_test, gan_train, train_real_only
 
 CONFIG_NAME = "config.json"
 # Settings that may change between a run and its resumption (they change no result).
@@ -42,10 +52,6 @@ def prepare_out_dir(cfg) -> Path:
     Raises:
         DatasetError: one line saying why; nothing is changed.
     """
-    from cli.flags import config_to_dict
-    from dataset.out_dir import (check_location, holds_files, remove_stale_temp_files,
-                                 saved_config)
-
     for flag, value in _inputs(cfg):
         if not Path(value).exists():
             raise DatasetError(f"{flag} {value} does not exist")
@@ -73,7 +79,6 @@ def _resolved(cfg) -> dict[str, str]:
 
 
 def _save_config(cfg, out: Path) -> None:
-    from cli.flags import save_config_json
     save_config_json(cfg, out / CONFIG_NAME, inputs_resolved=_resolved(cfg))
 
 
@@ -120,8 +125,6 @@ def _write_csv(path: Path, df) -> None:
 
 def audit_text(table, summary) -> str:
     """audit_summary.txt: the threshold rule, shares per label and space, skipped files."""
-    from cli.tables import format_table
-
     attrs = table.attrs
     lines = [f"memorisation audit: a synthetic image is flagged when its nearest real training "
              f"image (any label) is closer than the threshold ({attrs.get('metric')} distance "
@@ -156,10 +159,8 @@ def run_audit(cfg, progress: bool = True) -> dict:
     Raises:
         DatasetError: unusable inputs or out_dir.
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-
-    from quality.audit import audit_synthetic, closest_pairs_sheet, summarise
-    from quality.features import classifier_space, kid_space, pixel_space
 
     synthetic, train, test = read_inputs(cfg)
     out = prepare_out_dir(cfg)
@@ -210,11 +211,6 @@ def run_audit(cfg, progress: bool = True) -> dict:
 def recipe(cfg):
     """The ClassifierConfig the classifiers of `cfg` are trained with: the defaults, then
     --classifier_run's settings or --classifier_config, then this command's overrides."""
-    import dataclasses
-
-    from cli.flags import ConfigError, config_from_dict, read_json_object, validate_config
-    from config import ClassifierConfig
-
     names = set(ClassifierConfig.__dataclass_fields__)
     base = ClassifierConfig(train_dir=".")
     for source in (cfg.classifier_run and Path(cfg.classifier_run) / "config.json",
@@ -245,9 +241,6 @@ def run_recognisability(cfg) -> dict:
     Raises:
         DatasetError: unusable inputs or out_dir.
     """
-    from classifier.report import write_json
-    from quality.recognisability import gan_test, gan_train, train_real_only
-
     synthetic, train, test = read_inputs(cfg)
     if cfg.classifier_config and not Path(cfg.classifier_config).is_file():
         raise DatasetError(f"--classifier_config {cfg.classifier_config} does not exist")
