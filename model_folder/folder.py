@@ -17,13 +17,16 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
 
-from cli.flags import ConfigError
+from cli.flags import ConfigError, config_from_dict, save_config_json
+from config import LEGACY_ARCHITECTURE, DiffusionConfig
 from dataset.atomic import load_weights_checked, save_weights_atomic
-from dataset.scan import DatasetError
+from dataset.errors import DatasetError
+from model_folder.build import build_image_model, image_model_classes
 from model_folder.description import LEGACY_AUGMENT_DIMS, read_model_json, write_model_json
 from model_folder.files import CONFIG_JSON, KINDS, MODEL_JSON, kind_of
 
@@ -127,7 +130,6 @@ class ModelFolder:
 
     def write_config(self, cfg, **meta) -> Path:
         """Writes config.json: the settings `cfg` and `meta` (keys get a `_` prefix)."""
-        from cli.flags import save_config_json
         self._config = None
         return save_config_json(cfg, self.config_path, **meta)
 
@@ -268,10 +270,6 @@ class ModelFolder:
         Raises:
             ModelFolderError: values that `cls` refuses (naming config.json).
         """
-        import dataclasses
-
-        from cli.flags import config_from_dict
-        from config import LEGACY_ARCHITECTURE
         data = self.config
         if known_only:
             data = {k: v for k, v in data.items()
@@ -287,11 +285,9 @@ class ModelFolder:
 
 def _build_image_model(folder: ModelFolder, description):
     """A stage-2 model from model.json, or (older folders) from config.json's settings."""
-    from model_folder.build import build_image_model, image_model_classes
     if description is not None:
         name, config = description
         return image_model_classes()[name](**config)
-    from config import DiffusionConfig
     cfg, meta = folder.settings(DiffusionConfig), folder.meta
     return build_image_model(cfg, len(meta.get("_class_names", [])) if cfg.conditional else 0,
                              len(meta.get("_site_names") or []),
