@@ -155,6 +155,7 @@ def test_early_stopping_restores_the_best_epoch_weights(data):
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), snaps.weights[0]))
 
 
+@pytest.mark.slow  # 70 s at load 10 on 2 cores (2026-12-07 22:05)
 def test_grid_search_resumes_and_keeps_every_run(data, tmp_path):
     import pandas as pd
 
