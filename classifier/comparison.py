@@ -156,10 +156,11 @@ def _job(cfg, arm: str, seed: int, run_dir: Path, strength: float | None, steps:
     start = starts_from(arm)
     root = Path(cfg.out_dir) if start_root is None else start_root
     from_run = str(root / start / f"seed{seed}") if start else ""
-    run_cfg = to_classifier_config(cfg, **arm_settings(cfg, arm, strength), **(params or {}),
-                                   seed=seed, steps_per_epoch=steps,
-                                   out_dir=str(run_dir.parent), run_name=run_dir.name,
-                                   from_run=from_run)
+    # one dict, later keys winning: the arm's real-only reset already names from_run
+    settings = {**arm_settings(cfg, arm, strength), **(params or {}), "seed": seed,
+                "steps_per_epoch": steps, "out_dir": str(run_dir.parent),
+                "run_name": run_dir.name, "from_run": from_run}
+    run_cfg = to_classifier_config(cfg, **settings)
     return {"variant": arm, "seed": seed, "run_dir": str(run_dir), "cfg": run_cfg}
 
 
