@@ -203,6 +203,9 @@ def prompt_csv_text(table: dict[str, list[str]]) -> str:
     """A table as the `class;prompt` CSV that `load_prompts` reads back."""
     lines = ["class;prompt"]
     for label, prompts in table.items():
+        if not label.strip():   # a row no label folder can match
+            raise PromptError("an empty class name: name each class as its label folder is "
+                              "named")
         if ";" in label or "\n" in label or "\r" in label:
             what = "';'" if ";" in label else "a line break"
             raise PromptError(f"class {label!r}: a class name in a prompt file cannot hold "

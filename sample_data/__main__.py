@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fmnist_lt: imbalance factor, largest / smallest class (default "
                              "100; 10 is the other standard one)")
     args = parser.parse_args(argv)
+    if not math.isfinite(args.imbalance):   # nan passes every comparison below
+        parser.error(f"--imbalance must be a finite number, got {args.imbalance}")
     if args.imbalance < 1:
         parser.error("--imbalance must be at least 1")
     if args.size is not None and args.size < 8:
