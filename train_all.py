@@ -67,10 +67,30 @@ def without_empty_labels(cfg: TrainAllConfig) -> TrainAllConfig:
     return cfg
 
 
+def say_left_out_files(in_dir: str | Path) -> None:
+    """Names the files training will not read: images beside the label folders (they belong
+    to no label) and files that are not images. Said, never silently dropped, as stage 1
+    and classifier.train say them."""
+    from dataset.images import is_image_name
+    root = Path(in_dir)
+    if not root.is_dir():
+        return       # the training says so in one line
+    files = [p for p in root.rglob("*") if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    left = [(p, "image at the dataset root, in no label folder") for p in files
+            if p.parent == root and is_image_name(p)]
+    left += [(p, "not an image") for p in files if not is_image_name(p)]
+    if left:
+        print(f"left out {len(left)} file(s) of {in_dir}:")
+        for path, why in sorted(left)[:20]:
+            print(f"  {path.relative_to(root)}: {why}")
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(TrainAllConfig, argv, prog="train_all.py")
     cfg = without_empty_labels(cfg)
+    say_left_out_files(cfg.in_dir)
     runs = per_label_configs(cfg)
     if ns._dry_run:
         from diffusion.training import describe_plan
