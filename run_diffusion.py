@@ -17,11 +17,13 @@ import sys
 from cli.errors import EXIT_OK, one_line_errors
 from cli.flags import format_config, parse_config
 from config import DiffusionConfig
+from diffusion.inference import find_inpainting_pairs, generate_to_folder, inpaint_folder
+from diffusion.training import describe_plan, read_run, train
+from runtime.jobs import run_workers
 
 
 def describe(cfg: DiffusionConfig) -> str:
     """The plan of a run, from file names and config files only (for --dry-run)."""
-    from diffusion.training import describe_plan, read_run
     if cfg.runtime == "training":
         return describe_plan(cfg)
     saved, meta = read_run(cfg.model_dir)
@@ -31,7 +33,6 @@ def describe(cfg: DiffusionConfig) -> str:
         return (f"would generate {cfg.images_to_generate} images{per} ({', '.join(names)}) with "
                 f"{cfg.model_dir}, {cfg.generate_diffusion_steps} DDIM steps, eta {cfg.eta}, "
                 f"seed {cfg.seed}, into {cfg.out_dir}/ (+ manifest.csv)")
-    from diffusion.inference import find_inpainting_pairs
     pairs = find_inpainting_pairs(cfg.inpainting_dir)
     return (f"would inpaint {len(pairs)} image(s) from {cfg.inpainting_dir} with "
             f"{cfg.model_dir} (RePaint: {cfg.generate_diffusion_steps} steps, jump_length "
@@ -40,7 +41,6 @@ def describe(cfg: DiffusionConfig) -> str:
 
 def run_on_ray_workers(cfg: DiffusionConfig, argv: list[str]) -> int:
     """This command again as cfg.num_workers Ray workers, each given its TF_CONFIG."""
-    from runtime.jobs import run_workers
     print(f"starting {cfg.num_workers} workers on Ray for --distribute multiworker")
     codes = run_workers([sys.executable, "run_diffusion.py", *argv], cfg.num_workers,
                         cfg.ray_address, cfg.task_cpus, cfg.task_gpus)
@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             and cfg.executor == "ray" and "TF_CONFIG" not in os.environ:
         return run_on_ray_workers(cfg, sys.argv[1:] if argv is None else argv)
     if cfg.runtime == "training":
-        from diffusion.training import train
         given = {k for k in vars(ns) if not k.startswith("_")}
         res = train(cfg, given=given)
         best = "n/a" if res.best_value is None else f"{res.best_value:.4g}"
@@ -67,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(epoch {res.best_epoch}), precision {res.precision}; run folder "
               f"{res.run_dir or 'written by the chief worker'}")
     elif cfg.runtime == "inference":
-        from diffusion.inference import generate_to_folder
         paths = generate_to_folder(cfg)
         print(f"wrote {len(paths)} images to {cfg.out_dir} (manifest.csv lists them)")
     else:
-        from diffusion.inference import inpaint_folder
         paths = inpaint_folder(cfg)
         print(f"wrote {len(paths)} inpainted images to {cfg.out_dir}/inpainted")
     return EXIT_OK

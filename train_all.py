@@ -25,8 +25,11 @@ from cli.errors import EXIT_OK, EXIT_SOME_FAILED, describe_os_error, one_line_er
 from cli.flags import ConfigError, format_config, parse_config
 from config import TrainAllConfig
 from dataset.atomic import atomic_write_text
+from dataset.images import is_image_name
 from dataset.scan import DatasetError
+from diffusion.data import labels_with_images
 from diffusion.per_label import per_label_configs, train_label
+from diffusion.training import describe_plan, setup_runtime
 from runtime.divergence import TrainingDiverged
 from runtime.jobs import Job, JobLost, Outcome, run_jobs
 
@@ -52,7 +55,6 @@ def without_empty_labels(cfg: TrainAllConfig) -> TrainAllConfig:
     """
     if not cfg.conditional:
         return cfg
-    from diffusion.data import labels_with_images
     found, left_out = labels_with_images(cfg.in_dir, cfg.labels)
     if left_out and cfg.labels:
         raise DatasetError(f"label {left_out[0]}: leave it out of --labels")
@@ -71,7 +73,6 @@ def say_left_out_files(in_dir: str | Path) -> None:
     """Names the files training will not read: images beside the label folders (they belong
     to no label) and files that are not images. Said, never silently dropped, as stage 1
     and classifier.train say them."""
-    from dataset.images import is_image_name
     root = Path(in_dir)
     if not root.is_dir():
         return       # the training says so in one line
@@ -93,14 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     say_left_out_files(cfg.in_dir)
     runs = per_label_configs(cfg)
     if ns._dry_run:
-        from diffusion.training import describe_plan
         print(format_config(cfg))
         for label, dcfg in runs:
             print(f"[{label}] {describe_plan(dcfg, cfg.labels)}")
         return EXIT_OK
     runtime = None
     if cfg.executor == "local":
-        from diffusion.training import setup_runtime
         runtime = setup_runtime(runs[0][1])  # devices can be set once per process
 
     jobs = [Job(label, train_label, (label, dcfg, cfg.labels, runtime)) for label, dcfg in runs]

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,8 @@ from dataset.images import is_image_name, load_rgb
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.scan import DatasetError, label_folders, natural_key, probe_images, site_from_name
 from dataset.split import stratified_split
+from diffusion.online_augment import ONLINE_AUGMENT_DIMS, augment_image
+from diffusion_maths.label_balance import label_repeats
 
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 # The augmentation vector a training image carries: [horizontal flip, sin(theta),
@@ -276,6 +279,7 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
     Decoding runs in parallel threads; `cache` keeps decoded images in memory (default:
     when they fit in 2 GB), otherwise memory stays flat in the number of images.
     """
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     h, w = int(image_size[0]), int(image_size[1])
     if cache is None:
@@ -298,7 +302,6 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
     if augment is not None:
         augment = np.asarray(augment, np.float32).reshape(len(paths), AUGMENT_DIMS)
         if online:
-            from diffusion.online_augment import ONLINE_AUGMENT_DIMS
             augment = np.concatenate(
                 [augment, np.zeros((len(paths), ONLINE_AUGMENT_DIMS), np.float32)], axis=1)
         cond["augment"] = augment
@@ -325,8 +328,6 @@ def make_dataset(paths: Sequence[Path], labels: Sequence[int] | None, image_size
                 return img, extra
             ds = ds.map(flip_fn, num_parallel_calls=tf.data.AUTOTUNE)
         if online and augment_p > 0:
-            from diffusion.online_augment import augment_image
-
             def online_fn(img, extra):
                 img, drawn = augment_image(img, augment_p)
                 return img, {**extra, "augment": tf.concat([extra["augment"][:AUGMENT_DIMS],
@@ -383,9 +384,6 @@ def load_training_data(paths: Sequence[Path], labels: Sequence[int] | None,
 
     repeats: dict[int, int] = {}
     if label_balance > 0 and labels is not None:
-        from collections import Counter
-
-        from diffusion_maths.label_balance import label_repeats
         repeats = label_repeats(Counter(of("labels", train_p)), label_balance)
         train_p = [p for p in train_p for _ in range(repeats[per_path["labels"][p]])]
         # spread the copies, or a shuffle buffer smaller than the list would see them together

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.precision import dtype_policy
+
 FEATURE_KINDS = ("auto", "inception", "random")
 _INCEPTION_NOTOP = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -73,6 +75,7 @@ class FeatureExtractor:
         self._fn = None
 
     def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        # why: TensorFlow takes seconds to import; --help and --dry-run never need it
         import tensorflow as tf
         if self._fn is None:
             def features(x):
@@ -88,6 +91,7 @@ class FeatureExtractor:
 
 
 def _random_extractor() -> FeatureExtractor:
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     from keras import layers
     model = keras.Sequential(name="kid_random_features")
@@ -101,8 +105,8 @@ def _random_extractor() -> FeatureExtractor:
 
 
 def _inception_extractor() -> FeatureExtractor:
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
-    from runtime.precision import dtype_policy
     home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
     cached = Path(home) / "models" / _INCEPTION_NOTOP
     old_timeout = socket.getdefaulttimeout()

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from cli.flags import ConfigError
 from config import EXECUTOR_FIELDS, DiffusionConfig, TrainAllConfig
+from dataset.out_dir import check_outside_inputs
+from diffusion.data import find_label_folders, find_labelled_images
+from diffusion.training import earlier_runs, setup_runtime, train
 
 
 def per_label_configs(cfg: TrainAllConfig) -> list[tuple[str, DiffusionConfig]]:
@@ -21,8 +24,6 @@ def per_label_configs(cfg: TrainAllConfig) -> list[tuple[str, DiffusionConfig]]:
 
     A label folder without usable images fails when its turn comes (see --keep_going).
     """
-    from dataset.out_dir import check_outside_inputs
-    from diffusion.data import find_label_folders, find_labelled_images
     check_outside_inputs(cfg)
     # A job runs where the executor put it; inside it, nothing is fanned out again.
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DiffusionConfig)
@@ -44,8 +45,6 @@ def reusable_run(cfg: DiffusionConfig, label: str, labels: list[str] | None
     Raises:
         ConfigError: several finished runs match; the user says which to keep.
     """
-    from diffusion.data import find_label_folders
-    from diffusion.training import earlier_runs
     names = list(find_label_folders(cfg.in_dir, labels)) if cfg.conditional else None
     runs = earlier_runs(cfg, label, names)
     done = [run for run, finished in runs if finished]
@@ -77,8 +76,8 @@ def train_label(label: str, dcfg: DiffusionConfig, labels: list[str] | None,
     Returns:
         The label's row of the report.
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
-    from diffusion.training import setup_runtime, train
     try:
         earlier = reusable_run(dcfg, label, labels)
         if earlier is not None and earlier[1]:
