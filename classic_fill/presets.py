@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cli.flags import ConfigError
 
 PRESETS = {
@@ -33,6 +35,7 @@ def preset_transforms(name: str) -> list:
     Raises:
         ConfigError: an unknown name.
     """
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     import cv2
 
@@ -60,6 +63,7 @@ def build_preset(name: str):
     Raises:
         ConfigError: an unknown name.
     """
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     return A.ReplayCompose(preset_transforms(name))
 
@@ -67,6 +71,7 @@ def build_preset(name: str):
 def as_replay_compose(transform):
     """Wraps any albumentations transform (a Compose, OneOf, a single op) as ReplayCompose,
     keeping a top-level Compose's probability."""
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     if isinstance(transform, A.ReplayCompose):
         return transform
@@ -88,8 +93,8 @@ def load_pipeline_file(path: str | Path):
     Raises:
         ConfigError: one line naming the file and what is wrong with it.
     """
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
-    import yaml
 
     path = Path(path)
     where = f"--pipeline {path}"
@@ -127,6 +132,7 @@ def resolve_pipeline(preset: str | None, pipeline: str | None, default: str = "u
 def pipeline_json(transform) -> str:
     """The transform's albumentations serialisation as canonical JSON (what workers rebuild
     and what identifies the pipeline, whatever the file's formatting)."""
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     return json.dumps(A.to_dict(transform), sort_keys=True)
 
@@ -138,5 +144,6 @@ def pipeline_sha(spec: str) -> str:
 
 def from_pipeline_json(spec: str) -> Any:
     """Rebuilds the ReplayCompose serialised by `pipeline_json`."""
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     return as_replay_compose(A.from_dict(json.loads(spec)))

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from classic_fill.presets import from_pipeline_json, pipeline_json
 from dataset.images import ImageLoadError, load_rgb
 
 MAX_ARRAY_SIZE = 1024   # elements; larger drawn arrays are not stored in the manifest
@@ -51,8 +53,6 @@ def load_image(path: str | Path) -> np.ndarray:
     Raises:
         ImageLoadError: missing, not an image, truncated.
     """
-    from PIL import Image
-
     rgb = load_rgb(path)
     try:
         with Image.open(path) as img:
@@ -176,7 +176,6 @@ def augment(transform, image: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
         return np.ascontiguousarray(out), {"replay": replay, "replay_by": "params"}
     # The replay dict drops the init arguments of composes (p, OneOf's p, SomeOf's n): a
     # replay by seed needs the whole pipeline.
-    from classic_fill.presets import pipeline_json
     return np.ascontiguousarray(out), {"replay": replay, "replay_by": "seed",
                                        "pipeline_spec": json.loads(pipeline_json(transform))}
 
@@ -192,6 +191,7 @@ def replay_params(params: dict, image: np.ndarray, seed: int | None) -> np.ndarr
     Raises:
         ReplayError: params without a replay record, or a seed replay without a seed.
     """
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
 
     if not isinstance(params.get("replay"), dict):
@@ -200,7 +200,6 @@ def replay_params(params: dict, image: np.ndarray, seed: int | None) -> np.ndarr
         return A.ReplayCompose.replay(decode_replay(params["replay"]), image=image)["image"]
     if seed is None or not isinstance(params.get("pipeline_spec"), dict):
         raise ReplayError("the row is replayed by seed but lacks its seed or pipeline_spec")
-    from classic_fill.presets import from_pipeline_json
 
     transform = from_pipeline_json(json.dumps(params["pipeline_spec"]))
     transform.set_random_seed(seed)

@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Mapping, Sequence
 
 from cli.errors import EXIT_BAD_INPUT, EXIT_OK
+from cli.flags import format_config, parse_config
 
 EXIT_USAGE = EXIT_BAD_INPUT  # a missing or unknown command is bad input
 
@@ -46,7 +47,6 @@ def dispatch(argv: Sequence[str] | None, commands: Mapping[str, Callable[[list[s
 def parse_or_plan(config_class, argv: list[str], prog: str, plan: Callable[[object], str]):
     """The command's settings from its flags, or None after a `--dry-run`, which prints the
     settings and `plan(cfg)` (what the command would do) and writes nothing."""
-    from cli.flags import format_config, parse_config
     cfg, ns = parse_config(config_class, argv, prog=prog)
     if not ns._dry_run:
         return cfg

@@ -16,6 +16,7 @@ import sys
 from cli.errors import EXIT_OK, one_line_errors, show_plan
 from cli.flags import format_config, parse_config
 from cli.subcommands import dispatch
+from config import InpaintingCompareConfig, InpaintingConfig
 
 USAGE = """usage: python3 -m inpainting {generate,compare} [flags]   (COMMAND --help lists them)
   generate  inpaint (or img2img) new content into test images: OUT/<augm_type>/ is a
@@ -24,9 +25,9 @@ USAGE = """usage: python3 -m inpainting {generate,compare} [flags]   (COMMAND --
 
 
 def generate_main(argv: list[str]) -> int:
-    from config import InpaintingConfig
-    from inpainting.run import format_plan, plan_inpainting, run_inpainting
+    # why: lazy dispatch, `compare` never needs the generation pipeline and its backends
     from inpainting.backends import build_backend
+    from inpainting.run import format_plan, plan_inpainting, run_inpainting
 
     cfg, ns = parse_config(InpaintingConfig, argv, prog="python3 -m inpainting generate")
     plan = plan_inpainting(cfg)
@@ -43,7 +44,7 @@ def generate_main(argv: list[str]) -> int:
 
 
 def compare_main(argv: list[str]) -> int:
-    from config import InpaintingCompareConfig
+    # why: lazy dispatch, `generate` never needs the classifier evaluation
     from inpainting.compare import compare_ood, format_markdown
 
     cfg, ns = parse_config(InpaintingCompareConfig, argv, prog="python3 -m inpainting compare")

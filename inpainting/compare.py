@@ -17,11 +17,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifier.evaluate import evaluate_model
 from config import InpaintingCompareConfig
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.out_dir import check_location
 from dataset.scan import DatasetError
+from inpainting.sheet import write_triples
 
 COLUMNS = ("class", "support_in", "support_ood", "recall_in", "recall_ood", "recall_drop",
            "f1_in", "f1_ood", "f1_drop")
@@ -93,8 +95,6 @@ def format_markdown(rows: list[dict], title: str = "") -> str:
 
 def _evaluate(model: str, folder: str, out: Path, batch_size: int, workers: int | None) -> dict:
     """evaluate_model into `out`, or the metrics already there for this model and folder."""
-    from classifier.evaluate import evaluate_model
-
     done = out / "metrics.json"
     if done.is_file():
         metrics = json.loads(done.read_text())
@@ -134,8 +134,6 @@ def compare_ood(cfg: InpaintingCompareConfig) -> CompareResult:
             out_dir inside one of the two folders, or one holding evaluations of something
             else.
     """
-    from inpainting.sheet import write_triples
-
     for flag, folder in (("--test_dir", cfg.test_dir), ("--ood_dir", cfg.ood_dir)):
         check_location(cfg.out_dir, folder, flag)  # never write into the user's folders
         if not Path(folder).is_dir():

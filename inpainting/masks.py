@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dataset.images import load_rgb
 # The region table lives below config.py (which checks --mask_region); region_share is
 # re-exported for the callers that have always found it here.
 from setting_rules.mask_regions import REGIONS, region_share  # noqa: F401
@@ -114,7 +115,6 @@ def load_mask(path: str | Path) -> np.ndarray:
     Raises:
         dataset.images.ImageLoadError: the file cannot be read.
     """
-    from dataset.images import load_rgb
     return load_rgb(path).max(axis=2) > 127
 
 
@@ -160,6 +160,7 @@ def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
     """
     weights = np.asarray(mask, np.float32)
     if sigma > 0:
+        # why: scipy is slow to import; only this step needs it
         from scipy.ndimage import gaussian_filter
         blurred = gaussian_filter(weights, sigma=float(sigma), mode="nearest", truncate=3.0)
         weights = np.where(weights > 0, np.maximum(blurred, 1.0 / 255.0), blurred)

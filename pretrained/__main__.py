@@ -16,6 +16,9 @@ from pathlib import Path
 from cli.errors import one_line_errors
 from cli.flags import ConfigError
 from cli.subcommands import dispatch, parse_or_plan
+from config import PromptsConfig
+from dataset.atomic import atomic_write_text
+from pretrained.prompts import format_template, lm_prompts, prompt_csv_text, varied_prompts
 
 USAGE = """usage: python3 -m pretrained prompts [flags]   (prompts --help lists them)
   prompts   write a class;prompt CSV for Stable Diffusion (--generator sd_img2img)"""
@@ -23,6 +26,7 @@ USAGE = """usage: python3 -m pretrained prompts [flags]   (prompts --help lists 
 
 def load_causal_lm(preset: str, seed: int):
     """A KerasHub causal LM that samples (top-k, seeded); one clear line when it cannot load."""
+    # why: keras_hub is optional and slow to import (TensorFlow, tensorflow-text)
     import keras_hub
     try:
         lm = keras_hub.models.CausalLM.from_preset(preset)
@@ -35,10 +39,6 @@ def load_causal_lm(preset: str, seed: int):
 
 
 def prompts_main(argv: list[str]) -> int:
-    from config import PromptsConfig
-    from dataset.atomic import atomic_write_text
-    from pretrained.prompts import format_template, lm_prompts, prompt_csv_text, varied_prompts
-
     cfg = parse_or_plan(PromptsConfig, argv, "python3 -m pretrained prompts",
                         lambda c: f"would write {c.per_class} prompt(s) for each of "
                                   f"{len(c.labels)} class(es) to {c.out}")

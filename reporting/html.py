@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import jinja2
+from PIL import Image
 from markupsafe import Markup
 import numpy as np
 
@@ -59,7 +60,6 @@ _PAGE = jinja2.Template("""<!DOCTYPE html>
 def png_data_uri(source: str | Path | bytes | np.ndarray) -> str:
     """A data: URI for a PNG file, PNG bytes, or an RGB/gray uint8 array."""
     if isinstance(source, np.ndarray):
-        from PIL import Image
         buf = io.BytesIO()
         Image.fromarray(source).save(buf, format="PNG")
         data = buf.getvalue()
@@ -72,6 +72,7 @@ def png_data_uri(source: str | Path | bytes | np.ndarray) -> str:
 
 def figure_data_uri(fig, dpi: int = 90) -> str:
     """A data: URI for a matplotlib figure (closed afterwards)."""
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+import config as C
 from cli.errors import one_line_errors
 from cli.subcommands import dispatch, parse_or_plan
 
@@ -22,7 +23,6 @@ USAGE = ("usage: python3 -m robustness {search,report,synthesize,evaluate,ops} [
 
 
 def _run(command: str, argv: list[str]) -> int:
-    import config as C
     classes = {"search": C.RobustnessSearchConfig, "report": C.RobustnessReportConfig,
                "synthesize": C.RobustnessSynthesizeConfig,
                "evaluate": C.RobustnessEvaluateConfig}

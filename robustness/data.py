@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from classifier.data import load_images, resize_square
 from dataset.images import ImageLoadError, is_image_name, load_rgb
 from dataset.scan import DatasetError, natural_key, scan_labelled_dir, site_from_name
 
@@ -90,11 +92,9 @@ def load_fitted(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Scales the shorter side to fit (height, width) and centre-crops, as the classifier
     does (`classifier.data.resize_square` for square sizes)."""
-    from classifier.data import resize_square
     h, w = size
     if h == w:
         return resize_square(image, h)
-    from PIL import Image
     ih, iw = image.shape[:2]
     scale = max(h / ih, w / iw)
     nh, nw = max(h, round(ih * scale)), max(w, round(iw * scale))
@@ -137,7 +137,6 @@ def load_image_set(folder: str | Path, size: tuple[int, int], max_images: int | 
     images, good = [], []
     if size[0] == size[1]:
         # The classifier's loader: the same resize, in parallel for large sets.
-        from classifier.data import load_images
         arr, ok, errors = load_images([str(r[0]) for r in records], size[0], desc=None)
         images, good = list(arr), [records[i] for i in ok]
         skipped += [(e.split(": ", 1)[0], e.split(": ", 1)[-1]) for e in errors]

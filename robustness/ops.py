@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 OpFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
@@ -198,6 +199,7 @@ def compose_kwargs(label_format: Any) -> dict:
             (targets `keypoints`), or a dict of Compose arguments (`bbox_params`,
             `keypoint_params`, ...) passed through as they are.
     """
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     if label_format is None or label_format == "mask":
         return {}
@@ -217,6 +219,7 @@ def _rotation_state(image, rng):
 
 
 def _rotation_transforms(shape, sign, intensity):
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     angle = sign * 180.0 * intensity
     # Reflected borders: black corners would be a second corruption on top of the rotation.
@@ -228,6 +231,7 @@ def _crop_state(image, rng):
 
 
 def _crop_transforms(shape, u, intensity):
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     h, w = shape[:2]
     frac = 1.0 - 0.6 * intensity  # the crop keeps 40 % of each side at intensity 1
@@ -242,6 +246,7 @@ def _elastic_state(image, rng):
 
 
 def _elastic_transforms(shape, seed, intensity):
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     side = float(min(shape[:2]))
     # albumentations blurs a max-normalised noise field with `sigma`, so the displacement
@@ -254,6 +259,7 @@ def _elastic_transforms(shape, seed, intensity):
 def _run_geometric(make, image, state, intensity, targets=None, label_format=None):
     """Applies the albumentations transforms `make(shape, state, intensity)` to the image
     and, when given, to the targets (boxes, masks, keypoints) with them."""
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     transforms, seed = make(image.shape, state, intensity)
     compose = A.Compose(transforms, seed=seed, **compose_kwargs(label_format))
@@ -426,7 +432,6 @@ def jpeg(image, intensity, rng):
     """JPEG re-encoding, quality 100 * 0.07^intensity (7 at 1, ImageNet-C jpeg 5)."""
     if intensity <= 0:
         return image.copy()
-    from PIL import Image
     quality = int(np.clip(round(100.0 * 0.07 ** intensity), 1, 100))
     buf = io.BytesIO()
     # PIL encodes RGB arrays as RGB (cv2.imencode would take them for BGR).

@@ -9,6 +9,7 @@ Example:
 """
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 from typing import Sequence
@@ -38,13 +39,13 @@ def _error_at_1(curve) -> float | str:
 
 
 def _esc(text: str) -> str:
-    import html
     return html.escape(str(text))
 
 
 def curves_figure(result: SearchResult):
     """Small multiples: one panel per op, mean error vs intensity, thresholds dashed, the
     band between `safe` and `limit` shaded."""
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from robustness.cache import ProbeCache, intensity_key
 from robustness.errors import batch_errors, error_fingerprint, resolve_error
@@ -251,8 +252,6 @@ def run_search(model: Any, images: Any, ops: Sequence[str] | None = None, step: 
         >>> r = run_search("model.keras", image_set, step=0.1, cache_dir="robustness/cache")
         >>> r.curves["fog"].safe, r.curves["fog"].limit
     """
-    from tqdm import tqdm
-
     predictor = load_predictor(model)
     arr = images.images if hasattr(images, "images") else np.asarray(images)
     if arr.ndim != 4 or arr.dtype != np.uint8 or len(arr) == 0:

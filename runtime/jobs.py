@@ -18,7 +18,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -120,6 +123,7 @@ def connect_ray(address: str = "", num_cpus: int | None = None) -> bool:
         ExecutorError: Ray is not installed or the cluster cannot be reached.
     """
     try:
+        # why: ray is optional (--executor ray) and slow to import
         import ray
     except ImportError:
         raise ExecutorError(f"--executor ray needs Ray: pip install {RAY_PIN}") from None
@@ -138,6 +142,7 @@ def connect_ray(address: str = "", num_cpus: int | None = None) -> bool:
 
 
 def _run_ray(jobs, address, cpus, gpus, keep_going, on_done) -> list[Outcome]:
+    # why: ray is optional (--executor ray) and slow to import
     import ray
     started = connect_ray(address)
     try:
@@ -182,8 +187,7 @@ class _WorkerProcess:
         self.child = None
 
     def address(self) -> str:
-        import socket
-
+        # why: ray is optional (--executor ray) and slow to import
         import ray
         with socket.socket() as sock:   # a free port on this node, for the TF server
             sock.bind(("", 0))
@@ -191,7 +195,6 @@ class _WorkerProcess:
         return f"{ray.util.get_node_ip_address()}:{port}"
 
     def run(self, command: list[str], tf_config: str, threads: int, cwd: str) -> int:
-        import subprocess
         env = {**_thread_budget(threads), **os.environ, "TF_CONFIG": tf_config}
         self.child = subprocess.Popen(command, cwd=cwd, env=env)
         return self.child.wait()
@@ -219,8 +222,7 @@ def run_workers(command: Sequence[str], workers: int, ray_address: str = "",
         ...              "--in_dir", "/shared/data"], workers=4, gpus=1)
         [0, 0, 0, 0]
     """
-    import json
-
+    # why: ray is optional (--executor ray) and slow to import
     import ray
     started = connect_ray(ray_address)
     try:
@@ -250,6 +252,7 @@ def run_workers(command: Sequence[str], workers: int, ray_address: str = "",
 
 def _gpus_per_task(gpus: float | None) -> float:
     """`gpus`, or when None one GPU if the cluster has any (else none)."""
+    # why: ray is optional (--executor ray) and slow to import
     import ray
     if gpus is not None:
         return gpus
@@ -258,6 +261,7 @@ def _gpus_per_task(gpus: float | None) -> float:
 
 def _ray_failure(name: str, err: BaseException, cancelled: bool) -> Outcome:
     """The outcome of a Ray task that did not return."""
+    # why: ray is optional (--executor ray) and slow to import
     from ray.exceptions import RayTaskError, TaskCancelledError
     if cancelled or isinstance(err, TaskCancelledError):
         # A cancelled task that was running dies with its worker, as Ray reports.

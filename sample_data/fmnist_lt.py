@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from runtime.parallel import parallel_imap, worker_pool
 from sample_data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
 N_MAX = 6000
@@ -83,7 +84,6 @@ def write_split(folder: Path, images: np.ndarray, picks: list[np.ndarray], size:
                 workers: int | None = None, names: Sequence[str] = FOLDER_NAMES) -> dict:
     """Writes `images[picks[c]]` as grey PNGs into folder/<names[c]>/ (default: the class
     names); returns the summary {name: {"class": c, "sites": {site: count}}}."""
-    from runtime.parallel import parallel_imap, worker_pool
     jobs = []
     for cls, rows in enumerate(picks):
         (folder / names[cls]).mkdir(parents=True, exist_ok=True)
