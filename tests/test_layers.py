@@ -97,7 +97,7 @@ ALLOWED = {
     "feature_diffusion": BASE | MODELS | {"model_folder", "diffusion"},
     "classifier": BASE | {"balancing", "model_folder", "feature_diffusion"},
     "quality": BASE | {"model_folder", "diffusion", "classifier"},
-    "robustness": BASE | {"classifier"},
+    "robustness": BASE | {"model_folder", "classifier"},
     "generators": BASE | MODELS | {"model_folder", "diffusion", "pretrained"},
     "gap_filling": BASE | MODELS | {"balancing", "model_folder", "diffusion", "classifier",
                                     "quality", "pretrained", "generators"},
