@@ -19,13 +19,13 @@ import sys
 from cli.errors import EXIT_BAD_INPUT, EXIT_OK, one_line_errors
 from cli.flags import parse_config
 from config import PipelineConfig
+from pipeline.runner import run_pipeline
+from pipeline.stages import PipelineError, read_sections
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(PipelineConfig, argv, prog="run_pipeline.py", section="pipeline")
-    from pipeline.runner import run_pipeline
-    from pipeline.stages import PipelineError, read_sections
     try:
         report = run_pipeline(cfg, read_sections(ns._config_json), dry_run=ns._dry_run)
     except PipelineError as err:  # in full: a failed stage's message ends with its log's tail

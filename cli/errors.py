@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cli.flags import ConfigError
+from cli.flags import ConfigError, format_config
 from dataset.scan import DatasetError
 from runtime.divergence import TrainingDiverged
 from runtime.jobs import ExecutorError
@@ -123,7 +123,6 @@ def show_plan(cfg, plan_text: str, skipped: Sequence[tuple[str, str]] = (),
         >>> if show_plan(cfg, format_plan(plan), plan.scan.skipped, ns._dry_run):
         ...     return EXIT_OK
     """
-    from cli.flags import format_config
     print(format_config(cfg))
     print(plan_text)
     print_skipped(skipped, listed_in)

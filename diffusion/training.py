@@ -30,13 +30,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cli.flags import ConfigError, changed_settings, validate_config
 from config import ARCHITECTURE_FIELDS, EXECUTOR_FIELDS, DiffusionConfig
 from dataset.out_dir import check_outside_inputs, remove_stale_temp_files
-from dataset.scan import DatasetError
-from diffusion.data import AUGMENT_DIMS, find_label_images, find_labelled_images
+from dataset.scan import DatasetError, natural_key
+from diffusion.data import (AUGMENT_DIMS, find_label_images, find_labelled_images,
+                            image_conditions, load_training_data, resolve_channels)
+from diffusion.kid import KernelInceptionDistance, build_feature_extractor
+from diffusion.online_augment import ONLINE_AUGMENT_DIMS
+from model_folder.build import build_image_model
 from model_folder.files import CONFIG_JSON
 from model_folder.folder import ModelFolder
+from runtime.divergence import TrainingDiverged, stop_on_non_finite_loss
+from runtime.precision import has_gpu, select_devices, set_precision
 
 # With --train_steps, one Keras "epoch" is this share of the budget (at least one pass over
 # the data): validation, checkpoints and KID then come at ~20 points of any run.
@@ -107,8 +115,6 @@ def training_conditions(cfg: DiffusionConfig, paths: list[Path],
     names); each is None when its conditioning is off. A resumed run keeps `saved_sites`;
     a site it never saw trains as "no site".
     """
-    from dataset.scan import natural_key
-    from diffusion.data import image_conditions
     if not (cfg.site_conditioning or cfg.augment_conditioning):
         return [], None, None
     sites_of, augment, source = image_conditions(paths)
@@ -128,7 +134,6 @@ def kid_extractor(kind: str, state: dict):
     Raises:
         ConfigError: the run used InceptionV3 features and their weights cannot be had now.
     """
-    from diffusion.kid import build_feature_extractor
     saved = state.get("kid_features")
     if kind == "auto" and saved in ("inception", "random"):
         kind = saved
@@ -168,6 +173,7 @@ def learning_rate(cfg: DiffusionConfig, planned_steps: int):
     """
     if cfg.lr_decay == "constant":
         return cfg.learning_rate
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, max(1, planned_steps))
 
@@ -213,14 +219,13 @@ def precision_mode(cfg: DiffusionConfig) -> str:
         return "auto"
     if not cfg.use_mix_precision:
         return "float32"
-    from runtime.precision import has_gpu
     return "mixed_float16" if has_gpu() else "mixed_bfloat16"
 
 
 def setup_runtime(cfg: DiffusionConfig):
     """Devices, then the dtype policy (before any layer exists), then the strategy."""
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
-    from runtime.precision import select_devices, set_precision
     mirrored = cfg.distribute == "mirrored"
     if cfg.distribute == "multiworker" and "TF_CONFIG" not in os.environ:
         raise ConfigError("--distribute multiworker needs the TF_CONFIG environment variable "
@@ -253,7 +258,6 @@ def augment_inputs(cfg: DiffusionConfig, run_dir: str | Path | None = None) -> i
     conditioning (and for the GAN, whose DiffAugment already cannot leak); for a new run
     the stage-1/flip entries and the online ones; for an existing run folder what its
     model.json says (folders without one predate the online entries)."""
-    from diffusion.online_augment import ONLINE_AUGMENT_DIMS
     if not cfg.augment_conditioning or cfg.model == "gan":
         return 0
     if run_dir is None:
@@ -271,7 +275,6 @@ def build_model(cfg: DiffusionConfig, num_classes: int = 0, num_sites: int = 0,
     `cfg.site_conditioning` is on (DDIM only); `augment_dims` as `augment_inputs` gives
     (default: that of a folder without model.json).
     """
-    from model_folder.build import build_image_model
     if augment_dims is None:
         augment_dims = AUGMENT_DIMS if cfg.augment_conditioning else 0
     return build_image_model(cfg, num_classes, num_sites, augment_dims)
@@ -303,6 +306,7 @@ def earlier_runs(cfg: DiffusionConfig, label: str, class_names: list[str] | None
         >>> earlier_runs(cfg, "conditional", ["1", "2"])
         [(PosixPath('models/conditional_20261130-145641_31f2'), True)]
     """
+    # why: diffusion.callbacks subclasses Keras callbacks, so importing it loads TensorFlow
     from diffusion.callbacks import STATE_JSON
     keys = [f.name for f in dataclasses.fields(cfg) if f.name not in _RUN_ONLY]
     now = dataclasses.replace(cfg, in_dir=str(Path(cfg.in_dir).resolve()))
@@ -360,8 +364,8 @@ def train(cfg: DiffusionConfig, labels: list[str] | None = None, verbose: int | 
     Raises:
         DatasetError, ConfigError: bad input folders or settings.
     """
+    # why: diffusion.callbacks subclasses Keras callbacks, so importing it loads TensorFlow
     from diffusion import callbacks as cb
-    from diffusion.data import load_training_data, resolve_channels
 
     meta: dict = {}
     state: dict = {}
@@ -455,11 +459,9 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
          global_batch: int, verbose) -> TrainResult:
     """The model, its callbacks and fit: the second half of `train`. Reads from run_dir
     (resuming), writes into write_dir (run_dir except on non-chief workers)."""
-    import numpy as np
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     from diffusion import callbacks as cb
-    from diffusion.kid import KernelInceptionDistance
-    from runtime.divergence import TrainingDiverged, stop_on_non_finite_loss
     budget = (f"{num_epochs} x {steps_per_epoch} = {num_epochs * steps_per_epoch} steps"
               if steps_per_epoch else f"{num_epochs} epochs")
     print(f"training {plan.label}: {data.n_train} train / {data.n_val} validation images, "

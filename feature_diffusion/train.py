@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from cli.flags import ConfigError, config_to_dict
+from cli.flags import ConfigError, config_to_dict, validate_config
+from config import FeatureDiffusionConfig
 from dataset.atomic import atomic_write_text
 from feature_diffusion.diffusion import GENERATION_FIELDS, FeatureDiffusion, FeatureTrainer
 from feature_diffusion.stats import (FeatureStats, check_training_data, data_fingerprint,
@@ -61,13 +63,13 @@ def _open_folder(run_dir: Path) -> ModelFolder:
 
 
 def _build_denoiser(_folder, description):
+    # why: the denoiser is a Keras model, so importing it loads TensorFlow
     from feature_diffusion.model import FeatureDenoiser
     return FeatureDenoiser(**description[1])
 
 
 def _model_from_folder(folder: ModelFolder) -> FeatureDiffusion:
     """The FeatureDiffusion that a folder's files describe, weights loaded."""
-    from config import FeatureDiffusionConfig
     cfg, data, run_dir = folder.settings(FeatureDiffusionConfig), folder.config, folder.path
     try:
         names = [str(n) for n in data["_class_names"]]
@@ -148,9 +150,8 @@ def train_feature_model(features: np.ndarray, labels: np.ndarray, class_names: l
     Raises:
         ValueError: bad arrays (one line); ConfigError: run_dir is another run's folder.
     """
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
-    from tqdm import tqdm
-    from cli.flags import validate_config
     validate_config(cfg)
     x, y = check_training_data(features, labels, class_names)
     run_dir = Path(run_dir)

@@ -48,6 +48,7 @@ from dataset.scan import DatasetError, ImageRecord, ScanResult, scan_labelled_di
 from inpainting import crops, masks as mk
 from generators.base import Generator, Request
 from inpainting.backends import DDIM_FALLBACK, GENERATORS, build_backend, class_models
+from inpainting.sheet import write_triples
 from model_folder.folder import ModelFolder
 from pretrained.sd3 import check_preset_folder
 from pretrained.prompts import PromptError, check_classes, load_prompts, prompt_for
@@ -450,8 +451,6 @@ def run_inpainting(plan: InpaintPlan, backend=None, progress: bool = True) -> In
         DatasetError: the output folder is unusable.
         PresetError: the Stable Diffusion preset cannot be loaded.
     """
-    from inpainting.sheet import write_triples
-
     cfg = plan.cfg
     out_dir = check_out_dir(cfg.out_dir, cfg.test_dir, cfg, RESUME_KEYS, TOOL)
     check_resume(plan)

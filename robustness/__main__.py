@@ -17,6 +17,10 @@ import sys
 import config as C
 from cli.errors import one_line_errors
 from cli.subcommands import dispatch, parse_or_plan
+from robustness import runs
+from robustness.ops import resolve_ops
+from robustness.runs import describe_ops
+from robustness.search import grid
 
 USAGE = ("usage: python3 -m robustness {search,report,synthesize,evaluate,ops} [flags]\n"
          "       python3 -m robustness search --help")
@@ -30,7 +34,6 @@ def _run(command: str, argv: list[str]) -> int:
                         lambda c: _plan(command, c))
     if cfg is None:
         return 0
-    from robustness import runs
     try:
         if command == "search":
             result, _, _ = runs.run_search_cmd(cfg)
@@ -70,7 +73,6 @@ def _run(command: str, argv: list[str]) -> int:
 
 
 def _ops(argv: list[str]) -> int:
-    from robustness.runs import describe_ops
     print(describe_ops())
     return 0
 
@@ -82,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     return dispatch(argv, {**commands, "ops": _ops}, USAGE, help_text=__doc__.strip())
 
 def _plan(command: str, cfg) -> str:
-    from robustness.ops import resolve_ops
-    from robustness.search import grid
     if command == "evaluate":
         return (f"evaluate {cfg.model}" + (f" and {cfg.before_model}" if cfg.before_model
                                            else "") + f" on {cfg.images}; write to {cfg.out_dir}")

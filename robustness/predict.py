@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
+from classifier.runs import load_run
 from dataset.scan import DatasetError
 from model_folder.files import BEST_WEIGHTS
 
@@ -186,7 +187,6 @@ def load_model_path(path: str | Path):
         raise DatasetError(f"--model {p}: expected a .keras file or a classifier run folder "
                            f"(config.json + {BEST_WEIGHTS})")
     if run_like:
-        from classifier.runs import load_run
         try:
             model, run_cfg, classes = load_run(p)
         except DatasetError:
@@ -194,6 +194,7 @@ def load_model_path(path: str | Path):
         except Exception as err:  # h5/Keras errors of any kind
             raise DatasetError(f"--model {p} could not be loaded: {_first_line(err)}") from None
         return model, classes, bool(getattr(run_cfg, "grayscale", False))
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     try:
         model = keras.saving.load_model(p, compile=False)

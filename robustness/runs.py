@@ -9,18 +9,32 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from cli.flags import save_config_json
+from cli.tables import format_table
 from config import EXECUTOR_FIELDS, RobustnessSynthesizeConfig
 from dataset.atomic import atomic_write_text
+from dataset.images import load_rgb, save_rgb
 from dataset.manifest import MANIFEST_NAME, ManifestRow, append_manifest, read_manifest
 from dataset.out_dir import (CONFIG_NAME, check_location, refuse_changed, refuse_foreign,
                              saved_config)
 from dataset.resume import resume_keys
 from dataset.scan import DatasetError
+from robustness.chains import op_bounds
+from robustness.data import list_images, load_image_set, truth_indices
+from robustness.evaluate import evaluate_synthetic
+from robustness.ops import OPS, resolve_ops
+from robustness.predict import load_predictor
+from robustness.report import write_evaluation_page, write_preview, write_search_report
+from robustness.search import grid, run_search
+from robustness.synthesize import GENERATOR, SynthesisStats, candidate_name, generate
+from runtime.jobs import Job, run_jobs
 
 # Config classes whose runs write a search folder (search.json, curves.csv, cache/);
 # synthesize writes its --search_dir with its own config (see check_search_dir).
@@ -67,8 +81,6 @@ def check_search_dir(folder: str | Path, images: str | Path, flag: str = "--out_
 def _error_exit_check(cfg) -> None:
     """Checks the inputs that need no model, so a typo fails in a second, not after loading
     TensorFlow."""
-    from robustness.data import list_images
-    from robustness.ops import resolve_ops
     model = Path(cfg.model)
     if not model.exists():
         raise DatasetError(f"--model {model} does not exist")
@@ -81,9 +93,6 @@ def _error_exit_check(cfg) -> None:
 
 def load_inputs(cfg):
     """(predictor, image set, ground-truth indices or None) of a search-like config."""
-    from robustness.data import load_image_set, truth_indices
-    from robustness.predict import load_predictor
-
     predictor = load_predictor(cfg.model, batch_size=cfg.batch_size,
                                input_scale=cfg.input_scale, output=cfg.output)
     if cfg.image_size:
@@ -104,9 +113,6 @@ def load_inputs(cfg):
 def _note_unbounded(cfg, size: tuple[int, int]) -> None:
     """Without --max_images every image is loaded and probed: says what that costs when
     the folder is large."""
-    from robustness.data import list_images
-    from robustness.ops import resolve_ops
-    from robustness.search import grid
     n = len(list_images(cfg.images)[0])
     if n <= _NOTE_ABOVE:
         return
@@ -121,8 +127,6 @@ def _note_unbounded(cfg, size: tuple[int, int]) -> None:
 def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progress: bool = True):
     """run_search with a config's settings. With --executor ray every op is first probed by
     its own Ray task into the shared probe cache; the search here then only reads it."""
-    from robustness.ops import resolve_ops
-    from robustness.search import run_search
     if getattr(cfg, "executor", "local") == "ray":
         _probe_ops_on_ray(cfg, cache_dir)
     return run_search(predictor, image_set, ops=resolve_ops(cfg.ops, cfg.exclude_ops),
@@ -135,10 +139,6 @@ def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progres
 def _probe_ops_on_ray(cfg, cache_dir: str | Path) -> None:
     """One Ray task per op, each loading the model and images itself (a worker shares no
     memory with this process) and filling the op's file of the probe cache."""
-    import dataclasses
-
-    from robustness.ops import resolve_ops
-    from runtime.jobs import Job, run_jobs
     jobs = [Job(op, _probe_one_op, (dataclasses.replace(cfg, ops=[op], exclude_ops=None,
                                                         executor="local"),
                                         str(Path(cache_dir).resolve())))
@@ -161,7 +161,6 @@ def curves_csv(result) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["op", "family", "intensity", "mean_error"])
-    from robustness.ops import OPS
     for name, c in result.curves.items():
         for x, e in zip(c.intensities, c.errors):
             w.writerow([name, OPS[name].family, f"{x:.4f}", f"{e:.5f}"])
@@ -198,11 +197,6 @@ def search_into(out: Path, cfg, predictor, image_set, truth, progress: bool = Tr
 
 def run_report_cmd(cfg, progress: bool = True) -> Path:
     """`report`: the (cached) search, a reference model's severities if given, report.html."""
-    from robustness.predict import load_predictor
-    from robustness.report import write_search_report
-    from robustness.search import run_search
-    from robustness.ops import resolve_ops
-
     if cfg.reference_model and not Path(cfg.reference_model).exists():
         raise DatasetError(f"--reference_model {cfg.reference_model} does not exist")
     result, predictor, image_set = run_search_cmd(cfg, progress)
@@ -211,7 +205,6 @@ def run_report_cmd(cfg, progress: bool = True) -> Path:
     if cfg.reference_model:
         ref = load_predictor(cfg.reference_model, batch_size=cfg.batch_size,
                              input_scale=cfg.input_scale, output=cfg.output)
-        from robustness.data import truth_indices
         reference = run_search(ref, image_set, ops=resolve_ops(cfg.ops, cfg.exclude_ops),
                                diff_error=cfg.error, truth=truth_indices(image_set,
                                                                           ref.class_names),
@@ -259,14 +252,6 @@ def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
     Returns:
         {"made", "requested", "attempts", "rejected", "out_dir", "bounds"}.
     """
-    from tqdm import tqdm
-
-    from dataset.images import load_rgb, save_rgb
-    from robustness.chains import op_bounds
-    from robustness.ops import OPS
-    from robustness.report import write_preview
-    from robustness.synthesize import GENERATOR, SynthesisStats, candidate_name, generate
-
     _error_exit_check(cfg)
     for name in list(cfg.pairs("op_realism")) + list(cfg.pairs("op_weights")):
         if name not in OPS:
@@ -351,9 +336,6 @@ def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
 
 def run_evaluate_cmd(cfg) -> tuple[dict, Path]:
     """`evaluate`: metrics.json + evaluation.html in out_dir."""
-    from robustness.evaluate import evaluate_synthetic
-    from robustness.report import write_evaluation_page
-
     for flag, value in (("--model", cfg.model), ("--before_model", cfg.before_model)):
         if value and not Path(value).exists():
             raise DatasetError(f"{flag} {value} does not exist")
@@ -374,8 +356,6 @@ def run_evaluate_cmd(cfg) -> tuple[dict, Path]:
 
 def describe_ops() -> str:
     """The op table for `python3 -m robustness ops`."""
-    from cli.tables import format_table
-    from robustness.ops import OPS
     rows = [{"op": s.name, "family": s.family, "group": s.group or "-",
              "at 0.5": s.unit(0.5), "at 1": s.unit(1.0),
              "severities": " ".join(f"{v:g}" for v in s.severities)} for s in OPS.values()]
