@@ -11,7 +11,8 @@ speed (default)
     long-tailed (imbalance 100, 500 down to 5 images per class; Debian's
     dataset-fashion-mnist or a download). The feature model trains on the training
     features; each sampling setting (clipping mode, guidance scale, eta) generates 200
-    vectors per class, judged against held-out real features of the same class (KID, in
+    vectors per class, judged against held-out real features of the same class (validation
+    images from Fashion-MNIST's training split, never its test split; KID, in
     units of the real features' std), by the CNN's own head (accuracy on generated
     vectors: are they recognisably their class?), by the share of negative values (a ReLU
     feature never is) and by the memorisation share against the training vectors.
@@ -86,19 +87,22 @@ def speed(quick: bool) -> None:
 
 
 # -- quality of the sampling settings ------------------------------------------------------
-def long_tail_fmnist(per_class_max=500, imbalance=100, test_per_class=300, seed=0):
-    """Fashion-MNIST, class i keeping per_class_max * imbalance ** (-i / 9) images."""
+def long_tail_fmnist(per_class_max=500, imbalance=100, held_out_per_class=300, seed=0):
+    """Fashion-MNIST, class i keeping per_class_max * imbalance ** (-i / 9) training images,
+    and `held_out_per_class` other images of each class from the training split: the
+    validation features the sampling settings are chosen on (the test split stays unseen).
+    """
     from sample_data.fashion_mnist import load_fashion_mnist
     rng = np.random.default_rng(seed)
     xs, ys = load_fashion_mnist("train")
-    keep = []
+    keep, held = [], []
     for c in range(10):
+        pool = rng.permutation(np.flatnonzero(ys == c))
         n = max(2, round(per_class_max * imbalance ** (-c / 9)))
-        keep += list(rng.choice(np.flatnonzero(ys == c), n, replace=False))
-    xt, yt = load_fashion_mnist("test")
-    test = np.concatenate([np.flatnonzero(yt == c)[:test_per_class] for c in range(10)])
+        keep += list(pool[:n])
+        held += list(pool[n:n + held_out_per_class])
     prep = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
-    return prep(xs[keep]), ys[keep], prep(xt[test]), yt[test]
+    return prep(xs[keep]), ys[keep], prep(xs[held]), ys[held]
 
 
 def train_encoder(x, y, epochs=15, seed=0):
@@ -125,28 +129,28 @@ def quality(train_steps: int) -> None:
     from config import FeatureDiffusionConfig
     from feature_diffusion.quality import feature_quality
     from feature_diffusion.train import train_feature_model
-    x, y, xt, yt = long_tail_fmnist()
+    x, y, xv, yv = long_tail_fmnist()
     t = time.perf_counter()
     encoder, head = train_encoder(x, y)
     f_train = encoder.predict(x, verbose=0, batch_size=256)
-    f_test = encoder.predict(xt, verbose=0, batch_size=256)
+    f_val = encoder.predict(xv, verbose=0, batch_size=256)
     print(f"encoder trained and features extracted in {time.perf_counter() - t:.0f} s; "
           f"{len(x)} training images, counts {np.bincount(y).tolist()}, "
           f"{f_train.shape[1]}-D, {np.mean(f_train == 0):.0%} of values exactly 0")
     head_acc = lambda f, lab: float(np.mean(  # noqa: E731
         np.argmax(np.asarray(head(f)), 1) == lab))
-    print(f"real-only head: accuracy on held-out features {head_acc(f_test, yt):.3f}")
+    print(f"real-only head: accuracy on held-out features {head_acc(f_val, yv):.3f}")
     names = [str(c) for c in range(10)]
     cfg = FeatureDiffusionConfig(train_steps=train_steps)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = train_feature_model(f_train, y, names, cfg, Path(tmp) / "run", progress=False)
     print(f"feature diffusion: {train_steps} steps in {time.perf_counter() - t:.0f} s")
-    test_names = [str(c) for c in yt]
-    ref = {r["label"]: r for r in feature_quality(f_test, test_names, f_train,
+    val_names = [str(c) for c in yv]
+    ref = {r["label"]: r for r in feature_quality(f_val, val_names, f_train,
                                                   [str(c) for c in y])}
     tail = names[5:]
-    mem = feature_quality(f_train, [str(c) for c in y], f_test, test_names)
+    mem = feature_quality(f_train, [str(c) for c in y], f_val, val_names)
     print(f"real training features vs held-out: KID tail (classes 5-9) "
           f"{np.mean([ref[c]['kid'] for c in tail]):.3f}; held-out real features flagged as "
           f"memorised against the training ones: "
@@ -161,7 +165,7 @@ def quality(train_steps: int) -> None:
                                           guidance_scale=guidance, eta=eta)
         secs = time.perf_counter() - t
         lab = np.array([int(n) for n in labels])
-        rows = {r["label"]: r for r in feature_quality(f_test, test_names, feats, labels)}
+        rows = {r["label"]: r for r in feature_quality(f_val, val_names, feats, labels)}
         mem = feature_quality(f_train, [str(c) for c in y], feats, labels)
         print(f"{clip:<11} {guidance:>4} {eta:>4} "
               f"{np.mean([rows[c]['kid'] for c in names]):>8.3f} "

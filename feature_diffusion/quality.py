@@ -2,7 +2,8 @@
 share, with the project's own quality code (numpy only, no Keras).
 
 KID (diffusion/kid.py) is taken after standardising every dimension by the mean and std of
-all real vectors: the polynomial kernel depends on scale, and a ReLU encoder's features can
+all real vectors (the std floored at a tenth of the mean std: a dimension dead in the real
+vectors must not blow up any generated value in it): the polynomial kernel depends on scale, and a ReLU encoder's features can
 be of any size, so raw values would not compare across encoders. The real-vs-real baseline
 is the KID between two halves of the label's real vectors (even and odd rows): the value
 a generator as good as fresh real data would score, and the noise of a KID at that size.
@@ -65,7 +66,12 @@ def feature_quality(real: np.ndarray, real_labels: Sequence[str], fake: np.ndarr
     if len(real_labels) != len(real) or len(fake_labels) != len(fake):
         raise ValueError(f"one label per row is needed: {len(real_labels)} labels for "
                          f"{len(real)} real rows, {len(fake_labels)} for {len(fake)} generated")
-    mean, std = real.mean(0), np.maximum(real.std(0), 1e-6)
+    mean, std = real.mean(0), real.std(0)
+    # A ReLU dimension (almost) never active in the real reference would otherwise divide
+    # by ~0: one generated value of 0.5 there became 1e5 std units and the cubic kernel
+    # turned the KID into millions. Every dimension counts at least a tenth of the typical
+    # spread.
+    std = np.maximum(std, max(0.1 * float(std.mean()), 1e-6))
     real_z, fake_z = (real - mean) / std, (fake - mean) / std
     order = list(dict.fromkeys([*real_labels.tolist(), *fake_labels.tolist()]))
     rows = []

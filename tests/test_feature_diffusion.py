@@ -259,6 +259,18 @@ def test_feature_quality_numbers():
     assert only_fake["label"] == "new" and only_fake["n_real"] == 0 and np.isnan(only_fake["kid"])
 
 
+def test_a_dimension_dead_in_the_real_features_does_not_blow_up_the_kid():
+    x, y, _ = blobs(seed=0)
+    fresh, fy, _ = blobs(seed=1, counts=[60, 60, 60])
+    names, fresh_names = [NAMES[i] for i in y], [NAMES[i] for i in fy]
+    x, fresh = x.copy(), fresh.copy()
+    x[:, 0] = 0.0                       # a ReLU unit the real images never fire
+    fresh[:, 0] = 0.0
+    fresh[0, 0] = 0.5                   # one generated vector fires it a little
+    rows = feature_quality(x, names, fresh, fresh_names)
+    assert all(abs(r["kid"]) < 1.0 for r in rows)
+
+
 def test_stats_round_trip_and_clip_range():
     x, _, _ = blobs()
     stats = FeatureStats.of(x)
