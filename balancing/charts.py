@@ -20,8 +20,10 @@ def plot_site_counts(rows: list[dict], path: str | Path) -> Path:
         rows: dicts with label, site_id, before, after, target (see balancing.run.plan_rows).
         path: PNG to write (atomically).
     """
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib
     matplotlib.use("Agg")
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib.pyplot as plt
 
     labels = list(dict.fromkeys(r["label"] for r in rows))

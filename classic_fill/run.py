@@ -140,6 +140,7 @@ def _transform(spec: str):
 
 
 def _row(img: ClassicImage, pipeline_name: str, record: dict) -> ManifestRow:
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     params = {"pipeline": pipeline_name, "source": img.source.relpath, "index": img.index,
               "albumentations": A.__version__, **record}

@@ -29,6 +29,7 @@ ALBUMENTATIONS_PRESETS = ("reference", "light")
 
 def albumentations_preset(name: str, seed: int | None = None):
     """The albumentations Compose called `name` (see ALBUMENTATIONS_PRESETS)."""
+    # why: albumentations is slow to import (OpenCV, pydantic); only the transforms need it
     import albumentations as A
     if name == "reference":
         # The original pipeline's policy: each op has its own probability once an image is chosen.
@@ -59,6 +60,7 @@ def keras_augmenter(augm_type: str, seed: int | None = None, strength: float = 1
     Example:
         >>> keras_augmenter("flip", seed=0, strength=0.5, flip="horizontal")
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     from keras import layers
     if augm_type == "base":
@@ -92,6 +94,7 @@ def make_batch_augmenter(augm_type: str, probability: float, seed: int = 0,
     augmenting each image with `probability`; None when nothing is to be done.
     `strength` and `flip` are passed to `keras_augmenter` (albumentations presets have
     their own fixed magnitudes)."""
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     if augm_type not in AUGM_TYPES:
         raise ValueError(f"augm_type must be one of {AUGM_TYPES}, got {augm_type!r}")

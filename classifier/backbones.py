@@ -41,6 +41,7 @@ def _weights_reachable(backbone: str, timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def _application(backbone: str, image_size: int, weights: str | None):
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     shape = (image_size, image_size, 3)
     if backbone == "efficientnetb0":
@@ -52,6 +53,7 @@ def _application(backbone: str, image_size: int, weights: str | None):
 
 
 def _small_cnn(x, widths: Sequence[int] = (16, 32, 64)):
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     from keras import layers
     for i, w in enumerate(widths):
@@ -83,6 +85,7 @@ def build_classifier(backbone: str, num_classes: int, image_size: int,
     Example:
         >>> model, _ = build_classifier("mobilenetv3small", 5, 96, weights=None)
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     from keras import layers
 

@@ -45,6 +45,7 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int],
         >>> fit_temperature(np.array([[4.0, 0.0], [4.0, 0.0]]), [0, 1]) > 1
         True
     """
+    # why: scipy is slow to import; only this step needs it
     from scipy.optimize import minimize_scalar
 
     logits = np.asarray(logits, dtype=np.float64)

@@ -82,6 +82,7 @@ def summarize(df, group_cols: Sequence[str], metric_cols: Sequence[str]):
     Returns:
         A pandas DataFrame with columns group_cols + `<metric>_mean`, `<metric>_std`, `n`.
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     rows = []
     for key, sub in df.groupby(list(group_cols), sort=False, dropna=False):

@@ -20,6 +20,7 @@ def AdjustedCrossEntropy(offsets: Sequence[float] | None = None, name: str = "ad
 
     Built lazily so that importing this module does not import Keras.
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
 
     class _AdjustedCrossEntropy(keras.losses.Loss):

@@ -46,6 +46,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
         ...       ["macro_f1"], 3)      # "c" is predicted once, never true: F1 0
         0.556
     """
+    # why: scikit-learn is slow to import; only this step needs it
     from sklearn import metrics as skm
 
     y_true = np.asarray(y_true, dtype=int)
@@ -111,6 +112,7 @@ def sign_test_p(wins: int, losses: int) -> float:
         >>> sign_test_p(5, 0)
         0.0625
     """
+    # why: scipy is slow to import; only this step needs it
     from scipy import stats
     n = int(wins) + int(losses)
     if n == 0:
@@ -155,6 +157,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict:
     if float(np.ptp(d)) <= tol:
         out.update(std_diff=0.0, p_value=sign_test_p(wins, losses), test="sign")
         return out
+    # why: scipy is slow to import; only this step needs it
     from scipy import stats
     res = stats.ttest_rel(b, a)
     out.update(t=float(res.statistic), p_value=float(res.pvalue), test="paired t")

@@ -43,8 +43,10 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
                    title: str = "") -> Path:
     """Saves the confusion matrix (rows: true class, columns: predicted) as a PNG, with
     counts in the cells and colours normalised per true class (so rare classes show)."""
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib
     matplotlib.use("Agg")
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib.pyplot as plt
 
     cm = np.asarray(cm, dtype=float)
@@ -81,8 +83,10 @@ def contact_sheet(images: np.ndarray, captions: Sequence[str], path: str | Path,
         >>> contact_sheet(images[:4], ["boot: predicted", "bag: farther"] * 2, "sheet.png",
         ...               "dropped images")
     """
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib
     matplotlib.use("Agg")
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib.pyplot as plt
 
     n = min(len(images), limit)

@@ -26,6 +26,7 @@ def _nearest_distance(query: np.ndarray, reference: np.ndarray, exclude_self: bo
                       ) -> np.ndarray:
     """Cosine distance of each query row to its nearest reference row (itself excluded
     when the query is the reference)."""
+    # why: scikit-learn is slow to import; only this step needs it
     from sklearn.neighbors import NearestNeighbors
     k = 2 if exclude_self else 1
     nn = NearestNeighbors(n_neighbors=k).fit(_unit(reference))

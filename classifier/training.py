@@ -235,6 +235,7 @@ def fit_model(cfg, class_names: Sequence[str], train: ImageSet, val: ImageSet,
         if cfg.logit_adjusted else None)
     trainer = model
     if cfg.synthetic_bn == "separate":
+        # why: SplitBatchNormTrainer subclasses keras.Model, so importing it loads TensorFlow
         from classifier.split_bn import SplitBatchNormTrainer
         trainer = SplitBatchNormTrainer(model)
     trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),

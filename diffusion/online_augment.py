@@ -22,6 +22,7 @@ LOG2_CONTRAST_STD = 0.5
 def _affine(image, shift_x, shift_y, scale):
     """`image` (H, W, C) scaled by `scale` about its centre, then moved by (shift_x, shift_y)
     pixels; the border is reflected."""
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     cx = (tf.cast(w, tf.float32) - 1.0) / 2.0
@@ -47,6 +48,7 @@ def augment_image(image, p: float):
     Returns:
         (augmented image in [0, 1], float32 vector of ONLINE_AUGMENT_DIMS: what was done).
     """
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     on = lambda: tf.cast(tf.random.uniform(()) < p, tf.float32)  # noqa: E731
     h = tf.cast(tf.shape(image)[0], tf.float32)

@@ -20,6 +20,7 @@ def _xp(*arrays):
     """numpy for numpy/scalar inputs, keras.ops for backend tensors."""
     if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays):
         return np
+    # why: the maths stays numpy (no TensorFlow) unless a backend tensor comes in
     from keras import ops
     return ops
 

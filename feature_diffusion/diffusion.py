@@ -37,6 +37,7 @@ CLIP_MODES = ("none", "final", "every_step")
 
 def build_denoiser(cfg, feature_dim: int, num_classes: int, name: str = "denoiser"):
     """The `FeatureDenoiser` that `cfg` (a FeatureDiffusionConfig) describes."""
+    # why: the denoiser is a Keras model, so importing it loads TensorFlow
     from feature_diffusion.model import FeatureDenoiser
     return FeatureDenoiser(feature_dim=feature_dim, num_classes=num_classes,
                            hidden_dim=cfg.hidden_dim, blocks=cfg.blocks,
@@ -54,6 +55,7 @@ class FeatureTrainer:
     """
 
     def __init__(self, cfg, feature_dim: int, num_classes: int):
+        # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
         import keras
         self.cfg = cfg
         self.num_classes = int(num_classes)
@@ -69,6 +71,7 @@ class FeatureTrainer:
         """One optimizer step on a batch drawn from `data` (standardised (N, D) tensor) by
         the cumulative draw probabilities `cdf`; returns the batch's mean squared error.
         Noise, times, the draw and label dropout are stateless, keyed on (seed, step)."""
+        # why: TensorFlow takes seconds to import; --help and --dry-run never need it
         import tensorflow as tf
         from keras import ops
         cfg = self.cfg
@@ -105,6 +108,7 @@ class FeatureTrainer:
         `count` steps, not per step. `compiled=False` calls `train_step` eagerly, step by
         step: the benchmark's baseline.
         """
+        # why: TensorFlow takes seconds to import; --help and --dry-run never need it
         import tensorflow as tf
         if not compiled:
             return float(tf.reduce_mean([self.train_step(data, labels, cdf, tf.constant(s))
@@ -164,6 +168,7 @@ class FeatureDiffusion:
         key = (guided, clip, compiled)
         if key in self._step_fns:
             return self._step_fns[key]
+        # why: TensorFlow takes seconds to import; --help and --dry-run never need it
         import tensorflow as tf
         cfg = self.cfg
         low, high = (tf.constant(a) for a in self.stats.standardised_range())

@@ -65,6 +65,7 @@ def load_sd3_task(preset: str, mode: str, image_size: int | None = None,
             folder, offline, gated, not an SD3 preset).
     """
     check_preset_folder(preset, fallback)
+    # why: keras_hub is optional and slow to import (TensorFlow, tensorflow-text)
     import keras_hub
 
     cls = (keras_hub.models.StableDiffusion3Inpaint if mode == "inpaint"
@@ -100,6 +101,7 @@ def noisy_embeddings(embeddings, std: float, seed: int):
     """
     if std <= 0:
         return embeddings
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     from keras import ops
     rng = np.random.default_rng([int(seed), 1])
     out = list(embeddings)
@@ -130,6 +132,7 @@ def sd3_img2img(task, image: np.ndarray, prompt: str, seed: int, strength: float
     Returns:
         float32 (H, W, 3) in [0, 1].
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     from keras import ops
 
     image = np.asarray(image, np.float32)

@@ -29,6 +29,7 @@ def default_workers() -> int:
 def _init_worker() -> None:
     # One thread per process: the processes already fill the cores.
     try:
+        # why: OpenCV is optional here: its thread count is set only where it is installed
         import cv2
         cv2.setNumThreads(1)
     except ImportError:
@@ -43,6 +44,7 @@ def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
 def _one_opencv_thread() -> Iterator[None]:
     # Our workers already fill the cores; OpenCV's own pool would only add spinning threads.
     try:
+        # why: OpenCV is optional here: its thread count is set only where it is installed
         import cv2
     except ImportError:
         yield

@@ -36,6 +36,7 @@ def cpu_has_bf16() -> bool:
 
 def has_gpu() -> bool:
     """True when TensorFlow sees at least one GPU."""
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     return bool(tf.config.list_physical_devices("GPU"))
 
@@ -60,6 +61,7 @@ def resolve_precision(mode: str = "auto", use_gpu: bool | None = None) -> str:
 
 def set_precision(mode: str = "auto", use_gpu: bool | None = None) -> str:
     """Sets the global Keras dtype policy and returns its name. Call before building layers."""
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     name = resolve_precision(mode, use_gpu)
     keras.config.set_dtype_policy(name)
@@ -75,6 +77,7 @@ def dtype_policy(name: str):
         >>> with dtype_policy("float32"):
         ...     model = build_classifier("small_cnn", 2, 32)
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
@@ -98,6 +101,7 @@ def select_devices(gpu_index: int | None = None, cpu_devices: int = 1) -> list[s
     Returns:
         The logical device names TensorFlow will use.
     """
+    # why: TensorFlow takes seconds to import; --help and --dry-run never need it
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
     try:
