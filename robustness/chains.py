@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from robustness.data import load_fitted
 from robustness.ops import OPS, apply_op
 
 
@@ -122,6 +123,5 @@ def replay(params: Mapping, image: np.ndarray | None = None) -> np.ndarray:
         True
     """
     if image is None:
-        from robustness.data import load_fitted
         image = load_fitted(params["origin"], tuple(params["image_size"]))
     return apply_chain(image, params["ops"])

@@ -20,6 +20,7 @@ import numpy as np
 from dataset.images import ImageLoadError, load_rgb
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.scan import DatasetError
+from robustness.data import load_fitted
 from robustness.errors import batch_errors, label_change, resolve_error
 from robustness.ops import FAMILIES, OPS
 from robustness.predict import load_predictor
@@ -33,7 +34,6 @@ def load_synthetic_set(folder: str | Path):
     Raises:
         DatasetError: no manifest, or no readable synthetic rows.
     """
-    from robustness.data import load_fitted
     folder = Path(folder)
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
