@@ -125,9 +125,10 @@ def import_graph() -> dict[str, set[str]]:
     """Every project module (tests and benchmarks included) -> the project modules it imports,
     each resolved to the longest module name that exists ('from dataset import scan' and
     'from dataset.scan import X' both give 'dataset.scan')."""
-    modules = {module_name(p): p for p in REPO.rglob("*.py")}
-    modules = {name: p for name, p in modules.items()
-               if name.split(".")[0] in PROJECT | ON_TOP}
+    paths = [p for top in PROJECT | ON_TOP
+             for p in ([REPO / f"{top}.py"] if (REPO / f"{top}.py").is_file()
+                       else (REPO / top).rglob("*.py"))]
+    modules = {module_name(p): p for p in paths}
     graph = {}
     for name, path in modules.items():
         targets = set()
