@@ -62,7 +62,7 @@ def load_model(model_dir: str | Path, which: str = "best", cfg: DiffusionConfig 
     Returns:
         (model, cfg with the saved architecture, metadata dict with _label, _class_names).
     """
-    folder = ModelFolder(model_dir, "diffusion")
+    folder = ModelFolder.open(model_dir, "diffusion")   # a stray file is named, not its folder
     saved, meta = read_run(folder.path)
     cfg = with_architecture_of(cfg, saved, quiet=True) if cfg is not None else saved
     model = folder.load(which)

@@ -105,6 +105,10 @@ class ModelFolder:
         if self._config is None:
             if not self.path.exists():
                 raise ModelFolderError(f"{self.path} does not exist")
+            if self.chosen_file is not None and \
+                    self.chosen_file.suffix not in (".h5", ".keras"):   # not its parent's fault
+                raise ModelFolderError(f"{self.chosen_file} is a file, not a {self.spec.name} "
+                                       f"run folder (nor a .weights.h5 or .keras file in one)")
             if not self.config_path.is_file():
                 raise ModelFolderError(
                     f"{self.path} is not a run folder (no {CONFIG_JSON}; "
