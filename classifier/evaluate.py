@@ -41,6 +41,8 @@ def check_evaluation_folder(out_dir: str | Path, model_path: str | Path,
         Traceback (most recent call last):
         DatasetError: --out_dir data/test/e is inside --test_dir data/test: ...
     """
+    if not Path(model_path).exists():   # else its parent counts as the run folder
+        raise DatasetError(f"--model {model_path} does not exist")
     check_location(out_dir, test_dir, "--test_dir")
     run = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     out = Path(out_dir).resolve()
