@@ -25,6 +25,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 _LEAK = 0.2
@@ -34,7 +35,6 @@ def diff_augment(images, seed):
     """DiffAugment (Zhao et al. 2020): per-image brightness, saturation, contrast, a shift of
     up to 1/8 of the side (zeros come in) and a cutout of half the side; differentiable, so
     the generator learns through it. Images in [-1, 1], NHWC."""
-    import tensorflow as tf
     b = ops.shape(images)[0]
     h, w = images.shape[1], images.shape[2]
     seeds = [tf.stack([seed[0], seed[1] + k]) for k in range(5)]
@@ -198,11 +198,9 @@ class ConditionalGan(keras.Model):
         return images, None if labels is None else ops.cast(labels, "int32")
 
     def _noise(self, batch, seed):
-        import tensorflow as tf
         return tf.random.stateless_normal((batch, self.latent_dim), seed=seed)
 
     def train_step(self, data):
-        import tensorflow as tf
         images, labels = self._unpack(data)
         real = ops.cast(images, "float32") * 2.0 - 1.0
         batch = ops.shape(real)[0]
@@ -248,7 +246,6 @@ class ConditionalGan(keras.Model):
 
     def test_step(self, data):
         """The generator's loss against the current discriminator on validation labels."""
-        import tensorflow as tf
         images, labels = self._unpack(data)
         batch = ops.shape(images)[0]
         fake = self.ema_network(self._inputs(self._noise(batch, tf.constant([7, 7])), labels),

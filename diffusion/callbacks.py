@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from dataset.atomic import atomic_path, atomic_write_text
 from dataset.images import save_rgb, to_uint8
@@ -62,6 +63,7 @@ def plot_curves(history_csv: Path, out_png: Path) -> None:
     rows = read_history(history_csv)
     if not rows:
         return
+    # why: matplotlib is slow to import; only drawing needs it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -178,7 +180,6 @@ class SampleGrid(keras.callbacks.Callback):
                                      labels=self.labels)
         grid = image_grid(images, self.cols)
         if self.log_dir is not None and step is not None:
-            import tensorflow as tf
             with tf.summary.create_file_writer(str(self.log_dir)).as_default():
                 tf.summary.image("samples", grid[None], step=step)
         return save_rgb(self.dir / f"{name}.png", grid)
