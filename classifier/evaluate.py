@@ -68,7 +68,14 @@ def evaluate_model(model_path: str | Path, test_dir: str | Path, out_dir: str | 
         check_evaluation_folder(out_dir, model_path, test_dir)
     model, cfg, classes = load_run(model_path)
     cfg = dataclasses.replace(cfg, workers=workers)
-    metrics = evaluate_folder(model, test_dir, classes, cfg, batch_size=batch_size)
+    left_out: list[str] = []
+    metrics = evaluate_folder(model, test_dir, classes, cfg, batch_size=batch_size,
+                              skipped=left_out)
+    if left_out:     # never silently: the metrics are of fewer images than the folder holds
+        print(f"left out {len(left_out)} item(s) of {test_dir} (metrics.json lists them):")
+        for line in left_out[:20]:
+            print(f"  {line}")
+    metrics["left_out"] = left_out
     out = Path(out_dir) if out_dir else _new_folder(Path(model_path), str(test_dir))
     if out.exists() and (out / "metrics.json").exists():
         raise DatasetError(f"--out_dir {out} already holds a metrics.json: choose a new folder")

@@ -437,8 +437,9 @@ def evaluate_folder(model, folder: str | Path, class_names: Sequence[str], cfg,
 
     With `predictions_path`, one CSV row per image (path, label, predicted) is written there:
     the comparison's bootstrap resamples test images and pairs arms image by image."""
-    samples, _ = samples_from_dir(folder, class_names, what=what)
     errors = [] if skipped is None else skipped
+    # an empty label folder or a stray file is left out like an unreadable image: said
+    samples, _ = samples_from_dir(folder, class_names, what=what, skipped=errors)
     test = _to_set(samples, class_names, cfg, f"{Path(folder).name} images", errors)
     if len(test.labels) == 0:
         raise DatasetError(f"{what} {folder}: none of its images could be read")
