@@ -117,8 +117,8 @@ def check_out_dir(out_dir: str | Path, in_dir: str | Path, cfg, resume_keys: Seq
         DatasetError: out_dir is inside in_dir, holds files not written by `tool`, or was made
             from another input or with other settings. Nothing is changed in any case.
     """
+    check_outside_inputs(cfg, out_dir)   # first: it names the flag (--test_dir, --model_dir)
     out = check_location(out_dir, in_dir)
-    check_outside_inputs(cfg, out_dir)   # model folders, masks, ... too
     src = Path(in_dir).resolve()
     refuse_foreign(out, out_dir, (type(cfg).__name__,), tool)
     if holds_files(out):

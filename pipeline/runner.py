@@ -182,6 +182,9 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
     out = check_location(layout.out_dir, pcfg.in_dir, "--in_dir")
     if pcfg.test_dir:
         check_location(layout.out_dir, pcfg.test_dir, "--test_dir")
+    for flag, folder in (("--in_dir", pcfg.in_dir), ("--test_dir", pcfg.test_dir)):
+        if folder and not Path(folder).is_dir():   # else stages 1-3 run for an hour first
+            raise DatasetError(f"{flag} {folder} does not exist or is not a folder")
     if not out.is_dir() or layout.state.is_file():
         return
     # Before the first stage finishes there is no state file: only what a run writes before
