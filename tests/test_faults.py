@@ -629,3 +629,25 @@ def test_a_named_empty_label_or_a_stray_image_gets_advice_that_fits(tmp_path, ca
     err = capsys.readouterr().err
     assert "move the stray image(s) (stray.jpg) or the sub-folders away" in err
     assert "train_all.py" not in err
+
+
+# The fault catalogue (issue 37, tests/fault_catalogue.py): every command with the faults a
+# new user makes. Here the cases answered before any training or sampling, in-process;
+# `python -m tests.fault_catalogue --table` runs all of them as subprocesses.
+@pytest.fixture(scope="module")
+def catalogue_workspace(tmp_path_factory, model, classifier):
+    from fault_catalogue import build_workspace
+    return build_workspace(tmp_path_factory.mktemp("catalogue"), model, classifier,
+                           full=False)
+
+
+def _catalogue_params():
+    from fault_catalogue import CASES
+    return [pytest.param(c, id=c.id) for c in CASES if c.fast]
+
+
+@pytest.mark.parametrize("case", _catalogue_params())
+def test_the_fault_catalogue(case, catalogue_workspace, tmp_path):
+    from fault_catalogue import run_case
+    outcome = run_case(case, catalogue_workspace, tmp_path, in_process=True)
+    assert outcome.problems() == [], outcome.output[-3000:]
