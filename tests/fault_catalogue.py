@@ -683,7 +683,8 @@ def _in_process(argv: list[str]) -> tuple[int | None, str]:
 
 def run_case(case: Case, ws: Workspace, root: Path, in_process: bool = False) -> Outcome:
     """Runs one case with a fresh output path below `root` and judges what it did."""
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)      # a case run again starts afresh
+    root.mkdir(parents=True)
     out = root / "out"
     foreign = root / "foreign"        # somebody's folder, named as an output
     foreign.mkdir(exist_ok=True)
