@@ -26,8 +26,8 @@ from dataset.manifest import ManifestRow
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
 from diffusion.training import read_run, safe_name, with_architecture_of
-
 from model_folder.folder import ModelFolder
+
 SYNTHETIC_SITE = "ddim"
 
 

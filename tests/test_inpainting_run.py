@@ -40,8 +40,8 @@ def test_dir(tmp_path_factory) -> Path:
 def _ddim_run(folder: Path, conditional: bool, classes: list[str], size: int = 32) -> Path:
     """A DDIM run folder (config.json, model.json, best.weights.h5) of a tiny untrained model."""
     from diffusion.training import build_model
-    cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
     from model_folder.folder import ModelFolder
+    cfg = DiffusionConfig(image_size=(size, size), widths=[8, 16], block_depth=1,
                           embedding_dims=8, conditional=conditional, use_mix_precision=False,
                           channels="3")
     keras.utils.set_random_seed(0)
