@@ -44,7 +44,7 @@ _NOTE_ABOVE = 500
 
 
 def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, ...],
-                  what: str) -> Path:
+                  what: str, cfg=None) -> Path:
     """Accepts a new or empty folder, or one whose config.json was written by one of the
     `allowed` config classes; refuses a folder inside --images or one holding other files.
 
@@ -52,6 +52,10 @@ def check_out_dir(out_dir: str | Path, images: str | Path, allowed: tuple[str, .
         DatasetError: one line saying why (nothing is changed).
     """
     out = check_location(out_dir, images, "--images")
+    for flag in ("--model", "--reference_model", "--before_model"):
+        model = getattr(cfg, flag[2:], "") if cfg is not None else ""
+        if model and Path(model).is_dir():   # a run folder is an input (a .keras file's is not)
+            check_location(out_dir, model, flag)
     refuse_foreign(out, out_dir, allowed, what)
     return out
 
@@ -63,14 +67,15 @@ def _is_synthetic_set(folder: Path) -> bool:
         "_model_fingerprint" in saved_config(folder)
 
 
-def check_search_dir(folder: str | Path, images: str | Path, flag: str = "--out_dir") -> Path:
+def check_search_dir(folder: str | Path, images: str | Path, flag: str = "--out_dir",
+                     cfg=None) -> Path:
     """check_out_dir for a search folder: also refuses a synthetic set (writing the search
     there would break its resume).
 
     Raises:
         DatasetError: one line saying why (nothing is changed).
     """
-    out = check_out_dir(folder, images, _OURS, "python3 -m robustness")
+    out = check_out_dir(folder, images, _OURS, "python3 -m robustness", cfg)
     if out.is_dir() and _is_synthetic_set(out):
         raise DatasetError(f"{flag} {folder} holds a synthetic set of python3 -m robustness "
                            f"synthesize, not a search: choose another folder (nothing "
@@ -174,7 +179,7 @@ def run_search_cmd(cfg, progress: bool = True):
         (SearchResult, predictor, image_set).
     """
     _error_exit_check(cfg)
-    out = check_search_dir(cfg.out_dir, cfg.images)
+    out = check_search_dir(cfg.out_dir, cfg.images, cfg=cfg)
     predictor, image_set, truth = load_inputs(cfg)
     result = search_into(out, cfg, predictor, image_set, truth, progress)
     return result, predictor, image_set
@@ -258,14 +263,14 @@ def run_synthesize_cmd(cfg, progress: bool = True) -> dict:
             raise DatasetError(f"unknown op {name!r} in --op_realism/--op_weights; known ops: "
                                f"{', '.join(OPS)}")
     out = check_out_dir(cfg.out_dir, cfg.images, ("RobustnessSynthesizeConfig",),
-                        "python3 -m robustness synthesize")
+                        "python3 -m robustness synthesize", cfg)
     if Path(cfg.search_dir).resolve() == out:
         raise DatasetError("--search_dir must differ from --out_dir (the synthetic folder "
                            "holds only images, their manifest and the preview)")
     if (out / "search.json").exists():
         raise DatasetError(f"--out_dir {cfg.out_dir} holds a search (search.json), not a "
                            f"synthetic set: choose a new folder (nothing changed)")
-    search_dir = check_search_dir(cfg.search_dir, cfg.images, "--search_dir")
+    search_dir = check_search_dir(cfg.search_dir, cfg.images, "--search_dir", cfg)
     predictor, image_set, truth = load_inputs(cfg)
     images_fp = image_set.fingerprint()
     _check_resume(out, cfg, predictor.fingerprint, image_set.root, images_fp)
@@ -342,7 +347,7 @@ def run_evaluate_cmd(cfg) -> tuple[dict, Path]:
     if not Path(cfg.images).is_dir():
         raise DatasetError(f"--images {cfg.images} is not a folder")
     out = check_out_dir(cfg.out_dir, cfg.images, ("RobustnessEvaluateConfig",),
-                        "python3 -m robustness evaluate")
+                        "python3 -m robustness evaluate", cfg)
     models = ({"before": cfg.before_model, "after": cfg.model} if cfg.before_model
               else {"model": cfg.model})
     metrics = evaluate_synthetic(models, cfg.images, cfg.error, cfg.batch_size,
