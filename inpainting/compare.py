@@ -138,6 +138,11 @@ def compare_ood(cfg: InpaintingCompareConfig) -> CompareResult:
         check_location(cfg.out_dir, folder, flag)  # never write into the user's folders
         if not Path(folder).is_dir():
             raise DatasetError(f"{flag} {folder} is not a folder")
+    # The OOD images come with their generate run (manifest, masks, sheets) one level up:
+    # that folder is an input too.
+    run = Path(cfg.ood_dir).parent
+    if (run / MANIFEST_NAME).is_file():
+        check_location(cfg.out_dir, run, "the inpainting run that holds --ood_dir")
     out = Path(cfg.out_dir)
     if out.is_dir() and any(p.name not in _OURS and not p.name.startswith(".")
                             for p in out.iterdir()):

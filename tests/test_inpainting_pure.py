@@ -216,3 +216,20 @@ def test_sd3_masks_cover_whole_latent_cells():
     assert grown[8:16, 0:8].all() and grown[16:24, 16:32].all() and grown.sum() == 64 * 3
     assert (grown.reshape(4, 8, 4, 8).min(axis=(1, 3)) == grown.reshape(4, 8, 4, 8).max(
         axis=(1, 3))).all()             # every 8x8 cell is all in or all out
+
+
+def test_compare_refuses_an_out_dir_inside_the_generate_run_that_holds_the_ood_set(tmp_path):
+    from dataset.scan import DatasetError
+    from inpainting.compare import compare_ood
+    run = tmp_path / "ood_run"                 # what inpainting generate wrote
+    (run / "inpaint_box" / "cat").mkdir(parents=True)
+    (run / "masks").mkdir()
+    (run / "manifest.csv").write_text("path,label,site_id,origin,generator,seed,params\n")
+    (tmp_path / "test" / "cat").mkdir(parents=True)
+    cfg = config.InpaintingCompareConfig(model=str(tmp_path / "model"),
+                                         test_dir=str(tmp_path / "test"),
+                                         ood_dir=str(run / "inpaint_box"),
+                                         out_dir=str(run / "compare"))
+    with pytest.raises(DatasetError, match="inside the inpainting run that holds --ood_dir"):
+        compare_ood(cfg)
+    assert sorted(p.name for p in run.iterdir()) == ["inpaint_box", "manifest.csv", "masks"]
