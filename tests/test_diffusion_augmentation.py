@@ -103,7 +103,7 @@ def test_bad_mapping_fails_before_any_work(original, model_dir, tmp_path, capsys
     not_a_model = tmp_path / "empty_model"
     not_a_model.mkdir()
     assert augment(original, out, "--label_models", f"1={not_a_model}", f"2={model_dir}") == 2
-    assert "not a run folder (no config.json)" in capsys.readouterr().err
+    assert "is not a run folder (no config.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         augment(original, out, "--label_models", "1", "--weight_paths", str(model_dir))
     assert exc.value.code == 2 and "expects LABEL=MODEL_DIR" in capsys.readouterr().err
