@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -99,7 +101,6 @@ def main(argv=None) -> int:
             walls[side] += wall
             scores[side] += acc
             print(f"round {r} {side}: {len(acc)} runs in {wall:.0f} s", flush=True)
-    import numpy as np
     runs = len(args.arms) * len(args.seeds) * args.rounds
     per_hour = {s: runs / walls[s] * 3600 for s in sides}
     rows = [{"side": f"{s} ({args.old if s == 'old' else 'this checkout'})",
