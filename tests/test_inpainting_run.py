@@ -399,6 +399,6 @@ def test_compare_writes_per_class_table_and_samples(test_dir, ddim_runs, tmp_pat
     assert main([*argv[:-4], "--ood_dir", str(test_dir), *argv[-4:]]) == 2
     assert "another model or folder" in capsys.readouterr().err
     generate_sheet = (ood / "samples.png").read_bytes()
-    assert main([*argv[:-4], "--out_dir", str(ood), "--samples", "3"]) == 2   # generate's
-    assert "did not write" in capsys.readouterr().err
+    assert main([*argv[:-4], "--out_dir", str(ood), "--samples", "3"]) == 2   # generate's run
+    assert "inside the inpainting run that holds --ood_dir" in capsys.readouterr().err
     assert (ood / "samples.png").read_bytes() == generate_sheet
