@@ -196,7 +196,7 @@ def _coerce(cls, name: str, value: Any) -> Any:
             if any(isinstance(v, (list, dict)) for v in value):
                 raise TypeError
             items = [elem(v) for v in value]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):   # OverflowError: int(inf)
             # e.g. "8,16" where [8, 16] is meant: say so rather than raise int()'s error
             raise ConfigError(f"{name}: expected a list of {elem.__name__}, got {original!r}"
                               ) from None

@@ -72,6 +72,9 @@ def test_a_string_where_a_list_of_numbers_is_meant_is_a_one_line_error():
     with pytest.raises(ConfigError, match=r"widths: expected a list of int, got '8,16'"):
         config_from_dict(DiffusionConfig, {"in_dir": "x", "widths": "8,16"})
     assert config_from_dict(DiffusionConfig, {"in_dir": "x", "widths": 8}).widths == [8]
+    for infinite in (float("inf"), [8, float("-inf")]):   # int(inf) raises OverflowError
+        with pytest.raises(ConfigError, match="widths: expected a list of int"):
+            config_from_dict(DiffusionConfig, {"in_dir": "x", "widths": infinite})
 
 
 def test_flags_are_never_abbreviated(capsys):
