@@ -87,6 +87,7 @@ def retrain_head(model, cfg, class_names: Sequence[str], features: np.ndarray,
                                                   name=HEAD_LAYER)(inputs))
     head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                  loss=AdjustedCrossEntropy(offsets), jit_compile=False)
+    head.optimizer.build(head.trainable_variables)  # else the first step is traced twice
     targets = longtail.soft_targets(labels, n_classes, np.zeros(len(labels))
                                     if smoothing is None else smoothing)
     x, y, w = features[seen], targets[seen], np.asarray(weights, np.float32)[seen]

@@ -475,10 +475,10 @@ def _fit(cfg, plan, data, state, policy, strategy, run_dir: Path, write_dir: Pat
         optimizer = keras.optimizers.AdamW(learning_rate=rate,
                                            weight_decay=cfg.weight_decay)
         model.compile(optimizer=optimizer)
+        # Built before the first step: a step that creates the optimizer's slots is traced
+        # twice. The .weights.h5 of a resumed run holds them too (they load only when built).
+        model.optimizer.build(model.network.trainable_variables)
         if cfg.load_and_train:
-            # The .weights.h5 holds the optimizer state too; it loads only into a built one.
-            if not model.optimizer.built:
-                model.optimizer.build(model.network.trainable_variables)
             ModelFolder(run_dir, "diffusion").load_weights(model, "last")
         else:
             model.adapt_normalizer(data.train.map(lambda *x: x[0]))
