@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,8 @@ class ImageLoadError(OSError):
 
 def is_image_name(path: str | Path) -> bool:
     """True when the file name has one of IMAGE_EXTENSIONS (any case)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    # os.path, not Path(path): called once per file of every scanned folder
+    return os.path.splitext(os.path.basename(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

@@ -166,9 +166,10 @@ def scan_labelled_dir(in_dir: str | Path, labels: Sequence[str] | None = None,
     for ldir in label_dirs:
         n_before = len(images)
         for path in sorted(ldir.rglob("*"), key=lambda p: natural_key(p.as_posix())):
-            rel = path.relative_to(in_dir).as_posix()
-            if any(part.startswith(".") for part in path.relative_to(in_dir).parts):
+            rel_path = path.relative_to(in_dir)
+            if any(part.startswith(".") for part in rel_path.parts):
                 continue
+            rel = rel_path.as_posix()
             if not path.is_file():
                 continue
             if not is_image_name(path):
