@@ -194,6 +194,7 @@ def test_changed_settings_stop_with_the_changed_key_and_redo_keeps_the_old_folde
     out = finished["out"]
     settings = json.loads(data["config"].read_text())
     settings["compare"]["number_epochs"] = 1
+    settings["compare"].update(variants=["original"], seeds=[0])   # a short redo
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps(settings))
     argv = ["--in_dir", str(data["train"]), "--test_dir", str(data["test"]),
@@ -476,6 +477,8 @@ def test_sdedit_fill_adds_a_paired_fill_and_its_arm(finished, data, tmp_path):
     out = finished["out"]
     settings = json.loads(data["config"].read_text())
     settings["sdedit"] = {"strength": 0.5}
+    # the new arm against one reference, one seed: the other arms' runs are the fixture's
+    settings["compare"].update(variants=["original", "sdedit_fill"], seeds=[0])
     config = tmp_path / "sdedit.json"
     config.write_text(json.dumps(settings))
     argv = ["--in_dir", str(data["train"]), "--test_dir", str(data["test"]),
