@@ -18,15 +18,19 @@ from setting_rules.mask_regions import REGIONS, region_share
 # Field groups shared by several stages, declared once.
 @dataclass
 class ExecutorConfig:
-    """Where a command's independent jobs run: here, or as Ray tasks (docs/cluster.md)."""
+    """Where a command's independent jobs run: here, on a process pool, or as Ray tasks
+    (docs/cluster.md)."""
 
-    executor: str = opt("local", "Where the independent jobs go: here, one after another, or "
-                        "as Ray tasks in parallel on this machine or a cluster "
-                        "(docs/cluster.md).", choices=("local", "ray"))
+    executor: str = opt("local", "Where the independent jobs go: here, one after another; "
+                        "'pool': in parallel on this machine's cores, in worker processes "
+                        "that each import TensorFlow and decode the data once; or as Ray "
+                        "tasks on this machine or a cluster (docs/cluster.md).",
+                        choices=("local", "pool", "ray"))
     ray_address: str = opt("", "--executor ray: '' starts a local Ray for this command; "
                            "'auto' or 'ray://HOST:10001' joins a running cluster.")
-    task_cpus: float = opt(1.0, "--executor ray: CPU cores each job asks for (also its "
-                           "thread budget).", min=0.1, max=1024)
+    task_cpus: float = opt(1.0, "--executor ray or pool: CPU cores each job asks for "
+                           "(also its thread budget; the pool runs cores / task_cpus jobs "
+                           "at once).", min=0.1, max=1024)
     task_gpus: float | None = opt(None, "--executor ray: GPUs each job asks for (default: "
                                   "1 when the cluster has GPUs, else 0; 0.5 shares one GPU "
                                   "between two jobs).", min=0.0, max=64)

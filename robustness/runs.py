@@ -130,10 +130,10 @@ def _note_unbounded(cfg, size: tuple[int, int]) -> None:
 
 
 def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progress: bool = True):
-    """run_search with a config's settings. With --executor ray every op is first probed by
-    its own Ray task into the shared probe cache; the search here then only reads it."""
-    if getattr(cfg, "executor", "local") == "ray":
-        _probe_ops_on_ray(cfg, cache_dir)
+    """run_search with a config's settings. With --executor ray or pool every op is first
+    probed by its own job into the shared probe cache; the search here then only reads it."""
+    if getattr(cfg, "executor", "local") != "local":
+        _probe_ops_in_parallel(cfg, cache_dir)
     return run_search(predictor, image_set, ops=resolve_ops(cfg.ops, cfg.exclude_ops),
                       step=cfg.step, noticeable_error=cfg.noticeable_error,
                       critical_error=cfg.critical_error, diff_error=cfg.error, truth=truth,
@@ -141,19 +141,20 @@ def search_with(cfg, predictor, image_set, truth, cache_dir: str | Path, progres
                       max_batch=max(256, cfg.batch_size * 4), progress=progress)
 
 
-def _probe_ops_on_ray(cfg, cache_dir: str | Path) -> None:
-    """One Ray task per op, each loading the model and images itself (a worker shares no
-    memory with this process) and filling the op's file of the probe cache."""
+def _probe_ops_in_parallel(cfg, cache_dir: str | Path) -> None:
+    """One job per op (a Ray task or on the process pool, `cfg.executor`), each loading the
+    model and images itself (a worker shares no memory with this process) and filling the
+    op's file of the probe cache."""
     jobs = [Job(op, _probe_one_op, (dataclasses.replace(cfg, ops=[op], exclude_ops=None,
                                                         executor="local"),
                                         str(Path(cache_dir).resolve())))
             for op in resolve_ops(cfg.ops, cfg.exclude_ops)]
-    outcomes = run_jobs(jobs, "ray", cfg.ray_address, cfg.task_cpus, cfg.task_gpus,
+    outcomes = run_jobs(jobs, cfg.executor, cfg.ray_address, cfg.task_cpus, cfg.task_gpus,
                         keep_going=True)
     failed = [f"{o.name}: {o.error}" for o in outcomes if o.status != "ok"]
     if failed:
         # What did finish is cached; the search below probes the rest here.
-        print(f"note: {len(failed)} op(s) failed on Ray and are probed here: "
+        print(f"note: {len(failed)} op(s) failed on {cfg.executor} and are probed here: "
               + "; ".join(failed))
 
 

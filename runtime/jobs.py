@@ -1,7 +1,10 @@
-"""Runs independent jobs (one training each) here, one after another, or as Ray tasks on
-the cores, GPUs and machines of a Ray cluster.
+"""Runs independent jobs (one training each) here, one after another, on a pool of worker
+processes on this machine, or as Ray tasks on the cores, GPUs and machines of a Ray cluster.
 
-The local executor is the default and needs nothing. `executor="ray"` starts a local Ray for
+The local executor is the default and needs nothing. `executor="pool"` runs the jobs on
+this machine's cores, `cpus` cores (and TensorFlow threads) per job, in long-lived worker
+processes: each imports TensorFlow and decodes a dataset once for all the jobs it runs
+(`classifier.data.PROCESS_CACHE`), where a fresh process per job pays both every time. `executor="ray"` starts a local Ray for
 the run (`ray_address=""`), or joins a running cluster (`"auto"`, `"ray://host:10001"`, or
 the `RAY_ADDRESS` environment variable). Every task runs in a fresh worker process
 (`max_calls=1`: TensorFlow never hands memory back, and devices can be chosen once per
@@ -25,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "pool", "ray")
 RAY_PIN = "ray==2.60.0"
 _REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -65,13 +68,15 @@ def run_jobs(jobs: Sequence[Job], executor: str = "local", ray_address: str = ""
 
     Args:
         jobs: the work; each job's own errors are caught and reported in its outcome.
-        executor: "local" (here, in order) or "ray" (all at once, as resources allow).
+        executor: "local" (here, in order), "pool" (worker processes here, `cpus` cores
+            each) or "ray" (all at once, as resources allow).
         ray_address: "" starts a local Ray for this call; "auto" or "ray://host:port" joins a
             cluster. A Ray already initialised in this process is used as it is.
         cpus, gpus: what each Ray task asks for; `gpus=None` asks for one GPU when the
             cluster has any, else none.
         keep_going: after a failure, run the rest; otherwise the jobs not yet finished are
-            cancelled (status "not run"): locally the later ones, on Ray all still running.
+            cancelled (status "not run"): locally and on the pool the ones not started (the
+            pool's running ones finish), on Ray all still running.
         on_done: called with each outcome as it arrives (progress tables, logs).
 
     Raises:
@@ -80,7 +85,7 @@ def run_jobs(jobs: Sequence[Job], executor: str = "local", ray_address: str = ""
     """
     if executor not in EXECUTORS:
         raise ExecutorError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
-    run = _run_local if executor == "local" else _run_ray
+    run = {"local": _run_local, "pool": _run_pool, "ray": _run_ray}[executor]
     return run(list(jobs), ray_address, cpus, gpus, keep_going, on_done or (lambda o: None))
 
 
@@ -109,6 +114,72 @@ def _in_worker(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
     for key, value in _thread_budget(threads).items():
         os.environ.setdefault(key, value)
     return fn(*args)
+
+
+def pool_workers(cpus: float) -> int:
+    """How many jobs the pool runs at once: this machine's cores over each job's share."""
+    return max(1, int((os.cpu_count() or 1) // max(1, int(cpus))))
+
+
+def _pool_worker_start(threads: int) -> None:
+    # Before anything imports TensorFlow in this process: its pools are sized once.
+    for key, value in _thread_budget(threads).items():
+        os.environ.setdefault(key, value)
+
+
+def _run_pool(jobs, _address, cpus, _gpus, keep_going, on_done) -> list[Outcome]:
+    # why: only the pool executor needs them
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    if not jobs:
+        return []
+    workers = min(pool_workers(cpus), len(jobs))
+
+    def new_pool():
+        # spawn, not fork: this process may hold TensorFlow's threads, which a fork breaks
+        return ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_pool_worker_start,
+                                   initargs=(max(1, int(cpus)),))
+
+    pool = new_pool()
+    # Submitted one per free worker (the pool would queue ahead): after a failure without
+    # keep_going nothing new starts.
+    queue = list(enumerate(jobs))[::-1]
+    running: dict = {}
+    stop = broken = False
+    try:
+        while running or (queue and not stop):
+            if broken and not running:
+                # A dead worker breaks the whole pool: the rest start on a fresh one.
+                pool.shutdown(wait=True)
+                pool, broken = new_pool(), False
+            while queue and not stop and not broken and len(running) < workers:
+                i, job = queue.pop()
+                running[pool.submit(job.fn, *job.args)] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=running.get):
+                i = running.pop(future)
+                try:
+                    outcomes[i] = Outcome(jobs[i].name, "ok", value=future.result())
+                except BrokenProcessPool:
+                    broken = True
+                    outcomes[i] = Outcome(jobs[i].name, "failed", error=JobLost(
+                        "its worker process died before it finished (killed, or out of "
+                        "memory?)"))
+                except Exception as err:  # noqa: BLE001 - reported in the outcome
+                    outcomes[i] = Outcome(jobs[i].name, "failed", error=err)
+                on_done(outcomes[i])
+                stop = stop or (outcomes[i].status == "failed" and not keep_going)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the workers too (one process group); every job resumes from its
+        # run folder.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [o or Outcome(j.name, "not run") for o, j in zip(outcomes, jobs)]
 
 
 def connect_ray(address: str = "", num_cpus: int | None = None) -> bool:
@@ -279,5 +350,5 @@ def _cause(err: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else err
 
 
-__all__ = ["Job", "Outcome", "run_jobs", "run_workers", "connect_ray", "JobLost",
-           "ExecutorError", "EXECUTORS"]
+__all__ = ["Job", "Outcome", "run_jobs", "run_workers", "connect_ray", "pool_workers",
+           "JobLost", "ExecutorError", "EXECUTORS"]

@@ -19,7 +19,9 @@ ray = pytest.importorskip("ray")
 
 import run_diffusion  # noqa: E402
 import train_all  # noqa: E402
+import executor_jobs  # noqa: E402
 from conftest import TINY_UNET_FLAGS, save_image, tree_hashes, write_class_images  # noqa: E402
+from executor_jobs import die, double, fail, nap  # noqa: E402
 from runtime.jobs import Job, JobLost, connect_ray, run_jobs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,28 +32,12 @@ DIFFUSION_FLAGS = [*TINY_UNET_FLAGS, "--batch_size", "8", "--kid_every", "0",
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray with 2 CPUs for this module; the code under test joins it."""
-    # The jobs below live in this test module, which Ray's workers cannot import.
+    # The jobs live in test modules, which Ray's workers cannot import.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(executor_jobs)
     assert connect_ray(num_cpus=2)
     yield
     ray.shutdown()
-
-
-def double(x: int) -> int:
-    return 2 * x
-
-
-def fail(message: str) -> None:
-    raise ValueError(message)
-
-
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def nap(seconds: float) -> str:
-    time.sleep(seconds)
-    return "woke"
 
 
 def test_each_failure_is_reported_by_name_and_the_others_finish(local_ray):
