@@ -14,6 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+from classifier.backbones import build_classifier
+from config import ClassifierConfig
 from dataset.out_dir import holds_files, remove_stale_temp_files
 from dataset.scan import DatasetError
 # The classifier's names for its folder's files (its commands and tests use these).
@@ -21,6 +23,7 @@ from model_folder.files import BEST_WEIGHTS as WEIGHTS_NAME  # noqa: F401
 from model_folder.files import CONFIG_JSON as CONFIG_NAME
 from model_folder.files import MODEL_JSON as MODEL_NAME  # noqa: F401
 from model_folder.folder import ModelFolder
+from runtime.precision import dtype_policy
 
 METRICS_NAME = "metrics.json"
 _OUR_CLASSES = ("ClassifierConfig", "GridSearchConfig", "CompareConfig")
@@ -100,11 +103,8 @@ def load_run(model_path: str | Path, verbose: bool = False):
         DatasetError: missing files, a folder of another kind, a config.json without class
             names, or weights of another network (one line naming the folder or file).
     """
+    # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
-
-    from classifier.backbones import build_classifier
-    from config import ClassifierConfig
-    from runtime.precision import dtype_policy
 
     model_path = Path(model_path)
     if not model_path.exists():

@@ -134,6 +134,7 @@ class BestCheckpoint:
 
     def __new__(cls, *args, **kwargs):
         # Subclass keras.callbacks.Callback lazily: no Keras import at module import.
+        # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
         import keras
 
         class _Impl(keras.callbacks.Callback):

@@ -17,6 +17,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cli.flags import ConfigError
 from config import DiffusionConfig
@@ -25,7 +26,8 @@ from dataset.images import ImageLoadError, is_image_name, to_uint8
 from dataset.manifest import ManifestRow
 from dataset.out_dir import check_outside_inputs
 from dataset.scan import DatasetError, natural_key, site_from_name
-from diffusion.training import read_run, safe_name, with_architecture_of
+from diffusion.data import load_image, load_mask
+from diffusion.training import read_run, safe_name, setup_runtime, with_architecture_of
 from model_folder.folder import ModelFolder
 
 SYNTHETIC_SITE = "ddim"
@@ -39,7 +41,6 @@ def sampling_runtime(model_dir: str | Path, cfg: DiffusionConfig | None = None) 
         >>> sampling_runtime("models/run1")
         'mixed_bfloat16'
     """
-    from diffusion.training import setup_runtime
     if Path(model_dir).is_file():
         model_dir = Path(model_dir).parent
     settings = cfg if cfg is not None else read_run(model_dir)[0]
@@ -104,7 +105,6 @@ def generate_to_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path
     Returns:
         The paths of all requested images, in order (existing identical ones included).
     """
-    from tqdm import tqdm
     sampling_runtime(cfg.model_dir, cfg)
     model, cfg, meta = load_model(cfg.model_dir, cfg=cfg)
     out_dir = check_outside_inputs(cfg)   # cfg.in_dir is now the model's training data
@@ -174,8 +174,6 @@ def inpaint_folder(cfg: DiffusionConfig, progress: bool = True) -> list[Path]:
     Images and masks are centre-cropped and resized to the model's size; results go to
     `cfg.out_dir/inpainted/` with manifest rows (generator `repaint`).
     """
-    from tqdm import tqdm
-    from diffusion.data import load_image, load_mask
     check_outside_inputs(cfg)
     pairs = find_inpainting_pairs(cfg.inpainting_dir)
     sampling_runtime(cfg.model_dir, cfg)

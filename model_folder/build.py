@@ -25,6 +25,7 @@ _DEFAULT_ONLY = {"ConditionalGan": ("diffaugment",)}
 
 def image_model_classes() -> dict:
     """{class name: class} of the stage-2 models (imported here: they bring TensorFlow)."""
+    # why: the network modules import Keras (TensorFlow, seconds)
     from diffusion_model import DiffusionModel
     from gan_model import ConditionalGan
     return {cls.__name__: cls for cls in (DiffusionModel, ConditionalGan)}

@@ -27,7 +27,8 @@ def write_model_json(folder: str | Path, class_name: str, config: dict) -> Path:
     """Writes folder/model.json (atomically): {"class", "keras_version", "config"}, where
     `config` is what the class is built from (a Keras model's `get_config()`, caller keys
     left out)."""
-    import keras  # heavy (TensorFlow): only writers need its version
+    # why: Keras loads TensorFlow (seconds); only writers need its version
+    import keras
     config = {k: v for k, v in config.items() if k not in CALLER_KEYS}
     text = json.dumps({"class": class_name, "keras_version": keras.__version__,
                        "config": config}, indent=2) + "\n"

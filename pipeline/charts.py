@@ -20,6 +20,7 @@ ARM_COLOURS = {"original": "#9aa5b1", "rebalanced": "#6b7785", "classic": "#2f6f
 
 
 def _plt():
+    # why: matplotlib is slow to import and only the charts need it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,6 +118,7 @@ def convergence_figure(curves: list[dict], metric: str, arms: list[str] | None =
         arms: panel order (default: as the curves come).
     """
     plt = _plt()
+    # why: matplotlib is slow to import and only the charts need it
     from matplotlib.ticker import MaxNLocator
     arms = [a for a in (arms or list(dict.fromkeys(c["variant"] for c in curves)))
             if any(c["variant"] == a for c in curves)]

@@ -20,7 +20,9 @@ import numpy as np
 
 from config import ClassifierConfig
 from dataset.manifest import MANIFEST_NAME, read_manifest
-from dataset.scan import natural_key
+from dataset.scan import natural_key, scan_labelled_dir
+from diffusion.data import load_image
+from diffusion.kid import build_feature_extractor, kid_from_features
 
 # What stage 4 counts as real by default (originals and their rotations/flips).
 REAL_GENERATORS = tuple(ClassifierConfig().real_generators)
@@ -29,7 +31,6 @@ REAL_GENERATORS = tuple(ClassifierConfig().real_generators)
 def count_rows(in_dir: str | Path, stage: str, site_regex: str | None = None,
                site_csv: str | None = None) -> list[dict]:
     """Rows {stage, label, site_id, kind, n} for a labelled folder (kind 'real')."""
-    from dataset.scan import scan_labelled_dir
     scan = scan_labelled_dir(in_dir, None, site_regex, site_csv)
     return [{"stage": stage, "label": lab, "site_id": site, "kind": "real", "n": n}
             for lab, sites in scan.counts().items() for site, n in sites.items()]
@@ -77,9 +78,6 @@ def synthetic_kid(balanced_dir: str | Path, test_dir: str | Path,
     Returns:
         (rows {label, n_generated, n_test, kid_generated, kid_real_train}, feature kind used).
     """
-    from diffusion.data import load_image
-    from diffusion.kid import build_feature_extractor, kid_from_features
-    from dataset.scan import scan_labelled_dir
 
     rows_by_label: dict[str, dict[str, list[Path]]] = {}
     for r in read_manifest(Path(balanced_dir) / MANIFEST_NAME):
@@ -110,6 +108,7 @@ def synthetic_kid(balanced_dir: str | Path, test_dir: str | Path,
 
 def comparison(results_dir: str | Path, test_set: str = "test"):
     """(summary rows, paired rows) of stage 4 for one test set, read from its CSV files."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     results_dir = Path(results_dir)
     summary = pd.read_csv(results_dir / "summary.csv")
@@ -165,6 +164,7 @@ def validation_curves(results_dir: str | Path) -> tuple[str, list[dict]]:
         (history column plotted, e.g. "val_macro_f1";
          [{variant, seed, epochs, values, best_epoch, epochs_run, max_epochs}]).
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     results_dir = Path(results_dir)
     cfg_path = results_dir / "compare_config.json"
@@ -189,6 +189,7 @@ def validation_curves(results_dir: str | Path) -> tuple[str, list[dict]]:
 def run_predictions(results_dir: str | Path) -> dict[str, dict[tuple, "object"]]:
     """{test set: {(arm, seed): DataFrame(path, label, predicted)}} from the finished runs'
     predictions_<set>.csv."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     out: dict[str, dict] = {}
     for arm, seed, run in _arm_runs(Path(results_dir)):

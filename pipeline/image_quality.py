@@ -18,11 +18,14 @@ import json
 import re
 from pathlib import Path
 
+from classifier.runs import METRICS_NAME, is_finished
 from dataset.atomic import atomic_write_text
 from dataset.manifest import MANIFEST_NAME, read_manifest
 from dataset.scan import DatasetError, scan_labelled_dir
 from pipeline.evidence import REAL_GENERATORS
 from pipeline.stages import Layout
+from quality.recognisability import gan_test
+from quality.report import panel_html
 
 # The classifier seed whose `original` run judges the generated images (any seed would do;
 # a fixed one keeps the numbers comparable between runs).
@@ -41,7 +44,6 @@ def original_run(results_dir: str | Path, seed: int = GAN_TEST_SEED) -> tuple[Pa
         >>> original_run("run/results")
         (PosixPath('run/results/original/seed0'), 0)
     """
-    from classifier.runs import is_finished
 
     arm = Path(results_dir) / "original"
     if is_finished(arm / f"seed{seed}"):
@@ -94,6 +96,7 @@ def gan_test_table(layout: Layout, test_dir: str | Path, seed: int = GAN_TEST_SE
     Example:
         >>> table, note = gan_test_table(Layout("run"), "data/test")
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
     manifest = layout.balanced_data / MANIFEST_NAME
@@ -106,7 +109,6 @@ def gan_test_table(layout: Layout, test_dir: str | Path, seed: int = GAN_TEST_SE
     synthetic = generated_images(layout.balanced_data)
     if not synthetic:
         return None, "GAN-test: stage 3 generated no images."
-    from classifier.runs import METRICS_NAME
     run, used = found
     key = {"manifest": _stamp(manifest), "classifier": _stamp(run / METRICS_NAME),
            "test_dir": str(Path(test_dir).resolve())}
@@ -115,7 +117,6 @@ def gan_test_table(layout: Layout, test_dir: str | Path, seed: int = GAN_TEST_SE
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
             return pd.read_csv(cache), _describe(meta, layout.out_dir)
-    from quality.recognisability import gan_test
     print(f"[pipeline] report: GAN-test of {len(synthetic)} generated image(s) with {run}",
           flush=True)
     test = [(str(r.path), r.label) for r in scan_labelled_dir(test_dir).images]
@@ -152,9 +153,8 @@ def quality_html(layout: Layout, test_dir: str | Path | None, kid_rows: list[dic
     Example:
         >>> body = quality_html(Layout("run"), "data/test", kid_rows, "KID features: random.")
     """
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-
-    from quality.report import panel_html
 
     folder = layout.balanced_data
     if not (folder / MANIFEST_NAME).is_file():

@@ -20,7 +20,15 @@ import html
 import json
 from pathlib import Path
 
-from config import PIPELINE_STAGES, AugmentationConfig, PipelineConfig
+from classifier.arms import is_generative
+from classifier.comparison import (VERDICT_METRIC, VERDICT_RULE, ci_text, convergence_summary,
+                                   recall_by_label, tail_labels_of)
+from classifier.report import plot_confusion
+from classifier.shot_groups import GROUPS, shot_summary
+from classifier.statistics import NO_VERDICT
+from classifier.statistics import verdict as decide
+from config import (PIPELINE_STAGES, RECIPE_FIELDS, AugmentationConfig, ClassifierConfig,
+                    PipelineConfig)
 from dataset.scan import natural_key
 from pipeline import charts, evidence, image_quality
 from pipeline.stages import EXTRA_FILLS, Layout, extra_fills
@@ -74,10 +82,6 @@ def _verdict(summary: list[dict], paired: list[dict]) -> str:
     printed interval of the difference, at the level of the arm's Holm step. Rows without
     that interval (no bootstrap, or an older comparison without `ci_level`, whose 95% CI
     did not match Holm's step) get no verdict."""
-    from classifier.arms import is_generative
-    from classifier.comparison import VERDICT_METRIC, ci_text
-    from classifier.statistics import NO_VERDICT
-    from classifier.statistics import verdict as decide
 
     by_arm = {r["variant"]: r for r in summary}
     nan = float("nan")
@@ -147,6 +151,7 @@ def _diffusion_html(state: dict) -> str:
         parts.append(f"<h3>{html.escape(run.name)} (labels: {html.escape(str(name))})</h3>")
         history = run / "history.csv"
         if history.is_file():
+            # why: pandas is slow to import and only the tables need it
             import pandas as pd
             df = pd.read_csv(history)
             last = df.iloc[-1].to_dict()
@@ -213,7 +218,6 @@ def _recall_html(layout: Layout, sets: list[str], references: dict[str, str],
                  arms: list[str]) -> str:
     """Per test set, side by side: per label (tail labels marked), each arm's test recall
     averaged over seeds, and its difference to the set's reference arm."""
-    from classifier.comparison import recall_by_label, tail_labels_of
     preds = evidence.run_predictions(layout.results)
     tail = set(tail_labels_of(layout.results))
     blocks = []
@@ -246,7 +250,6 @@ def _recall_html(layout: Layout, sets: list[str], references: dict[str, str],
 def _convergence_html(layout: Layout, arms: list[str], assets: Path) -> str:
     """Validation curves per arm (the metric that picked the best epoch) and a plain line
     naming the arms whose best epoch was the last of the budget."""
-    from classifier.comparison import convergence_summary
     metric, curves = evidence.validation_curves(layout.results)
     if not curves:
         return _missing("No per-epoch validation history (history.csv) in the runs.")
@@ -287,6 +290,7 @@ def _feature_quality_html(layout: Layout) -> str:
     """Per feature-fill arm and label: KID and memorised share of the generated features
     against the real ones (mean over seeds), from each run's feature_quality.csv; "" when
     no feature_fill arm ran."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     frames = [pd.read_csv(p).assign(arm=p.parent.parent.name)
               for p in sorted(layout.results.glob("*/seed*/feature_quality.csv"))]
@@ -314,6 +318,7 @@ def _feature_quality_html(layout: Layout) -> str:
 def _generators_of(manifest: str) -> str:
     """The generators named in a fill folder's manifest.csv (its synthetic rows), or the
     folder's name when the manifest cannot be read from here."""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
     path = Path(manifest) / "manifest.csv"
     try:
@@ -327,8 +332,6 @@ def _recipes_html(layout: Layout, arms: list[str]) -> str:
     """Per generative arm: what it trained on and how (the synthetic-aware settings that
     differ from the classifier's defaults), and whether that recipe was chosen on validation
     runs (recipes.json) or fixed by the settings; "" without generative arms."""
-    from classifier.arms import is_generative
-    from config import RECIPE_FIELDS, ClassifierConfig
     chosen = {}
     if (layout.results / "recipes.json").is_file():
         chosen = json.loads((layout.results / "recipes.json").read_text())
@@ -361,9 +364,9 @@ def _shots_html(layout: Layout, arms: list[str]) -> str:
     path = layout.results / "shots.csv"
     if not path.is_file():
         return ""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
 
-    from classifier.shot_groups import GROUPS, shot_summary
     rows = [r for r in pd.read_csv(path).to_dict("records") if r["set"] == "test"]
     summary = shot_summary(rows, arms)
     cell = {(r["split"], r["variant"], r["group"]): r for r in summary}
@@ -390,8 +393,8 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
     if not (layout.results / "summary.csv").is_file():
         msg = _missing("The classifier comparison has not run.")
         return msg, msg, ""
+    # why: pandas is slow to import and only the tables need it
     import pandas as pd
-    from classifier.comparison import VERDICT_RULE, ci_text
     nan = float("nan")
     sets = [s for s in dict.fromkeys(pd.read_csv(layout.results / "summary.csv")["set"])
             if s != "val"]
@@ -436,7 +439,6 @@ def _comparison_html(layout: Layout, assets: Path) -> tuple[str, str, str]:
              + _recall_html(layout, sets, references, arms))
     body += ("<h3>Convergence: validation curves</h3>"
              + _convergence_html(layout, arms, assets))
-    from classifier.report import plot_confusion
     figures = []
     for arm, cm in evidence.summed_confusions(layout.results).items():
         png = plot_confusion(cm["matrix"], cm["class_names"], assets / f"confusion_{arm}.png",

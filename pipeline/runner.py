@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -25,8 +26,10 @@ from typing import NoReturn
 from cli.flags import changed_settings, format_config, save_config_json
 from config import PIPELINE_STAGES, PipelineConfig
 from dataset.atomic import atomic_write_text
+from dataset.out_dir import check_location
 from dataset.scan import DatasetError
 from model_folder.folder import ModelFolder
+from pipeline.report import build_report
 from pipeline.stages import (EXTRA_FILLS, REPO, Layout, PipelineError, command, extra_fills,
                              fingerprint, outputs_present, stage_configs)
 
@@ -85,7 +88,6 @@ def run_command(cmd: list[str], log_path: Path) -> int:
 
 def _new_run_dirs(models: Path, since: float) -> list[str]:
     """Run folders that train_all reported as trained in its newest table."""
-    import csv
     tables = sorted((p for p in models.glob("train_all_*.csv") if p.stat().st_mtime >= since),
                     key=lambda p: p.stat().st_mtime)
     if not tables:
@@ -178,7 +180,6 @@ def check_run_folder(pcfg: PipelineConfig, layout: Layout) -> None:
     Raises:
         DatasetError: one line saying why (nothing is changed).
     """
-    from dataset.out_dir import check_location
     out = check_location(layout.out_dir, pcfg.in_dir, "--in_dir")
     if pcfg.test_dir:
         check_location(layout.out_dir, pcfg.test_dir, "--test_dir")
@@ -305,5 +306,4 @@ def run_pipeline(pcfg: PipelineConfig, sections: dict[str, dict], dry_run: bool 
         _write_state(layout, state)
     if "report" not in wanted:
         return None
-    from pipeline.report import build_report
     return build_report(layout, pcfg, state)

@@ -24,6 +24,8 @@ from cli.flags import (ConfigError, config_from_dict, config_to_dict, read_json_
                        validate_config)
 from config import (EXECUTOR_FIELDS, AugmentationConfig, BalancerConfig, CompareConfig,
                     PipelineConfig, TrainAllConfig)
+from dataset.scan import DatasetError, scan_labelled_dir
+from gap_filling.plan import plan_gap
 from generators.registry import generator_class
 from model_folder.folder import ModelFolder
 
@@ -137,8 +139,6 @@ def read_sections(path: str | Path | None) -> dict[str, dict]:
 
 def labels_to_fill(pcfg: PipelineConfig, balancer: BalancerConfig) -> tuple[list[str], list[str]]:
     """(every label of the dataset, the labels stage 3 will add synthetic images to)."""
-    from dataset.scan import DatasetError, scan_labelled_dir
-    from gap_filling.plan import plan_gap
 
     augment = AugmentationConfig(in_dir=pcfg.in_dir, categories=list(pcfg.categories))
     try:

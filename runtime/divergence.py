@@ -75,7 +75,8 @@ def stop_on_non_finite_loss(keys: Iterable[str] | None = None):
         ... except TrainingDiverged as err:
         ...     print(f"failed: {err}")
     """
-    import keras    # here, not at import: the exception and the check need no TensorFlow
+    # why: Keras loads TensorFlow; the exception and the check need no TensorFlow
+    import keras
 
     watched = list(keys) if keys is not None else None
 

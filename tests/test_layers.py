@@ -233,3 +233,31 @@ def test_a_package_imports_only_the_packages_below_it(package, packages):
 def test_nothing_imports_the_tests_or_the_benchmarks(packages):
     assert {p for p, targets in packages.items() if targets & ON_TOP and p not in ON_TOP} \
         == set()
+
+
+def imports_without_a_reason(path: Path) -> list[str]:
+    """The imports inside functions of `path` with no `# why:` comment in the 3 lines above
+    them ('line: statement')."""
+    lines = path.read_text().splitlines()
+    found = []
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not any(
+                    "# why:" in line for line in lines[max(0, node.lineno - 4):node.lineno - 1]):
+                found.append(f"{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_imports_inside_functions_say_why():
+    # An import inside a function is for a heavy optional library (TensorFlow, Keras, pandas,
+    # Ray, ...), so that --help, --dry-run and the pure tests load none of them; the line
+    # above says which and why. Everything else is imported at the top, where a reader and
+    # this test's import graph see it.
+    library = [p for top in PROJECT
+               for p in ([REPO / f"{top}.py"] if (REPO / f"{top}.py").is_file()
+                         else (REPO / top).rglob("*.py"))]
+    unexplained = {module_name(p): found for p in library
+                   if (found := imports_without_a_reason(p))}
+    assert unexplained == {}
