@@ -15,7 +15,9 @@ The defaults fit a 2-core CPU: small_cnn at 28 px (the images' own size), 15 epo
 steps of 128 at learning rate 3e-3 in every arm and at both imbalance factors, early
 stopping on validation balanced accuracy (patience 5), one classic strength (0.5). `crt` and the
 `feature_fill` arms start from the same seed's finished `original` (or `logit_adjusted`) run
-and re-train only a head, so they cost seconds.
+and re-train only a head, so they cost seconds. The runs go to `--executor pool` with
+`--task_cpus 1` by default: two at a time on 2 cores, in workers that keep TensorFlow and the
+decoded images between runs (docs/benchmarks.md, "Runs per hour").
 
     .venv/bin/python benchmarks/bench_longtail.py                  # IF 100 and 10, 5 seeds
     .venv/bin/python benchmarks/bench_longtail.py --quick          # smoke run, minutes
@@ -152,6 +154,12 @@ def main(argv=None) -> int:
                              "model (default: classifier.compare's)")
     parser.add_argument("--pixel_fills", action="store_true",
                         help="also the pixel-space diffusion fill arms (NOT BUILT: says so)")
+    parser.add_argument("--executor", choices=("local", "pool", "ray"), default="pool",
+                        help="where the runs go (default pool: --task_cpus cores each, in "
+                             "worker processes that keep TensorFlow and the decoded images)")
+    parser.add_argument("--task_cpus", type=float, default=1.0,
+                        help="cores (threads) per run with the pool or Ray (default 1: two "
+                             "runs at once on 2 cores)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: checks that every arm runs, measures nothing")
     args = parser.parse_args(argv)
@@ -171,7 +179,8 @@ def main(argv=None) -> int:
 
     work = Path(args.work_dir)
     given = {"number_epochs": args.epochs, "batch_size": args.batch_size,
-             "bootstrap": args.bootstrap, "feature_fill_steps": args.feature_fill_steps}
+             "bootstrap": args.bootstrap, "feature_fill_steps": args.feature_fill_steps,
+             "executor": args.executor, "task_cpus": args.task_cpus}
     overrides = {k: v for k, v in given.items() if v is not None}
     start, timings = time.time(), []
     for imbalance in args.imbalance:
