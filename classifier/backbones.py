@@ -61,7 +61,7 @@ def _small_cnn(x, widths: Sequence[int] = (16, 32, 64)):
     from classifier import fused_batch_norm
     for i, w in enumerate(widths):
         x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        # Keras' BatchNormalization maths in one fused kernel: 1.5x less CPU per step
+        # Keras' BatchNormalization maths in one fused kernel: about 1.6x less CPU per step
         x = fused_batch_norm.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
         if i < len(widths) - 1:
@@ -71,7 +71,7 @@ def _small_cnn(x, widths: Sequence[int] = (16, 32, 64)):
 
 def _with_fused_batch_norm(model):
     """A copy of `model` (same weights) whose BatchNormalization layers train with the fused
-    kernel: 1.25-1.3x less CPU per MobileNetV3Small step (benchmarks/bench_batch_norm.py)."""
+    kernel: about 1.2x less CPU per MobileNetV3Small step (benchmarks/bench_batch_norm.py)."""
     # why: Keras loads TensorFlow (seconds); --help and --dry-run never need it
     import keras
 
