@@ -13,6 +13,7 @@ speed-up that changed the results shows.
     .venv/bin/python benchmarks/bench_runs_per_hour.py                      # old = e17f72d
     .venv/bin/python benchmarks/bench_runs_per_hour.py --seeds 0 1 2 --arms original \\
         --new_flags "--executor ray --task_cpus 1" --rounds 2
+    .venv/bin/python benchmarks/bench_runs_per_hour.py --new_flags "--executor pool --task_cpus 1"
     .venv/bin/python benchmarks/bench_runs_per_hour.py --quick                 # smoke run
 """
 from __future__ import annotations
