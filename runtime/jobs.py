@@ -110,21 +110,20 @@ def _thread_budget(threads: int) -> dict[str, str]:
             "TF_NUM_INTEROP_THREADS": str(min(threads, 2))}
 
 
-def _in_worker(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
+def _pool_worker_start(threads: int) -> None:
+    # Before anything imports TensorFlow in this process: its pools are sized once.
     for key, value in _thread_budget(threads).items():
         os.environ.setdefault(key, value)
+
+
+def _in_worker(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
+    _pool_worker_start(threads)   # a Ray task's process is fresh too
     return fn(*args)
 
 
 def pool_workers(cpus: float) -> int:
     """How many jobs the pool runs at once: this machine's cores over each job's share."""
     return max(1, int((os.cpu_count() or 1) // max(1, int(cpus))))
-
-
-def _pool_worker_start(threads: int) -> None:
-    # Before anything imports TensorFlow in this process: its pools are sized once.
-    for key, value in _thread_budget(threads).items():
-        os.environ.setdefault(key, value)
 
 
 def _run_pool(jobs, _address, cpus, _gpus, keep_going, on_done) -> list[Outcome]:
